@@ -1,0 +1,212 @@
+//! From an untyped document (one YAML or JSON object) to the typed object and every
+//! violation: kind dispatch, decoding with field paths, unknown fields, then the rules.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::{Reason, Validate, Violation};
+use crate::labels::API_VERSION;
+use crate::v1alpha1::{Run, Runtime, Workflow};
+
+/// A decoded kruntimes object.
+#[derive(Clone, Debug)]
+pub enum TypedObject {
+    /// A Runtime.
+    Runtime(Box<Runtime>),
+    /// A Run.
+    Run(Box<Run>),
+    /// A Workflow.
+    Workflow(Box<Workflow>),
+}
+
+/// The result of checking one kruntimes document.
+#[derive(Clone, Debug)]
+pub struct CheckedObject {
+    /// `Runtime`, `Run` or `Workflow`.
+    pub kind: &'static str,
+    /// `metadata.name`, or `metadata.generateName` followed by `*`, or `<unnamed>`.
+    pub name: String,
+    /// Everything wrong with it.
+    pub violations: Vec<Violation>,
+    /// The typed object, when it could be decoded.
+    pub object: Option<TypedObject>,
+}
+
+/// Why a document is not a kruntimes object at all.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DocumentError {
+    /// The document is not a mapping.
+    #[error("not a Kubernetes object (expected a mapping with apiVersion and kind)")]
+    NotAnObject,
+    /// `apiVersion` or `kind` is missing.
+    #[error("missing {0}")]
+    MissingField(&'static str),
+    /// Some other kind of object.
+    #[error(
+        "{api_version} {kind} is not a kruntimes kind; krt check validates {API_VERSION} Runtime, Run and Workflow (krt check pss evaluates Pod Security)"
+    )]
+    UnknownKind {
+        /// Its apiVersion.
+        api_version: String,
+        /// Its kind.
+        kind: String,
+    },
+}
+
+/// The kind and name of any object, for messages.
+pub fn describe(value: &Value) -> (String, String) {
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("<no kind>")
+        .to_owned();
+    (kind, object_name(value))
+}
+
+fn object_name(value: &Value) -> String {
+    let meta = value.get("metadata");
+    if let Some(name) = meta.and_then(|m| m.get("name")).and_then(Value::as_str) {
+        return name.to_owned();
+    }
+    if let Some(prefix) = meta
+        .and_then(|m| m.get("generateName"))
+        .and_then(Value::as_str)
+    {
+        return format!("{prefix}*");
+    }
+    "<unnamed>".to_owned()
+}
+
+/// Checks one document: decodes it as the kruntimes kind it claims to be and runs every
+/// rule. A document that decodes only partly still gets a result, with the decoding
+/// error as a violation at its field path.
+pub fn check_document(value: &Value) -> Result<CheckedObject, DocumentError> {
+    let map = value.as_object().ok_or(DocumentError::NotAnObject)?;
+    let api_version = map
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .ok_or(DocumentError::MissingField("apiVersion"))?;
+    let kind = map
+        .get("kind")
+        .and_then(Value::as_str)
+        .ok_or(DocumentError::MissingField("kind"))?;
+    let unknown = || DocumentError::UnknownKind {
+        api_version: api_version.to_owned(),
+        kind: kind.to_owned(),
+    };
+    if api_version != API_VERSION {
+        return Err(unknown());
+    }
+    let name = object_name(value);
+    let (kind, decoded) = match kind {
+        "Runtime" => (
+            "Runtime",
+            decode::<Runtime>(value).map(|(o, u)| (TypedObject::Runtime(Box::new(o)), u)),
+        ),
+        "Run" => (
+            "Run",
+            decode::<Run>(value).map(|(o, u)| (TypedObject::Run(Box::new(o)), u)),
+        ),
+        "Workflow" => (
+            "Workflow",
+            decode::<Workflow>(value).map(|(o, u)| (TypedObject::Workflow(Box::new(o)), u)),
+        ),
+        _ => return Err(unknown()),
+    };
+    let (violations, object) = match decoded {
+        Err(violation) => (vec![violation], None),
+        Ok((object, mut violations)) => {
+            violations.extend(match &object {
+                TypedObject::Runtime(o) => o.validate(),
+                TypedObject::Run(o) => o.validate(),
+                TypedObject::Workflow(o) => o.validate(),
+            });
+            (violations, Some(object))
+        }
+    };
+    Ok(CheckedObject {
+        kind,
+        name,
+        violations,
+        object,
+    })
+}
+
+/// Decodes `value` as `T`, reporting a decoding failure at its field path, and every
+/// field the type does not know (which the apiserver would silently prune).
+fn decode<T: DeserializeOwned + Serialize>(
+    value: &Value,
+) -> Result<(T, Vec<Violation>), Violation> {
+    let typed: T = serde_path_to_error::deserialize(value.clone()).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." {
+            "<root>".to_owned()
+        } else {
+            path
+        };
+        Violation::new(path, Reason::Invalid, e.into_inner().to_string())
+    })?;
+    let round_trip = serde_json::to_value(&typed).unwrap_or(Value::Null);
+    let mut unknown = Vec::new();
+    find_unknown_fields(value, &round_trip, "", &mut unknown);
+    Ok((typed, unknown))
+}
+
+/// Fields of a step object that are execution methods or names; any other key on a step
+/// is reported as an unsupported execution method rather than a mere unknown field.
+const STEP_FIELDS: [&str; 3] = ["name", "run", "uses"];
+
+fn find_unknown_fields(raw: &Value, known: &Value, path: &str, out: &mut Vec<Violation>) {
+    match (raw, known) {
+        (Value::Object(raw_map), Value::Object(known_map)) => {
+            let is_step = is_step_path(path);
+            for (key, raw_value) in raw_map {
+                let child = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                match known_map.get(key) {
+                    Some(known_value) => find_unknown_fields(raw_value, known_value, &child, out),
+                    None if is_trivially_empty(raw_value) => {}
+                    None if is_step && !STEP_FIELDS.contains(&key.as_str()) => {
+                        out.push(Violation::with_value(
+                            child,
+                            Reason::Unsupported,
+                            key,
+                            "unknown execution method; supported: run",
+                        ))
+                    }
+                    None => out.push(Violation::new(
+                        child,
+                        Reason::Forbidden,
+                        "unknown field: the apiserver would drop it; check its spelling",
+                    )),
+                }
+            }
+        }
+        (Value::Array(raw_items), Value::Array(known_items)) => {
+            for (i, (r, k)) in raw_items.iter().zip(known_items).enumerate() {
+                find_unknown_fields(r, k, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `spec.jobs[N].steps[M]`
+fn is_step_path(path: &str) -> bool {
+    path.strip_prefix("spec.jobs[")
+        .and_then(|rest| rest.split_once("].steps["))
+        .is_some_and(|(_, rest)| rest.ends_with(']') && !rest.contains('.'))
+}
+
+fn is_trivially_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    }
+}

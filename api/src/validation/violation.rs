@@ -1,0 +1,215 @@
+use std::fmt;
+
+use serde::Serialize;
+
+/// The kind of a violation, with Kubernetes' `field.ErrorType` wording so messages read
+/// like the apiserver's own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum Reason {
+    /// A reference to something that does not exist.
+    NotFound,
+    /// A value that is malformed or out of range.
+    Invalid,
+    /// A value that must be unique and is not.
+    Duplicate,
+    /// A value outside a fixed set of supported ones.
+    Unsupported,
+    /// A required value is missing.
+    Required,
+    /// A value that may not be set (reserved, or not with another field).
+    Forbidden,
+    /// A string longer than allowed.
+    TooLong,
+    /// A list or map with more entries than allowed.
+    TooMany,
+}
+
+impl Reason {
+    /// Kubernetes' wording (`field.ErrorType.String()`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotFound => "Not found",
+            Self::Invalid => "Invalid value",
+            Self::Duplicate => "Duplicate value",
+            Self::Unsupported => "Unsupported value",
+            Self::Required => "Required value",
+            Self::Forbidden => "Forbidden",
+            Self::TooLong => "Too long",
+            Self::TooMany => "Too many",
+        }
+    }
+
+    /// The `metav1.CauseType` for `status.details.causes[].reason`.
+    pub fn cause_type(self) -> &'static str {
+        match self {
+            Self::NotFound => "FieldValueNotFound",
+            Self::Invalid => "FieldValueInvalid",
+            Self::Duplicate => "FieldValueDuplicate",
+            Self::Unsupported => "FieldValueNotSupported",
+            Self::Required => "FieldValueRequired",
+            Self::Forbidden => "FieldValueForbidden",
+            Self::TooLong => "FieldValueTooLong",
+            Self::TooMany => "FieldValueTooMany",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Longest offending value quoted in a message; longer ones are cut, so a 256 KiB
+/// script never ends up in a denial.
+const MAX_QUOTED_VALUE_CHARS: usize = 120;
+
+/// One thing wrong with an object: where, what kind of wrong, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// Kubernetes-style field path, such as `spec.jobs[1].needs[0]`.
+    pub field: String,
+    /// The kind of violation.
+    pub reason: Reason,
+    /// The offending value, quoted and shortened, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// What is wrong and what would be right.
+    pub detail: String,
+}
+
+impl Violation {
+    /// A violation without an offending value.
+    pub fn new(field: impl Into<String>, reason: Reason, detail: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason,
+            value: None,
+            detail: detail.into(),
+        }
+    }
+
+    /// A violation quoting the offending value.
+    pub fn with_value(
+        field: impl Into<String>,
+        reason: Reason,
+        value: impl fmt::Debug,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            field: field.into(),
+            reason,
+            value: Some(quote(&value)),
+            detail: detail.into(),
+        }
+    }
+
+    /// The message without the field path: `Not found: "fetc" (no job named ...)`.
+    pub fn message(&self) -> String {
+        match (&self.value, self.detail.is_empty()) {
+            (Some(value), false) => format!("{}: {} ({})", self.reason, value, self.detail),
+            (Some(value), true) => format!("{}: {}", self.reason, value),
+            (None, _) => format!("{}: {}", self.reason, self.detail),
+        }
+    }
+}
+
+impl fmt::Display for Violation {
+    /// `spec.jobs[1].needs[0]: Not found: "fetc" (no job named "fetc"; jobs are: fetch, build)`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message())
+    }
+}
+
+fn quote(value: &dyn fmt::Debug) -> String {
+    let full = format!("{value:?}");
+    if full.chars().count() <= MAX_QUOTED_VALUE_CHARS {
+        return full;
+    }
+    let cut: String = full.chars().take(MAX_QUOTED_VALUE_CHARS).collect();
+    format!("{cut}... ({} characters in all)", full.chars().count())
+}
+
+/// A Kubernetes-style field path under construction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldPath(String);
+
+impl FieldPath {
+    /// The root, for paths relative to an object (`spec`, `metadata`).
+    pub fn root(name: &str) -> Self {
+        Self(name.to_owned())
+    }
+
+    /// `parent.child`
+    pub fn child(&self, name: &str) -> Self {
+        if self.0.is_empty() {
+            Self(name.to_owned())
+        } else {
+            Self(format!("{}.{}", self.0, name))
+        }
+    }
+
+    /// `parent[index]`
+    pub fn index(&self, index: usize) -> Self {
+        Self(format!("{}[{}]", self.0, index))
+    }
+
+    /// `parent[key]` for map entries.
+    pub fn key(&self, key: &str) -> Self {
+        Self(format!("{}[{}]", self.0, key))
+    }
+
+    /// The path as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<FieldPath> for String {
+    fn from(path: FieldPath) -> Self {
+        path.0
+    }
+}
+
+impl From<&FieldPath> for String {
+    fn from(path: &FieldPath) -> Self {
+        path.0.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_like_the_apiserver() {
+        let v = Violation::with_value(
+            FieldPath::root("spec")
+                .child("jobs")
+                .index(1)
+                .child("needs")
+                .index(0),
+            Reason::NotFound,
+            "fetc",
+            "no job named \"fetc\"; jobs are: fetch, build",
+        );
+        assert_eq!(
+            v.to_string(),
+            "spec.jobs[1].needs[0]: Not found: \"fetc\" (no job named \"fetc\"; jobs are: fetch, build)"
+        );
+    }
+
+    #[test]
+    fn long_values_are_cut() {
+        let v = Violation::with_value("spec.script", Reason::Invalid, "x".repeat(10_000), "");
+        let value = v.value.unwrap();
+        assert!(value.len() < 200, "{value}");
+        assert!(value.ends_with("(10002 characters in all)"), "{value}");
+    }
+}

@@ -1,0 +1,4 @@
+//! One module per `krt` command.
+
+pub mod check;
+pub mod crds;

@@ -1,0 +1,67 @@
+//! The `krt` command line: argument parsing and the commands. Each command is a thin
+//! layer over `kruntimes-api` and `kruntimes-pss`, which hold every rule.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod commands;
+pub mod manifest;
+
+/// Exit statuses shared by every command (documented in `docs/cli.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Everything passed.
+    Ok = 0,
+    /// Something was checked and found wrong.
+    Violations = 1,
+    /// The input could not be used: unreadable, unparsable, or a bad flag value.
+    BadInput = 2,
+}
+
+impl From<Status> for ExitCode {
+    fn from(status: Status) -> Self {
+        ExitCode::from(status as u8)
+    }
+}
+
+/// kruntimes: warm execution substrate for Kubernetes.
+#[derive(Debug, Parser)]
+#[command(name = "krt", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check Runtime, Run and Workflow manifests against every admission rule, offline.
+    Check(commands::check::CheckArgs),
+    /// Print the CustomResourceDefinitions (or write one file per kind).
+    Crds(commands::crds::CrdsArgs),
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // clap's own code for --help/--version is 0; anything else is bad input.
+            return if e.use_stderr() {
+                Status::BadInput.into()
+            } else {
+                Status::Ok.into()
+            };
+        }
+    };
+    run(cli).into()
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Status {
+    match cli.command {
+        Command::Check(args) => commands::check::run(args),
+        Command::Crds(args) => commands::crds::run(&args),
+    }
+}
