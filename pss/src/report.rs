@@ -81,33 +81,63 @@ fn object_label(kind: &str, name: &str) -> String {
     }
 }
 
-impl fmt::Display for ReportLine {
-    /// `FILE[0] Pod/web: allowed`, or
-    /// `FILE[0] Pod/web: denied: privileged: privileged (container "a" must not set securityContext.privileged=true) [spec.containers[0].securityContext.privileged]; …`
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
+impl ReportLine {
+    fn render(&self) -> String {
+        let mut out = format!(
             "{}[{}] {}: ",
             self.file,
             self.index,
             object_label(&self.kind, &self.name)
-        )?;
+        );
         if self.allowed {
-            return f.write_str("allowed");
+            out.push_str("allowed");
+            return out;
         }
-        f.write_str("denied: ")?;
+        out.push_str("denied: ");
         for (i, v) in self.violations.iter().enumerate() {
             if i > 0 {
-                f.write_str("; ")?;
+                out.push_str("; ");
             }
-            write!(f, "{}: {}", v.check, v.reason)?;
+            out.push_str(v.check);
+            out.push_str(": ");
+            out.push_str(&v.reason);
             if !v.detail.is_empty() {
-                write!(f, " ({})", v.detail)?;
+                out.push_str(" (");
+                out.push_str(&v.detail);
+                out.push(')');
             }
             if !v.field.is_empty() {
-                write!(f, " [{}]", v.field)?;
+                out.push_str(" [");
+                out.push_str(&v.field);
+                out.push(']');
             }
         }
-        Ok(())
+        out
+    }
+}
+
+/// Escapes control characters so one report is one line.
+fn one_line(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_owned();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+impl fmt::Display for ReportLine {
+    /// `FILE[0] Pod/web: allowed`, or
+    /// `FILE[0] Pod/web: denied: privileged: privileged (container "a" must not set securityContext.privileged=true) [spec.containers[0].securityContext.privileged]; …`
+    ///
+    /// Control characters (from untrusted names) are escaped: always a single line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&one_line(&self.render()))
     }
 }

@@ -19,6 +19,10 @@ pub fn check_git_url(url: &str) -> Result<(), String> {
                 .into(),
         );
     }
+    // The URL parser repairs "https:///path" into host "path"; a typo must not pick a host.
+    if url["https://".len()..].starts_with('/') {
+        return Err("must name a host: https://HOST/PATH".into());
+    }
     let parsed = url::Url::parse(url).map_err(|e| format!("is not a valid URL: {e}"))?;
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err("must not embed credentials; configure access on the Runtime instead".into());
