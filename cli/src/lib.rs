@@ -65,3 +65,13 @@ pub fn run(cli: Cli) -> Status {
         Command::Crds(args) => commands::crds::run(&args),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -27,7 +27,10 @@ fn fixture_dir() -> Option<PathBuf> {
 
 fn load(dir: &Path) -> Vec<(Value, Policy)> {
     let mut out = Vec::new();
-    for (name, level) in [("baseline", Level::Baseline), ("restricted", Level::Restricted)] {
+    for (name, level) in [
+        ("baseline", Level::Baseline),
+        ("restricted", Level::Restricted),
+    ] {
         let Ok(versions) = std::fs::read_dir(dir.join(name)) else {
             continue;
         };

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use kruntimes_pss::{
-    DECODE_CHECK_ID, Evaluation, Level, NamespacePolicy, NoPodSpec, Policy, Version,
-    checks_for, evaluate_object, evaluate_pod, overridden_by, render_skipped, report,
+    DECODE_CHECK_ID, Evaluation, Level, NamespacePolicy, NoPodSpec, Policy, Version, checks_for,
+    evaluate_object, evaluate_pod, overridden_by, render_skipped, report,
 };
 use serde_json::{Value, json};
 
@@ -57,14 +57,29 @@ fn every_workload_kind_is_located_with_its_field_path() {
     let cases = [
         ("v1", "Pod", json!(privileged_spec()), "spec"),
         ("v1", "PodTemplate", json!(null), "template.spec"),
-        ("v1", "ReplicationController", json!(null), "spec.template.spec"),
+        (
+            "v1",
+            "ReplicationController",
+            json!(null),
+            "spec.template.spec",
+        ),
         ("apps/v1", "Deployment", json!(null), "spec.template.spec"),
         ("apps/v1", "ReplicaSet", json!(null), "spec.template.spec"),
         ("apps/v1", "StatefulSet", json!(null), "spec.template.spec"),
         ("apps/v1", "DaemonSet", json!(null), "spec.template.spec"),
         ("batch/v1", "Job", json!(null), "spec.template.spec"),
-        ("batch/v1", "CronJob", json!(null), "spec.jobTemplate.spec.template.spec"),
-        ("kruntimes.io/v1alpha1", "Runtime", json!(null), "spec.template.spec"),
+        (
+            "batch/v1",
+            "CronJob",
+            json!(null),
+            "spec.jobTemplate.spec.template.spec",
+        ),
+        (
+            "kruntimes.io/v1alpha1",
+            "Runtime",
+            json!(null),
+            "spec.template.spec",
+        ),
     ];
     for (api_version, kind, pod_spec, path) in cases {
         let mut obj = json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": "x"}});
@@ -161,7 +176,11 @@ fn objects_without_a_pod_spec() {
         ),
     ];
     for (obj, want) in cases {
-        assert_eq!(evaluate_object(&obj, RESTRICTED).unwrap_err(), want, "{obj}");
+        assert_eq!(
+            evaluate_object(&obj, RESTRICTED).unwrap_err(),
+            want,
+            "{obj}"
+        );
     }
     // Without apiVersion the kind alone decides.
     let e = evaluate_object(&json!({"kind": "Pod", "spec": privileged_spec()}), BASELINE);
@@ -241,7 +260,10 @@ fn restricted_aggregate_message_matches_upstream() {
     assert_eq!(e.violations[0].detail, r#"volume "h""#);
     assert!(eval_spec(restricted_spec(), RESTRICTED).allowed());
     assert_eq!(e.denial_message().map(|_| ()), Some(()));
-    assert_eq!(eval_spec(restricted_spec(), RESTRICTED).denial_message(), None);
+    assert_eq!(
+        eval_spec(restricted_spec(), RESTRICTED).denial_message(),
+        None
+    );
 }
 
 #[test]
@@ -310,7 +332,10 @@ fn windows_pod_at_restricted() {
     let mut w = windows;
     w["containers"][0]["securityContext"] = json!({"capabilities": {"add": ["SYS_ADMIN"]}});
     assert!(eval_spec(w.clone(), RESTRICTED).allowed());
-    assert_eq!(checks_of(&eval_spec(w, BASELINE)), ["capabilities_baseline"]);
+    assert_eq!(
+        checks_of(&eval_spec(w, BASELINE)),
+        ["capabilities_baseline"]
+    );
 }
 
 #[test]
@@ -339,7 +364,10 @@ fn user_namespace_relaxations_start_at_1_35() {
     let spec = json!({"hostUsers": false, "containers": [
         {"name": "a", "securityContext": {"procMount": "Unmasked"}}]});
     assert!(eval_spec(spec.clone(), BASELINE).allowed());
-    assert_eq!(checks_of(&eval_spec(spec.clone(), baseline_at(34))), ["procMount"]);
+    assert_eq!(
+        checks_of(&eval_spec(spec.clone(), baseline_at(34))),
+        ["procMount"]
+    );
     let mut r = restricted_spec();
     r["hostUsers"] = json!(false);
     r["containers"][0]["securityContext"]["procMount"] = json!("Unmasked");
@@ -380,12 +408,18 @@ fn newer_revisions_apply_from_their_version() {
         ("net.ipv4.tcp_wmem", 32),
         ("net.ipv4.tcp_notsent_lowat", 37),
     ] {
-        assert!(eval_spec(sysctl(name), baseline_at(since)).allowed(), "{name}");
+        assert!(
+            eval_spec(sysctl(name), baseline_at(since)).allowed(),
+            "{name}"
+        );
         assert!(eval_spec(sysctl(name), BASELINE).allowed(), "{name}");
         if since > 0 {
             let e = eval_spec(sysctl(name), baseline_at(since - 1));
             assert_eq!(e.violations[0].detail, name);
-            assert_eq!(e.violations[0].field, "spec.securityContext.sysctls[0].name");
+            assert_eq!(
+                e.violations[0].field,
+                "spec.securityContext.sysctls[0].name"
+            );
         }
     }
     // hostProbesAndHostLifecycle from v1.34.
@@ -467,8 +501,14 @@ fn host_ports_and_namespaces_messages() {
         e.violations[0].detail,
         r#"container "a" must not include "NET_RAW", "SYS_ADMIN" in securityContext.capabilities.add"#
     );
-    assert_eq!(e.violations[0].field, "spec.containers[0].securityContext.capabilities.add");
-    assert_eq!(e.violations[1].field, "spec.containers[0].ports[0].hostPort");
+    assert_eq!(
+        e.violations[0].field,
+        "spec.containers[0].securityContext.capabilities.add"
+    );
+    assert_eq!(
+        e.violations[1].field,
+        "spec.containers[0].ports[0].hostPort"
+    );
 }
 
 #[test]
@@ -477,7 +517,9 @@ fn versions_and_levels_parse_like_upstream() {
     assert_eq!("v1.0".parse::<Version>().unwrap(), Version::Minor(0));
     assert_eq!("v1.37".parse::<Version>().unwrap(), Version::Minor(37));
     assert_eq!("v1.99".parse::<Version>().unwrap().effective_minor(), 37);
-    for bad in ["", "1.30", "v1.", "v1.01", "v2.0", "v1.3a", "Latest", "v1.-1", " v1.2"] {
+    for bad in [
+        "", "1.30", "v1.", "v1.01", "v2.0", "v1.3a", "Latest", "v1.-1", " v1.2",
+    ] {
         let err = bad.parse::<Version>().unwrap_err();
         assert_eq!(err.to_string(), r#"must be "latest" or "v1.x""#, "{bad:?}");
     }
@@ -593,13 +635,28 @@ fn malformed_input_is_denied_not_panicking() {
         "spec.volumes[1]",
         "spec.os",
     ] {
-        assert!(decode.fields.iter().any(|x| x == f), "{f} in {:?}", decode.fields);
+        assert!(
+            decode.fields.iter().any(|x| x == f),
+            "{f} in {:?}",
+            decode.fields
+        );
     }
-    assert!(decode.detail.contains("spec.hostNetwork: expected a boolean, got string"));
+    assert!(
+        decode
+            .detail
+            .contains("spec.hostNetwork: expected a boolean, got string")
+    );
     assert!(decode.detail.ends_with("(and 2 more)"), "{}", decode.detail);
     // The null container is checked as an empty container.
-    let ape = e.violations.iter().find(|v| v.check == "allowPrivilegeEscalation").unwrap();
-    assert!(ape.fields.contains(&"spec.containers[2].securityContext.allowPrivilegeEscalation".to_owned()));
+    let ape = e
+        .violations
+        .iter()
+        .find(|v| v.check == "allowPrivilegeEscalation")
+        .unwrap();
+    assert!(
+        ape.fields
+            .contains(&"spec.containers[2].securityContext.allowPrivilegeEscalation".to_owned())
+    );
     // Privileged does not even decode (as upstream).
     assert!(eval_spec(spec, Policy::PRIVILEGED).allowed());
     // Wrong types in the metadata and out-of-range integers.
@@ -628,7 +685,8 @@ fn malformed_input_is_denied_not_panicking() {
 
 #[test]
 fn evaluate_pod_derives_metadata_path() {
-    let meta = json!({"annotations": {"container.apparmor.security.beta.kubernetes.io/a": "unconfined"}});
+    let meta =
+        json!({"annotations": {"container.apparmor.security.beta.kubernetes.io/a": "unconfined"}});
     let spec = json!({"containers": [{"name": "a"}]});
     for (base, meta_path) in [
         ("spec", "metadata"),
@@ -666,7 +724,10 @@ fn report_lines() {
     );
     let line = report("app.yaml", 0, &doc, Policy::PRIVILEGED).unwrap();
     assert_eq!(line.to_string(), "app.yaml[0] Deployment/web: allowed");
-    assert_eq!(serde_json::to_value(&line).unwrap()["violations"], json!([]));
+    assert_eq!(
+        serde_json::to_value(&line).unwrap()["violations"],
+        json!([])
+    );
 
     let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}});
     let err = report("a.yaml", 1, &svc, BASELINE).unwrap_err();

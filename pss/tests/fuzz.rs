@@ -28,19 +28,78 @@ impl Rng {
 
 /// Field names the checks read, plus a few others.
 const KEYS: &[&str] = &[
-    "containers", "initContainers", "ephemeralContainers", "securityContext", "name",
-    "privileged", "allowPrivilegeEscalation", "capabilities", "add", "drop", "procMount",
-    "runAsNonRoot", "runAsUser", "seLinuxOptions", "type", "user", "role", "seccompProfile",
-    "appArmorProfile", "windowsOptions", "hostProcess", "sysctls", "hostNetwork", "hostPID",
-    "hostIPC", "hostUsers", "os", "volumes", "hostPath", "nfs", "emptyDir", "image", "ports",
-    "hostPort", "livenessProbe", "httpGet", "tcpSocket", "host", "lifecycle", "preStop",
-    "metadata", "annotations", "spec", "template", "jobTemplate", "kind", "apiVersion", "x",
+    "containers",
+    "initContainers",
+    "ephemeralContainers",
+    "securityContext",
+    "name",
+    "privileged",
+    "allowPrivilegeEscalation",
+    "capabilities",
+    "add",
+    "drop",
+    "procMount",
+    "runAsNonRoot",
+    "runAsUser",
+    "seLinuxOptions",
+    "type",
+    "user",
+    "role",
+    "seccompProfile",
+    "appArmorProfile",
+    "windowsOptions",
+    "hostProcess",
+    "sysctls",
+    "hostNetwork",
+    "hostPID",
+    "hostIPC",
+    "hostUsers",
+    "os",
+    "volumes",
+    "hostPath",
+    "nfs",
+    "emptyDir",
+    "image",
+    "ports",
+    "hostPort",
+    "livenessProbe",
+    "httpGet",
+    "tcpSocket",
+    "host",
+    "lifecycle",
+    "preStop",
+    "metadata",
+    "annotations",
+    "spec",
+    "template",
+    "jobTemplate",
+    "kind",
+    "apiVersion",
+    "x",
 ];
 
 const STRINGS: &[&str] = &[
-    "", "ALL", "Unmasked", "Default", "RuntimeDefault", "Unconfined", "windows", "NET_RAW",
-    "container_t", "kernel.x", "Pod", "Deployment", "CronJob", "Runtime", "v1", "apps/v1",
-    "batch/v1", "kruntimes.io/v1alpha1", "a\nb", "\u{0}", "ü",
+    "",
+    "ALL",
+    "Unmasked",
+    "Default",
+    "RuntimeDefault",
+    "Unconfined",
+    "windows",
+    "NET_RAW",
+    "container_t",
+    "kernel.x",
+    "Pod",
+    "Deployment",
+    "CronJob",
+    "Runtime",
+    "v1",
+    "apps/v1",
+    "batch/v1",
+    "kruntimes.io/v1alpha1",
+    "a\nb",
+    "\u{0}",
+    "ü",
 ];
 
 fn value(rng: &mut Rng, depth: u32) -> Value {
@@ -128,7 +187,11 @@ fn random_input_never_panics_and_is_consistent() {
                         "round {round}: {v:?}"
                     );
                 }
-                let decode = e.violations.iter().filter(|v| v.check == DECODE_CHECK_ID).count();
+                let decode = e
+                    .violations
+                    .iter()
+                    .filter(|v| v.check == DECODE_CHECK_ID)
+                    .count();
                 assert!(decode <= 1, "round {round}");
                 decoded_badly += decode;
                 if p.level != Level::Privileged {
@@ -147,5 +210,8 @@ fn random_input_never_panics_and_is_consistent() {
         let _ = evaluate_pod(Some(&meta), &spec, "spec", POLICIES[4]);
     }
     // The generator must reach all outcomes, or the test proves little.
-    assert!(decoded_badly > 100 && denied > 100 && allowed > 100, "{decoded_badly} {denied} {allowed}");
+    assert!(
+        decoded_badly > 100 && denied > 100 && allowed > 100,
+        "{decoded_badly} {denied} {allowed}"
+    );
 }

@@ -34,15 +34,17 @@ enum CheckCommand {
     Pss(PssArgs),
 }
 
-/// Arguments of `krt check pss`.
+/// Arguments of `krt check pss`. Its `--version` is the policy version, so the
+/// program's own version flag is left to `krt --version`.
 #[derive(Debug, Args)]
+#[command(disable_version_flag = true)]
 struct PssArgs {
     /// privileged, baseline or restricted.
     #[arg(long, value_name = "LEVEL")]
     level: String,
     /// Policy version: v1.0 to v1.37, or latest.
-    #[arg(long, value_name = "VERSION", default_value = "latest")]
-    version: String,
+    #[arg(long = "version", value_name = "VERSION", default_value = "latest")]
+    policy_version: String,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
     output: Output,
@@ -171,7 +173,7 @@ fn run_pss(args: &PssArgs) -> Status {
             return Status::BadInput;
         }
     };
-    let version = match args.version.parse::<Version>() {
+    let version = match args.policy_version.parse::<Version>() {
         Ok(version) => version,
         Err(e) => {
             eprintln!("krt check pss: --version: {e}");
