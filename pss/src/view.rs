@@ -433,9 +433,11 @@ impl Decoder {
     fn volume<'v>(&mut self, index: usize, v: &'v Map<String, Value>, path: &str) -> Volume<'v> {
         let name = self.string(v, "name", path).unwrap_or("");
         let is_set = |key: &str, dec: &mut Decoder| dec.object(v, key, path).is_some();
-        let allowed = ALLOWED_VOLUME_SOURCES
-            .iter()
-            .fold(false, |acc, k| is_set(k, self) || acc);
+        // Every key is visited (not `any`) so each mistyped source is reported.
+        let mut allowed = false;
+        for key in ALLOWED_VOLUME_SOURCES {
+            allowed |= is_set(key, self);
+        }
         let mut restricted_type = None;
         let mut host_path = false;
         for key in RESTRICTED_VOLUME_SOURCES {

@@ -1,6 +1,9 @@
 //! Behaviour the upstream fixtures do not cover: object kinds, field paths, messages,
 //! version boundaries of newer revisions, namespace labels, malformed input, reports.
 
+// Test helpers outside #[test] fns may fail loudly too (clippy.toml allows it in tests).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeMap;
 
 use kruntimes_pss::{

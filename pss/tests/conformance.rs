@@ -7,6 +7,9 @@
 //! beside the workspace root (`<root>/../shared/…`, then `<root>/shared/…`); the test is
 //! skipped with a notice when none exists.
 
+// Test helpers outside #[test] fns may fail loudly too (clippy.toml allows it in tests).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 
 use kruntimes_pss::{Level, Policy, Version, checks, evaluate_object, overridden_by};
