@@ -43,22 +43,22 @@ pub struct Document {
 
 /// Reads `path` (`-` is stdin) and splits it into its non-empty YAML documents.
 pub fn load(path: &Path) -> Result<Vec<Document>, LoadError> {
-    let mut bytes = Vec::new();
-    if path.as_os_str() == "-" {
-        std::io::stdin()
-            .lock()
-            .take(MAX_MANIFEST_BYTES + 1)
-            .read_to_end(&mut bytes)?;
+    let text = if path.as_os_str() == "-" {
+        read_limited(std::io::stdin().lock(), MAX_MANIFEST_BYTES)?
     } else {
-        std::fs::File::open(path)?
-            .take(MAX_MANIFEST_BYTES + 1)
-            .read_to_end(&mut bytes)?;
-    }
-    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        read_limited(std::fs::File::open(path)?, MAX_MANIFEST_BYTES)?
+    };
+    parse(&text)
+}
+
+/// Reads at most `limit` bytes of UTF-8 text; one byte more is an error, not a cut.
+fn read_limited(reader: impl Read, limit: u64) -> Result<String, LoadError> {
+    let mut bytes = Vec::new();
+    reader.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
         return Err(LoadError::TooLarge);
     }
-    let text = String::from_utf8(bytes).map_err(|_| LoadError::NotUtf8)?;
-    parse(&text)
+    String::from_utf8(bytes).map_err(|_| LoadError::NotUtf8)
 }
 
 /// Splits YAML text into its non-empty documents.
@@ -80,6 +80,15 @@ pub fn parse(text: &str) -> Result<Vec<Document>, LoadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn size_limit_boundary() {
+        let at_limit = "a".repeat(16);
+        assert_eq!(read_limited(at_limit.as_bytes(), 16).unwrap(), at_limit);
+        let over = "a".repeat(17);
+        assert!(matches!(read_limited(over.as_bytes(), 16), Err(LoadError::TooLarge)));
+        assert!(matches!(read_limited(&[0xff, 0xfe][..], 16), Err(LoadError::NotUtf8)));
+    }
 
     #[test]
     fn splits_documents_and_skips_empty_ones() {
