@@ -2,6 +2,10 @@
 //! claim, evaluated offline by kube's CEL implementation against the generated schema
 //! (the same document the apiserver receives).
 
+// Test helpers outside #[test] functions: a failed unwrap is a failed test, which is
+// what we want (clippy.toml allows it only inside #[test] functions themselves).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::PathBuf;
 
 use kube::core::cel::{
@@ -17,8 +21,8 @@ fn crd_dir() -> PathBuf {
 fn committed_crds_match_the_types() {
     for generated in kruntimes_api::crd::all() {
         let path = crd_dir().join(generated.file_name);
-        let committed = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let committed =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let fresh = kruntimes_api::crd::to_yaml(&generated.crd).unwrap();
         assert!(
             committed == fresh,
@@ -44,8 +48,14 @@ fn every_stored_version_is_served_and_structural() {
         assert_eq!(versions[0]["storage"], true);
         assert_eq!(versions[0]["subresources"]["status"], json!({}));
         let text = crd.to_string();
-        assert!(!text.contains("\"$ref\""), "a structural schema has no $ref");
-        assert!(!text.contains("\"nullable\""), "null means unset: no nullable fields");
+        assert!(
+            !text.contains("\"$ref\""),
+            "a structural schema has no $ref"
+        );
+        assert!(
+            !text.contains("\"nullable\""),
+            "null means unset: no nullable fields"
+        );
     }
 }
 
@@ -92,45 +102,84 @@ fn bash_script() -> Value {
 }
 
 fn assert_one_failure(got: Vec<String>, expected: &str) {
-    assert_eq!(got.len(), 1, "expected one failure containing {expected:?}, got {got:?}");
-    assert!(got[0].contains(expected), "expected {expected:?} in {got:?}");
+    assert_eq!(
+        got.len(),
+        1,
+        "expected one failure containing {expected:?}, got {got:?}"
+    );
+    assert!(
+        got[0].contains(expected),
+        "expected {expected:?} in {got:?}"
+    );
 }
 
 #[test]
 fn run_needs_exactly_one_program_source() {
-    assert_eq!(failures("Run", &run(bash_script()), None), Vec::<String>::new());
+    assert_eq!(
+        failures("Run", &run(bash_script()), None),
+        Vec::<String>::new()
+    );
     let mut two = bash_script();
     two["entrypoint"] = json!("x.sh");
     two["files"] = json!({"x.sh": "echo"});
-    assert_one_failure(failures("Run", &run(two), None), "exactly one program source");
+    assert_one_failure(
+        failures("Run", &run(two), None),
+        "exactly one program source",
+    );
     let none = json!({"runtimeRef": {"name": "bash"}, "interpreter": "bash"});
-    assert_one_failure(failures("Run", &run(none), None), "exactly one program source");
+    assert_one_failure(
+        failures("Run", &run(none), None),
+        "exactly one program source",
+    );
 }
 
 #[test]
 fn command_goes_with_exec_only() {
     let exec = json!({"runtimeRef": {"name": "b"}, "interpreter": "exec", "command": ["echo"]});
     assert_eq!(failures("Run", &run(exec), None), Vec::<String>::new());
-    let bash_command = json!({"runtimeRef": {"name": "b"}, "interpreter": "bash", "command": ["echo"]});
-    assert_one_failure(failures("Run", &run(bash_command), None), "command goes with interpreter exec");
+    let bash_command =
+        json!({"runtimeRef": {"name": "b"}, "interpreter": "bash", "command": ["echo"]});
+    assert_one_failure(
+        failures("Run", &run(bash_command), None),
+        "command goes with interpreter exec",
+    );
     let exec_script = json!({"runtimeRef": {"name": "b"}, "interpreter": "exec", "script": "x"});
-    assert_one_failure(failures("Run", &run(exec_script), None), "command goes with interpreter exec");
+    assert_one_failure(
+        failures("Run", &run(exec_script), None),
+        "command goes with interpreter exec",
+    );
 }
 
 #[test]
 fn git_replaces_inline_sources_and_entrypoint_needs_a_tree() {
     let mut git_and_script = bash_script();
     git_and_script["git"] = json!({"url": "https://github.com/o/r"});
-    assert_one_failure(failures("Run", &run(git_and_script), None), "git is used instead of inline sources");
-    let bare_entrypoint = json!({"runtimeRef": {"name": "b"}, "interpreter": "bash", "entrypoint": "x.sh"});
-    assert_one_failure(failures("Run", &run(bare_entrypoint), None), "entrypoint names a file");
+    assert_one_failure(
+        failures("Run", &run(git_and_script), None),
+        "git is used instead of inline sources",
+    );
+    let bare_entrypoint =
+        json!({"runtimeRef": {"name": "b"}, "interpreter": "bash", "entrypoint": "x.sh"});
+    assert_one_failure(
+        failures("Run", &run(bare_entrypoint), None),
+        "entrypoint names a file",
+    );
     let git_entrypoint = json!({"runtimeRef": {"name": "b"}, "interpreter": "bash", "entrypoint": "x.sh", "git": {"url": "https://github.com/o/r"}});
-    assert_eq!(failures("Run", &run(git_entrypoint), None), Vec::<String>::new());
+    assert_eq!(
+        failures("Run", &run(git_entrypoint), None),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
 fn timeouts_are_bounded() {
-    for (timeout, ok) in [("5m", true), ("24h", true), ("1h30m", true), ("24h1s", false), ("0s", false)] {
+    for (timeout, ok) in [
+        ("5m", true),
+        ("24h", true),
+        ("1h30m", true),
+        ("24h1s", false),
+        ("0s", false),
+    ] {
         let mut spec = bash_script();
         spec["timeout"] = json!(timeout);
         let got = failures("Run", &run(spec), None);
@@ -147,24 +196,37 @@ fn only_cancel_may_change() {
     let old = run(bash_script());
     let mut cancelled = old.clone();
     cancelled["spec"]["cancel"] = json!(true);
-    assert_eq!(failures("Run", &cancelled, Some(&old)), Vec::<String>::new());
+    assert_eq!(
+        failures("Run", &cancelled, Some(&old)),
+        Vec::<String>::new()
+    );
 
     let mut edited = old.clone();
     edited["spec"]["script"] = json!("echo changed");
-    assert_one_failure(failures("Run", &edited, Some(&old)), "spec.script is immutable");
+    assert_one_failure(
+        failures("Run", &edited, Some(&old)),
+        "spec.script is immutable",
+    );
 
     let mut added = old.clone();
     added["spec"]["timeout"] = json!("5m");
-    assert_one_failure(failures("Run", &added, Some(&old)), "spec.timeout is immutable");
+    assert_one_failure(
+        failures("Run", &added, Some(&old)),
+        "spec.timeout is immutable",
+    );
 
     let mut removed = old.clone();
     removed["spec"]["args"] = json!(["a"]);
     let without = old.clone();
-    assert_one_failure(failures("Run", &without, Some(&removed)), "spec.args is immutable");
+    assert_one_failure(
+        failures("Run", &without, Some(&removed)),
+        "spec.args is immutable",
+    );
 }
 
 fn runtime(spec: Value) -> Value {
-    let mut full = json!({"template": {"spec": {"containers": [{"name": "main", "image": "bash"}]}}});
+    let mut full =
+        json!({"template": {"spec": {"containers": [{"name": "main", "image": "bash"}]}}});
     for (k, v) in spec.as_object().unwrap() {
         full[k] = v.clone();
     }
@@ -178,11 +240,18 @@ fn runtime_bounds() {
         assert_eq!(got.is_empty(), ok, "replicas {replicas}: {got:?}");
     }
     for (concurrency, ok) in [(1, true), (256, true), (0, false), (257, false)] {
-        let got = failures("Runtime", &runtime(json!({"concurrency": concurrency})), None);
+        let got = failures(
+            "Runtime",
+            &runtime(json!({"concurrency": concurrency})),
+            None,
+        );
         assert_eq!(got.is_empty(), ok, "concurrency {concurrency}: {got:?}");
     }
     let inverted = runtime(json!({"limits": {"defaultTimeout": "2h", "maxTimeout": "1h"}}));
-    assert_one_failure(failures("Runtime", &inverted, None), "defaultTimeout must not exceed maxTimeout");
+    assert_one_failure(
+        failures("Runtime", &inverted, None),
+        "defaultTimeout must not exceed maxTimeout",
+    );
     let ordered = runtime(json!({"limits": {"defaultTimeout": "10m", "maxTimeout": "1h"}}));
     assert_eq!(failures("Runtime", &ordered, None), Vec::<String>::new());
 }
@@ -193,22 +262,42 @@ fn workflow_steps_need_run_and_refuse_uses() {
         json!({"apiVersion": "kruntimes.io/v1alpha1", "kind": "Workflow", "metadata": {"name": "w"},
                "spec": {"jobs": [{"name": "j", "steps": [step]}]}})
     };
-    assert_eq!(failures("Workflow", &wf(json!({"name": "s", "run": bash_script()})), None), Vec::<String>::new());
+    assert_eq!(
+        failures(
+            "Workflow",
+            &wf(json!({"name": "s", "run": bash_script()})),
+            None
+        ),
+        Vec::<String>::new()
+    );
     assert_one_failure(
-        failures("Workflow", &wf(json!({"name": "s", "uses": "org/action@v1", "run": bash_script()})), None),
+        failures(
+            "Workflow",
+            &wf(json!({"name": "s", "uses": "org/action@v1", "run": bash_script()})),
+            None,
+        ),
         "steps[].uses is not implemented",
     );
-    assert_one_failure(failures("Workflow", &wf(json!({"name": "s"})), None), "a step needs an execution method");
+    assert_one_failure(
+        failures("Workflow", &wf(json!({"name": "s"})), None),
+        "a step needs an execution method",
+    );
     // The RunSpec rules apply inside steps too.
     let mut bad = bash_script();
     bad["command"] = json!(["x"]);
     let got = failures("Workflow", &wf(json!({"name": "s", "run": bad})), None);
-    assert!(got.iter().any(|m| m.contains("exactly one program source")), "{got:?}");
+    assert!(
+        got.iter().any(|m| m.contains("exactly one program source")),
+        "{got:?}"
+    );
 }
 
 /// Walks a schema and returns (sub-schema, rule) for every CEL rule in it.
 fn rules_in(schema: &Value, out: &mut Vec<(Value, String)>) {
-    if let Some(rules) = schema.get("x-kubernetes-validations").and_then(Value::as_array) {
+    if let Some(rules) = schema
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+    {
         for rule in rules {
             out.push((schema.clone(), rule["rule"].as_str().unwrap().to_owned()));
         }

@@ -1,6 +1,10 @@
 //! The validation library at its boundaries: each rule with a passing and a failing
 //! case, field paths and reasons as users see them, and the shipped examples.
 
+// Test helpers outside #[test] functions: a failed unwrap is a failed test, which is
+// what we want (clippy.toml allows it only inside #[test] functions themselves).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use kruntimes_api::validation::{check_document, names::child_run_name};
 use serde_json::{Value, json};
 
@@ -27,23 +31,46 @@ fn has(lines: &[String], expected: &str) {
 
 #[test]
 fn a_minimal_run_is_valid() {
-    let got = lines(run(json!({"runtimeRef": {"name": "bash"}, "interpreter": "bash", "script": "true"})));
+    let got = lines(run(
+        json!({"runtimeRef": {"name": "bash"}, "interpreter": "bash", "script": "true"}),
+    ));
     assert_eq!(got, Vec::<String>::new());
 }
 
 #[test]
 fn run_program_sources() {
-    let got = lines(run(json!({"runtimeRef": {"name": "bash"}, "interpreter": "bash"})));
+    let got = lines(run(
+        json!({"runtimeRef": {"name": "bash"}, "interpreter": "bash"}),
+    ));
     assert_eq!(
         got,
-        ["spec: Required value: one program source must be set: script, entrypoint (with files or git), or command (interpreter exec)"]
+        [
+            "spec: Required value: one program source must be set: script, entrypoint (with files or git), or command (interpreter exec)"
+        ]
     );
-    let got = lines(run(json!({"runtimeRef": {"name": "b"}, "interpreter": "python", "entrypoint": "main.py", "files": {"lib.py": ""}})));
-    assert_eq!(got, ["spec.entrypoint: Not found: \"main.py\" (no such key in files; files are: lib.py)"]);
-    let got = lines(run(json!({"runtimeRef": {"name": "b"}, "interpreter": "python", "script": "x", "files": {"main.py": ""}})));
-    assert_eq!(got, ["spec.files[main.py]: Duplicate value: \"main.py\" (script is written to main.py; rename this file)"]);
-    let got = lines(run(json!({"runtimeRef": {"name": "b"}, "interpreter": "exec", "command": [""]})));
-    assert_eq!(got, ["spec.command[0]: Required value: the program to run may not be empty"]);
+    let got = lines(run(
+        json!({"runtimeRef": {"name": "b"}, "interpreter": "python", "entrypoint": "main.py", "files": {"lib.py": ""}}),
+    ));
+    assert_eq!(
+        got,
+        ["spec.entrypoint: Not found: \"main.py\" (no such key in files; files are: lib.py)"]
+    );
+    let got = lines(run(
+        json!({"runtimeRef": {"name": "b"}, "interpreter": "python", "script": "x", "files": {"main.py": ""}}),
+    ));
+    assert_eq!(
+        got,
+        [
+            "spec.files[main.py]: Duplicate value: \"main.py\" (script is written to main.py; rename this file)"
+        ]
+    );
+    let got = lines(run(
+        json!({"runtimeRef": {"name": "b"}, "interpreter": "exec", "command": [""]}),
+    ));
+    assert_eq!(
+        got,
+        ["spec.command[0]: Required value: the program to run may not be empty"]
+    );
 }
 
 #[test]
@@ -54,29 +81,67 @@ fn run_paths_urls_and_env() {
         "env": [{"name": "KRT_INPUT_FILE", "value": "x"}, {"name": "1X"}, {"name": "A"}, {"name": "A"}],
         "artifacts": {"paths": ["out/**", "../secrets"]},
     })));
-    has(&got, "spec.git.url: Invalid value: \"https://user:pw@github.com/o/r\" (must not embed credentials; configure access on the Runtime instead)");
-    has(&got, "spec.git.ref: Invalid value: \"--upload-pack=x\" (must not start with '-')");
-    has(&got, "spec.git.path: Invalid value: \"/abs\" (must be relative to the workspace (no leading '/'))");
-    has(&got, "spec.env[0].name: Forbidden: \"KRT_INPUT_FILE\" (names starting with KRT_ are set by runtimed)");
-    has(&got, "spec.env[1].name: Invalid value: \"1X\" (must consist of letters, digits and '_', and must not start with a digit (e.g. 'MY_VAR'))");
-    has(&got, "spec.env[3].name: Duplicate value: \"A\" (env[2] sets the same variable)");
-    has(&got, "spec.artifacts.paths[1]: Invalid value: \"../secrets\" (must not contain '..' segments)");
+    has(
+        &got,
+        "spec.git.url: Invalid value: \"https://user:pw@github.com/o/r\" (must not embed credentials; configure access on the Runtime instead)",
+    );
+    has(
+        &got,
+        "spec.git.ref: Invalid value: \"--upload-pack=x\" (must not start with '-')",
+    );
+    has(
+        &got,
+        "spec.git.path: Invalid value: \"/abs\" (must be relative to the workspace (no leading '/'))",
+    );
+    has(
+        &got,
+        "spec.env[0].name: Forbidden: \"KRT_INPUT_FILE\" (names starting with KRT_ are set by runtimed)",
+    );
+    has(
+        &got,
+        "spec.env[1].name: Invalid value: \"1X\" (must consist of letters, digits and '_', and must not start with a digit (e.g. 'MY_VAR'))",
+    );
+    has(
+        &got,
+        "spec.env[3].name: Duplicate value: \"A\" (env[2] sets the same variable)",
+    );
+    has(
+        &got,
+        "spec.artifacts.paths[1]: Invalid value: \"../secrets\" (must not contain '..' segments)",
+    );
     assert_eq!(got.len(), 7, "{got:#?}");
 }
 
 #[test]
 fn decoding_errors_name_the_field() {
-    let got = lines(run(json!({"runtimeRef": {"name": "b"}, "interpreter": "ruby", "script": "x"})));
-    assert_eq!(got, ["spec.interpreter: Invalid value: unknown variant `ruby`, expected one of `bash`, `python`, `exec`"]);
-    let got = lines(run(json!({"runtimeRef": {"name": "b"}, "interpreter": "bash", "script": 5})));
+    let got = lines(run(
+        json!({"runtimeRef": {"name": "b"}, "interpreter": "ruby", "script": "x"}),
+    ));
+    assert_eq!(
+        got,
+        [
+            "spec.interpreter: Invalid value: unknown variant `ruby`, expected one of `bash`, `python`, `exec`"
+        ]
+    );
+    let got = lines(run(
+        json!({"runtimeRef": {"name": "b"}, "interpreter": "bash", "script": 5}),
+    ));
     assert_eq!(got.len(), 1);
-    assert!(got[0].starts_with("spec.script: Invalid value: invalid type: integer `5`"), "{got:?}");
+    assert!(
+        got[0].starts_with("spec.script: Invalid value: invalid type: integer `5`"),
+        "{got:?}"
+    );
 }
 
 #[test]
 fn unknown_fields_are_reported_not_pruned_silently() {
-    let got = lines(run(json!({"runtimeRef": {"name": "b"}, "interpreter": "bash", "script": "x", "timout": "5m"})));
-    assert_eq!(got, ["spec.timout: Forbidden: unknown field: the apiserver would drop it; check its spelling"]);
+    let got = lines(run(
+        json!({"runtimeRef": {"name": "b"}, "interpreter": "bash", "script": "x", "timout": "5m"}),
+    ));
+    assert_eq!(
+        got,
+        ["spec.timout: Forbidden: unknown field: the apiserver would drop it; check its spelling"]
+    );
 }
 
 fn runtime(spec: Value) -> Value {
@@ -97,20 +162,46 @@ fn runtime_reserved_fields() {
         "limits": {"maxOutputBytes": "1", "defaultTimeout": "2h", "maxTimeout": "1h"},
         "workspace": {"sizeLimit": "1Gb"},
     })));
-    has(&got, "spec.template.metadata.annotations[kruntimes.io/container]: Forbidden: \"kruntimes.io/container\" (annotations under kruntimes.io/ are set by kruntimes)");
-    has(&got, "spec.template.spec.containers[0].args: Forbidden: the runtimed agent replaces the args of the container that runs Runs; set the program in each Run");
-    has(&got, "spec.template.spec.containers[0].volumeMounts[0].name: Forbidden: \"krt-bin\" (mounts of krt-* and workspace are added by the injector)");
-    has(&got, "spec.template.spec.initContainers[0].name: Forbidden: \"runtimed\" (container names runtimed and krt-* are added by the injector)");
-    has(&got, "spec.limits.maxOutputBytes: Invalid value: \"1\" (must be between 1024 and 67108864 bytes)");
-    has(&got, "spec.limits.defaultTimeout: Invalid value: \"2h\" (must not exceed maxTimeout (1h))");
-    has(&got, "spec.workspace.sizeLimit: Invalid value: \"1Gb\" (\"1Gb\" is not a quantity such as 512Mi, 1Gi or 1000000)");
+    has(
+        &got,
+        "spec.template.metadata.annotations[kruntimes.io/container]: Forbidden: \"kruntimes.io/container\" (annotations under kruntimes.io/ are set by kruntimes)",
+    );
+    has(
+        &got,
+        "spec.template.spec.containers[0].args: Forbidden: the runtimed agent replaces the args of the container that runs Runs; set the program in each Run",
+    );
+    has(
+        &got,
+        "spec.template.spec.containers[0].volumeMounts[0].name: Forbidden: \"krt-bin\" (mounts of krt-* and workspace are added by the injector)",
+    );
+    has(
+        &got,
+        "spec.template.spec.initContainers[0].name: Forbidden: \"runtimed\" (container names runtimed and krt-* are added by the injector)",
+    );
+    has(
+        &got,
+        "spec.limits.maxOutputBytes: Invalid value: \"1\" (must be between 1024 and 67108864 bytes)",
+    );
+    has(
+        &got,
+        "spec.limits.defaultTimeout: Invalid value: \"2h\" (must not exceed maxTimeout (1h))",
+    );
+    has(
+        &got,
+        "spec.workspace.sizeLimit: Invalid value: \"1Gb\" (\"1Gb\" is not a quantity such as 512Mi, 1Gi or 1000000)",
+    );
     assert_eq!(got.len(), 7, "{got:#?}");
 }
 
 #[test]
 fn runtime_without_containers() {
     let got = lines(runtime(json!({"template": {"spec": {"containers": []}}})));
-    assert_eq!(got, ["spec.template.spec.containers: Required value: the template needs at least one container"]);
+    assert_eq!(
+        got,
+        [
+            "spec.template.spec.containers: Required value: the template needs at least one container"
+        ]
+    );
 }
 
 fn workflow(name: &str, jobs: Value) -> Value {
@@ -129,7 +220,9 @@ fn workflow_child_names_never_collide() {
     ));
     assert_eq!(
         got,
-        ["spec.jobs[1].steps[0].name: Duplicate value: \"b-c\" (its Run would be named \"w-a-b-c\", like the Run of jobs[0].steps[0]; rename the job or step)"]
+        [
+            "spec.jobs[1].steps[0].name: Duplicate value: \"b-c\" (its Run would be named \"w-a-b-c\", like the Run of jobs[0].steps[0]; rename the job or step)"
+        ]
     );
 }
 
@@ -143,17 +236,32 @@ fn workflow_steps_report_every_problem() {
             {"name": "u", "run": {"runtimeRef": {"name": "b"}, "interpreter": "bash", "script": "x", "cancel": true}},
         ]}]),
     ));
-    has(&got, "spec.jobs[0].steps[0].uses: Unsupported value: \"org/a@v1\" (steps[].uses is not implemented; use run)");
-    has(&got, "spec.jobs[0].steps[1].action: Unsupported value: \"action\" (unknown execution method; supported: run)");
-    has(&got, "spec.jobs[0].steps[1].run: Required value: a step needs an execution method; supported: run");
-    has(&got, "spec.jobs[0].steps[2].run.cancel: Forbidden: a step's Run is cancelled with its Workflow, not on its own");
+    has(
+        &got,
+        "spec.jobs[0].steps[0].uses: Unsupported value: \"org/a@v1\" (steps[].uses is not implemented; use run)",
+    );
+    has(
+        &got,
+        "spec.jobs[0].steps[1].action: Unsupported value: \"action\" (unknown execution method; supported: run)",
+    );
+    has(
+        &got,
+        "spec.jobs[0].steps[1].run: Required value: a step needs an execution method; supported: run",
+    );
+    has(
+        &got,
+        "spec.jobs[0].steps[2].run.cancel: Forbidden: a step's Run is cancelled with its Workflow, not on its own",
+    );
     assert_eq!(got.len(), 4, "{got:#?}");
 }
 
 #[test]
 fn long_workflow_names_get_hashed_child_names_not_rejections() {
     let name = "w".repeat(63);
-    let got = lines(workflow(&name, json!([{"name": "job", "steps": [step("step")]}])));
+    let got = lines(workflow(
+        &name,
+        json!([{"name": "job", "steps": [step("step")]}]),
+    ));
     assert_eq!(got, Vec::<String>::new());
     let child = child_run_name(&name, "job", "step");
     assert_eq!(child.len(), 63);
@@ -162,8 +270,13 @@ fn long_workflow_names_get_hashed_child_names_not_rejections() {
 #[test]
 fn other_kinds_are_reported() {
     let err = check_document(&json!({"apiVersion": "apps/v1", "kind": "Deployment"})).unwrap_err();
-    assert!(err.to_string().starts_with("apps/v1 Deployment is not a kruntimes kind"), "{err}");
-    let err = check_document(&json!({"apiVersion": "kruntimes.io/v1alpha1", "kind": "Thing"})).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("apps/v1 Deployment is not a kruntimes kind"),
+        "{err}"
+    );
+    let err = check_document(&json!({"apiVersion": "kruntimes.io/v1alpha1", "kind": "Thing"}))
+        .unwrap_err();
     assert!(err.to_string().contains("not a kruntimes kind"), "{err}");
     assert!(check_document(&json!("text")).is_err());
     assert!(check_document(&json!({"kind": "Run"})).is_err());

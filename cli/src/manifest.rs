@@ -86,8 +86,14 @@ mod tests {
         let at_limit = "a".repeat(16);
         assert_eq!(read_limited(at_limit.as_bytes(), 16).unwrap(), at_limit);
         let over = "a".repeat(17);
-        assert!(matches!(read_limited(over.as_bytes(), 16), Err(LoadError::TooLarge)));
-        assert!(matches!(read_limited(&[0xff, 0xfe][..], 16), Err(LoadError::NotUtf8)));
+        assert!(matches!(
+            read_limited(over.as_bytes(), 16),
+            Err(LoadError::TooLarge)
+        ));
+        assert!(matches!(
+            read_limited(&[0xff, 0xfe][..], 16),
+            Err(LoadError::NotUtf8)
+        ));
     }
 
     #[test]

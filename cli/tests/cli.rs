@@ -1,5 +1,9 @@
 //! `krt` as users run it: the real binary, real files, exit statuses and output lines.
 
+// Test helpers outside #[test] functions: a failed unwrap is a failed test, which is
+// what we want (clippy.toml allows it only inside #[test] functions themselves).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -33,10 +37,25 @@ fn temp_file(name: &str, content: &str) -> PathBuf {
 
 #[test]
 fn check_passes_the_shipped_examples() {
-    let out = krt(&["check", "examples/runtimes.yaml", "examples/runs.yaml", "examples/workflow.yaml"]);
-    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    let out = krt(&[
+        "check",
+        "examples/runtimes.yaml",
+        "examples/runs.yaml",
+        "examples/workflow.yaml",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
     assert_eq!(stdout(&out), "");
-    assert!(stderr(&out).contains("6 object(s), 0 with violations"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("6 object(s), 0 with violations"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -49,8 +68,12 @@ fn check_prints_file_kind_name_field_reason_detail_and_exits_1() {
     let out = krt(&["check", file]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let expected = [
-        format!("{file}: Workflow/release: spec.jobs[1].needs[0]: Not found: \"fetc\" (no job named \"fetc\"; jobs are: fetch, build)"),
-        format!("{file}: Workflow/release: spec.jobs[1].steps[0].uses: Unsupported value: \"org/a@v1\" (steps[].uses is not implemented; use run)"),
+        format!(
+            "{file}: Workflow/release: spec.jobs[1].needs[0]: Not found: \"fetc\" (no job named \"fetc\"; jobs are: fetch, build)"
+        ),
+        format!(
+            "{file}: Workflow/release: spec.jobs[1].steps[0].uses: Unsupported value: \"org/a@v1\" (steps[].uses is not implemented; use run)"
+        ),
     ];
     assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), expected);
 }
@@ -69,35 +92,67 @@ fn check_applies_the_pod_security_floor_to_runtime_templates() {
         stdout(&out)
     );
     // The examples meet restricted too; a non-restricted template fails a restricted floor.
-    let ok = krt(&["check", "--pss-floor", "restricted", "examples/runtimes.yaml"]);
+    let ok = krt(&[
+        "check",
+        "--pss-floor",
+        "restricted",
+        "examples/runtimes.yaml",
+    ]);
     assert_eq!(ok.status.code(), Some(0), "{}", stdout(&ok));
     let plain = temp_file(
         "plain.yaml",
         "apiVersion: kruntimes.io/v1alpha1\nkind: Runtime\nmetadata: {name: rt}\nspec:\n  template:\n    spec:\n      containers: [{name: main, image: x}]\n",
     );
-    assert_eq!(krt(&["check", plain.to_str().unwrap()]).status.code(), Some(0));
-    let strict = krt(&["check", "--pss-floor", "restricted", plain.to_str().unwrap()]);
+    assert_eq!(
+        krt(&["check", plain.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
+    let strict = krt(&[
+        "check",
+        "--pss-floor",
+        "restricted",
+        plain.to_str().unwrap(),
+    ]);
     assert_eq!(strict.status.code(), Some(1));
-    assert!(stdout(&strict).contains("allowPrivilegeEscalation != false"), "{}", stdout(&strict));
+    assert!(
+        stdout(&strict).contains("allowPrivilegeEscalation != false"),
+        "{}",
+        stdout(&strict)
+    );
 }
 
 #[test]
 fn check_reports_other_kinds_instead_of_passing_them() {
-    let path = temp_file("deploy.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n");
+    let path = temp_file(
+        "deploy.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n",
+    );
     let out = krt(&["check", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stdout(&out).contains("Deployment/web: apps/v1 Deployment is not a kruntimes kind"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("Deployment/web: apps/v1 Deployment is not a kruntimes kind"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
 fn unreadable_or_unparsable_input_exits_2_and_says_why() {
     let out = krt(&["check", "does/not/exist.yaml"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("does/not/exist.yaml: cannot read: No such file"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("does/not/exist.yaml: cannot read: No such file"),
+        "{}",
+        stderr(&out)
+    );
     let broken = temp_file("broken.yaml", "a: [1,\n");
     let out = krt(&["check", broken.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("cannot parse document 0"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot parse document 0"),
+        "{}",
+        stderr(&out)
+    );
     let out = krt(&["check", "--pss-floor", "strict", "examples/runs.yaml"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--pss-floor"), "{}", stderr(&out));
@@ -111,7 +166,12 @@ fn crds_prints_exactly_the_committed_files() {
     assert_eq!(out.status.code(), Some(0));
     let committed: Vec<String> = ["runtimes", "runs", "workflows"]
         .iter()
-        .map(|k| std::fs::read_to_string(repo().join(format!("charts/kruntimes/crds/{k}.kruntimes.io.yaml"))).unwrap())
+        .map(|k| {
+            std::fs::read_to_string(
+                repo().join(format!("charts/kruntimes/crds/{k}.kruntimes.io.yaml")),
+            )
+            .unwrap()
+        })
         .collect();
     assert_eq!(stdout(&out), committed.join("---\n"));
 }
@@ -139,10 +199,27 @@ fn check_pss_text_json_and_exit_codes() {
     assert_eq!(lines[1]["allowed"], true);
     assert!(lines[2]["skipped"].is_string(), "{}", lines[2]);
 
-    let good_only = temp_file("good.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: good}\nspec:\n  containers: [{name: c, image: x}]\n");
-    let out = krt(&["check", "pss", "--level", "baseline", "--version", "v1.25", good_only.to_str().unwrap()]);
+    let good_only = temp_file(
+        "good.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: good}\nspec:\n  containers: [{name: c, image: x}]\n",
+    );
+    let out = krt(&[
+        "check",
+        "pss",
+        "--level",
+        "baseline",
+        "--version",
+        "v1.25",
+        good_only.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
-    let out = krt(&["check", "pss", "--level", "restricted", good_only.to_str().unwrap()]);
+    let out = krt(&[
+        "check",
+        "pss",
+        "--level",
+        "restricted",
+        good_only.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     for bad in [["--level", "strict"], ["--version", "v2.0"]] {
         let mut args = vec!["check", "pss", "--level", "baseline"];

@@ -5,6 +5,10 @@
 //! `.github/workflows/e2e.yml` runs them on kind with `cargo test -p kruntimes-e2e --
 //! --ignored`. Run explicitly without a cluster, they fail rather than pass vacuously.
 
+// Test helpers outside #[test] functions: a failed unwrap is a failed test, which is
+// what we want (clippy.toml allows it only inside #[test] functions themselves).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -48,9 +52,19 @@ fn ok(output: &Output) {
 }
 
 fn install_crds() {
-    ok(&kubectl(&["apply", "--server-side", "-f", "charts/kruntimes/crds/"], None));
     ok(&kubectl(
-        &["wait", "--for=condition=Established", "--timeout=60s", "crd/runtimes.kruntimes.io", "crd/runs.kruntimes.io", "crd/workflows.kruntimes.io"],
+        &["apply", "--server-side", "-f", "charts/kruntimes/crds/"],
+        None,
+    ));
+    ok(&kubectl(
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/runtimes.kruntimes.io",
+            "crd/runs.kruntimes.io",
+            "crd/workflows.kruntimes.io",
+        ],
         None,
     ));
     let namespace = "kruntimes-e2e";
@@ -61,11 +75,18 @@ fn install_crds() {
 #[ignore = "needs a cluster: KUBECONFIG and --ignored"]
 fn the_apiserver_accepts_the_crds_and_the_examples() {
     install_crds();
-    for example in ["examples/runtimes.yaml", "examples/runs.yaml", "examples/workflow.yaml"] {
+    for example in [
+        "examples/runtimes.yaml",
+        "examples/runs.yaml",
+        "examples/workflow.yaml",
+    ] {
         let text = std::fs::read_to_string(repo().join(example))
             .unwrap()
             .replace("namespace: team-a", "namespace: kruntimes-e2e");
-        ok(&kubectl(&["apply", "--dry-run=server", "-f", "-"], Some(&text)));
+        ok(&kubectl(
+            &["apply", "--dry-run=server", "-f", "-"],
+            Some(&text),
+        ));
     }
 }
 
@@ -79,7 +100,17 @@ fn the_apiserver_enforces_the_cel_rules_with_no_webhook() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("exactly one program source"));
 
     let run = "apiVersion: kruntimes.io/v1alpha1\nkind: Run\nmetadata: {name: immutable, namespace: kruntimes-e2e}\nspec:\n  runtimeRef: {name: bash}\n  interpreter: bash\n  script: echo one\n";
-    let _ = kubectl(&["delete", "run", "immutable", "-n", "kruntimes-e2e", "--ignore-not-found"], None);
+    let _ = kubectl(
+        &[
+            "delete",
+            "run",
+            "immutable",
+            "-n",
+            "kruntimes-e2e",
+            "--ignore-not-found",
+        ],
+        None,
+    );
     ok(&kubectl(&["apply", "-f", "-"], Some(run)));
     let edited = run.replace("echo one", "echo two");
     let out = kubectl(&["apply", "-f", "-"], Some(&edited));
@@ -87,5 +118,8 @@ fn the_apiserver_enforces_the_cel_rules_with_no_webhook() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("spec.script is immutable"));
     let cancelled = format!("{run}  cancel: true\n");
     ok(&kubectl(&["apply", "-f", "-"], Some(&cancelled)));
-    ok(&kubectl(&["delete", "run", "immutable", "-n", "kruntimes-e2e"], None));
+    ok(&kubectl(
+        &["delete", "run", "immutable", "-n", "kruntimes-e2e"],
+        None,
+    ));
 }
