@@ -326,3 +326,108 @@ fn every_rule_is_in_scope_and_within_the_cost_budget() {
     // 12 immutability rules, 4 RunSpec rules (twice: Run and Workflow steps), durations...
     assert!(checked >= 25, "only {checked} rules found");
 }
+
+/// The schema's literal bounds and CEL strings repeat the `limits` constants; this ties
+/// them together so one cannot change without the other.
+#[test]
+fn schema_bounds_match_the_limit_constants() {
+    use kruntimes_api::v1alpha1::limits::*;
+    let run = schema_of("Run");
+    let spec = &run["properties"]["spec"]["properties"];
+    let n = |v: &Value| v.as_u64().unwrap() as usize;
+    assert_eq!(n(&spec["script"]["maxLength"]), MAX_INLINE_SOURCE_BYTES);
+    assert_eq!(n(&spec["files"]["maxProperties"]), MAX_FILES);
+    assert_eq!(
+        n(&spec["files"]["additionalProperties"]["maxLength"]),
+        MAX_INLINE_SOURCE_BYTES
+    );
+    assert_eq!(n(&spec["entrypoint"]["maxLength"]), MAX_PATH_BYTES);
+    assert_eq!(n(&spec["command"]["maxItems"]), MAX_ARGS);
+    assert_eq!(n(&spec["args"]["maxItems"]), MAX_ARGS);
+    assert_eq!(n(&spec["args"]["items"]["maxLength"]), MAX_ARG_BYTES);
+    assert_eq!(n(&spec["env"]["maxItems"]), MAX_ENV);
+    assert_eq!(
+        n(&spec["env"]["items"]["properties"]["name"]["maxLength"]),
+        MAX_ENV_NAME_BYTES
+    );
+    assert_eq!(
+        n(&spec["env"]["items"]["properties"]["value"]["maxLength"]),
+        MAX_ENV_VALUE_BYTES
+    );
+    assert_eq!(
+        n(&spec["artifacts"]["properties"]["paths"]["maxItems"]),
+        MAX_ARTIFACT_PATHS
+    );
+    assert_eq!(
+        n(&spec["artifacts"]["properties"]["paths"]["items"]["maxLength"]),
+        MAX_PATH_BYTES
+    );
+    assert_eq!(
+        n(&spec["git"]["properties"]["url"]["maxLength"]),
+        MAX_URL_BYTES
+    );
+    assert_eq!(
+        n(&spec["git"]["properties"]["ref"]["maxLength"]),
+        MAX_GIT_REF_BYTES
+    );
+    assert_eq!(
+        n(&spec["git"]["properties"]["path"]["maxLength"]),
+        MAX_PATH_BYTES
+    );
+    assert_eq!(n(&spec["timeout"]["maxLength"]), MAX_DURATION_BYTES);
+    let max_timeout = format!("duration('{}h')", MAX_TIMEOUT_SECONDS / 3600);
+    assert!(
+        spec["timeout"].to_string().contains(&max_timeout),
+        "{}",
+        spec["timeout"]
+    );
+
+    let wf = schema_of("Workflow");
+    let jobs = &wf["properties"]["spec"]["properties"]["jobs"];
+    assert_eq!(n(&jobs["maxItems"]), MAX_JOBS);
+    assert_eq!(
+        n(&jobs["items"]["properties"]["steps"]["maxItems"]),
+        MAX_STEPS_PER_JOB
+    );
+    assert_eq!(
+        n(&jobs["items"]["properties"]["needs"]["maxItems"]),
+        MAX_NEEDS
+    );
+    assert_eq!(
+        n(&jobs["items"]["properties"]["name"]["maxLength"]),
+        MAX_LABEL_BYTES
+    );
+
+    let rt = schema_of("Runtime");
+    let spec = &rt["properties"]["spec"]["properties"];
+    assert!(
+        spec["replicas"]
+            .to_string()
+            .contains(&format!("self <= {MAX_REPLICAS}"))
+    );
+    assert!(
+        spec["concurrency"]
+            .to_string()
+            .contains(&format!("self <= {MAX_CONCURRENCY}"))
+    );
+    assert_eq!(
+        n(&spec["git"]["properties"]["allowedHosts"]["maxItems"]),
+        MAX_ALLOWED_HOSTS
+    );
+    let conditions = &rt["properties"]["status"]["properties"]["conditions"];
+    assert_eq!(n(&conditions["maxItems"]), MAX_CONDITIONS);
+    assert_eq!(conditions["x-kubernetes-list-type"], "map");
+}
+
+#[test]
+fn every_rule_compiles() {
+    for kind in ["Runtime", "Run", "Workflow"] {
+        let mut rules = Vec::new();
+        rules_in(&schema_of(kind), &mut rules);
+        for (_, rule) in rules {
+            if let Err(e) = kube::core::cel::cel::Program::compile(&rule) {
+                panic!("{kind}: {rule}: {e}");
+            }
+        }
+    }
+}

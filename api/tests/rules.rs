@@ -250,7 +250,7 @@ fn workflow_steps_report_every_problem() {
     );
     has(
         &got,
-        "spec.jobs[0].steps[2].run.cancel: Forbidden: a step's Run is cancelled with its Workflow, not on its own",
+        "spec.jobs[0].steps[2].run.cancel: Forbidden: a step's Run is cancelled with its Workflow (spec.cancel of the Workflow), not on its own",
     );
     assert_eq!(got.len(), 4, "{got:#?}");
 }
@@ -310,4 +310,68 @@ fn shipped_examples_are_valid() {
         }
     }
     assert!(checked >= 6, "only {checked} example objects found");
+}
+
+#[test]
+fn generate_name_leaves_room_for_the_suffix() {
+    let prefix = "w".repeat(58);
+    let doc = |p: &str| {
+        json!({"apiVersion": "kruntimes.io/v1alpha1", "kind": "Workflow", "metadata": {"generateName": p},
+               "spec": {"jobs": [{"name": "j", "steps": [step("s")]}]}})
+    };
+    assert_eq!(lines(doc(&prefix)), Vec::<String>::new());
+    let got = lines(doc(&format!("{prefix}w")));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].starts_with("metadata.generateName: Invalid value:"),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn env_boundaries() {
+    let name_at_limit = "A".repeat(256);
+    let value_at_limit = "v".repeat(32 * 1024);
+    let spec = |name: &str, value: &str| {
+        run(
+            json!({"runtimeRef": {"name": "b"}, "interpreter": "bash", "script": "x",
+                   "env": [{"name": name, "value": value}]}),
+        )
+    };
+    assert_eq!(
+        lines(spec(&name_at_limit, &value_at_limit)),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        lines(spec(&format!("{name_at_limit}A"), "v")),
+        ["spec.env[0].name: Too long: must be no more than 256 bytes"]
+    );
+    assert_eq!(
+        lines(spec("A", &format!("{value_at_limit}v"))),
+        ["spec.env[0].value: Too long: must be no more than 32768 bytes"]
+    );
+}
+
+#[test]
+fn timeout_boundaries() {
+    let spec = |timeout: &str| {
+        run(
+            json!({"runtimeRef": {"name": "b"}, "interpreter": "bash", "script": "x", "timeout": timeout}),
+        )
+    };
+    assert_eq!(lines(spec("24h")), Vec::<String>::new());
+    assert_eq!(
+        lines(spec("24h0m0.000000001s")),
+        ["spec.timeout: Invalid value: \"24h0m0.000000001s\" (must be at most 24h)"]
+    );
+    assert_eq!(
+        lines(spec("0s")),
+        ["spec.timeout: Invalid value: \"0s\" (must be greater than zero)"]
+    );
+    let long = format!("{}1s", "0".repeat(31));
+    assert_eq!(long.len(), 33);
+    assert_eq!(
+        lines(spec(&long)),
+        ["spec.timeout: Too long: must be no more than 32 bytes"]
+    );
 }

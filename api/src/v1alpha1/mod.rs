@@ -39,6 +39,8 @@ pub mod limits {
     pub const MAX_ARG_BYTES: usize = 32 * 1024;
     /// Most `env` entries.
     pub const MAX_ENV: usize = 128;
+    /// Longest environment variable name.
+    pub const MAX_ENV_NAME_BYTES: usize = 256;
     /// Longest environment value.
     pub const MAX_ENV_VALUE_BYTES: usize = 32 * 1024;
     /// Most artifact globs per Run.

@@ -120,7 +120,7 @@ pub struct GitSource {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct EnvVar {
     /// A C identifier; names starting with `KRT_` are reserved.
-    #[schemars(length(min = 1, max = 256))]
+    #[schemars(length(min = 1, max = 256))] // limits::MAX_ENV_NAME_BYTES
     pub name: String,
     /// The value.
     #[serde(default)]

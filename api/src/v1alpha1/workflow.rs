@@ -28,6 +28,10 @@ pub struct WorkflowSpec {
     /// On a failed job, stop scheduling new ones (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail_fast: Option<bool>,
+    /// Set to true to cancel the Workflow: no new step starts and running step Runs
+    /// are cancelled. A step's own Run may not set `cancel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel: Option<bool>,
     /// The jobs; `needs` order them.
     #[schemars(length(min = 1, max = 100))]
     pub jobs: Vec<Job>,

@@ -21,7 +21,7 @@ pub use workflow::check_workflow_spec;
 
 use kube::{Resource, ResourceExt};
 
-use crate::v1alpha1::limits::MAX_TIMEOUT_SECONDS;
+use crate::v1alpha1::limits::{MAX_DURATION_BYTES, MAX_TIMEOUT_SECONDS};
 use crate::v1alpha1::{Run, Runtime, Workflow};
 
 /// An object the rules know how to check. Implemented once per kind and called by
@@ -80,7 +80,16 @@ fn check_object_name(
                 why,
             )],
         },
-        (None, Some(_)) => Vec::new(),
+        // The apiserver appends 5 random characters to generateName.
+        (None, Some(prefix)) => match check(&format!("{prefix}xxxxx")) {
+            Ok(()) => Vec::new(),
+            Err(why) => vec![Violation::with_value(
+                "metadata.generateName",
+                Reason::Invalid,
+                prefix,
+                format!("with the 5 characters the apiserver appends, the name {why}"),
+            )],
+        },
         (None, None) => vec![Violation::new(
             "metadata.name",
             Reason::Required,
@@ -91,6 +100,13 @@ fn check_object_name(
 
 /// Checks a timeout string: a Go duration, positive, at most 24h.
 pub fn check_timeout(value: &str, path: &FieldPath) -> Vec<Violation> {
+    if value.len() > MAX_DURATION_BYTES {
+        return vec![Violation::new(
+            path,
+            Reason::TooLong,
+            format!("must be no more than {MAX_DURATION_BYTES} bytes"),
+        )];
+    }
     match crate::duration::parse(value) {
         Err(e) => vec![Violation::with_value(
             path,

@@ -119,9 +119,22 @@ mod tests {
     #[test]
     fn subdomains() {
         assert!(check_dns1123_subdomain("a.b-c.d").is_ok());
-        for bad in ["", "a..b", ".a", "a.", "A.b", &"a".repeat(254)] {
+        for bad in ["", "a..b", ".a", "a.", "A.b"] {
             assert!(check_dns1123_subdomain(bad).is_err(), "{bad:?}");
         }
+        // Four labels of 63 and a dot between each: 255; cut to the 253 limit and one over.
+        let long = vec!["a".repeat(63); 4].join(".");
+        let at_limit = &long[..253];
+        assert!(
+            check_dns1123_subdomain(at_limit).is_ok(),
+            "{}",
+            at_limit.len()
+        );
+        let over = format!("{at_limit}a");
+        assert_eq!(
+            check_dns1123_subdomain(&over),
+            Err("must be no more than 253 characters".to_string())
+        );
     }
 
     #[test]

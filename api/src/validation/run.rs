@@ -8,8 +8,8 @@ use super::paths::{PathKind, check_relative_path};
 use super::{FieldPath, Reason, Violation, check_timeout};
 use crate::labels::RESERVED_ENV_PREFIX;
 use crate::v1alpha1::limits::{
-    MAX_ARG_BYTES, MAX_ARGS, MAX_ARTIFACT_PATHS, MAX_ENV, MAX_ENV_VALUE_BYTES, MAX_FILES,
-    MAX_INLINE_SOURCE_BYTES,
+    MAX_ARG_BYTES, MAX_ARGS, MAX_ARTIFACT_PATHS, MAX_ENV, MAX_ENV_NAME_BYTES, MAX_ENV_VALUE_BYTES,
+    MAX_FILES, MAX_INLINE_SOURCE_BYTES,
 };
 use crate::v1alpha1::{Interpreter, RunSpec};
 
@@ -78,7 +78,7 @@ pub fn check_run_spec(spec: &RunSpec, path: &FieldPath, context: RunSpecContext)
         v.push(Violation::new(
             path.child("cancel"),
             Reason::Forbidden,
-            "a step's Run is cancelled with its Workflow, not on its own",
+            "a step's Run is cancelled with its Workflow (spec.cancel of the Workflow), not on its own",
         ));
     }
     v
@@ -319,7 +319,13 @@ fn check_env(spec: &RunSpec, path: &FieldPath, v: &mut Vec<Violation>) {
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (i, var) in env.iter().enumerate() {
         let name_path = env_path.index(i).child("name");
-        if let Err(why) = check_c_identifier(&var.name) {
+        if var.name.len() > MAX_ENV_NAME_BYTES {
+            v.push(Violation::new(
+                &name_path,
+                Reason::TooLong,
+                format!("must be no more than {MAX_ENV_NAME_BYTES} bytes"),
+            ));
+        } else if let Err(why) = check_c_identifier(&var.name) {
             v.push(Violation::with_value(
                 &name_path,
                 Reason::Invalid,
@@ -342,11 +348,17 @@ fn check_env(spec: &RunSpec, path: &FieldPath, v: &mut Vec<Violation>) {
                 format!("env[{first}] sets the same variable"),
             ));
         }
-        if var.value.len() > MAX_ENV_VALUE_BYTES || var.value.contains('\0') {
+        if var.value.len() > MAX_ENV_VALUE_BYTES {
+            v.push(Violation::new(
+                env_path.index(i).child("value"),
+                Reason::TooLong,
+                format!("must be no more than {MAX_ENV_VALUE_BYTES} bytes"),
+            ));
+        } else if var.value.contains('\0') {
             v.push(Violation::new(
                 env_path.index(i).child("value"),
                 Reason::Invalid,
-                format!("must be at most {MAX_ENV_VALUE_BYTES} bytes with no NUL character"),
+                "must not contain a NUL character",
             ));
         }
     }

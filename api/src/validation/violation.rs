@@ -127,7 +127,12 @@ fn quote(value: &dyn fmt::Debug) -> String {
         return full;
     }
     let cut: String = full.chars().take(MAX_QUOTED_VALUE_CHARS).collect();
-    format!("{cut}... ({} characters in all)", full.chars().count())
+    // Close the quote of a cut string, so the message still reads as one value.
+    let close = if full.starts_with('"') { "\"" } else { "" };
+    format!(
+        "{cut}...{close} ({} characters in all)",
+        full.chars().count()
+    )
 }
 
 /// A Kubernetes-style field path under construction.
@@ -210,6 +215,9 @@ mod tests {
         let v = Violation::with_value("spec.script", Reason::Invalid, "x".repeat(10_000), "");
         let value = v.value.unwrap();
         assert!(value.len() < 200, "{value}");
-        assert!(value.ends_with("(10002 characters in all)"), "{value}");
+        assert!(
+            value.ends_with("...\" (10002 characters in all)"),
+            "{value}"
+        );
     }
 }
