@@ -7,23 +7,16 @@
 //! (fixtures from `$KRUNTIMES_PSS_FIXTURES` or `../shared/conformance/pss/testdata`).
 
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use kruntimes_pss::{Level, Policy, Version, evaluate_object};
 use serde_json::Value;
 
-fn fixture_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("KRUNTIMES_PSS_FIXTURES") {
-        return Some(PathBuf::from(dir));
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
-    let rel = Path::new("shared/conformance/pss/testdata");
-    [root.parent().map(|p| p.join(rel)), Some(root.join(rel))]
-        .into_iter()
-        .flatten()
-        .find(|d| d.is_dir())
-}
+#[path = "../tests/support/fixtures.rs"]
+mod support;
+
+use support::fixture_dir;
 
 fn load(dir: &Path) -> Vec<(Value, Policy)> {
     let mut out = Vec::new();

@@ -15,25 +15,12 @@ use std::path::{Path, PathBuf};
 use kruntimes_pss::{Level, Policy, Version, checks, evaluate_object, overridden_by};
 use serde_json::{Value, json};
 
-const EXPECTED_FIXTURES: usize = 4537;
+#[path = "support/fixtures.rs"]
+mod support;
 
-fn fixture_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("KRUNTIMES_PSS_FIXTURES") {
-        let dir = PathBuf::from(dir);
-        assert!(
-            dir.is_dir(),
-            "KRUNTIMES_PSS_FIXTURES={} is not a directory",
-            dir.display()
-        );
-        return Some(dir);
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
-    let rel = Path::new("shared/conformance/pss/testdata");
-    [root.parent().map(|p| p.join(rel)), Some(root.join(rel))]
-        .into_iter()
-        .flatten()
-        .find(|d| d.is_dir())
-}
+use support::fixture_dir;
+
+const EXPECTED_FIXTURES: usize = 4537;
 
 struct Fixture {
     path: PathBuf,
