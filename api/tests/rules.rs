@@ -375,3 +375,21 @@ fn timeout_boundaries() {
         ["spec.timeout: Too long: must be no more than 32 bytes"]
     );
 }
+
+#[test]
+fn quantities_may_be_integers_or_strings() {
+    let containers = json!({"spec": {"containers": [{"name": "main", "image": "bash"}]}});
+    for size in [json!(1_048_576), json!("1Mi"), json!("1.5Gi")] {
+        let got = lines(runtime(
+            json!({"template": containers, "workspace": {"sizeLimit": size}}),
+        ));
+        assert_eq!(got, Vec::<String>::new(), "{size}");
+    }
+    let got = lines(runtime(
+        json!({"template": containers, "workspace": {"sizeLimit": "0"}}),
+    ));
+    assert_eq!(
+        got,
+        ["spec.workspace.sizeLimit: Invalid value: \"0\" (must be greater than zero)"]
+    );
+}

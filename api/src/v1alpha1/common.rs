@@ -66,11 +66,11 @@ pub(crate) fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
     })
 }
 
-/// A Kubernetes resource quantity (`1Gi`, `500Mi`, `1048576`), as controller-gen
-/// describes one: an integer or a string matching the quantity grammar.
+/// A Kubernetes resource quantity (`1Gi`, `500Mi`, `1048576`): an integer or a string
+/// matching the quantity grammar. `x-kubernetes-int-or-string` alone says "integer or
+/// string" to the apiserver; an `anyOf` would lose its types in kube's structural rewrite.
 pub(crate) fn quantity_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
-        "anyOf": [{"type": "integer"}, {"type": "string"}],
         "pattern": r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$",
         "x-kubernetes-int-or-string": true,
     })
