@@ -39,6 +39,12 @@ enum Command {
     Check(commands::check::CheckArgs),
     /// Print the CustomResourceDefinitions (or write one file per kind).
     Crds(commands::crds::CrdsArgs),
+    /// Print manifests with runtimed injected into every Pod and pod template, offline.
+    Inject(commands::inject::InjectArgs),
+    /// Answer an AdmissionReview with the webhook's handlers and print the response.
+    Review(commands::review::ReviewArgs),
+    /// Execute a Run or a Workflow on this machine (`--local`) and exit with its status.
+    Run(commands::run::RunArgs),
 }
 
 /// Parses the command line and runs the command.
@@ -63,6 +69,9 @@ pub fn run(cli: Cli) -> Status {
     match cli.command {
         Command::Check(args) => commands::check::run(args),
         Command::Crds(args) => commands::crds::run(&args),
+        Command::Inject(args) => commands::inject::run(&args),
+        Command::Review(args) => commands::review::run(&args),
+        Command::Run(args) => commands::run::run(args),
     }
 }
 

@@ -1,5 +1,32 @@
-//! runtimed of kruntimes.
+//! runtimed: executes Runs inside the user's image.
 //!
-//! Not implemented yet: this crate reserves its place in the workspace (see
-//! `docs/roadmap.md`). Its binary says so and exits with status 2 rather than
-//! pretending to work.
+//! - [`lifecycle`]: one Run as processes (confined spawn, bounded output, timeout and
+//!   cancel, kill of every process of the Run, workspace removal);
+//! - [`agent`]: the executions a `runtimed agent` holds, with bounded state;
+//! - [`grpc`]: the `runtimed.v1` API over tonic, and a unix-socket client.
+//!
+//! See `docs/runtimed.md`.
+
+pub mod agent;
+mod error;
+pub mod grpc;
+pub mod lifecycle;
+pub mod limits;
+pub mod output;
+pub mod procs;
+pub mod reaper;
+mod sandbox;
+pub mod workspace;
+
+pub use error::Error;
+
+/// Code generated from `proto/runtimed/v1/runtimed.proto`.
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    missing_debug_implementations,
+    clippy::all
+)] // generated
+pub mod proto {
+    tonic::include_proto!("runtimed.v1");
+}

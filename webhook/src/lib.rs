@@ -1,1 +1,13 @@
-//! kruntimes admission webhook.
+//! The kruntimes admission webhook.
+//!
+//! - [`inject`]: the injector, Pod -> Pod with runtimed (pure);
+//! - [`admission`]: the `/validate` and `/mutate` handlers on AdmissionReviews (pure:
+//!   namespace Pod Security levels come through the [`admission::NamespaceLevels`] trait).
+//!
+//! - [`server`]: the HTTPS server (standalone mode only; see `docs/webhook.md`).
+//!
+//! `krt inject` and `krt review` run the same handlers offline.
+
+pub mod admission;
+pub mod inject;
+pub mod server;

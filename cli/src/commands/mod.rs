@@ -2,3 +2,6 @@
 
 pub mod check;
 pub mod crds;
+pub mod inject;
+pub mod review;
+pub mod run;

@@ -1,0 +1,944 @@
+//! `krt run --local -f FILE`: executes a Run or a Workflow on this machine through the
+//! same gRPC API the controller uses. It validates like the webhook, starts
+//! `runtimed agent` and `runtimed sidecar` as children on temporary sockets and a
+//! temporary workspace, executes through the sidecar, streams stdout to stdout and
+//! stderr to stderr, and stops both. A Workflow's steps go through the pure
+//! [`planner`], their output lines prefixed with `[job/step]`.
+//!
+//! Exit status: 0 succeeded, the program's exit code when it failed (128 + signal when
+//! killed by one; for a Workflow, the first failed step's), 124 timed out, 130
+//! cancelled (Ctrl-C), 2 invalid input, 1 platform error.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use clap::Args;
+use kruntimes_api::v1alpha1::{Interpreter, Run, RunSpec, Workflow};
+use kruntimes_api::validation::check_document;
+use kruntimes_api::validation::document::{TypedObject, describe};
+use kruntimes_api::validation::names::child_run_name;
+use kruntimes_runtimed::grpc::{RuntimedClient, connect_unix};
+use kruntimes_runtimed::proto;
+use tonic::transport::Channel;
+
+use crate::Status;
+use crate::manifest;
+
+/// Environment variable naming the runtimed binary (otherwise: next to krt).
+pub const RUNTIMED_BIN_ENV: &str = "KRT_RUNTIMED_BIN";
+
+/// How long to wait for the agent's and the sidecar's sockets.
+const AGENT_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Exit statuses of `krt run` beyond the shared ones.
+const EXIT_PLATFORM_ERROR: i32 = 1;
+const EXIT_BAD_INPUT: i32 = 2;
+const EXIT_TIMED_OUT: i32 = 124;
+const EXIT_CANCELLED: i32 = 130;
+
+/// Arguments of `krt run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Run on this machine, with a runtimed agent started for the purpose (the only
+    /// mode for now; a cluster mode will create the Run through the API server).
+    #[arg(long)]
+    local: bool,
+    /// The manifest holding one Run or one Workflow.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: PathBuf,
+    /// Keep the workspace (and print where it is) after the Run ends.
+    #[arg(long)]
+    keep_workspace: bool,
+}
+
+/// Runs `krt run`. Statuses other than 0, 1 and 2 (the program's own exit code, 124,
+/// 130) end the process here, once everything is cleaned up.
+pub fn run(args: RunArgs) -> Status {
+    match run_code(&args) {
+        0 => Status::Ok,
+        // Here 1 is a platform error: the shared status with that number.
+        1 => Status::Violations,
+        2 => Status::BadInput,
+        code => std::process::exit(code),
+    }
+}
+
+fn run_code(args: &RunArgs) -> i32 {
+    if !args.local {
+        eprintln!("krt run: only --local is supported for now");
+        return EXIT_BAD_INPUT;
+    }
+    let work = match load(&args.file) {
+        Ok(work) => work,
+        Err(code) => return code,
+    };
+    let runtimed = match find_runtimed() {
+        Ok(path) => path,
+        Err(message) => {
+            eprintln!("krt run: {message}");
+            return EXIT_PLATFORM_ERROR;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("krt run: cannot start the async runtime: {e}");
+            return EXIT_PLATFORM_ERROR;
+        }
+    };
+    runtime.block_on(run_local(runtimed, work, args.keep_workspace))
+}
+
+/// What a file asks to run.
+#[derive(Debug)]
+enum Work {
+    Run(Box<proto::ExecuteRequest>),
+    Workflow(WorkflowPlan),
+}
+
+/// A Workflow ready for the planner: jobs with resolved needs and their steps' requests.
+#[derive(Debug)]
+struct WorkflowPlan {
+    timeout: Option<Duration>,
+    fail_fast: bool,
+    jobs: Vec<planner::JobPlan>,
+    steps: Vec<Vec<(String, proto::ExecuteRequest)>>,
+}
+
+/// Reads, validates and converts the Run or Workflow; Err is the exit status.
+fn load(path: &Path) -> Result<Work, i32> {
+    let file = path.display().to_string();
+    let documents = manifest::load(path).map_err(|e| {
+        eprintln!("{file}: {e}");
+        EXIT_BAD_INPUT
+    })?;
+    let [document] = documents.as_slice() else {
+        eprintln!(
+            "{file}: expected exactly one document (a Run), found {}",
+            documents.len()
+        );
+        return Err(EXIT_BAD_INPUT);
+    };
+    let checked = check_document(&document.value).map_err(|e| {
+        let (kind, name) = describe(&document.value);
+        eprintln!("{file}: {kind}/{name}: {e}");
+        EXIT_BAD_INPUT
+    })?;
+    if !checked.violations.is_empty() {
+        for v in &checked.violations {
+            eprintln!("{file}: {}/{}: {v}", checked.kind, checked.name);
+        }
+        return Err(EXIT_BAD_INPUT);
+    }
+    let work = match checked.object {
+        Some(TypedObject::Run(run)) => to_request(&run).map(|r| Work::Run(Box::new(r))),
+        Some(TypedObject::Workflow(workflow)) => to_plan(&workflow).map(Work::Workflow),
+        _ => Err(format!(
+            "{}/{}: krt run takes a Run or a Workflow",
+            checked.kind, checked.name
+        )),
+    };
+    work.map_err(|message| {
+        eprintln!("{file}: {message}");
+        EXIT_BAD_INPUT
+    })
+}
+
+fn to_plan(workflow: &Workflow) -> Result<WorkflowPlan, String> {
+    let name = workflow
+        .metadata
+        .name
+        .clone()
+        .unwrap_or_else(|| "workflow".into());
+    let spec = &workflow.spec;
+    let timeout = spec
+        .timeout
+        .as_deref()
+        .map(kruntimes_api::duration::parse)
+        .transpose()
+        .map_err(|e| format!("spec.timeout: {e}"))?;
+    let index = |needed: &str| {
+        spec.jobs
+            .iter()
+            .position(|j| j.name == needed)
+            .ok_or_else(|| format!("needs names an unknown job {needed:?}"))
+    };
+    let mut jobs = Vec::new();
+    let mut steps = Vec::new();
+    for job in &spec.jobs {
+        let needs = job
+            .needs
+            .iter()
+            .map(|n| index(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut requests = Vec::new();
+        for step in &job.steps {
+            let Some(run_spec) = &step.run else {
+                return Err(format!("job {}: step {}: needs run", job.name, step.name));
+            };
+            let child = child_run_name(&name, &job.name, &step.name);
+            let uid = format!("local-{child}-{}", std::process::id());
+            requests.push((
+                format!("{}/{}", job.name, step.name),
+                spec_request(run_spec, uid)?,
+            ));
+        }
+        jobs.push(planner::JobPlan {
+            name: job.name.clone(),
+            needs,
+            steps: requests.len(),
+        });
+        steps.push(requests);
+    }
+    Ok(WorkflowPlan {
+        timeout,
+        fail_fast: spec.fail_fast.unwrap_or(true),
+        jobs,
+        steps,
+    })
+}
+
+fn to_request(run: &Run) -> Result<proto::ExecuteRequest, String> {
+    let name = run.metadata.name.clone().unwrap_or_else(|| "run".into());
+    let run_uid = run
+        .metadata
+        .uid
+        .clone()
+        .unwrap_or_else(|| format!("local-{name}-{}", std::process::id()));
+    spec_request(&run.spec, run_uid)
+}
+
+fn spec_request(spec: &RunSpec, run_uid: String) -> Result<proto::ExecuteRequest, String> {
+    let timeout_ms = match &spec.timeout {
+        Some(t) => kruntimes_api::duration::parse(t)
+            .map_err(|e| format!("spec.timeout: {e}"))?
+            .as_millis() as u64,
+        None => 0,
+    };
+    let input = spec
+        .input
+        .as_ref()
+        .map(serde_json::to_vec)
+        .transpose()
+        .map_err(|e| format!("spec.input: {e}"))?;
+    Ok(proto::ExecuteRequest {
+        run_uid,
+        interpreter: match spec.interpreter {
+            Interpreter::Bash => proto::Interpreter::Bash,
+            Interpreter::Python => proto::Interpreter::Python,
+            Interpreter::Exec => proto::Interpreter::Exec,
+        } as i32,
+        script: spec.script.clone(),
+        files: spec
+            .files
+            .iter()
+            .flatten()
+            .map(|(path, content)| proto::File {
+                path: path.clone(),
+                content: content.clone().into_bytes(),
+            })
+            .collect(),
+        entrypoint: spec.entrypoint.clone(),
+        command: spec.command.clone().unwrap_or_default(),
+        args: spec.args.clone().unwrap_or_default(),
+        env: spec
+            .env
+            .iter()
+            .flatten()
+            .map(|e| proto::EnvVar {
+                name: e.name.clone(),
+                value: e.value.clone(),
+            })
+            .collect(),
+        input,
+        timeout_ms,
+        keep_workspace: false,
+    })
+}
+
+/// `$KRT_RUNTIMED_BIN`, or `runtimed` next to the krt executable (or one directory up,
+/// for test binaries in `target/<profile>/deps`).
+fn find_runtimed() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os(RUNTIMED_BIN_ENV) {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!(
+                "{RUNTIMED_BIN_ENV}={} is not a file",
+                path.display()
+            ))
+        };
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find krt's own path: {e}"))?;
+    let mut looked = Vec::new();
+    let mut dir = exe.parent();
+    for _ in 0..2 {
+        let Some(d) = dir else { break };
+        let candidate = d.join("runtimed");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+        looked.push(candidate.display().to_string());
+        dir = d.parent().filter(|_| d.ends_with("deps"));
+    }
+    Err(format!(
+        "cannot find the runtimed binary (looked at {}); build it with `cargo build -p kruntimes-runtimed` (or `cargo build --workspace`), or set {RUNTIMED_BIN_ENV}",
+        looked.join(", ")
+    ))
+}
+
+async fn run_local(runtimed: PathBuf, work: Work, keep: bool) -> i32 {
+    let dir = match tempfile::Builder::new().prefix("krt-run-").tempdir() {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("krt run: cannot create a temporary directory: {e}");
+            return EXIT_PLATFORM_ERROR;
+        }
+    };
+    let agent_socket = dir.path().join("agent.sock");
+    let sidecar_socket = dir.path().join("sidecar.sock");
+    let workspace = dir.path().join("workspace");
+    let mut agent_args = vec![
+        "agent".into(),
+        "--socket".into(),
+        agent_socket.clone().into_os_string(),
+        "--workspace".into(),
+        workspace.into_os_string(),
+    ];
+    if keep {
+        agent_args.push("--keep-workspaces".into());
+    }
+    let mut agent = match spawn_runtimed(&runtimed, &agent_args) {
+        Ok(child) => child,
+        Err(message) => {
+            eprintln!("krt run: {message}");
+            return EXIT_PLATFORM_ERROR;
+        }
+    };
+    let sidecar_args = [
+        "sidecar".into(),
+        "--listen".into(),
+        sidecar_socket.clone().into_os_string(),
+        "--agent-socket".into(),
+        agent_socket.clone().into_os_string(),
+    ];
+    let mut sidecar = match spawn_runtimed(&runtimed, &sidecar_args) {
+        Ok(child) => child,
+        Err(message) => {
+            eprintln!("krt run: {message}");
+            stop(&mut agent).await;
+            return EXIT_PLATFORM_ERROR;
+        }
+    };
+    // The agent first (the sidecar answers before the agent listens), then the sidecar.
+    let connected = match connect(&agent_socket, &mut agent).await {
+        Ok(_) => connect(&sidecar_socket, &mut sidecar).await,
+        Err(message) => Err(message),
+    };
+    let code = match connected {
+        Ok(client) => match work {
+            Work::Run(request) => execute(client, *request).await,
+            Work::Workflow(plan) => execute_workflow(client, plan).await,
+        },
+        Err(message) => {
+            eprintln!("krt run: {message}");
+            EXIT_PLATFORM_ERROR
+        }
+    };
+    stop(&mut sidecar).await;
+    stop(&mut agent).await;
+    if keep {
+        let kept = dir.keep();
+        eprintln!(
+            "krt run: workspace kept in {}",
+            kept.join("workspace").display()
+        );
+    }
+    code
+}
+
+/// Starts `runtimed ARGS` in its own process group, so Ctrl-C reaches krt (which
+/// cancels the Run) and not runtimed; killed if krt drops it.
+fn spawn_runtimed(
+    runtimed: &Path,
+    args: &[std::ffi::OsString],
+) -> Result<tokio::process::Child, String> {
+    let mut command = tokio::process::Command::new(runtimed);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .process_group(0)
+        .kill_on_drop(true);
+    if std::env::var_os("RUNTIMED_LOG").is_none() {
+        command.env("RUNTIMED_LOG", "warn");
+    }
+    command
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", runtimed.display()))
+}
+
+/// Stops a runtimed child (SIGKILL). Normally the Run is terminal by then; if not (krt
+/// failed midway), its processes are orphans of a dead agent: a known gap.
+async fn stop(child: &mut tokio::process::Child) {
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+}
+
+async fn connect(
+    socket: &Path,
+    agent: &mut tokio::process::Child,
+) -> Result<RuntimedClient<Channel>, String> {
+    let deadline = tokio::time::Instant::now() + AGENT_START_TIMEOUT;
+    let mut delay = Duration::from_millis(2);
+    loop {
+        if let Ok(Some(status)) = agent.try_wait() {
+            return Err(format!(
+                "runtimed exited before listening on {} ({status})",
+                socket.display()
+            ));
+        }
+        if socket.exists()
+            && let Ok(client) = connect_unix(socket).await
+        {
+            return Ok(client);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "runtimed did not listen on {} within {AGENT_START_TIMEOUT:?}",
+                socket.display()
+            ));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(100));
+    }
+}
+
+async fn execute(mut client: RuntimedClient<Channel>, request: proto::ExecuteRequest) -> i32 {
+    let id = match client.execute(request).await {
+        Ok(response) => response.into_inner().execution_id,
+        Err(status) => {
+            eprintln!("krt run: execute: {}", status.message());
+            return if status.code() == tonic::Code::InvalidArgument {
+                EXIT_BAD_INPUT
+            } else {
+                EXIT_PLATFORM_ERROR
+            };
+        }
+    };
+    let mut cancel_client = client.clone();
+    let cancel_id = id.clone();
+    let cancel = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("krt run: cancelling");
+            let _ = cancel_client
+                .cancel(proto::CancelRequest {
+                    execution_id: cancel_id,
+                    grace_ms: 0,
+                })
+                .await;
+        }
+    });
+    let streamed = stream_logs(&mut client, &id, None).await;
+    let status = wait_terminal(&mut client, &id).await;
+    cancel.abort();
+    if let Err(message) = streamed {
+        eprintln!("krt run: logs: {message}");
+    }
+    match status {
+        Ok(execution) => exit_code(&execution),
+        Err(message) => {
+            eprintln!("krt run: status: {message}");
+            EXIT_PLATFORM_ERROR
+        }
+    }
+}
+
+/// Follows the logs of `id` to stdout and stderr; with a prefix, each line is prefixed.
+async fn stream_logs(
+    client: &mut RuntimedClient<Channel>,
+    id: &str,
+    prefix: Option<&str>,
+) -> Result<(), String> {
+    let mut logs = client
+        .logs(proto::LogsRequest {
+            execution_id: id.to_owned(),
+            follow: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|s| s.message().to_owned())?
+        .into_inner();
+    let mut next = [0u64; 3];
+    let mut partial: [Vec<u8>; 3] = Default::default();
+    while let Some(chunk) = logs.message().await.map_err(|s| s.message().to_owned())? {
+        let index = chunk.stream.clamp(0, 2) as usize;
+        if chunk.offset > next[index] {
+            eprintln!(
+                "krt run: [{} bytes of output dropped]",
+                chunk.offset - next[index]
+            );
+        }
+        next[index] = chunk.offset + chunk.data.len() as u64;
+        let data = match prefix {
+            None => chunk.data,
+            Some(prefix) => {
+                partial[index].extend_from_slice(&chunk.data);
+                let Some(end) = partial[index].iter().rposition(|b| *b == b'\n') else {
+                    continue;
+                };
+                let rest = partial[index].split_off(end + 1);
+                let lines = std::mem::replace(&mut partial[index], rest);
+                prefixed(prefix, &lines)
+            }
+        };
+        write_stream(chunk.stream, &data)?;
+    }
+    if let Some(prefix) = prefix {
+        for (index, rest) in partial.iter_mut().enumerate() {
+            if !rest.is_empty() {
+                rest.push(b'\n');
+                write_stream(index as i32, &prefixed(prefix, rest))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Complete lines, each prefixed with `[prefix] `.
+fn prefixed(prefix: &str, lines: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(lines.len());
+    for line in lines.split_inclusive(|b| *b == b'\n') {
+        out.extend_from_slice(format!("[{prefix}] ").as_bytes());
+        out.extend_from_slice(line);
+    }
+    out
+}
+
+fn write_stream(stream: i32, data: &[u8]) -> Result<(), String> {
+    let written = if stream == proto::Stream::Stderr as i32 {
+        let mut err = std::io::stderr().lock();
+        err.write_all(data).and_then(|()| err.flush())
+    } else {
+        let mut out = std::io::stdout().lock();
+        out.write_all(data).and_then(|()| out.flush())
+    };
+    written.map_err(|e| format!("writing output: {e}"))
+}
+
+/// Runs a Workflow: the planner decides, each step is one Execute on the same agent,
+/// output lines are prefixed with `[job/step]`. Exit status: 130 when cancelled, 124
+/// when the Workflow (or a step) timed out, else the first failed step's status, else 0.
+async fn execute_workflow(client: RuntimedClient<Channel>, plan: WorkflowPlan) -> i32 {
+    use planner::{JobPhase, Planner, StepOutcome};
+    let mut planner = Planner::new(plan.jobs.clone(), plan.fail_fast);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut running: std::collections::HashMap<(usize, usize), String> = Default::default();
+    let deadline = plan.timeout.map(|t| tokio::time::Instant::now() + t);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let (mut cancelled, mut timed_out) = (false, false);
+    let mut first_failure: Option<i32> = None;
+    loop {
+        for (job, step) in planner.ready() {
+            let (label, request) = plan.steps[job][step].clone();
+            running.insert((job, step), request.run_uid.clone());
+            let client = client.clone();
+            tasks.spawn(async move { (job, step, run_step(client, request, &label).await) });
+        }
+        if tasks.is_empty() {
+            break;
+        }
+        let deadline_passed = async {
+            match deadline {
+                Some(d) if !timed_out => tokio::time::sleep_until(d).await,
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            Some(joined) = tasks.join_next() => {
+                let Ok((job, step, code)) = joined else {
+                    return EXIT_PLATFORM_ERROR;
+                };
+                running.remove(&(job, step));
+                let outcome = match code {
+                    0 => StepOutcome::Succeeded,
+                    EXIT_TIMED_OUT => StepOutcome::TimedOut,
+                    EXIT_CANCELLED => StepOutcome::Cancelled,
+                    _ => StepOutcome::Failed,
+                };
+                if code != 0 && first_failure.is_none() {
+                    first_failure = Some(code);
+                }
+                planner.finished(job, step, outcome);
+            }
+            result = &mut ctrl_c, if !cancelled => {
+                if result.is_ok() {
+                    eprintln!("krt run: cancelling");
+                }
+                cancelled = true;
+                planner.stop();
+                cancel_all(&client, running.values()).await;
+            }
+            () = deadline_passed => {
+                eprintln!("krt run: the Workflow timed out");
+                timed_out = true;
+                planner.stop();
+                cancel_all(&client, running.values()).await;
+            }
+        }
+    }
+    for (job, phase) in plan.jobs.iter().zip(planner.phases()) {
+        let phase = match phase {
+            JobPhase::Pending | JobPhase::Running(_) => "Incomplete",
+            JobPhase::Succeeded => "Succeeded",
+            JobPhase::Failed => "Failed",
+            JobPhase::TimedOut => "TimedOut",
+            JobPhase::Cancelled => "Cancelled",
+            JobPhase::Skipped => "Skipped",
+        };
+        eprintln!("krt run: job {}: {phase}", job.name);
+    }
+    if cancelled {
+        EXIT_CANCELLED
+    } else if timed_out {
+        EXIT_TIMED_OUT
+    } else if !planner.is_done() {
+        EXIT_PLATFORM_ERROR
+    } else {
+        first_failure.unwrap_or(0)
+    }
+}
+
+async fn cancel_all<'a>(client: &RuntimedClient<Channel>, ids: impl Iterator<Item = &'a String>) {
+    for id in ids {
+        let _ = client
+            .clone()
+            .cancel(proto::CancelRequest {
+                execution_id: id.clone(),
+                grace_ms: 0,
+            })
+            .await;
+    }
+}
+
+/// One step: Execute, follow its logs with a `[job/step]` prefix, its exit status.
+async fn run_step(
+    mut client: RuntimedClient<Channel>,
+    request: proto::ExecuteRequest,
+    label: &str,
+) -> i32 {
+    let id = match client.execute(request).await {
+        Ok(response) => response.into_inner().execution_id,
+        Err(status) => {
+            eprintln!("krt run: [{label}] execute: {}", status.message());
+            return EXIT_PLATFORM_ERROR;
+        }
+    };
+    if let Err(message) = stream_logs(&mut client, &id, Some(label)).await {
+        eprintln!("krt run: [{label}] logs: {message}");
+    }
+    match wait_terminal(&mut client, &id).await {
+        Ok(execution) => exit_code(&execution),
+        Err(message) => {
+            eprintln!("krt run: [{label}] status: {message}");
+            EXIT_PLATFORM_ERROR
+        }
+    }
+}
+
+async fn wait_terminal(
+    client: &mut RuntimedClient<Channel>,
+    id: &str,
+) -> Result<proto::Execution, String> {
+    loop {
+        let execution = client
+            .status(proto::StatusRequest {
+                execution_id: id.to_owned(),
+            })
+            .await
+            .map_err(|s| s.message().to_owned())?
+            .into_inner();
+        if execution.phase != proto::Phase::Running as i32 {
+            return Ok(execution);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn exit_code(execution: &proto::Execution) -> i32 {
+    match proto::Phase::try_from(execution.phase) {
+        Ok(proto::Phase::Succeeded) => 0,
+        Ok(proto::Phase::Failed) => match (execution.exit_code, execution.signal) {
+            (Some(code), _) => code.clamp(1, 255),
+            (None, Some(signal)) => 128 + signal,
+            (None, None) => EXIT_PLATFORM_ERROR,
+        },
+        Ok(proto::Phase::TimedOut) => {
+            eprintln!("krt run: timed out");
+            EXIT_TIMED_OUT
+        }
+        Ok(proto::Phase::Cancelled) => EXIT_CANCELLED,
+        _ => {
+            eprintln!(
+                "krt run: error: {}: {}",
+                execution.reason, execution.message
+            );
+            EXIT_PLATFORM_ERROR
+        }
+    }
+}
+
+/// The pure Workflow planner: which steps may start, given what has finished. Jobs run
+/// in `needs` order, a job's steps in order, independent jobs concurrently. A job whose
+/// need did not succeed is Skipped; with fail-fast, a failed job also stops every job not
+/// started yet (Skipped), while jobs already running go on (the API's "stop scheduling
+/// new ones").
+pub mod planner {
+    /// Where a job is.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum JobPhase {
+        /// Waiting for its needs.
+        Pending,
+        /// This step runs.
+        Running(usize),
+        /// Every step succeeded.
+        Succeeded,
+        /// A step failed.
+        Failed,
+        /// A step timed out.
+        TimedOut,
+        /// A step was cancelled.
+        Cancelled,
+        /// Not run: a need did not succeed, or fail-fast stopped scheduling.
+        Skipped,
+    }
+
+    impl JobPhase {
+        fn is_terminal(self) -> bool {
+            !matches!(self, Self::Pending | Self::Running(_))
+        }
+    }
+
+    /// How a step ended.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum StepOutcome {
+        /// Exit 0.
+        Succeeded,
+        /// Failed or Error.
+        Failed,
+        /// Timed out.
+        TimedOut,
+        /// Cancelled.
+        Cancelled,
+    }
+
+    /// One job as the planner sees it.
+    #[derive(Clone, Debug)]
+    pub struct JobPlan {
+        /// Its name.
+        pub name: String,
+        /// Indexes of the jobs it needs.
+        pub needs: Vec<usize>,
+        /// How many steps it has.
+        pub steps: usize,
+    }
+
+    /// The planner's state.
+    #[derive(Clone, Debug)]
+    pub struct Planner {
+        jobs: Vec<JobPlan>,
+        phases: Vec<JobPhase>,
+        fail_fast: bool,
+        stopped: bool,
+        /// Steps handed out and not finished yet.
+        started: Vec<bool>,
+    }
+
+    impl Planner {
+        /// A planner for `jobs` (needs already resolved to indexes, the DAG checked).
+        pub fn new(jobs: Vec<JobPlan>, fail_fast: bool) -> Self {
+            let n = jobs.len();
+            Self {
+                jobs,
+                phases: vec![JobPhase::Pending; n],
+                fail_fast,
+                stopped: false,
+                started: vec![false; n],
+            }
+        }
+
+        /// The phase of every job.
+        pub fn phases(&self) -> &[JobPhase] {
+            &self.phases
+        }
+
+        /// The steps that may start now, as (job, step); each is handed out once.
+        pub fn ready(&mut self) -> Vec<(usize, usize)> {
+            loop {
+                let mut changed = false;
+                for j in 0..self.jobs.len() {
+                    if self.phases[j] != JobPhase::Pending {
+                        continue;
+                    }
+                    let needs = &self.jobs[j].needs;
+                    if self.stopped
+                        || needs.iter().any(|&n| {
+                            self.phases[n].is_terminal() && self.phases[n] != JobPhase::Succeeded
+                        })
+                    {
+                        self.phases[j] = JobPhase::Skipped;
+                        changed = true;
+                    } else if needs.iter().all(|&n| self.phases[n] == JobPhase::Succeeded) {
+                        if self.jobs[j].steps == 0 {
+                            self.phases[j] = JobPhase::Succeeded;
+                        } else {
+                            self.phases[j] = JobPhase::Running(0);
+                        }
+                        changed = true;
+                    }
+                }
+                if !changed {
+                    break;
+                }
+            }
+            let mut ready = Vec::new();
+            for (j, phase) in self.phases.iter().enumerate() {
+                if let JobPhase::Running(step) = *phase
+                    && !self.started[j]
+                {
+                    self.started[j] = true;
+                    ready.push((j, step));
+                }
+            }
+            ready
+        }
+
+        /// Records how step `step` of job `job` ended.
+        pub fn finished(&mut self, job: usize, step: usize, outcome: StepOutcome) {
+            if self.phases[job] != JobPhase::Running(step) {
+                return;
+            }
+            self.started[job] = false;
+            self.phases[job] = match outcome {
+                StepOutcome::Succeeded if step + 1 < self.jobs[job].steps => {
+                    JobPhase::Running(step + 1)
+                }
+                StepOutcome::Succeeded => JobPhase::Succeeded,
+                StepOutcome::Failed => JobPhase::Failed,
+                StepOutcome::TimedOut => JobPhase::TimedOut,
+                StepOutcome::Cancelled => JobPhase::Cancelled,
+            };
+            if self.fail_fast && outcome != StepOutcome::Succeeded {
+                self.stopped = true;
+            }
+        }
+
+        /// Stops scheduling anything new (cancel, workflow timeout).
+        pub fn stop(&mut self) {
+            self.stopped = true;
+        }
+
+        /// Whether every job is terminal (call [`Planner::ready`] first).
+        pub fn is_done(&self) -> bool {
+            self.phases.iter().all(|p| p.is_terminal())
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::{JobPhase, JobPlan, Planner, StepOutcome};
+
+        fn job(name: &str, needs: &[usize], steps: usize) -> JobPlan {
+            JobPlan {
+                name: name.into(),
+                needs: needs.to_vec(),
+                steps,
+            }
+        }
+
+        /// fetch -> (test, lint) -> report, as in examples/workflow.yaml.
+        fn diamond(fail_fast: bool) -> Planner {
+            Planner::new(
+                vec![
+                    job("fetch", &[], 1),
+                    job("test", &[0], 2),
+                    job("lint", &[0], 1),
+                    job("report", &[1, 2], 1),
+                ],
+                fail_fast,
+            )
+        }
+
+        #[test]
+        fn jobs_follow_needs_and_independent_jobs_run_together() {
+            let mut p = diamond(true);
+            assert_eq!(p.ready(), [(0, 0)]);
+            assert_eq!(p.ready(), [], "a step is handed out once");
+            p.finished(0, 0, StepOutcome::Succeeded);
+            assert_eq!(p.ready(), [(1, 0), (2, 0)]);
+            p.finished(1, 0, StepOutcome::Succeeded);
+            assert_eq!(p.ready(), [(1, 1)], "steps of a job run in order");
+            p.finished(2, 0, StepOutcome::Succeeded);
+            assert_eq!(p.ready(), []);
+            p.finished(1, 1, StepOutcome::Succeeded);
+            assert_eq!(p.ready(), [(3, 0)]);
+            p.finished(3, 0, StepOutcome::Succeeded);
+            assert_eq!(p.ready(), []);
+            assert!(p.is_done());
+            assert!(p.phases().iter().all(|ph| *ph == JobPhase::Succeeded));
+        }
+
+        #[test]
+        fn fail_fast_skips_jobs_not_started_and_lets_running_ones_finish() {
+            let mut p = diamond(true);
+            p.ready();
+            p.finished(0, 0, StepOutcome::Succeeded);
+            p.ready();
+            p.finished(2, 0, StepOutcome::Failed);
+            assert_eq!(p.ready(), []);
+            assert_eq!(p.phases()[1], JobPhase::Running(0));
+            p.finished(1, 0, StepOutcome::Succeeded);
+            assert_eq!(p.ready(), [(1, 1)], "a running job goes on");
+            p.finished(1, 1, StepOutcome::Succeeded);
+            p.ready();
+            assert!(p.is_done());
+            assert_eq!(
+                p.phases(),
+                [
+                    JobPhase::Succeeded,
+                    JobPhase::Succeeded,
+                    JobPhase::Failed,
+                    JobPhase::Skipped
+                ]
+            );
+        }
+
+        #[test]
+        fn without_fail_fast_only_dependents_are_skipped() {
+            let mut p = Planner::new(
+                vec![job("a", &[], 1), job("b", &[0], 1), job("c", &[], 1)],
+                false,
+            );
+            assert_eq!(p.ready(), [(0, 0), (2, 0)]);
+            p.finished(0, 0, StepOutcome::TimedOut);
+            assert_eq!(p.ready(), []);
+            assert_eq!(p.phases()[1], JobPhase::Skipped);
+            assert_eq!(p.phases()[2], JobPhase::Running(0));
+            p.finished(2, 0, StepOutcome::Succeeded);
+            p.ready();
+            assert!(p.is_done());
+            assert_eq!(p.phases()[2], JobPhase::Succeeded);
+        }
+
+        #[test]
+        fn a_job_without_steps_succeeds_at_once() {
+            let mut p = Planner::new(vec![job("empty", &[], 0), job("after", &[0], 1)], true);
+            assert_eq!(p.ready(), [(1, 0)]);
+        }
+    }
+}

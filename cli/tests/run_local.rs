@@ -1,0 +1,199 @@
+//! `krt run --local` end to end: the real krt binary starts the real runtimed agent and
+//! drives it over gRPC on a unix socket.
+// Tests stop loudly on the first unexpected value.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The runtimed binary next to krt in the same target directory; built with cargo when
+/// this test run did not build it (`cargo nextest run -p krt` alone).
+fn runtimed() -> &'static PathBuf {
+    static RUNTIMED: OnceLock<PathBuf> = OnceLock::new();
+    RUNTIMED.get_or_init(|| {
+        let krt = PathBuf::from(env!("CARGO_BIN_EXE_krt"));
+        let path = krt.parent().unwrap().join("runtimed");
+        if !path.is_file() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let target_dir = krt.parent().unwrap().parent().unwrap();
+            let status = Command::new(cargo)
+                .args(["build", "-p", "kruntimes-runtimed", "--bin", "runtimed"])
+                .env("CARGO_TARGET_DIR", target_dir)
+                .status()
+                .unwrap();
+            assert!(status.success(), "building runtimed failed");
+        }
+        assert!(path.is_file(), "no runtimed at {}", path.display());
+        path
+    })
+}
+
+fn krt_run(file: &std::path::Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_krt"))
+        .args(["run", "--local", "-f"])
+        .arg(file)
+        .env("KRT_RUNTIMED_BIN", runtimed())
+        .output()
+        .unwrap()
+}
+
+fn example(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name)
+}
+
+fn manifest(spec: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let text = format!(
+        "apiVersion: kruntimes.io/v1alpha1\nkind: Run\nmetadata:\n  name: t\nspec:\n  runtimeRef: {{name: bash}}\n{spec}"
+    );
+    std::fs::write(file.path(), text).unwrap();
+    file
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn the_hello_example_succeeds_and_streams_both_outputs() {
+    let out = krt_run(&example("local-hello.yaml"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with("hello from runtimed, args: --fast\n"),
+        "{stdout}"
+    );
+    assert_eq!(text(&out.stderr), "a line on stderr\n");
+}
+
+#[test]
+fn the_python_example_gets_its_files_input_and_env() {
+    let out = krt_run(&example("local-python.yaml"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "hello, world (stdin agrees) dev ['one', 'two']\n"
+    );
+}
+
+#[test]
+fn a_failing_program_gives_its_own_exit_code() {
+    let file = manifest("  interpreter: bash\n  script: 'echo out; echo err >&2; exit 5'\n");
+    let out = krt_run(file.path());
+    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(text(&out.stdout), "out\n");
+    assert_eq!(text(&out.stderr), "err\n");
+}
+
+#[test]
+fn a_timeout_gives_124() {
+    let file = manifest("  interpreter: bash\n  script: 'sleep 1000'\n  timeout: 1s\n");
+    let out = krt_run(file.path());
+    assert_eq!(out.status.code(), Some(124), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("timed out"));
+}
+
+#[test]
+fn an_invalid_run_gives_2_with_its_violations() {
+    // No program source at all.
+    let file = manifest("  interpreter: bash\n");
+    let out = krt_run(file.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("Run/t:"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn the_workflow_example_runs_its_jobs_in_needs_order() {
+    let out = krt_run(&example("workflow.yaml"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "{stdout}");
+    assert_eq!(lines[0], "[fetch/download] fetching");
+    assert_eq!(lines[4], "[report/summary] all green");
+    let unit = lines
+        .iter()
+        .position(|l| *l == "[test/unit] unit tests")
+        .unwrap();
+    let integration = lines
+        .iter()
+        .position(|l| *l == "[test/integration] integration tests")
+        .unwrap();
+    assert!(unit < integration, "steps of a job run in order: {stdout}");
+    assert!(lines.contains(&"[lint/shellcheck] lint ok"));
+    assert!(text(&out.stderr).contains("krt run: job report: Succeeded"));
+}
+
+fn workflow(jobs: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let text = format!(
+        "apiVersion: kruntimes.io/v1alpha1\nkind: Workflow\nmetadata:\n  name: w\nspec:\n{jobs}"
+    );
+    std::fs::write(file.path(), text).unwrap();
+    file
+}
+
+#[test]
+fn a_failed_job_skips_its_dependents_and_gives_its_exit_code() {
+    let file = workflow(
+        "  jobs:
+  - name: a
+    steps:
+    - name: s
+      run: {runtimeRef: {name: bash}, interpreter: bash, script: 'exit 3'}
+  - name: b
+    needs: [a]
+    steps:
+    - name: s
+      run: {runtimeRef: {name: bash}, interpreter: bash, script: 'echo never'}
+",
+    );
+    let out = krt_run(file.path());
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "");
+    assert!(text(&out.stderr).contains("job a: Failed"));
+    assert!(text(&out.stderr).contains("job b: Skipped"));
+}
+
+#[test]
+fn a_workflow_timeout_gives_124() {
+    let file = workflow(
+        "  timeout: 1s
+  jobs:
+  - name: a
+    steps:
+    - name: s
+      run: {runtimeRef: {name: bash}, interpreter: bash, script: 'sleep 1000'}
+",
+    );
+    let out = krt_run(file.path());
+    assert_eq!(out.status.code(), Some(124), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("job a: Cancelled"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_missing_runtimed_is_named_with_the_command_that_builds_it() {
+    let out = Command::new(env!("CARGO_BIN_EXE_krt"))
+        .args(["run", "--local", "-f"])
+        .arg(example("local-hello.yaml"))
+        .env("KRT_RUNTIMED_BIN", "/nonexistent/runtimed")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("KRT_RUNTIMED_BIN"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -1,0 +1,360 @@
+//! The `runtimed.v1` API: the server over an [`Agent`], and a unix-socket client.
+
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use crate::agent::Agent;
+use crate::lifecycle::{ExecSpec, Execution, Interpreter, OutputStream, Phase, unix_ms};
+use crate::proto;
+use crate::{Error, limits};
+
+pub use proto::runtimed_client::RuntimedClient;
+pub use proto::runtimed_server::RuntimedServer;
+
+/// Log chunks buffered per Logs call before the server waits for the client.
+const LOG_CHANNEL_CAPACITY: usize = 16;
+
+/// The gRPC service.
+#[derive(Debug, Clone)]
+pub struct Service {
+    agent: Arc<Agent>,
+}
+
+impl Service {
+    /// A service over `agent`.
+    pub fn new(agent: Arc<Agent>) -> Self {
+        Self { agent }
+    }
+}
+
+fn phase(p: Phase) -> proto::Phase {
+    match p {
+        Phase::Running => proto::Phase::Running,
+        Phase::Succeeded => proto::Phase::Succeeded,
+        Phase::Failed => proto::Phase::Failed,
+        Phase::TimedOut => proto::Phase::TimedOut,
+        Phase::Cancelled => proto::Phase::Cancelled,
+        Phase::Error => proto::Phase::Error,
+    }
+}
+
+fn stats(stream: &OutputStream) -> proto::StreamStats {
+    let (total_bytes, dropped_bytes, truncated) = stream.stats();
+    proto::StreamStats {
+        total_bytes,
+        dropped_bytes,
+        truncated,
+    }
+}
+
+/// The wire form of an execution's snapshot.
+pub fn to_proto(e: &Execution) -> proto::Execution {
+    let s = e.snapshot();
+    proto::Execution {
+        execution_id: e.run_uid().to_owned(),
+        run_uid: e.run_uid().to_owned(),
+        phase: phase(s.phase) as i32,
+        pid: s.pid.unwrap_or(0),
+        exit_code: s.exit_code,
+        signal: s.signal,
+        start_time_unix_ms: unix_ms(s.started),
+        end_time_unix_ms: unix_ms(s.ended),
+        stdout: Some(stats(&e.stdout)),
+        stderr: Some(stats(&e.stderr)),
+        reason: s.reason,
+        message: s.message,
+        workspace: if s.workspace_present {
+            e.workspace().display().to_string()
+        } else {
+            String::new()
+        },
+    }
+}
+
+/// The lifecycle's view of an ExecuteRequest.
+pub fn to_spec(r: proto::ExecuteRequest) -> Result<ExecSpec, Error> {
+    let interpreter = match proto::Interpreter::try_from(r.interpreter) {
+        Ok(proto::Interpreter::Bash | proto::Interpreter::Unspecified) => Interpreter::Bash,
+        Ok(proto::Interpreter::Python) => Interpreter::Python,
+        Ok(proto::Interpreter::Exec) => Interpreter::Exec,
+        Err(_) => return Err(Error::InvalidArgument("unknown interpreter".into())),
+    };
+    Ok(ExecSpec {
+        run_uid: r.run_uid,
+        interpreter: Some(interpreter),
+        script: r.script,
+        files: r.files.into_iter().map(|f| (f.path, f.content)).collect(),
+        entrypoint: r.entrypoint,
+        command: r.command,
+        args: r.args,
+        env: r.env.into_iter().map(|e| (e.name, e.value)).collect(),
+        input: r.input,
+        timeout: (r.timeout_ms > 0).then(|| Duration::from_millis(r.timeout_ms)),
+        keep_workspace: r.keep_workspace,
+    })
+}
+
+type LogStream = Pin<Box<dyn Stream<Item = Result<proto::LogChunk, Status>> + Send>>;
+
+async fn pump_logs(
+    stream: Arc<OutputStream>,
+    kind: proto::Stream,
+    mut offset: u64,
+    follow: bool,
+    tx: mpsc::Sender<Result<proto::LogChunk, Status>>,
+) {
+    let mut changed = stream.subscribe();
+    loop {
+        changed.borrow_and_update();
+        let (chunk, closed) = stream.read(offset, limits::READ_CHUNK_BYTES);
+        if let Some((at, data)) = chunk {
+            offset = at + data.len() as u64;
+            let chunk = proto::LogChunk {
+                stream: kind as i32,
+                offset: at,
+                data,
+            };
+            if tx.send(Ok(chunk)).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        if closed || !follow || changed.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl proto::runtimed_server::Runtimed for Service {
+    async fn execute(
+        &self,
+        request: Request<proto::ExecuteRequest>,
+    ) -> Result<Response<proto::ExecuteResponse>, Status> {
+        let spec = to_spec(request.into_inner())?;
+        let (execution, created) = self.agent.execute(spec)?;
+        Ok(Response::new(proto::ExecuteResponse {
+            execution_id: execution.run_uid().to_owned(),
+            created,
+        }))
+    }
+
+    async fn status(
+        &self,
+        request: Request<proto::StatusRequest>,
+    ) -> Result<Response<proto::Execution>, Status> {
+        let execution = self.agent.get(&request.into_inner().execution_id)?;
+        Ok(Response::new(to_proto(&execution)))
+    }
+
+    type LogsStream = LogStream;
+
+    async fn logs(
+        &self,
+        request: Request<proto::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        let r = request.into_inner();
+        let execution = self.agent.get(&r.execution_id)?;
+        let which = proto::Stream::try_from(r.stream).unwrap_or(proto::Stream::Unspecified);
+        let (tx, rx) = mpsc::channel(LOG_CHANNEL_CAPACITY);
+        if which != proto::Stream::Stderr {
+            tokio::spawn(pump_logs(
+                execution.stdout.clone(),
+                proto::Stream::Stdout,
+                r.stdout_offset,
+                r.follow,
+                tx.clone(),
+            ));
+        }
+        if which != proto::Stream::Stdout {
+            tokio::spawn(pump_logs(
+                execution.stderr.clone(),
+                proto::Stream::Stderr,
+                r.stderr_offset,
+                r.follow,
+                tx,
+            ));
+        }
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn cancel(
+        &self,
+        request: Request<proto::CancelRequest>,
+    ) -> Result<Response<proto::Execution>, Status> {
+        let r = request.into_inner();
+        let execution = self.agent.get(&r.execution_id)?;
+        execution.cancel((r.grace_ms > 0).then(|| Duration::from_millis(r.grace_ms)));
+        Ok(Response::new(to_proto(&execution)))
+    }
+
+    async fn list(
+        &self,
+        _request: Request<proto::ListRequest>,
+    ) -> Result<Response<proto::ListResponse>, Status> {
+        let executions = self.agent.list().iter().map(|e| to_proto(e)).collect();
+        Ok(Response::new(proto::ListResponse { executions }))
+    }
+
+    async fn forget(
+        &self,
+        request: Request<proto::ForgetRequest>,
+    ) -> Result<Response<proto::ForgetResponse>, Status> {
+        self.agent.forget(&request.into_inner().execution_id)?;
+        Ok(Response::new(proto::ForgetResponse {}))
+    }
+
+    async fn health(
+        &self,
+        _request: Request<proto::HealthRequest>,
+    ) -> Result<Response<proto::HealthResponse>, Status> {
+        let root = &self.agent.config().workspace_root;
+        let probe = root.join(format!(".health-{}", std::process::id()));
+        let workspace_writable = std::fs::write(&probe, b"").is_ok();
+        let _ = std::fs::remove_file(&probe);
+        let capacity = self.agent.bounds().max_running as u32;
+        Ok(Response::new(proto::HealthResponse {
+            ready: workspace_writable,
+            workspace_writable,
+            running: self.agent.running() as u32,
+            capacity,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        }))
+    }
+}
+
+/// Serves the agent's API on a unix socket (mode 0600) until `shutdown` resolves.
+pub async fn serve_unix(
+    agent: Arc<Agent>,
+    socket: &Path,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    serve_service_unix(Service::new(agent), socket, shutdown).await
+}
+
+/// Serves any implementation of the API (the agent's, or the sidecar's [`Proxy`]) on a
+/// unix socket (mode 0600) until `shutdown` resolves.
+pub async fn serve_service_unix<S: proto::runtimed_server::Runtimed>(
+    service: S,
+    socket: &Path,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(socket)
+        && meta.file_type().is_socket()
+    {
+        let _ = std::fs::remove_file(socket);
+    }
+    let listener = tokio::net::UnixListener::bind(socket)
+        .map_err(|e| Error::io(format!("binding {}", socket.display()), e))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io("restricting the socket to its owner", e))?;
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .add_service(RuntimedServer::new(service))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(|e| Error::io("serving gRPC", std::io::Error::other(e)))
+}
+
+/// A client of the API on a unix socket.
+pub async fn connect_unix(
+    socket: &Path,
+) -> Result<RuntimedClient<Channel>, tonic::transport::Error> {
+    let channel = Endpoint::from_shared(format!("unix://{}", socket.display()))?
+        .connect()
+        .await?;
+    Ok(RuntimedClient::new(channel))
+}
+
+/// The sidecar's pass-through: every call forwarded to the agent as is.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    agent: RuntimedClient<Channel>,
+}
+
+impl Proxy {
+    /// A proxy to the agent listening on `agent_socket` (connected on first use, and
+    /// again after the agent restarts).
+    pub fn new(agent_socket: &Path) -> Result<Self, tonic::transport::Error> {
+        let channel =
+            Endpoint::from_shared(format!("unix://{}", agent_socket.display()))?.connect_lazy();
+        Ok(Self {
+            agent: RuntimedClient::new(channel),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl proto::runtimed_server::Runtimed for Proxy {
+    async fn execute(
+        &self,
+        request: Request<proto::ExecuteRequest>,
+    ) -> Result<Response<proto::ExecuteResponse>, Status> {
+        self.agent.clone().execute(request.into_inner()).await
+    }
+
+    async fn status(
+        &self,
+        request: Request<proto::StatusRequest>,
+    ) -> Result<Response<proto::Execution>, Status> {
+        self.agent.clone().status(request.into_inner()).await
+    }
+
+    type LogsStream = LogStream;
+
+    async fn logs(
+        &self,
+        request: Request<proto::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        let stream = self.agent.clone().logs(request.into_inner()).await?;
+        Ok(Response::new(Box::pin(stream.into_inner())))
+    }
+
+    async fn cancel(
+        &self,
+        request: Request<proto::CancelRequest>,
+    ) -> Result<Response<proto::Execution>, Status> {
+        self.agent.clone().cancel(request.into_inner()).await
+    }
+
+    async fn list(
+        &self,
+        request: Request<proto::ListRequest>,
+    ) -> Result<Response<proto::ListResponse>, Status> {
+        self.agent.clone().list(request.into_inner()).await
+    }
+
+    async fn forget(
+        &self,
+        request: Request<proto::ForgetRequest>,
+    ) -> Result<Response<proto::ForgetResponse>, Status> {
+        self.agent.clone().forget(request.into_inner()).await
+    }
+
+    async fn health(
+        &self,
+        request: Request<proto::HealthRequest>,
+    ) -> Result<Response<proto::HealthResponse>, Status> {
+        // Not ready while the agent cannot be reached.
+        match self.agent.clone().health(request.into_inner()).await {
+            Ok(response) => Ok(response),
+            Err(status) => {
+                tracing::warn!(%status, "agent unreachable");
+                Ok(Response::new(proto::HealthResponse {
+                    ready: false,
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    ..Default::default()
+                }))
+            }
+        }
+    }
+}

@@ -1,0 +1,694 @@
+//! One Run as processes: workspace, sources, spawn (confined), output capture, timeout
+//! and cancel, kill of every process of the Run, workspace removal.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::Signal;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{oneshot, watch};
+
+use crate::Error;
+use crate::limits;
+use crate::output::BoundedOutput;
+use crate::procs::{RUN_MARKER, run_processes, signal_run};
+use crate::reaper::{Exit, Reaper};
+use crate::sandbox::confine_command;
+use crate::workspace::{WriteError, write_files};
+
+/// How a Run's program is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interpreter {
+    /// `bash main.sh ARGS` or `bash ENTRYPOINT ARGS`.
+    Bash,
+    /// `python3 main.py ARGS` or `python3 ENTRYPOINT ARGS`.
+    Python,
+    /// `COMMAND ARGS`.
+    Exec,
+}
+
+/// What to run: the agent's view of a Run spec.
+#[derive(Debug, Clone, Default)]
+pub struct ExecSpec {
+    /// The Run's uid: execution id and workspace directory name.
+    pub run_uid: String,
+    /// How to start it (`None` is bash).
+    pub interpreter: Option<Interpreter>,
+    /// Inline program.
+    pub script: Option<String>,
+    /// More files: relative path and content.
+    pub files: Vec<(String, Vec<u8>)>,
+    /// File to run with the interpreter.
+    pub entrypoint: Option<String>,
+    /// Interpreter `exec`: the argv.
+    pub command: Vec<String>,
+    /// Arguments for the program.
+    pub args: Vec<String>,
+    /// Environment added to the scrubbed one.
+    pub env: Vec<(String, String)>,
+    /// JSON text given on stdin and as `$KRT_INPUT_FILE`.
+    pub input: Option<Vec<u8>>,
+    /// Time limit; `None` is [`limits::DEFAULT_TIMEOUT`].
+    pub timeout: Option<Duration>,
+    /// Keep the workspace after the Run is terminal.
+    pub keep_workspace: bool,
+}
+
+/// How the supervisor runs processes.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Directory holding one workspace per Run (`/workspace` in a pod).
+    pub workspace_root: PathBuf,
+    /// SIGTERM-to-SIGKILL grace period.
+    pub grace: Duration,
+    /// Bytes kept per output stream.
+    pub output_limit: usize,
+    /// The bash binary.
+    pub bash: String,
+    /// The python binary.
+    pub python: String,
+    /// PATH given to processes.
+    pub path: String,
+    /// Keep every workspace after its Run is terminal.
+    pub keep_workspaces: bool,
+}
+
+impl Config {
+    /// Defaults, with workspaces under `workspace_root`.
+    pub fn new(workspace_root: impl Into<PathBuf>) -> Self {
+        Self {
+            workspace_root: workspace_root.into(),
+            grace: limits::DEFAULT_GRACE,
+            output_limit: limits::DEFAULT_OUTPUT_LIMIT,
+            bash: "bash".into(),
+            python: "python3".into(),
+            path: limits::DEFAULT_PATH.into(),
+            keep_workspaces: false,
+        }
+    }
+}
+
+/// Where an execution is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The process runs (or is being prepared).
+    Running,
+    /// Exit 0.
+    Succeeded,
+    /// Non-zero exit or killed by a signal.
+    Failed,
+    /// The timeout elapsed.
+    TimedOut,
+    /// Cancelled.
+    Cancelled,
+    /// The platform failed; see the reason.
+    Error,
+}
+
+impl Phase {
+    /// Whether the phase is final.
+    pub fn is_terminal(self) -> bool {
+        self != Self::Running
+    }
+}
+
+/// An immutable view of an execution.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The phase.
+    pub phase: Phase,
+    /// The first process, once started.
+    pub pid: Option<u32>,
+    /// Exit code, when it exited.
+    pub exit_code: Option<i32>,
+    /// Signal, when it was killed by one.
+    pub signal: Option<i32>,
+    /// When the process started.
+    pub started: Option<SystemTime>,
+    /// When the execution became terminal.
+    pub ended: Option<SystemTime>,
+    /// Monotonic end, for retention.
+    pub ended_at: Option<Instant>,
+    /// CamelCase reason.
+    pub reason: String,
+    /// Detail.
+    pub message: String,
+    /// Whether the workspace still exists.
+    pub workspace_present: bool,
+}
+
+/// One output stream of an execution.
+#[derive(Debug)]
+pub struct OutputStream {
+    buffer: Mutex<BoundedOutput>,
+    changed: watch::Sender<u64>,
+}
+
+impl OutputStream {
+    fn new(limit: usize) -> Self {
+        Self {
+            buffer: Mutex::new(BoundedOutput::new(limit)),
+            changed: watch::Sender::new(0),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut BoundedOutput) -> T) -> T {
+        let mut guard = match self.buffer.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guard)
+    }
+
+    fn push(&self, data: &[u8]) {
+        let total = self.with(|b| {
+            b.push(data);
+            b.total()
+        });
+        self.changed.send_replace(total);
+    }
+
+    fn close(&self) {
+        self.with(BoundedOutput::close);
+        self.changed.send_modify(|_| {});
+    }
+
+    /// Reads kept bytes at or after `offset` (see [`BoundedOutput::read`]) and whether
+    /// the stream has ended.
+    pub fn read(&self, offset: u64, max: usize) -> (Option<(u64, Vec<u8>)>, bool) {
+        self.with(|b| (b.read(offset, max), b.is_closed()))
+    }
+
+    /// A receiver notified on every change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// (total, dropped, truncated).
+    pub fn stats(&self) -> (u64, u64, bool) {
+        self.with(|b| (b.total(), b.dropped(), b.truncated()))
+    }
+
+    /// Every kept byte.
+    pub fn kept_bytes(&self) -> Vec<u8> {
+        self.with(|b| b.kept_bytes())
+    }
+
+    /// Bytes kept in memory.
+    pub fn kept(&self) -> usize {
+        self.with(|b| b.kept())
+    }
+}
+
+/// One execution: its state, output and cancel handle.
+#[derive(Debug)]
+pub struct Execution {
+    run_uid: String,
+    workspace: PathBuf,
+    state: watch::Sender<Snapshot>,
+    /// Standard output.
+    pub stdout: Arc<OutputStream>,
+    /// Standard error.
+    pub stderr: Arc<OutputStream>,
+    cancel: Mutex<Option<oneshot::Sender<Option<Duration>>>>,
+}
+
+impl Execution {
+    /// The Run's uid (also the execution id).
+    pub fn run_uid(&self) -> &str {
+        &self.run_uid
+    }
+
+    /// The workspace directory.
+    pub fn workspace(&self) -> &PathBuf {
+        &self.workspace
+    }
+
+    /// The current state.
+    pub fn snapshot(&self) -> Snapshot {
+        self.state.borrow().clone()
+    }
+
+    /// Waits until the execution is terminal and returns its final state.
+    pub async fn wait(&self) -> Snapshot {
+        let mut rx = self.state.subscribe();
+        match rx.wait_for(|s| s.phase.is_terminal()).await {
+            Ok(s) => s.clone(),
+            Err(_) => self.snapshot(),
+        }
+    }
+
+    /// Asks the execution to stop: SIGTERM, `grace` (or the configured one), SIGKILL.
+    /// Returns false when it was already terminal or cancelling.
+    pub fn cancel(&self, grace: Option<Duration>) -> bool {
+        let sender = match self.cancel.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        sender.is_some_and(|tx| tx.send(grace).is_ok())
+    }
+
+    /// Deletes the workspace (after the execution is terminal).
+    pub fn remove_workspace(&self) {
+        remove_dir(&self.workspace);
+        self.state.send_modify(|s| s.workspace_present = false);
+    }
+}
+
+fn remove_dir(dir: &PathBuf) {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(workspace = %dir.display(), error = %e, "cannot remove workspace"),
+    }
+}
+
+/// Checks that a run uid is a safe single path segment.
+pub fn check_run_uid(uid: &str) -> Result<(), Error> {
+    let ok = !uid.is_empty()
+        && uid.len() <= limits::MAX_RUN_UID_BYTES
+        && uid != "."
+        && uid != ".."
+        && uid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "run_uid must be 1 to {} characters among [A-Za-z0-9._-]",
+            limits::MAX_RUN_UID_BYTES
+        )))
+    }
+}
+
+/// Checks a spec before anything is created.
+pub fn check_spec(spec: &ExecSpec) -> Result<(), Error> {
+    use kruntimes_api::validation::paths::{PathKind, check_relative_path};
+    check_run_uid(&spec.run_uid)?;
+    let bad = |m: String| Err(Error::InvalidArgument(m));
+    let interpreter = spec.interpreter.unwrap_or(Interpreter::Bash);
+    match interpreter {
+        Interpreter::Exec => {
+            if spec.command.is_empty() || spec.script.is_some() || spec.entrypoint.is_some() {
+                return bad(
+                    "interpreter exec needs command, and neither script nor entrypoint".into(),
+                );
+            }
+        }
+        Interpreter::Bash | Interpreter::Python => {
+            if !spec.command.is_empty() || spec.script.is_some() == spec.entrypoint.is_some() {
+                return bad(
+                    "bash and python need exactly one of script or entrypoint, and no command"
+                        .into(),
+                );
+            }
+        }
+    }
+    for (path, _) in &spec.files {
+        if let Err(reason) = check_relative_path(path, PathKind::Plain) {
+            return bad(format!("file {path:?}: {reason}"));
+        }
+    }
+    if let Some(entrypoint) = &spec.entrypoint
+        && let Err(reason) = check_relative_path(entrypoint, PathKind::Plain)
+    {
+        return bad(format!("entrypoint {entrypoint:?}: {reason}"));
+    }
+    for (name, _) in &spec.env {
+        if name.is_empty() || name.contains('=') || name.contains('\0') || name.starts_with("KRT_")
+        {
+            return bad(format!("env {name:?}: not a valid name (KRT_ is reserved)"));
+        }
+    }
+    if spec
+        .input
+        .as_ref()
+        .is_some_and(|i| i.len() > limits::MAX_INPUT_BYTES)
+    {
+        return bad(format!(
+            "input larger than {} bytes",
+            limits::MAX_INPUT_BYTES
+        ));
+    }
+    if spec
+        .timeout
+        .is_some_and(|t| t > limits::MAX_TIMEOUT || t.is_zero())
+    {
+        return bad("timeout must be positive and at most 24h".into());
+    }
+    Ok(())
+}
+
+/// Starts Runs.
+#[derive(Debug, Clone)]
+pub struct Supervisor {
+    config: Arc<Config>,
+    reaper: Arc<Reaper>,
+}
+
+struct Prepared {
+    command: Command,
+}
+
+impl Supervisor {
+    /// A supervisor; makes this process a child subreaper and starts its reaper.
+    pub fn new(config: Config) -> Result<Self, Error> {
+        fs::create_dir_all(&config.workspace_root)
+            .map_err(|e| Error::io("creating the workspace root", e))?;
+        let reaper = Reaper::global().map_err(|e| Error::io("becoming a child subreaper", e))?;
+        Ok(Self {
+            config: Arc::new(config),
+            reaper,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Starts `spec` (checked with [`check_spec`]) and returns at once; the execution
+    /// goes on in a task of the current tokio runtime. A failure after the check (an
+    /// escaping path, a failed spawn) gives an execution in phase Error with a reason.
+    pub fn start(&self, spec: ExecSpec) -> Result<Arc<Execution>, Error> {
+        check_spec(&spec)?;
+        let workspace = self.config.workspace_root.join(&spec.run_uid);
+        let (cancel_tx, cancel_rx) = oneshot::channel();
+        let execution = Arc::new(Execution {
+            run_uid: spec.run_uid.clone(),
+            workspace: workspace.clone(),
+            state: watch::Sender::new(Snapshot {
+                phase: Phase::Running,
+                pid: None,
+                exit_code: None,
+                signal: None,
+                started: None,
+                ended: None,
+                ended_at: None,
+                reason: String::new(),
+                message: String::new(),
+                workspace_present: false,
+            }),
+            stdout: Arc::new(OutputStream::new(self.config.output_limit)),
+            stderr: Arc::new(OutputStream::new(self.config.output_limit)),
+            cancel: Mutex::new(Some(cancel_tx)),
+        });
+        let keep = spec.keep_workspace || self.config.keep_workspaces;
+        let timeout = spec.timeout.unwrap_or(limits::DEFAULT_TIMEOUT);
+        let prepared = self.prepare(&spec, &execution);
+        let spawned = prepared.and_then(|mut p| {
+            self.reaper
+                .spawn(&mut p.command)
+                .map_err(|e| ("SpawnFailed", format!("cannot start the program: {e}")))
+        });
+        match spawned {
+            Ok((mut child, exit_rx)) => {
+                let pid = child.id();
+                execution.state.send_modify(|s| {
+                    s.pid = Some(pid);
+                    s.started = Some(SystemTime::now());
+                });
+                let stdout = child.stdout.take();
+                let stderr = child.stderr.take();
+                drop(child); // never waited on: the reaper delivers its exit
+                let driver = Driver {
+                    execution: execution.clone(),
+                    grace: self.config.grace,
+                    leader: pid as i32,
+                    keep,
+                };
+                tokio::spawn(driver.drive(exit_rx, cancel_rx, timeout, stdout, stderr));
+            }
+            Err((reason, message)) => {
+                execution.stdout.close();
+                execution.stderr.close();
+                if !keep {
+                    execution.remove_workspace();
+                }
+                finish(&execution, Phase::Error, None, reason, message);
+            }
+        }
+        Ok(execution)
+    }
+
+    fn prepare(
+        &self,
+        spec: &ExecSpec,
+        execution: &Execution,
+    ) -> Result<Prepared, (&'static str, String)> {
+        let workspace = &execution.workspace;
+        let fail = |reason: &'static str| move |e: io::Error| (reason, e.to_string());
+        fs::create_dir(workspace).map_err(|e| {
+            (
+                "WorkspaceUnavailable",
+                format!("cannot create workspace {}: {e}", workspace.display()),
+            )
+        })?;
+        execution.state.send_modify(|s| s.workspace_present = true);
+        fs::set_permissions(workspace, fs::Permissions::from_mode(0o700))
+            .map_err(fail("WorkspaceUnavailable"))?;
+        let interpreter = spec.interpreter.unwrap_or(Interpreter::Bash);
+        let mut files: Vec<(&str, &[u8])> = Vec::new();
+        if let Some(script) = &spec.script {
+            let name = if interpreter == Interpreter::Python {
+                "main.py"
+            } else {
+                "main.sh"
+            };
+            files.push((name, script.as_bytes()));
+        }
+        files.extend(spec.files.iter().map(|(p, c)| (p.as_str(), c.as_slice())));
+        write_files(workspace, files.iter().copied()).map_err(|e| {
+            let reason = match &e {
+                WriteError::Io { .. } => "WorkspaceWriteFailed",
+                WriteError::InvalidPath { .. } | WriteError::Refused { .. } => "SourceRefused",
+            };
+            (reason, e.to_string())
+        })?;
+
+        let (program, mut argv): (String, Vec<String>) = match interpreter {
+            Interpreter::Exec => (spec.command[0].clone(), spec.command[1..].to_vec()),
+            Interpreter::Bash | Interpreter::Python => {
+                let binary = if interpreter == Interpreter::Bash {
+                    &self.config.bash
+                } else {
+                    &self.config.python
+                };
+                let file = match (&spec.entrypoint, interpreter) {
+                    (Some(e), _) => e.clone(),
+                    (None, Interpreter::Python) => "main.py".into(),
+                    (None, _) => "main.sh".into(),
+                };
+                (binary.clone(), vec![file])
+            }
+        };
+        argv.extend(spec.args.iter().cloned());
+
+        let mut command = Command::new(&program);
+        command
+            .args(&argv)
+            .current_dir(workspace)
+            .env_clear()
+            .env("PATH", &self.config.path)
+            .env("HOME", workspace)
+            .env("LANG", "C.UTF-8");
+        for (name, value) in &spec.env {
+            command.env(name, value);
+        }
+        command.env(RUN_MARKER, &spec.run_uid);
+        match &spec.input {
+            Some(input) => {
+                // Outside the workspace, next to it, so it cannot collide with a file.
+                let path = self
+                    .config
+                    .workspace_root
+                    .join(format!(".{}.input.json", spec.run_uid));
+                fs::write(&path, input).map_err(fail("InputUnavailable"))?;
+                let file = fs::File::open(&path).map_err(fail("InputUnavailable"))?;
+                command
+                    .env("KRT_INPUT_FILE", &path)
+                    .stdin(Stdio::from(file));
+            }
+            None => {
+                command.stdin(Stdio::null());
+            }
+        }
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        confine_command(&mut command);
+        Ok(Prepared { command })
+    }
+}
+
+fn finish(execution: &Execution, phase: Phase, exit: Option<Exit>, reason: &str, message: String) {
+    execution.state.send_modify(|s| {
+        s.phase = phase;
+        match exit {
+            Some(Exit::Code(c)) => s.exit_code = Some(c),
+            Some(Exit::Signal(sig)) => s.signal = Some(sig),
+            None => {}
+        }
+        s.ended = Some(SystemTime::now());
+        s.ended_at = Some(Instant::now());
+        s.reason = reason.to_owned();
+        s.message = message;
+    });
+}
+
+/// Milliseconds since the epoch.
+pub fn unix_ms(t: Option<SystemTime>) -> u64 {
+    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+struct Driver {
+    execution: Arc<Execution>,
+    grace: Duration,
+    leader: i32,
+    keep: bool,
+}
+
+enum Stop {
+    Exited(Exit),
+    TimedOut,
+    Cancelled(Option<Duration>),
+}
+
+impl Driver {
+    async fn drive(
+        self,
+        mut exit_rx: oneshot::Receiver<Exit>,
+        cancel_rx: oneshot::Receiver<Option<Duration>>,
+        timeout: Duration,
+        stdout: Option<std::process::ChildStdout>,
+        stderr: Option<std::process::ChildStderr>,
+    ) {
+        let out_task = stdout.map(|p| tokio::spawn(pump(p.into(), self.execution.stdout.clone())));
+        let err_task = stderr.map(|p| tokio::spawn(pump(p.into(), self.execution.stderr.clone())));
+
+        let cancel = async {
+            match cancel_rx.await {
+                Ok(grace) => grace,
+                Err(_) => std::future::pending().await,
+            }
+        };
+        let stop = tokio::select! {
+            exit = &mut exit_rx => match exit {
+                Ok(exit) => Stop::Exited(exit),
+                Err(_) => Stop::Exited(Exit::Signal(0)),
+            },
+            () = tokio::time::sleep(timeout) => Stop::TimedOut,
+            grace = cancel => Stop::Cancelled(grace),
+        };
+        // No cancel after this point.
+        drop(match self.execution.cancel.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        });
+        let (phase, reason, exit) = match stop {
+            Stop::Exited(exit) => {
+                let phase = if exit == Exit::Code(0) {
+                    Phase::Succeeded
+                } else {
+                    Phase::Failed
+                };
+                let reason = match exit {
+                    Exit::Code(0) => "Completed",
+                    Exit::Code(_) => "NonZeroExit",
+                    Exit::Signal(_) => "Signaled",
+                };
+                (phase, reason, Some(exit))
+            }
+            Stop::TimedOut => {
+                let exit = self.terminate(exit_rx, self.grace).await;
+                (Phase::TimedOut, "DeadlineExceeded", exit)
+            }
+            Stop::Cancelled(grace) => {
+                let exit = self.terminate(exit_rx, grace.unwrap_or(self.grace)).await;
+                (Phase::Cancelled, "Cancelled", exit)
+            }
+        };
+        // Whatever is left of the Run (background processes, escaped ones) goes now.
+        let leftover = self.kill_all().await;
+        let mut message = String::new();
+        if leftover > 0 {
+            message = format!("{leftover} process(es) of the Run could not be killed");
+        }
+        for task in [out_task, err_task].into_iter().flatten() {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(limits::PIPE_DRAIN_TIMEOUT, task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+                message = "output pipe still open after every process was killed".into();
+            }
+        }
+        self.execution.stdout.close();
+        self.execution.stderr.close();
+        let input = self
+            .execution
+            .workspace
+            .with_file_name(format!(".{}.input.json", self.execution.run_uid));
+        let _ = fs::remove_file(input);
+        if !self.keep {
+            self.execution.remove_workspace();
+        }
+        finish(&self.execution, phase, exit, reason, message);
+    }
+
+    /// SIGTERM to every process of the Run, `grace`, then SIGKILL until none is left.
+    async fn terminate(
+        &self,
+        mut exit_rx: oneshot::Receiver<Exit>,
+        grace: Duration,
+    ) -> Option<Exit> {
+        signal_run(self.leader, &self.execution.run_uid, Signal::SIGTERM);
+        if let Ok(Ok(exit)) = tokio::time::timeout(grace, &mut exit_rx).await {
+            return Some(exit);
+        }
+        self.kill_all().await;
+        exit_rx.await.ok()
+    }
+
+    /// SIGKILL rounds until no process of the Run is found; returns how many remain.
+    async fn kill_all(&self) -> usize {
+        let uid = self.execution.run_uid.clone();
+        let leader = self.leader;
+        for _ in 0..limits::MAX_KILL_ROUNDS {
+            let uid = uid.clone();
+            let found =
+                tokio::task::spawn_blocking(move || signal_run(leader, &uid, Signal::SIGKILL))
+                    .await
+                    .unwrap_or(0);
+            if found == 0 {
+                return 0;
+            }
+            tokio::time::sleep(limits::KILL_ROUND_PAUSE).await;
+        }
+        let uid = uid.clone();
+        tokio::task::spawn_blocking(move || run_processes(leader, &uid).len())
+            .await
+            .unwrap_or(0)
+    }
+}
+
+async fn pump(fd: std::os::fd::OwnedFd, stream: Arc<OutputStream>) {
+    let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
+        return;
+    };
+    let mut buf = vec![0u8; limits::READ_CHUNK_BYTES];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) => return,
+            Ok(n) => stream.push(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}

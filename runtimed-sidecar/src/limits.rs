@@ -1,0 +1,56 @@
+//! Every bound runtimed enforces, in one place: name, default and why.
+
+use std::time::Duration;
+
+/// Time between SIGTERM and SIGKILL on timeout or cancel: long enough for a program to
+/// flush and clean up, short enough that a stuck Run frees its slot quickly.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+
+/// Output kept per stream (stdout and stderr each): half from the head, half from the
+/// tail, the middle dropped and counted. Bounds memory whatever a program writes.
+pub const DEFAULT_OUTPUT_LIMIT: usize = 1024 * 1024;
+
+/// Timeout used when a request gives none (the controller always sends the Run's
+/// timeout or the Runtime's `defaultTimeout`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+/// Longest timeout accepted: the API's limit.
+pub const MAX_TIMEOUT: Duration =
+    Duration::from_secs(kruntimes_api::v1alpha1::limits::MAX_TIMEOUT_SECONDS);
+
+/// How long a terminal execution stays queryable (Status, Logs) before it is forgotten.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(10 * 60);
+
+/// How often the agent applies retention when no call comes in.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Terminal executions kept at most; beyond it the oldest are forgotten first. Each
+/// keeps up to two [`DEFAULT_OUTPUT_LIMIT`]s of output, so this bounds retained output
+/// at 256 MiB with the defaults; the controller copies what it needs and Forgets.
+pub const DEFAULT_MAX_RETAINED: usize = 128;
+
+/// Executions running at once; Execute beyond it is refused (`RESOURCE_EXHAUSTED`).
+pub const DEFAULT_MAX_RUNNING: usize = 64;
+
+/// Largest `run_uid` accepted (Kubernetes uids are 36 bytes).
+pub const MAX_RUN_UID_BYTES: usize = 128;
+
+/// Largest input accepted, in bytes.
+pub const MAX_INPUT_BYTES: usize = 1024 * 1024;
+
+/// Size of one read from a process pipe and of one log chunk sent to a client.
+pub const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// How long to keep draining pipes after every process of a Run is gone; a pipe still
+/// open after that belongs to a process that escaped detection and is abandoned.
+pub const PIPE_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Rounds of "find the Run's processes, SIGKILL them" before giving up (each round
+/// waits [`KILL_ROUND_PAUSE`]).
+pub const MAX_KILL_ROUNDS: usize = 200;
+
+/// Pause between kill rounds, so the reaper can collect the killed processes.
+pub const KILL_ROUND_PAUSE: Duration = Duration::from_millis(10);
+
+/// PATH given to every process (the environment is scrubbed).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

@@ -1,0 +1,117 @@
+//! Writing a Run's sources into its workspace: every path re-checked with the API's
+//! rules, every directory and file opened without following symlinks, files created
+//! exclusively, so nothing can be written outside the workspace.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use kruntimes_api::validation::paths::{PathKind, check_relative_path};
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, open, openat};
+use nix::sys::stat::{Mode, mkdirat};
+
+/// Why a file could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The path breaks the API's rules.
+    #[error("path {path:?}: {reason}")]
+    InvalidPath {
+        /// The path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The path would leave the workspace through a symlink, or collides with a file
+    /// already there.
+    #[error("path {path:?} refused: {reason}")]
+    Refused {
+        /// The path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// Writing failed.
+    #[error("path {path:?}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+const DIR_FLAGS: OFlag = OFlag::O_DIRECTORY
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC)
+    .union(OFlag::O_RDONLY);
+
+/// Checks every path first (nothing is written when one is invalid), then writes each
+/// file under `workspace` with no-follow opens.
+pub fn write_files<'a>(
+    workspace: &Path,
+    files: impl IntoIterator<Item = (&'a str, &'a [u8])> + Clone,
+) -> Result<(), WriteError> {
+    for (path, _) in files.clone() {
+        check_relative_path(path, PathKind::Plain).map_err(|reason| WriteError::InvalidPath {
+            path: path.to_owned(),
+            reason,
+        })?;
+    }
+    let root = open(workspace, DIR_FLAGS, Mode::empty()).map_err(|e| WriteError::Io {
+        path: workspace.display().to_string(),
+        source: e.into(),
+    })?;
+    for (path, content) in files {
+        write_one(&root, path, content)?;
+    }
+    Ok(())
+}
+
+fn write_one(root: &OwnedFd, path: &str, content: &[u8]) -> Result<(), WriteError> {
+    let refused = |reason: &str| WriteError::Refused {
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let io = |e: Errno| WriteError::Io {
+        path: path.to_owned(),
+        source: e.into(),
+    };
+    let mut segments: Vec<&str> = path.split('/').collect();
+    let Some(name) = segments.pop() else {
+        return Err(refused("empty path"));
+    };
+    let mut dir: Option<OwnedFd> = None;
+    for segment in segments {
+        let parent = dir.as_ref().unwrap_or(root);
+        match mkdirat(parent, segment, Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(io(e)),
+        }
+        let next = openat(parent, segment, DIR_FLAGS, Mode::empty()).map_err(|e| match e {
+            Errno::ELOOP | Errno::ENOTDIR => {
+                refused("a parent directory is a symlink or not a directory")
+            }
+            e => io(e),
+        })?;
+        dir = Some(next);
+    }
+    let parent = dir.as_ref().unwrap_or(root);
+    let fd = openat(
+        parent,
+        name,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o644),
+    )
+    .map_err(|e| match e {
+        Errno::EEXIST => refused("a file, directory or symlink already exists there"),
+        Errno::ELOOP => refused("the file is a symlink"),
+        e => io(e),
+    })?;
+    let mut file = File::from(fd);
+    file.write_all(content).map_err(|source| WriteError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}

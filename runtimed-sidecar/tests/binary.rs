@@ -1,0 +1,100 @@
+//! The `runtimed` binary itself: `install DEST`, and an agent stopped by SIGTERM (what a
+//! container runtime sends to PID 1) cancels its Runs, leaves no process and exits.
+// Tests stop loudly on the first unexpected value.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use kruntimes_runtimed::grpc::connect_unix;
+use kruntimes_runtimed::proto;
+
+const RUNTIMED: &str = env!("CARGO_BIN_EXE_runtimed");
+
+#[test]
+fn install_copies_the_executable_with_mode_0755() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("runtimed");
+    let status = Command::new(RUNTIMED)
+        .arg("install")
+        .arg(&dest)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mode = std::fs::metadata(&dest).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o755);
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        std::fs::read(RUNTIMED).unwrap()
+    );
+    let version = Command::new(&dest).arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("runtimed "));
+}
+
+async fn connect(
+    socket: &Path,
+) -> kruntimes_runtimed::grpc::RuntimedClient<tonic::transport::Channel> {
+    for _ in 0..200 {
+        if let Ok(client) = connect_unix(socket).await {
+            return client;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("agent never listened");
+}
+
+#[tokio::test]
+async fn sigterm_to_the_agent_cancels_its_runs_and_it_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let mut agent = tokio::process::Command::new(RUNTIMED)
+        .args(["agent", "--grace-ms", "100", "--socket"])
+        .arg(&socket)
+        .arg("--workspace")
+        .arg(dir.path().join("ws"))
+        .env("RUNTIMED_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut client = connect(&socket).await;
+    client
+        .execute(proto::ExecuteRequest {
+            run_uid: "long".into(),
+            interpreter: proto::Interpreter::Bash as i32,
+            script: Some("trap '' TERM; echo $$; sleep 1000".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut logs = client
+        .logs(proto::LogsRequest {
+            execution_id: "long".into(),
+            follow: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = logs.message().await.unwrap().unwrap();
+    let pid: i32 = String::from_utf8(first.data)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), agent.wait())
+        .await
+        .expect("the agent exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the Run's process survived"
+    );
+}

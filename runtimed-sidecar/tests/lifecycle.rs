@@ -1,0 +1,431 @@
+//! The process lifecycle on real processes: exit codes and signals, timeout and cancel
+//! killing everything (escaped processes included, checked in /proc), bounded output,
+//! capabilities, environment, sources and workspace cleanup.
+// Tests stop loudly on the first unexpected value.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use kruntimes_runtimed::lifecycle::{Config, ExecSpec, Interpreter, Phase, Supervisor};
+use kruntimes_runtimed::workspace::{WriteError, write_files};
+
+fn supervisor(root: &Path) -> Supervisor {
+    let mut config = Config::new(root);
+    config.grace = Duration::from_millis(300);
+    config.output_limit = 64 * 1024;
+    Supervisor::new(config).unwrap()
+}
+
+fn bash(uid: &str, script: &str) -> ExecSpec {
+    ExecSpec {
+        run_uid: uid.into(),
+        interpreter: Some(Interpreter::Bash),
+        script: Some(script.into()),
+        timeout: Some(Duration::from_secs(10)),
+        ..ExecSpec::default()
+    }
+}
+
+fn stdout_of(e: &kruntimes_runtimed::lifecycle::Execution) -> String {
+    String::from_utf8(e.stdout.kept_bytes()).unwrap()
+}
+
+/// Every process in /proc whose environment carries the Run's marker.
+fn marked_processes(uid: &str) -> Vec<i32> {
+    let marker = format!("KRT_RUN_ID={uid}").into_bytes();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|b| *b == 0).any(|v| v == marker))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn assert_gone(pids: &[i32], uid: &str) {
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} of the Run still exists"
+        );
+    }
+    assert_eq!(marked_processes(uid), Vec::<i32>::new());
+}
+
+#[tokio::test]
+async fn exit_codes_and_signals_give_the_right_phase() {
+    let root = tempfile::tempdir().unwrap();
+    let sup = supervisor(root.path());
+    let ok = sup.start(bash("ok", "echo hi")).unwrap().wait().await;
+    assert_eq!((ok.phase, ok.exit_code), (Phase::Succeeded, Some(0)));
+    let failed = sup.start(bash("failed", "exit 3")).unwrap().wait().await;
+    assert_eq!((failed.phase, failed.exit_code), (Phase::Failed, Some(3)));
+    let killed = sup
+        .start(bash("killed", "kill -9 $$"))
+        .unwrap()
+        .wait()
+        .await;
+    assert_eq!((killed.phase, killed.signal), (Phase::Failed, Some(9)));
+    assert_eq!(killed.exit_code, None);
+}
+
+#[tokio::test]
+async fn timeout_kills_a_term_ignoring_program_and_escaped_processes() {
+    let root = tempfile::tempdir().unwrap();
+    let sup = supervisor(root.path());
+    // One child leaves the session (setsid), one is double-forked out of the tree.
+    let script = r#"
+trap '' TERM
+setsid sleep 1000 & echo "$!"
+( setsid sleep 1001 & echo "$!" )
+( trap '' TERM; sleep 1002 ) & echo "$!"
+echo ready
+sleep 1000
+"#;
+    let mut spec = bash("timeout", script);
+    spec.timeout = Some(Duration::from_millis(700));
+    let execution = sup.start(spec).unwrap();
+    let leader = execution.snapshot().pid.unwrap() as i32;
+    let end = execution.wait().await;
+    assert_eq!(end.phase, Phase::TimedOut);
+    assert_eq!(end.signal, Some(9), "TERM was ignored, so KILL ended it");
+    let out = stdout_of(&execution);
+    assert!(out.contains("ready"), "{out}");
+    let mut pids: Vec<i32> = out.lines().filter_map(|l| l.parse().ok()).collect();
+    assert_eq!(pids.len(), 3, "{out}");
+    pids.push(leader);
+    assert_gone(&pids, "timeout");
+}
+
+#[tokio::test]
+async fn cancel_stops_the_run_and_every_process_of_it() {
+    let root = tempfile::tempdir().unwrap();
+    let sup = supervisor(root.path());
+    let execution = sup
+        .start(bash(
+            "cancel",
+            "( setsid sleep 1000 & echo $! ); sleep 1000",
+        ))
+        .unwrap();
+    // Wait until the escaped process exists, so the cancel has to find it.
+    for _ in 0..200 {
+        if stdout_of(&execution).lines().count() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(execution.cancel(Some(Duration::from_millis(100))));
+    let end = execution.wait().await;
+    assert_eq!(end.phase, Phase::Cancelled);
+    let pids: Vec<i32> = stdout_of(&execution)
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect();
+    assert_eq!(pids.len(), 1);
+    assert_gone(&pids, "cancel");
+    assert!(
+        !execution.cancel(None),
+        "a terminal execution cannot be cancelled"
+    );
+}
+
+#[tokio::test]
+async fn background_processes_left_after_a_normal_exit_are_killed() {
+    let root = tempfile::tempdir().unwrap();
+    let sup = supervisor(root.path());
+    let execution = sup
+        .start(bash(
+            "leftover",
+            "( setsid sleep 1000 >/dev/null 2>&1 & echo $! )",
+        ))
+        .unwrap();
+    let end = execution.wait().await;
+    assert_eq!(end.phase, Phase::Succeeded);
+    let pids: Vec<i32> = stdout_of(&execution)
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect();
+    assert_eq!(pids.len(), 1);
+    assert_gone(&pids, "leftover");
+}
+
+#[tokio::test]
+async fn every_capability_is_dropped_and_no_new_privs_is_set() {
+    assert_eq!(
+        nix::unistd::geteuid().as_raw(),
+        0,
+        "this test proves something only as root"
+    );
+    let root = tempfile::tempdir().unwrap();
+    let sup = supervisor(root.path());
+    let execution = sup
+        .start(bash("caps", "grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status; ps -o sid= -o pgid= -o pid= -p $$ 2>/dev/null || cat /proc/self/stat"))
+        .unwrap();
+    let end = execution.wait().await;
+    assert_eq!(
+        end.phase,
+        Phase::Succeeded,
+        "{}",
+        String::from_utf8_lossy(&execution.stderr.kept_bytes())
+    );
+    let out = stdout_of(&execution);
+    for field in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        let line = out.lines().find(|l| l.starts_with(field)).unwrap();
+        assert_eq!(
+            line.split_whitespace().nth(1),
+            Some("0000000000000000"),
+            "{line}"
+        );
+    }
+    let nnp = out.lines().find(|l| l.starts_with("NoNewPrivs")).unwrap();
+    assert_eq!(nnp.split_whitespace().nth(1), Some("1"));
+}
+
+#[tokio::test]
+async fn the_process_runs_in_its_own_session_and_group() {
+    let root = tempfile::tempdir().unwrap();
+    let sup = supervisor(root.path());
+    let execution = sup
+        .start(ExecSpec {
+            run_uid: "session".into(),
+            interpreter: Some(Interpreter::Exec),
+            command: vec!["cat".into(), "/proc/self/stat".into()],
+            ..ExecSpec::default()
+        })
+        .unwrap();
+    let end = execution.wait().await;
+    let out = stdout_of(&execution);
+    let fields: Vec<&str> = out[out.rfind(')').unwrap() + 2..].split(' ').collect();
+    let pid = end.pid.unwrap().to_string();
+    assert_eq!(fields[2], pid, "process group: {out}");
+    assert_eq!(fields[3], pid, "session: {out}");
+}
+
+#[tokio::test]
+async fn the_environment_is_scrubbed_and_input_is_given_twice() {
+    let root = tempfile::tempdir().unwrap();
+    let sup = supervisor(root.path());
+    // SAFETY-irrelevant: a variable of the test process that must not leak.
+    let input = br#"{"query":"world"}"#.to_vec();
+    let env = sup
+        .start(ExecSpec {
+            run_uid: "env".into(),
+            interpreter: Some(Interpreter::Exec),
+            command: vec!["env".into()],
+            env: vec![("MODE".into(), "dev".into())],
+            input: Some(input.clone()),
+            ..ExecSpec::default()
+        })
+        .unwrap();
+    env.wait().await;
+    let mut names: Vec<String> = stdout_of(&env)
+        .lines()
+        .map(|l| l.split('=').next().unwrap().to_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "HOME",
+            "KRT_INPUT_FILE",
+            "KRT_RUN_ID",
+            "LANG",
+            "MODE",
+            "PATH"
+        ]
+    );
+    assert!(stdout_of(&env).contains(&format!("HOME={}", root.path().join("env").display())));
+
+    let stdin = sup
+        .start(bash(
+            "stdin",
+            r#"cat; echo; cat "$KRT_INPUT_FILE"; echo; pwd"#,
+        ))
+        .unwrap();
+    stdin.wait().await;
+    let mut spec = bash("stdin2", r#"cat; echo; cat "$KRT_INPUT_FILE"; echo; pwd"#);
+    spec.input = Some(input);
+    let stdin2 = sup.start(spec).unwrap();
+    stdin2.wait().await;
+    let out = stdout_of(&stdin2);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], r#"{"query":"world"}"#);
+    assert_eq!(lines[1], r#"{"query":"world"}"#);
+    assert_eq!(lines[2], root.path().join("stdin2").display().to_string());
+    // Without input, stdin is empty.
+    assert!(
+        stdout_of(&stdin).starts_with("\n\n"),
+        "{:?}",
+        stdout_of(&stdin)
+    );
+}
+
+#[tokio::test]
+async fn python_with_files_entrypoint_and_args() {
+    let root = tempfile::tempdir().unwrap();
+    let mut config = Config::new(root.path());
+    config.python = "/usr/bin/python3".into();
+    let sup = Supervisor::new(config).unwrap();
+    let execution = sup
+        .start(ExecSpec {
+            run_uid: "py".into(),
+            interpreter: Some(Interpreter::Python),
+            entrypoint: Some("app/run.py".into()),
+            files: vec![
+                (
+                    "app/run.py".into(),
+                    b"import sys\nfrom lib.util import g\nprint(g(sys.argv[1:]))\n".to_vec(),
+                ),
+                ("lib/__init__.py".into(), Vec::new()),
+                (
+                    "lib/util.py".into(),
+                    b"def g(a):\n    return 'hello ' + ','.join(a)\n".to_vec(),
+                ),
+            ],
+            args: vec!["a".into(), "b".into()],
+            env: vec![("PYTHONPATH".into(), ".".into())],
+            ..ExecSpec::default()
+        })
+        .unwrap();
+    let end = execution.wait().await;
+    assert_eq!(
+        end.phase,
+        Phase::Succeeded,
+        "{}",
+        String::from_utf8_lossy(&execution.stderr.kept_bytes())
+    );
+    assert_eq!(stdout_of(&execution), "hello a,b\n");
+}
+
+#[tokio::test]
+async fn fifty_megabytes_of_output_keep_only_head_and_tail() {
+    let root = tempfile::tempdir().unwrap();
+    let sup = supervisor(root.path()); // 64 KiB per stream
+    let execution = sup
+        .start(bash(
+            "big",
+            "head -c 50000000 /dev/zero | tr '\\0' x; echo -n err >&2",
+        ))
+        .unwrap();
+    let end = execution.wait().await;
+    assert_eq!(end.phase, Phase::Succeeded);
+    let (total, dropped, truncated) = execution.stdout.stats();
+    assert_eq!(total, 50_000_000);
+    assert_eq!(execution.stdout.kept(), 64 * 1024);
+    assert_eq!(dropped, 50_000_000 - 64 * 1024);
+    assert!(truncated);
+    assert!(execution.stdout.kept_bytes().iter().all(|b| *b == b'x'));
+    assert_eq!(execution.stderr.kept_bytes(), b"err");
+    assert_eq!(execution.stderr.stats(), (3, 0, false));
+}
+
+#[tokio::test]
+async fn output_is_visible_while_the_program_runs() {
+    let root = tempfile::tempdir().unwrap();
+    let sup = supervisor(root.path());
+    let gate = root.path().join("gate");
+    let script = format!(
+        "echo first; while [ ! -e {} ]; do sleep 0.01; done; echo second",
+        gate.display()
+    );
+    let execution = sup.start(bash("stream", &script)).unwrap();
+    for _ in 0..500 {
+        if stdout_of(&execution) == "first\n" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(stdout_of(&execution), "first\n");
+    assert_eq!(execution.snapshot().phase, Phase::Running);
+    std::fs::write(&gate, b"").unwrap();
+    execution.wait().await;
+    assert_eq!(stdout_of(&execution), "first\nsecond\n");
+}
+
+#[tokio::test]
+async fn the_workspace_is_removed_after_the_run_unless_kept() {
+    let root = tempfile::tempdir().unwrap();
+    let sup = supervisor(root.path());
+    let gone = sup.start(bash("gone", "echo > out.txt")).unwrap();
+    gone.wait().await;
+    assert!(!root.path().join("gone").exists());
+    let mut spec = bash("kept", "echo data > out.txt");
+    spec.keep_workspace = true;
+    let kept = sup.start(spec).unwrap();
+    let end = kept.wait().await;
+    assert!(end.workspace_present);
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("kept/out.txt")).unwrap(),
+        "data\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("kept/main.sh")).unwrap(),
+        "echo data > out.txt"
+    );
+    kept.remove_workspace();
+    assert!(!root.path().join("kept").exists());
+}
+
+#[tokio::test]
+async fn a_missing_interpreter_is_an_error_with_a_reason() {
+    let root = tempfile::tempdir().unwrap();
+    let mut config = Config::new(root.path());
+    config.bash = "/nonexistent/bash".into();
+    let sup = Supervisor::new(config).unwrap();
+    let end = sup.start(bash("nobash", "true")).unwrap().wait().await;
+    assert_eq!(end.phase, Phase::Error);
+    assert_eq!(end.reason, "SpawnFailed");
+    assert!(!root.path().join("nobash").exists());
+}
+
+#[tokio::test]
+async fn invalid_specs_are_refused_before_anything_is_created() {
+    let root = tempfile::tempdir().unwrap();
+    let sup = supervisor(root.path());
+    let mut escape = bash("escape", "true");
+    escape.files = vec![("../outside".into(), b"x".to_vec())];
+    assert!(sup.start(escape).is_err());
+    assert!(sup.start(bash("../up", "true")).is_err());
+    let mut reserved = bash("reserved", "true");
+    reserved.env = vec![("KRT_RUN_ID".into(), "other".into())];
+    assert!(sup.start(reserved).is_err());
+    assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn a_symlink_planted_in_the_workspace_cannot_be_written_through() {
+    let workspace = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), workspace.path().join("lib")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("f"), workspace.path().join("main.sh")).unwrap();
+
+    let through_dir = write_files(workspace.path(), [("lib/x.py", b"x".as_slice())]);
+    assert!(
+        matches!(through_dir, Err(WriteError::Refused { .. })),
+        "{through_dir:?}"
+    );
+    let through_file = write_files(workspace.path(), [("main.sh", b"x".as_slice())]);
+    assert!(
+        matches!(through_file, Err(WriteError::Refused { .. })),
+        "{through_file:?}"
+    );
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+
+    // An invalid path anywhere in the set means nothing at all is written.
+    let mixed = write_files(
+        workspace.path(),
+        [("ok.txt", b"x".as_slice()), ("../x", b"x".as_slice())],
+    );
+    assert!(matches!(mixed, Err(WriteError::InvalidPath { .. })));
+    assert!(!workspace.path().join("ok.txt").exists());
+
+    // Nested directories are created one by one.
+    write_files(workspace.path(), [("a/b/c.txt", b"abc".as_slice())]).unwrap();
+    assert_eq!(
+        std::fs::read(workspace.path().join("a/b/c.txt")).unwrap(),
+        b"abc"
+    );
+}

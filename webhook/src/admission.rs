@@ -1,0 +1,592 @@
+//! The admission handlers: `/validate` (Runtime, Run, Workflow) and `/mutate` (Pods),
+//! as functions from an `AdmissionReview` to the response review. No network: the Pod
+//! Security levels of namespaces come through [`NamespaceLevels`].
+//!
+//! Broken requests (not JSON, not `admission.k8s.io/v1`, no request, no uid) are
+//! [`ReviewError`]s, which the server answers with HTTP 400 and `krt review` with exit
+//! status 2. Policy decisions are responses with `allowed: false`, built in one place
+//! ([`Denial`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kruntimes_api::labels::{API_VERSION, GROUP, INJECT_LABEL, RUNTIME_LABEL, VERSION};
+use kruntimes_api::validation::{Reason, Violation, check_document};
+use kruntimes_pss::{Level, NamespacePolicy, Policy, Version};
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::core::response::{Status, StatusCause, StatusDetails};
+use serde_json::Value;
+
+use crate::inject::{self, InjectConfig};
+
+/// Largest AdmissionReview body accepted (7 MiB): the apiserver's own request limit is
+/// 3 MiB of object, and a review carries the object twice (object and oldObject) plus
+/// envelope; anything larger is not a real review. Above it: HTTP 413.
+pub const MAX_REVIEW_BYTES: usize = 7 * 1024 * 1024;
+
+/// The only AdmissionReview version served.
+pub const REVIEW_API_VERSION: &str = "admission.k8s.io/v1";
+
+/// A review that cannot be answered with a decision.
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    /// Not JSON, or not the AdmissionReview shape.
+    #[error("malformed AdmissionReview: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Another apiVersion or kind.
+    #[error("unsupported review type {0}; only {REVIEW_API_VERSION} AdmissionReview is served")]
+    Type(String),
+    /// No `request`.
+    #[error("AdmissionReview has no request")]
+    NoRequest,
+    /// An empty `request.uid`.
+    #[error("AdmissionReview request has no uid")]
+    NoUid,
+}
+
+impl ReviewError {
+    /// A bounded label for metrics and logs.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            ReviewError::Json(_) => "malformed",
+            ReviewError::Type(_) => "type",
+            ReviewError::NoRequest => "no_request",
+            ReviewError::NoUid => "no_uid",
+        }
+    }
+}
+
+/// Parses a request body into a review, checking its type and uid.
+pub fn parse_review(body: &[u8]) -> Result<AdmissionReview<DynamicObject>, ReviewError> {
+    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)?;
+    check_review(&review)?;
+    Ok(review)
+}
+
+fn check_review(review: &AdmissionReview<DynamicObject>) -> Result<(), ReviewError> {
+    if review.types.api_version != REVIEW_API_VERSION || review.types.kind != "AdmissionReview" {
+        return Err(ReviewError::Type(format!(
+            "{} {}",
+            review.types.api_version, review.types.kind
+        )));
+    }
+    match &review.request {
+        None => Err(ReviewError::NoRequest),
+        Some(r) if r.uid.is_empty() => Err(ReviewError::NoUid),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The two endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /validate`: Runtime, Run, Workflow.
+    Validate,
+    /// `POST /mutate`: Pods.
+    Mutate,
+}
+
+impl Endpoint {
+    /// The endpoint the apiserver would send this review to: Pods go to `/mutate`,
+    /// everything else to `/validate`.
+    pub fn for_review(review: &AdmissionReview<DynamicObject>) -> Endpoint {
+        match &review.request {
+            Some(r) if r.kind.group.is_empty() && r.kind.kind == "Pod" => Endpoint::Mutate,
+            _ => Endpoint::Validate,
+        }
+    }
+
+    /// `validate` or `mutate`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Validate => "validate",
+            Endpoint::Mutate => "mutate",
+        }
+    }
+}
+
+/// Where the Pod Security labels of namespaces come from.
+pub trait NamespaceLevels: Send + Sync {
+    /// The labels of `namespace`; `None` when unknown (standalone mode, or not cached
+    /// yet), in which case the floor applies.
+    fn labels(&self, namespace: &str) -> Option<BTreeMap<String, String>>;
+}
+
+/// Standalone mode: no Kubernetes API, every namespace is treated as unlabeled.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Unlabeled;
+
+impl NamespaceLevels for Unlabeled {
+    fn labels(&self, _namespace: &str) -> Option<BTreeMap<String, String>> {
+        None
+    }
+}
+
+impl NamespaceLevels for BTreeMap<String, BTreeMap<String, String>> {
+    fn labels(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
+        self.get(namespace).cloned()
+    }
+}
+
+/// Default Pod Security floor: `baseline`, the level that prevents known privilege
+/// escalations; namespaces that enforce more get more.
+pub const DEFAULT_PSS_FLOOR: Level = Level::Baseline;
+
+/// Warning added to Run and Workflow reviews in standalone mode (under 120 characters).
+pub const STANDALONE_WARNING: &str = "standalone webhook: Runtime not looked up; timeout vs maxTimeout and input vs inputSchema unchecked";
+
+/// The handlers and their configuration.
+#[derive(Clone)]
+pub struct Handlers {
+    inject: InjectConfig,
+    floor: Policy,
+    namespaces: Arc<dyn NamespaceLevels>,
+    standalone: bool,
+}
+
+impl std::fmt::Debug for Handlers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handlers")
+            .field("inject", &self.inject)
+            .field("floor", &self.floor)
+            .field("standalone", &self.standalone)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handlers {
+    /// Standalone handlers: no namespace labels, the floor applies everywhere, Runtime
+    /// lookups are skipped with a warning.
+    pub fn standalone(inject: InjectConfig, floor: Level) -> Self {
+        Handlers {
+            inject,
+            floor: Policy::new(floor, Version::Latest),
+            namespaces: Arc::new(Unlabeled),
+            standalone: true,
+        }
+    }
+
+    /// Handlers reading namespace labels from `namespaces` (the floor still applies as
+    /// a minimum). Runtime lookups are still skipped: API mode is not implemented yet.
+    pub fn with_namespaces(mut self, namespaces: Arc<dyn NamespaceLevels>) -> Self {
+        self.namespaces = namespaces;
+        self
+    }
+
+    /// Answers a review at `endpoint`.
+    pub fn review(
+        &self,
+        endpoint: Endpoint,
+        review: AdmissionReview<DynamicObject>,
+    ) -> Result<AdmissionReview<DynamicObject>, ReviewError> {
+        check_review(&review)?;
+        let request: AdmissionRequest<DynamicObject> =
+            review.try_into().map_err(|_| ReviewError::NoRequest)?;
+        let response = match endpoint {
+            Endpoint::Validate => self.validate_request(&request),
+            Endpoint::Mutate => self.mutate_request(&request),
+        };
+        Ok(response.into_review())
+    }
+
+    /// `POST /validate`.
+    pub fn validate(
+        &self,
+        review: AdmissionReview<DynamicObject>,
+    ) -> Result<AdmissionReview<DynamicObject>, ReviewError> {
+        self.review(Endpoint::Validate, review)
+    }
+
+    /// `POST /mutate`.
+    pub fn mutate(
+        &self,
+        review: AdmissionReview<DynamicObject>,
+    ) -> Result<AdmissionReview<DynamicObject>, ReviewError> {
+        self.review(Endpoint::Mutate, review)
+    }
+
+    /// The Pod Security policy enforced for Runtime templates in `namespace`: the
+    /// namespace's enforce level, or the floor when that is stricter or absent.
+    pub fn policy_for(&self, namespace: Option<&str>) -> (Policy, Vec<String>) {
+        let Some(labels) = namespace.and_then(|ns| self.namespaces.labels(ns)) else {
+            return (self.floor, Vec::new());
+        };
+        let (ns, errors) = NamespacePolicy::from_labels(&labels, self.floor);
+        let warnings = errors.iter().map(|e| truncate(&e.to_string())).collect();
+        let policy = if ns.enforce.level >= self.floor.level {
+            ns.enforce
+        } else {
+            self.floor
+        };
+        (policy, warnings)
+    }
+
+    fn validate_request(&self, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+        let response = AdmissionResponse::from(req);
+        let kind = req.kind.kind.as_str();
+        if req.kind.group != GROUP
+            || req.kind.version != VERSION
+            || !matches!(kind, "Runtime" | "Run" | "Workflow")
+        {
+            return Denial::bad_request(format!(
+                "/validate admits {API_VERSION} Runtime, Run and Workflow; got {} {}",
+                gvk_string(req),
+                kind
+            ))
+            .apply(response);
+        }
+        if !matches!(req.operation, Operation::Create | Operation::Update) {
+            return response;
+        }
+        // Status (and scale) writes are the controller's; the spec was checked when it
+        // was written.
+        if req.sub_resource.is_some() {
+            return response;
+        }
+        let Some(object) = &req.object else {
+            return Denial::bad_request("the request carries no object").apply(response);
+        };
+        let value = match serde_json::to_value(object) {
+            Ok(v) => v,
+            Err(e) => {
+                return Denial::bad_request(format!("cannot encode object: {e}")).apply(response);
+            }
+        };
+        let checked = match check_document(&value) {
+            Ok(c) => c,
+            Err(e) => return Denial::bad_request(e.to_string()).apply(response),
+        };
+        let mut violations = checked.violations;
+        let mut warnings = Vec::new();
+        if checked.kind == "Runtime" && checked.object.is_some() {
+            let (policy, label_warnings) = self.policy_for(req.namespace.as_deref());
+            warnings.extend(label_warnings);
+            violations.extend(pod_security(&value, policy));
+        }
+        if req.operation == Operation::Update
+            && let Some(old) = req
+                .old_object
+                .as_ref()
+                .and_then(|o| serde_json::to_value(o).ok())
+        {
+            violations.extend(immutability(checked.kind, &old, &value));
+        }
+        if self.standalone && matches!(checked.kind, "Run" | "Workflow") {
+            warnings.push(STANDALONE_WARNING.to_owned());
+        }
+        let response = with_warnings(response, warnings);
+        if violations.is_empty() {
+            return response;
+        }
+        Denial::invalid(checked.kind, &checked.name, &violations).apply(response)
+    }
+
+    fn mutate_request(&self, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+        let response = AdmissionResponse::from(req);
+        if !req.kind.group.is_empty() || req.kind.kind != "Pod" {
+            return Denial::bad_request(format!(
+                "/mutate injects core v1 Pods; got {} {}",
+                gvk_string(req),
+                req.kind.kind
+            ))
+            .apply(response);
+        }
+        if req.operation != Operation::Create || req.sub_resource.is_some() {
+            return response;
+        }
+        let Some(object) = &req.object else {
+            return Denial::bad_request("the request carries no object").apply(response);
+        };
+        let labels = object.metadata.labels.as_ref();
+        let selected = labels.is_some_and(|l| {
+            l.contains_key(RUNTIME_LABEL) || l.get(INJECT_LABEL).is_some_and(|v| v == "enabled")
+        });
+        if !selected {
+            return response;
+        }
+        let pod = match serde_json::to_value(object) {
+            Ok(v) => v,
+            Err(e) => {
+                return Denial::bad_request(format!("cannot encode object: {e}")).apply(response);
+            }
+        };
+        let name = pod_name(&pod, &req.name);
+        match inject::inject_pod(&pod, &self.inject) {
+            Err(e) => Denial::refused(format!(
+                "Pod {name:?} cannot be injected with runtimed: {e}"
+            ))
+            .apply(response),
+            Ok(mutated) => {
+                let patch = inject::patch(&pod, &mutated);
+                if patch.0.is_empty() {
+                    return response;
+                }
+                match response.clone().with_patch(patch) {
+                    Ok(r) => r,
+                    Err(e) => Denial::internal(format!("cannot encode patch: {e}")).apply(response),
+                }
+            }
+        }
+    }
+}
+
+fn gvk_string(req: &AdmissionRequest<DynamicObject>) -> String {
+    if req.kind.group.is_empty() {
+        req.kind.version.clone()
+    } else {
+        format!("{}/{}", req.kind.group, req.kind.version)
+    }
+}
+
+fn pod_name(pod: &Value, request_name: &str) -> String {
+    let meta = &pod["metadata"];
+    if let Some(n) = meta["name"].as_str().filter(|n| !n.is_empty()) {
+        return n.to_owned();
+    }
+    if let Some(g) = meta["generateName"].as_str().filter(|n| !n.is_empty()) {
+        return format!("{g}*");
+    }
+    if request_name.is_empty() {
+        "<unnamed>".to_owned()
+    } else {
+        request_name.to_owned()
+    }
+}
+
+/// Longest warning kept (the apiserver truncates longer ones; ADMISSION.md: under 120).
+pub const MAX_WARNING_CHARS: usize = 119;
+
+fn truncate(s: &str) -> String {
+    if s.chars().count() <= MAX_WARNING_CHARS {
+        return s.to_owned();
+    }
+    let cut: String = s.chars().take(MAX_WARNING_CHARS - 3).collect();
+    format!("{cut}...")
+}
+
+fn with_warnings(mut response: AdmissionResponse, warnings: Vec<String>) -> AdmissionResponse {
+    if !warnings.is_empty() {
+        response.warnings = Some(warnings.iter().map(|w| truncate(w)).collect());
+    }
+    response
+}
+
+/// A Runtime's pod template against `policy`, as admission violations.
+fn pod_security(document: &Value, policy: Policy) -> Vec<Violation> {
+    match kruntimes_pss::evaluate_object(document, policy) {
+        Ok(evaluation) => evaluation
+            .violations
+            .into_iter()
+            .map(|v| {
+                Violation::new(
+                    v.field,
+                    Reason::Forbidden,
+                    format!(
+                        "violates PodSecurity \"{policy}\": {} ({})",
+                        v.reason, v.detail
+                    ),
+                )
+            })
+            .collect(),
+        Err(e) => vec![Violation::new(
+            "spec.template.spec",
+            Reason::Required,
+            e.to_string(),
+        )],
+    }
+}
+
+/// Run: `spec` immutable except `cancel`. Workflow: `spec` immutable once it has left
+/// `Pending`.
+fn immutability(kind: &str, old: &Value, new: &Value) -> Vec<Violation> {
+    let spec = |v: &Value| v.get("spec").cloned().unwrap_or(Value::Null);
+    match kind {
+        "Run" => {
+            let without_cancel = |v: &Value| {
+                let mut s = spec(v);
+                if let Some(m) = s.as_object_mut() {
+                    m.remove("cancel");
+                }
+                s
+            };
+            let (old, new) = (without_cancel(old), without_cancel(new));
+            if old == new {
+                return Vec::new();
+            }
+            let empty = serde_json::Map::new();
+            let (o, n) = (
+                old.as_object().unwrap_or(&empty),
+                new.as_object().unwrap_or(&empty),
+            );
+            let mut fields: Vec<&String> = o
+                .keys()
+                .chain(n.keys())
+                .filter(|k| o.get(*k) != n.get(*k))
+                .collect();
+            fields.sort();
+            fields.dedup();
+            fields
+                .into_iter()
+                .map(|f| {
+                    Violation::new(
+                        format!("spec.{f}"),
+                        Reason::Forbidden,
+                        "Run spec is immutable after create, except cancel",
+                    )
+                })
+                .collect()
+        }
+        "Workflow" => {
+            let phase = old
+                .get("status")
+                .and_then(|s| s.get("phase"))
+                .and_then(Value::as_str)
+                .unwrap_or("Pending");
+            if phase != "Pending" && spec(old) != spec(new) {
+                vec![Violation::new(
+                    "spec",
+                    Reason::Forbidden,
+                    format!("Workflow spec is immutable once it has started (phase {phase})"),
+                )]
+            } else {
+                Vec::new()
+            }
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// A policy decision to deny: the one place that shapes denials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// HTTP-like code in `status.code` (what `kubectl` shows).
+    pub code: u16,
+    /// `status.reason` (a `metav1.StatusReason`).
+    pub reason: &'static str,
+    /// `status.message`.
+    pub message: String,
+    /// `status.details`, when the denial is about fields of a named object.
+    pub details: Option<StatusDetails>,
+}
+
+impl Denial {
+    /// An object with field violations: 422 Invalid, every violation in the message and
+    /// in `details.causes`.
+    pub fn invalid(kind: &str, name: &str, violations: &[Violation]) -> Denial {
+        let mut message = format!("{kind} {name:?} is invalid:");
+        for v in violations {
+            message.push_str("\n  ");
+            message.push_str(&v.to_string());
+        }
+        let causes = violations
+            .iter()
+            .map(|v| StatusCause {
+                reason: v.reason.cause_type().to_owned(),
+                message: v.message(),
+                field: v.field.clone(),
+            })
+            .collect();
+        Denial {
+            code: 422,
+            reason: "Invalid",
+            message,
+            details: Some(StatusDetails {
+                name: name.to_owned(),
+                group: GROUP.to_owned(),
+                kind: kind.to_owned(),
+                uid: String::new(),
+                causes,
+                retry_after_seconds: 0,
+            }),
+        }
+    }
+
+    /// A request this endpoint does not handle (wrong kind, no object): 400.
+    pub fn bad_request(message: impl Into<String>) -> Denial {
+        Denial {
+            code: 400,
+            reason: "BadRequest",
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    /// A refusal by policy (a Pod that cannot be injected): 403.
+    pub fn refused(message: impl Into<String>) -> Denial {
+        Denial {
+            code: 403,
+            reason: "Forbidden",
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    /// The webhook failed to compute an answer: 500, generic message.
+    pub fn internal(message: impl Into<String>) -> Denial {
+        Denial {
+            code: 500,
+            reason: "InternalError",
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    /// Turns `response` (one without a patch) into this denial (uid and warnings kept).
+    pub fn apply(self, response: AdmissionResponse) -> AdmissionResponse {
+        let mut response = response.deny(&self.message);
+        let mut status = Status::failure(&self.message, self.reason).with_code(self.code);
+        status.details = self.details;
+        response.result = status;
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_are_short() {
+        assert!(STANDALONE_WARNING.chars().count() < 120);
+        assert_eq!(
+            truncate(&"x".repeat(500)).chars().count(),
+            MAX_WARNING_CHARS
+        );
+    }
+
+    #[test]
+    fn the_floor_is_a_minimum() {
+        let mut ns = BTreeMap::new();
+        ns.insert(
+            "strict".to_owned(),
+            BTreeMap::from([(
+                "pod-security.kubernetes.io/enforce".to_owned(),
+                "restricted".to_owned(),
+            )]),
+        );
+        ns.insert(
+            "lax".to_owned(),
+            BTreeMap::from([(
+                "pod-security.kubernetes.io/enforce".to_owned(),
+                "privileged".to_owned(),
+            )]),
+        );
+        ns.insert(
+            "typo".to_owned(),
+            BTreeMap::from([(
+                "pod-security.kubernetes.io/enforce".to_owned(),
+                "strict".to_owned(),
+            )]),
+        );
+        let h = Handlers::standalone(InjectConfig::default(), Level::Baseline)
+            .with_namespaces(Arc::new(ns));
+        assert_eq!(h.policy_for(Some("strict")).0.level, Level::Restricted);
+        assert_eq!(h.policy_for(Some("lax")).0.level, Level::Baseline);
+        assert_eq!(h.policy_for(Some("unknown")).0.level, Level::Baseline);
+        assert_eq!(h.policy_for(None).0.level, Level::Baseline);
+        let (p, warnings) = h.policy_for(Some("typo"));
+        assert_eq!(p.level, Level::Restricted);
+        assert_eq!(warnings.len(), 1);
+    }
+}

@@ -1,0 +1,105 @@
+//! The HTTP layer in-process (`Router::oneshot`, no TLS): status codes, JSON error
+//! bodies, the body limit at its boundary, and the patch applied to the object.
+
+// Tests fail loudly (clippy.toml allows unwrap/expect/panic in tests; helpers too).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use kruntimes_pss::Level;
+use kruntimes_webhook::admission::{Handlers, MAX_REVIEW_BYTES};
+use kruntimes_webhook::inject::{InjectConfig, inject_pod};
+use kruntimes_webhook::server::review_router;
+use serde_json::Value;
+use tower::ServiceExt;
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+async fn post(path: &str, body: Vec<u8>) -> (StatusCode, Value) {
+    let router = review_router(Handlers::standalone(
+        InjectConfig::default(),
+        Level::Baseline,
+    ));
+    let request = Request::post(path)
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap();
+    let response = router.oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        panic!(
+            "{status}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    (status, json)
+}
+
+#[tokio::test]
+async fn mutate_answers_with_a_patch_that_yields_the_injected_pod() {
+    let body = fixture("pod-create-runtime.json");
+    let request: Value = serde_json::from_slice(&body).unwrap();
+    let (status, review) = post("/mutate", body).await;
+    assert_eq!(status, StatusCode::OK);
+    let response = &review["response"];
+    assert_eq!(response["uid"], request["request"]["uid"]);
+    let bytes: Vec<u8> = response["patch"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| u8::try_from(b.as_u64().unwrap()).unwrap())
+        .collect();
+    let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+    let mut object = request["request"]["object"].clone();
+    json_patch::patch(&mut object, &patch).unwrap();
+    let expected = inject_pod(&request["request"]["object"], &InjectConfig::default()).unwrap();
+    assert_eq!(object, expected);
+}
+
+#[tokio::test]
+async fn validate_denies_with_http_200() {
+    let (status, review) = post("/validate", fixture("workflow-create-invalid.json")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(review["response"]["allowed"], false);
+}
+
+#[tokio::test]
+async fn the_body_limit_is_7_mib() {
+    let mut body = fixture("run-create.json");
+    body.resize(MAX_REVIEW_BYTES, b' ');
+    let (status, review) = post("/validate", body.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(review["response"]["allowed"], true);
+    body.push(b' ');
+    let (status, error) = post("/validate", body).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(error["code"], 413);
+}
+
+#[tokio::test]
+async fn hostile_bodies_get_400_with_a_json_error() {
+    let deep_object = format!("{}1{}", "{\"a\":".repeat(10_000), "}".repeat(10_000));
+    let mut wrong_types: Value = serde_json::from_slice(&fixture("run-create.json")).unwrap();
+    wrong_types["request"]["operation"] = Value::from(7);
+    let mut bad_object: Value = serde_json::from_slice(&fixture("run-create.json")).unwrap();
+    bad_object["request"]["object"]["metadata"] = Value::from("not a map");
+    for body in [
+        b"\xff\xfe".to_vec(),
+        b"null".to_vec(),
+        b"{}".to_vec(),
+        deep_object.into_bytes(),
+        serde_json::to_vec(&wrong_types).unwrap(),
+        serde_json::to_vec(&bad_object).unwrap(),
+    ] {
+        for path in ["/validate", "/mutate"] {
+            let (status, error) = post(path, body.clone()).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+            assert!(error["error"].is_string());
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! The server for real: TLS on loopback with rcgen certificates, a rustls client that
+//! trusts only the test CA, body limits, broken bodies, certificate rotation.
+
+// Tests fail loudly (clippy.toml allows unwrap/expect/panic in tests; helpers too).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use kruntimes_pss::Level;
+use kruntimes_webhook::admission::MAX_REVIEW_BYTES;
+use kruntimes_webhook::inject::InjectConfig;
+use kruntimes_webhook::server::{Running, ServeConfig, start};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::Value;
+
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new() -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        Ca {
+            issuer: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
+        }
+    }
+
+    /// A serving pair for localhost and 127.0.0.1: (cert PEM, key PEM, cert DER).
+    fn leaf(&self) -> (String, String, CertificateDer<'static>) {
+        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress([127, 0, 0, 1].into()));
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem(), cert.der().clone())
+    }
+}
+
+struct Server {
+    running: Running,
+    _dir: tempfile::TempDir,
+    cert_file: std::path::PathBuf,
+    key_file: std::path::PathBuf,
+    client: tokio_rustls::TlsConnector,
+}
+
+async fn server(ca: &Ca) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let cert_file = dir.path().join("tls.crt");
+    let key_file = dir.path().join("tls.key");
+    let (cert, key, _) = ca.leaf();
+    std::fs::write(&cert_file, cert).unwrap();
+    std::fs::write(&key_file, key).unwrap();
+    let config = ServeConfig {
+        cert_file: cert_file.clone(),
+        key_file: key_file.clone(),
+        pss_floor: Level::Baseline,
+        inject: InjectConfig::default(),
+        reload_interval: Duration::from_millis(50),
+    };
+    let https = TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0").unwrap();
+    let running = start(config, https, admin).await.unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.issuer.der().clone()).unwrap();
+    let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    // Full handshakes only: a resumed session reports the certificate of the session it
+    // resumes, which would hide which certificate is served now.
+    client.resumption = rustls::client::Resumption::disabled();
+    Server {
+        running,
+        _dir: dir,
+        cert_file,
+        key_file,
+        client: tokio_rustls::TlsConnector::from(Arc::new(client)),
+    }
+}
+
+/// One HTTPS POST on a fresh connection (so every request is a new handshake).
+/// Returns the status, the body, and the certificate the server presented.
+async fn post(
+    s: &Server,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<(u16, Vec<u8>, CertificateDer<'static>), String> {
+    let tcp = tokio::net::TcpStream::connect(s.running.addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let tls = s
+        .client
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let peer = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let request = hyper::Request::post(path)
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes()
+        .to_vec();
+    Ok((status, body, peer))
+}
+
+async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let request = hyper::Request::get(path)
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
+    )
+    .unwrap()
+}
+
+/// A valid review padded with trailing whitespace to exactly `len` bytes.
+fn padded_review(len: usize) -> Vec<u8> {
+    let mut body = fixture("run-create.json");
+    assert!(body.len() <= len);
+    body.resize(len, b' ');
+    body
+}
+
+#[tokio::test]
+async fn a_review_round_trips_over_tls() {
+    let ca = Ca::new();
+    let s = server(&ca).await;
+    let (status, body, _) = post(&s, "/validate", fixture("workflow-create-invalid.json"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let review: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        review["response"]["uid"],
+        "4b4c6a2e-0c1f-4f6e-9f3b-000000000001"
+    );
+    assert_eq!(review["response"]["allowed"], false);
+    let (status, body, _) = post(&s, "/mutate", fixture("pod-create-runtime.json"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let review: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(review["response"]["patchType"], "JSONPatch");
+
+    assert_eq!(admin_get(s.running.admin_addr, "/livez").await.0, 200);
+    assert_eq!(admin_get(s.running.admin_addr, "/readyz").await.0, 200);
+    let (status, metrics) = admin_get(s.running.admin_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(
+            "kruntimes_webhook_reviews_total{endpoint=\"validate\",kind=\"Workflow\",operation=\"CREATE\",decision=\"denied\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kruntimes_webhook_review_duration_seconds_count 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kruntimes_webhook_tls_reloads_total{result=\"success\"} 1"),
+        "{metrics}"
+    );
+    let expiry: i64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kruntimes_webhook_tls_certificate_expiry_seconds "))
+        .unwrap_or_else(|| panic!("no expiry gauge: {metrics}"))
+        .parse()
+        .unwrap();
+    assert!(
+        expiry > 365 * 86_400,
+        "rcgen's default notAfter is far away: {expiry}"
+    );
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        s.running.shutdown(Duration::from_secs(5)),
+    )
+    .await
+    .expect("shutdown within 30 s")
+    .unwrap();
+}
+
+#[tokio::test]
+async fn bodies_above_7_mib_get_413_and_just_under_get_200() {
+    let ca = Ca::new();
+    let s = server(&ca).await;
+    let (status, body, _) = post(&s, "/validate", padded_review(MAX_REVIEW_BYTES))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (status, body, _) = post(&s, "/validate", padded_review(MAX_REVIEW_BYTES + 1))
+        .await
+        .unwrap();
+    assert_eq!(status, 413);
+    let error: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(error["code"], 413);
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        s.running.shutdown(Duration::from_secs(5)),
+    )
+    .await
+    .expect("shutdown within 30 s")
+    .unwrap();
+}
+
+#[tokio::test]
+async fn broken_reviews_get_400_with_a_json_error() {
+    let ca = Ca::new();
+    let s = server(&ca).await;
+    let deep = format!("{}{}", "[".repeat(50_000), "]".repeat(50_000)).into_bytes();
+    let mut no_uid: Value = serde_json::from_slice(&fixture("run-create.json")).unwrap();
+    no_uid["request"]["uid"] = Value::String(String::new());
+    for body in [
+        b"garbage".to_vec(),
+        Vec::new(),
+        deep,
+        serde_json::to_vec(&no_uid).unwrap(),
+    ] {
+        for path in ["/validate", "/mutate"] {
+            let (status, body, _) = post(&s, path, body.clone()).await.unwrap();
+            assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+            let error: Value = serde_json::from_slice(&body).unwrap();
+            assert!(error["error"].is_string());
+        }
+    }
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        s.running.shutdown(Duration::from_secs(5)),
+    )
+    .await
+    .expect("shutdown within 30 s")
+    .unwrap();
+}
+
+#[tokio::test]
+async fn rotating_the_certificate_files_fails_no_request() {
+    let ca = Ca::new();
+    let s = Arc::new(server(&ca).await);
+    let (_, _, first) = post(&s, "/validate", fixture("run-create.json"))
+        .await
+        .unwrap();
+
+    let load = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0usize, Vec::new());
+            for _ in 0..150 {
+                match post(&s, "/validate", fixture("run-create.json")).await {
+                    Ok((200, _, _)) => ok += 1,
+                    Ok((status, body, _)) => {
+                        failed.push(format!("{status}: {}", String::from_utf8_lossy(&body)));
+                    }
+                    Err(e) => failed.push(e),
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (ok, failed)
+        })
+    };
+    // Rotate twice, writing the files one after the other (not atomically), so the
+    // watcher may see a new certificate with the old key in between.
+    let mut last = first.clone();
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let (cert, key, der) = ca.leaf();
+        std::fs::write(&s.cert_file, cert).unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        std::fs::write(&s.key_file, key).unwrap();
+        last = der;
+    }
+    let (ok, failed) = load.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "failed requests during rotation: {failed:?}"
+    );
+    assert_eq!(ok, 150);
+    // The new pair is served once the watcher has seen it.
+    let mut served = None;
+    for _ in 0..50 {
+        let (_, _, peer) = post(&s, "/validate", fixture("run-create.json"))
+            .await
+            .unwrap();
+        if peer == last {
+            served = Some(peer);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(served.as_ref(), Some(&last));
+    assert_ne!(first, last);
+
+    // A broken pair is refused: the current one stays, the error is counted.
+    std::fs::write(&s.key_file, "not a key").unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, _, peer) = post(&s, "/validate", fixture("run-create.json"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(peer, last);
+    let (_, metrics) = admin_get(s.running.admin_addr, "/metrics").await;
+    assert!(
+        metrics.contains("kruntimes_webhook_tls_reloads_total{result=\"success\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kruntimes_webhook_tls_reloads_total{result=\"error\"}"),
+        "{metrics}"
+    );
+    assert_eq!(admin_get(s.running.admin_addr, "/readyz").await.0, 200);
+}
