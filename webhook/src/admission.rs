@@ -372,8 +372,9 @@ fn with_warnings(mut response: AdmissionResponse, warnings: Vec<String>) -> Admi
     response
 }
 
-/// A Runtime's pod template against `policy`, as admission violations.
-fn pod_security(document: &Value, policy: Policy) -> Vec<Violation> {
+/// A Runtime's pod template against `policy`, as admission violations. `krt check`
+/// calls this too, so offline and admission messages are the same.
+pub fn pod_security(document: &Value, policy: Policy) -> Vec<Violation> {
     match kruntimes_pss::evaluate_object(document, policy) {
         Ok(evaluation) => evaluation
             .violations

@@ -9,29 +9,14 @@
 // Test helpers outside #[test] fns may fail loudly too (clippy.toml allows it in tests).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-
 use kruntimes_pss::{Level, Policy, Version, evaluate_object};
 use kruntimes_webhook::inject::{InjectConfig, InjectError, inject_pod};
 use serde_json::Value;
 
-fn fixture_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("KRUNTIMES_PSS_FIXTURES") {
-        let dir = PathBuf::from(dir);
-        assert!(
-            dir.is_dir(),
-            "KRUNTIMES_PSS_FIXTURES={} is not a directory",
-            dir.display()
-        );
-        return Some(dir);
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
-    let rel = Path::new("shared/conformance/pss/testdata");
-    [root.parent().map(|p| p.join(rel)), Some(root.join(rel))]
-        .into_iter()
-        .flatten()
-        .find(|d| d.is_dir())
-}
+#[path = "../../pss/tests/support/fixtures.rs"]
+mod support;
+
+use support::fixture_dir;
 
 #[test]
 fn restricted_pass_fixtures_still_pass_restricted_after_injection() {

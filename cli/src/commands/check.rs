@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
-use kruntimes_api::validation::{Reason, Violation, check_document, document::describe};
+use kruntimes_api::validation::{check_document, document::describe};
 use kruntimes_pss::{Level, Policy, Version};
 
 use crate::Status;
@@ -132,37 +132,12 @@ fn check_one(document: &serde_json::Value, floor: Policy) -> Vec<String> {
     };
     let mut violations = checked.violations;
     if checked.kind == "Runtime" && checked.object.is_some() {
-        violations.extend(pod_security(document, floor));
+        violations.extend(kruntimes_webhook::admission::pod_security(document, floor));
     }
     violations
         .iter()
         .map(|v| format!("{}/{}: {}", checked.kind, checked.name, v))
         .collect()
-}
-
-/// The Runtime's pod template against the floor, as admission violations.
-fn pod_security(document: &serde_json::Value, floor: Policy) -> Vec<Violation> {
-    match kruntimes_pss::evaluate_object(document, floor) {
-        Ok(evaluation) => evaluation
-            .violations
-            .into_iter()
-            .map(|v| {
-                Violation::new(
-                    v.field,
-                    Reason::Forbidden,
-                    format!(
-                        "violates PodSecurity \"{}:{}\": {} ({})",
-                        floor.level, floor.version, v.reason, v.detail
-                    ),
-                )
-            })
-            .collect(),
-        Err(e) => vec![Violation::new(
-            "spec.template.spec",
-            Reason::Required,
-            e.to_string(),
-        )],
-    }
 }
 
 fn run_pss(args: &PssArgs) -> Status {
