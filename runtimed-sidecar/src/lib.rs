@@ -8,6 +8,7 @@
 //! See `docs/runtimed.md`.
 
 pub mod agent;
+pub mod cli;
 mod error;
 pub mod grpc;
 pub mod lifecycle;

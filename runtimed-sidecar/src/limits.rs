@@ -54,3 +54,7 @@ pub const KILL_ROUND_PAUSE: Duration = Duration::from_millis(10);
 
 /// PATH given to every process (the environment is scrubbed).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How long `runtimed probe` waits for an answer: below the one-second
+/// `timeoutSeconds` of the injected probes, so a slow answer fails the probe cleanly.
+pub const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(800);

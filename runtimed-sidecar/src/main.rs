@@ -1,72 +1,15 @@
 //! `runtimed`: `agent` (PID 1 of the user container: runs Runs, serves the API on a
 //! unix socket), `sidecar` (forwards the API to the agent) and `install DEST`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use kruntimes_runtimed::agent::{Agent, Bounds};
+use kruntimes_runtimed::cli::{AgentArgs, Cli, Mode, ProbeArgs, ProbeKind, SidecarArgs};
 use kruntimes_runtimed::lifecycle::Config;
 use kruntimes_runtimed::{grpc, limits};
-
-/// runtimed: executes Runs in the user's image.
-#[derive(Debug, Parser)]
-#[command(name = "runtimed", version, about)]
-struct Cli {
-    #[command(subcommand)]
-    mode: Mode,
-}
-
-#[derive(Debug, Subcommand)]
-enum Mode {
-    /// Run processes and serve the runtimed.v1 API on a unix socket.
-    Agent(AgentArgs),
-    /// Forward the runtimed.v1 API from a unix socket to the agent (a pass-through for
-    /// now; git sources, artifacts and log retention are not implemented yet).
-    Sidecar(SidecarArgs),
-    /// Copy this executable to DEST with mode 0755 (what the init container runs).
-    Install {
-        /// Destination path.
-        dest: PathBuf,
-    },
-}
-
-#[derive(Debug, clap::Args)]
-struct SidecarArgs {
-    /// Unix socket to listen on (mode 0600).
-    #[arg(long)]
-    listen: PathBuf,
-    /// The agent's unix socket.
-    #[arg(long)]
-    agent_socket: PathBuf,
-}
-
-#[derive(Debug, clap::Args)]
-struct AgentArgs {
-    /// Unix socket to listen on (mode 0600).
-    #[arg(long)]
-    socket: PathBuf,
-    /// Directory holding one workspace per Run.
-    #[arg(long, default_value = "/workspace")]
-    workspace: PathBuf,
-    /// SIGTERM-to-SIGKILL grace period, in milliseconds.
-    #[arg(long, default_value_t = limits::DEFAULT_GRACE.as_millis() as u64)]
-    grace_ms: u64,
-    /// Bytes of output kept per stream (head and tail).
-    #[arg(long, default_value_t = limits::DEFAULT_OUTPUT_LIMIT)]
-    output_limit: usize,
-    /// Keep every workspace after its Run ends (until Forget or retention).
-    #[arg(long)]
-    keep_workspaces: bool,
-    /// The bash binary.
-    #[arg(long, default_value = "bash")]
-    bash: String,
-    /// The python binary.
-    #[arg(long, default_value = "python3")]
-    python: String,
-}
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -91,6 +34,7 @@ fn main() -> ExitCode {
         Mode::Agent(args) => agent(args),
         Mode::Sidecar(args) => sidecar(&args),
         Mode::Install { dest } => install(&dest),
+        Mode::Probe(args) => probe(&args),
     }
 }
 
@@ -105,6 +49,53 @@ fn install(dest: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Exit 0 when the API on the socket answers Health (startup) or answers ready
+/// (readiness: the agent behind a sidecar is reachable), 1 otherwise. Used as the
+/// injected sidecar's exec probes, so no port is opened for them.
+fn probe(args: &ProbeArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("runtimed probe: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let call = async {
+            let mut client = grpc::connect_unix(&args.socket)
+                .await
+                .map_err(|e| e.to_string())?;
+            client
+                .health(kruntimes_runtimed::proto::HealthRequest::default())
+                .await
+                .map(|r| r.into_inner())
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(limits::PROBE_TIMEOUT, call).await {
+            Ok(Ok(health)) if args.kind == ProbeKind::Startup || health.ready => ExitCode::SUCCESS,
+            Ok(Ok(_)) => {
+                eprintln!("runtimed probe: {}: not ready", args.socket.display());
+                ExitCode::FAILURE
+            }
+            Ok(Err(e)) => {
+                eprintln!("runtimed probe: {}: {e}", args.socket.display());
+                ExitCode::FAILURE
+            }
+            Err(_) => {
+                eprintln!(
+                    "runtimed probe: {}: no answer within {:?}",
+                    args.socket.display(),
+                    limits::PROBE_TIMEOUT
+                );
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 fn sidecar(args: &SidecarArgs) -> ExitCode {

@@ -98,3 +98,71 @@ async fn sigterm_to_the_agent_cancels_its_runs_and_it_exits() {
         "the Run's process survived"
     );
 }
+
+fn probe(kind: &str, socket: &Path) -> bool {
+    Command::new(RUNTIMED)
+        .args(["probe", kind, "--socket"])
+        .arg(socket)
+        .env("RUNTIMED_LOG", "error")
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+#[tokio::test]
+async fn probes_follow_the_sidecar_and_its_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent_socket = dir.path().join("agent.sock");
+    let sidecar_socket = dir.path().join("sidecar.sock");
+    // Nothing listens yet: both probes fail.
+    assert!(!probe("startup", &sidecar_socket));
+    assert!(!probe("ready", &sidecar_socket));
+
+    let mut sidecar = tokio::process::Command::new(RUNTIMED)
+        .args(["sidecar", "--listen"])
+        .arg(&sidecar_socket)
+        .arg("--agent-socket")
+        .arg(&agent_socket)
+        .env("RUNTIMED_LOG", "error")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    connect(&sidecar_socket).await;
+    // The sidecar serves but its agent is not up: started, not ready.
+    assert!(probe("startup", &sidecar_socket));
+    assert!(!probe("ready", &sidecar_socket));
+
+    let mut agent = tokio::process::Command::new(RUNTIMED)
+        .args(["agent", "--socket"])
+        .arg(&agent_socket)
+        .arg("--workspace")
+        .arg(dir.path().join("ws"))
+        .env("RUNTIMED_LOG", "error")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    connect(&agent_socket).await;
+    let mut ready = false;
+    for _ in 0..100 {
+        if probe("ready", &sidecar_socket) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ready, "the sidecar never became ready with its agent up");
+
+    agent.kill().await.unwrap();
+    let mut unready = false;
+    for _ in 0..100 {
+        if !probe("ready", &sidecar_socket) {
+            unready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(unready, "the sidecar stayed ready with its agent gone");
+    assert!(probe("startup", &sidecar_socket));
+    sidecar.kill().await.unwrap();
+}

@@ -45,6 +45,8 @@ pub const AGENT_BINARY: &str = "/krt/bin/runtimed";
 pub const RUN_DIR: &str = "/krt/run";
 /// The agent's unix socket.
 pub const AGENT_SOCKET: &str = "/krt/run/agent.sock";
+/// The sidecar's API socket, also what its probes ask.
+pub const SIDECAR_SOCKET: &str = "/krt/run/sidecar.sock";
 /// Mount path of `workspace`.
 pub const WORKSPACE_DIR: &str = "/workspace";
 /// Name of the init container that copies the binary.
@@ -283,19 +285,19 @@ fn sidecar_container(config: &InjectConfig) -> Value {
         "name": SIDECAR_CONTAINER,
         "image": config.image,
         "restartPolicy": "Always",
-        "command": [IMAGE_BINARY, "sidecar", "--agent-socket", AGENT_SOCKET, "--workspace", WORKSPACE_DIR],
+        "command": [IMAGE_BINARY, "sidecar", "--listen", SIDECAR_SOCKET, "--agent-socket", AGENT_SOCKET],
         "volumeMounts": [
             {"name": "krt-run", "mountPath": RUN_DIR},
             {"name": "workspace", "mountPath": WORKSPACE_DIR, "readOnly": true}
         ],
         "startupProbe": {
-            "exec": {"command": [IMAGE_BINARY, "probe", "startup"]},
+            "exec": {"command": [IMAGE_BINARY, "probe", "startup", "--socket", SIDECAR_SOCKET]},
             "periodSeconds": 1,
             "timeoutSeconds": 1,
             "failureThreshold": 30
         },
         "readinessProbe": {
-            "exec": {"command": [IMAGE_BINARY, "probe", "ready"]},
+            "exec": {"command": [IMAGE_BINARY, "probe", "ready", "--socket", SIDECAR_SOCKET]},
             "periodSeconds": 5,
             "timeoutSeconds": 1,
             "failureThreshold": 3
