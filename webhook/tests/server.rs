@@ -53,6 +53,17 @@ struct Server {
     client: tokio_rustls::TlsConnector,
 }
 
+/// Drains the server; a hang becomes a failure instead of a stuck test.
+async fn stop(s: Server) {
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        s.running.shutdown(Duration::from_secs(5)),
+    )
+    .await
+    .expect("shutdown within 30 s")
+    .unwrap();
+}
+
 async fn server(ca: &Ca) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let cert_file = dir.path().join("tls.crt");
@@ -213,13 +224,7 @@ async fn a_review_round_trips_over_tls() {
         expiry > 365 * 86_400,
         "rcgen's default notAfter is far away: {expiry}"
     );
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        s.running.shutdown(Duration::from_secs(5)),
-    )
-    .await
-    .expect("shutdown within 30 s")
-    .unwrap();
+    stop(s).await;
 }
 
 #[tokio::test]
@@ -236,13 +241,7 @@ async fn bodies_above_7_mib_get_413_and_just_under_get_200() {
     assert_eq!(status, 413);
     let error: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(error["code"], 413);
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        s.running.shutdown(Duration::from_secs(5)),
-    )
-    .await
-    .expect("shutdown within 30 s")
-    .unwrap();
+    stop(s).await;
 }
 
 #[tokio::test]
@@ -265,13 +264,7 @@ async fn broken_reviews_get_400_with_a_json_error() {
             assert!(error["error"].is_string());
         }
     }
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        s.running.shutdown(Duration::from_secs(5)),
-    )
-    .await
-    .expect("shutdown within 30 s")
-    .unwrap();
+    stop(s).await;
 }
 
 #[tokio::test]
