@@ -20,8 +20,8 @@ pub struct Cli {
 pub enum Mode {
     /// Run processes and serve the runtimed.v1 API on a unix socket.
     Agent(AgentArgs),
-    /// Forward the runtimed.v1 API from a unix socket to the agent (a pass-through for
-    /// now; git sources, artifacts and log retention are not implemented yet).
+    /// Serve the runtimed.v1 API on a unix socket (and, with a token, on the network)
+    /// and forward it to the agent.
     Sidecar(SidecarArgs),
     /// Copy this executable to DEST with mode 0755 (what the init container runs).
     Install {
@@ -40,6 +40,29 @@ pub struct SidecarArgs {
     /// The agent's unix socket.
     #[arg(long)]
     pub agent_socket: PathBuf,
+    /// Also serve the API on this TCP address (for the controller). Needs
+    /// `--token-file`: runtimed never serves the network unauthenticated.
+    #[arg(long, env = "RUNTIMED_GRPC_BIND_ADDRESS", requires = "token_file")]
+    pub grpc_bind_address: Option<std::net::SocketAddr>,
+    /// File holding the bearer token every network call must carry
+    /// (`authorization: Bearer <token>`); re-read when it changes.
+    #[arg(long, env = "RUNTIMED_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// PEM certificate chain for TLS on the network listener.
+    #[arg(
+        long,
+        env = "RUNTIMED_TLS_CERT_FILE",
+        requires = "tls_private_key_file",
+        requires = "grpc_bind_address"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for TLS on the network listener.
+    #[arg(
+        long,
+        env = "RUNTIMED_TLS_PRIVATE_KEY_FILE",
+        requires = "tls_cert_file"
+    )]
+    pub tls_private_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]

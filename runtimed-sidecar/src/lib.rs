@@ -8,11 +8,13 @@
 //! See `docs/runtimed.md`.
 
 pub mod agent;
+pub mod auth;
 pub mod cli;
 mod error;
 pub mod grpc;
 pub mod lifecycle;
 pub mod limits;
+pub mod net;
 pub mod output;
 pub mod procs;
 pub mod reaper;

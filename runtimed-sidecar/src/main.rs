@@ -9,7 +9,7 @@ use clap::Parser;
 use kruntimes_runtimed::agent::{Agent, Bounds};
 use kruntimes_runtimed::cli::{AgentArgs, Cli, Mode, ProbeArgs, ProbeKind, SidecarArgs};
 use kruntimes_runtimed::lifecycle::Config;
-use kruntimes_runtimed::{grpc, limits};
+use kruntimes_runtimed::{auth, grpc, limits, net};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -99,6 +99,17 @@ fn probe(args: &ProbeArgs) -> ExitCode {
 }
 
 fn sidecar(args: &SidecarArgs) -> ExitCode {
+    // Checked before anything listens: a bad token file is a configuration error.
+    let auth = match &args.token_file {
+        Some(path) => match auth::BearerAuth::from_file(path) {
+            Ok(auth) => Some((auth, path.clone())),
+            Err(e) => {
+                eprintln!("runtimed sidecar: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -114,8 +125,68 @@ fn sidecar(args: &SidecarArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // One signal stops both listeners.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let stop = Arc::new(stop);
+        let on_signal = stop.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            let _ = on_signal.send(true);
+        });
+        let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let network = match (args.grpc_bind_address, auth) {
+            (Some(addr), Some((auth, token_path))) => {
+                let listener = match net::Listener::bind(addr).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        eprintln!("runtimed sidecar: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                let tls = args
+                    .tls_cert_file
+                    .clone()
+                    .zip(args.tls_private_key_file.clone())
+                    .map(|(cert, key)| net::TlsFiles { cert, key });
+                if tls.is_none() {
+                    tracing::warn!(
+                        "network listener without TLS: the token crosses the network in clear text"
+                    );
+                }
+                tokio::spawn(auth.clone().watch(token_path, auth::TOKEN_RELOAD_INTERVAL));
+                tracing::info!(address = %bound, tls = tls.is_some(), "runtimed sidecar listening on the network");
+                let service = proxy.clone();
+                let shutdown = until_stopped(stopped.clone());
+                let stop = stop.clone();
+                Some(tokio::spawn(async move {
+                    let result = listener.serve(service, auth, tls.as_ref(), shutdown).await;
+                    // A network listener that cannot serve (unreadable TLS material)
+                    // takes the sidecar down rather than leaving it half-working.
+                    if result.is_err() {
+                        let _ = stop.send(true);
+                    }
+                    result
+                }))
+            }
+            _ => None,
+        };
         tracing::info!(socket = %args.listen.display(), "runtimed sidecar listening");
-        match grpc::serve_service_unix(proxy, &args.listen, wait_for_signal()).await {
+        let local =
+            grpc::serve_service_unix(proxy, &args.listen, until_stopped(stopped.clone())).await;
+        let network = match network {
+            Some(task) => match task.await {
+                Ok(result) => result,
+                Err(e) => Err(kruntimes_runtimed::Error::io(
+                    "network listener task",
+                    std::io::Error::other(e),
+                )),
+            },
+            None => Ok(()),
+        };
+        match local.and(network) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("runtimed sidecar: {e}");
