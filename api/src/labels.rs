@@ -26,7 +26,7 @@ pub const STEP_LABEL: &str = "kruntimes.io/step";
 pub const INJECTION_STATUS_ANNOTATION: &str = "kruntimes.io/injection-status";
 
 /// Volumes (and mounts) the injector adds; a template may not use these names.
-pub const RESERVED_VOLUMES: [&str; 3] = ["krt-bin", "krt-run", "workspace"];
+pub const RESERVED_VOLUMES: [&str; 4] = ["krt-bin", "krt-run", "krt-token", "workspace"];
 /// Any volume or container name starting with this prefix is reserved for injection.
 pub const RESERVED_NAME_PREFIX: &str = "krt-";
 /// Containers the injector adds; a template may not use these names.

@@ -70,6 +70,11 @@ pub struct AgentArgs {
     /// Unix socket to listen on (mode 0600).
     #[arg(long)]
     pub socket: PathBuf,
+    /// Mode of the socket, in octal. 0600 by default; the injector passes 0666 because
+    /// the sidecar runs as another uid, and only the sidecar and this container mount
+    /// the socket's volume.
+    #[arg(long, default_value = "0600", value_parser = parse_socket_mode)]
+    pub socket_mode: u32,
     /// Directory holding one workspace per Run.
     #[arg(long, default_value = "/workspace")]
     pub workspace: PathBuf,
@@ -108,4 +113,44 @@ pub struct ProbeArgs {
     /// The unix socket to ask.
     #[arg(long)]
     pub socket: PathBuf,
+}
+
+/// An octal file mode for a socket: read and write bits only (no execute, setuid, sticky).
+fn parse_socket_mode(value: &str) -> Result<u32, String> {
+    let mode = u32::from_str_radix(value, 8)
+        .map_err(|_| format!("{value:?} is not an octal mode such as 0600"))?;
+    if mode & !0o666 != 0 {
+        return Err(format!(
+            "{value:?}: only read and write bits (at most 0666) make sense on a socket"
+        ));
+    }
+    if mode & 0o600 != 0o600 {
+        return Err(format!(
+            "{value:?}: the owner (the agent) needs read and write"
+        ));
+    }
+    Ok(mode)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn socket_modes() {
+        assert_eq!(parse_socket_mode("0600").unwrap(), 0o600);
+        assert_eq!(parse_socket_mode("0666").unwrap(), 0o666);
+        assert_eq!(parse_socket_mode("660").unwrap(), 0o660);
+        assert!(
+            parse_socket_mode("0777")
+                .unwrap_err()
+                .contains("at most 0666")
+        );
+        assert!(parse_socket_mode("4600").is_err());
+        assert!(parse_socket_mode("0066").unwrap_err().contains("owner"));
+        assert!(parse_socket_mode("rw").unwrap_err().contains("octal"));
+        assert!(parse_socket_mode("0608").is_err());
+    }
 }

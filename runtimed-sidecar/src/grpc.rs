@@ -231,13 +231,26 @@ impl proto::runtimed_server::Runtimed for Service {
     }
 }
 
+/// Owner-only: the mode of every socket unless the agent is told otherwise.
+pub const DEFAULT_SOCKET_MODE: u32 = 0o600;
+
 /// Serves the agent's API on a unix socket (mode 0600) until `shutdown` resolves.
 pub async fn serve_unix(
     agent: Arc<Agent>,
     socket: &Path,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    serve_service_unix(Service::new(agent), socket, shutdown).await
+    serve_unix_with_mode(agent, socket, DEFAULT_SOCKET_MODE, shutdown).await
+}
+
+/// [`serve_unix`] with another file mode for the socket.
+pub async fn serve_unix_with_mode(
+    agent: Arc<Agent>,
+    socket: &Path,
+    mode: u32,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    serve_service_unix_with_mode(Service::new(agent), socket, mode, shutdown).await
 }
 
 /// Serves any implementation of the API (the agent's, or the sidecar's [`Proxy`]) on a
@@ -245,6 +258,16 @@ pub async fn serve_unix(
 pub async fn serve_service_unix<S: proto::runtimed_server::Runtimed>(
     service: S,
     socket: &Path,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    serve_service_unix_with_mode(service, socket, DEFAULT_SOCKET_MODE, shutdown).await
+}
+
+/// [`serve_service_unix`] with another file mode for the socket.
+pub async fn serve_service_unix_with_mode<S: proto::runtimed_server::Runtimed>(
+    service: S,
+    socket: &Path,
+    mode: u32,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -255,8 +278,8 @@ pub async fn serve_service_unix<S: proto::runtimed_server::Runtimed>(
     }
     let listener = tokio::net::UnixListener::bind(socket)
         .map_err(|e| Error::io(format!("binding {}", socket.display()), e))?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| Error::io("restricting the socket to its owner", e))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io(format!("setting mode {mode:o} on the socket"), e))?;
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     tonic::transport::Server::builder()
         .add_service(RuntimedServer::new(service))

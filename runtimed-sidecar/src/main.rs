@@ -234,7 +234,7 @@ fn agent(args: AgentArgs) -> ExitCode {
             shutdown_agent.shutdown().await;
         };
         tracing::info!(socket = %args.socket.display(), "runtimed agent listening");
-        match grpc::serve_unix(agent, &args.socket, shutdown).await {
+        match grpc::serve_unix_with_mode(agent, &args.socket, args.socket_mode, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("runtimed agent: {e}");

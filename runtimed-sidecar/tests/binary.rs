@@ -166,3 +166,29 @@ async fn probes_follow_the_sidecar_and_its_agent() {
     assert!(probe("startup", &sidecar_socket));
     sidecar.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn agent_socket_mode_is_the_one_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let _agent = tokio::process::Command::new(RUNTIMED)
+        .args(["agent", "--socket-mode", "0666", "--socket"])
+        .arg(&socket)
+        .arg("--workspace")
+        .arg(dir.path().join("ws"))
+        .env("RUNTIMED_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    connect(&socket).await;
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o666);
+
+    let refused = Command::new(RUNTIMED)
+        .args(["agent", "--socket-mode", "0777", "--socket"])
+        .arg(dir.path().join("other.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--socket-mode"));
+}

@@ -13,6 +13,7 @@
 //! configuration change (new image) re-renders cleanly.
 
 use kruntimes_api::labels::{INJECTION_STATUS_ANNOTATION, RESERVED_CONTAINERS, RESERVED_VOLUMES};
+use kruntimes_api::validation::names::check_dns1123_subdomain;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -53,6 +54,25 @@ pub const WORKSPACE_DIR: &str = "/workspace";
 pub const INSTALL_CONTAINER: &str = "krt-install";
 /// Name of the native sidecar.
 pub const SIDECAR_CONTAINER: &str = "runtimed";
+/// Annotation naming the Secret (key [`TOKEN_SECRET_KEY`]) with the bearer token the
+/// controller uses to call the sidecar over the network; the controller sets it on the
+/// pods it renders. Without it the sidecar serves only its unix socket.
+pub const TOKEN_SECRET_ANNOTATION: &str = "kruntimes.io/runtimed-token-secret";
+/// Key of the token in that Secret.
+pub const TOKEN_SECRET_KEY: &str = "token";
+/// Volume holding the token, mounted into the sidecar only.
+pub const TOKEN_VOLUME: &str = "krt-token";
+/// Where the token volume is mounted in the sidecar.
+pub const TOKEN_DIR: &str = "/krt/token";
+/// The token file the sidecar reads.
+pub const TOKEN_FILE: &str = "/krt/token/token";
+/// Port of the sidecar's network listener (gRPC behind the bearer token).
+pub const RUNTIMED_GRPC_PORT: u16 = 9440;
+/// Mode of the agent's socket. The agent runs as the user's uid and the sidecar as
+/// [`RUNTIMED_UID`], so an owner-only socket would lock the sidecar out; who can reach
+/// the socket at all is decided by who mounts `krt-run`: the target container and the
+/// sidecar, nobody else.
+pub const AGENT_SOCKET_MODE: &str = "0666";
 /// Version of the injection-status annotation format.
 pub const STATUS_VERSION: u32 = 1;
 
@@ -185,6 +205,16 @@ pub enum InjectError {
         "metadata.annotations[{WORKSPACE_SIZE_ANNOTATION}]: Invalid value: {0:?}: must be a positive quantity such as 1Gi"
     )]
     SizeLimit(String),
+    /// The token Secret annotation is not a Secret name.
+    #[error(
+        "metadata.annotations[{TOKEN_SECRET_ANNOTATION}]: Invalid value: {name:?}: not a Secret name: {reason}"
+    )]
+    TokenSecret {
+        /// The annotation's value.
+        name: String,
+        /// Why it is not a name.
+        reason: String,
+    },
     /// The injection-status annotation cannot be read.
     #[error(
         "metadata.annotations[{INJECTION_STATUS_ANNOTATION}]: Invalid value: not written by this injector: {0}"
@@ -208,6 +238,7 @@ impl InjectError {
             InjectError::ContainerNotFound(_) => "container_not_found",
             InjectError::Reserved { .. } => "reserved",
             InjectError::SizeLimit(_) => "size_limit",
+            InjectError::TokenSecret { .. } => "token_secret",
             InjectError::BadStatus(_) => "bad_status",
             InjectError::Malformed(_) => "malformed",
             InjectError::NoPodTemplate(_) => "no_pod_template",
@@ -280,16 +311,36 @@ fn install_container(config: &InjectConfig) -> Value {
     })
 }
 
-fn sidecar_container(config: &InjectConfig) -> Value {
-    json!({
+fn sidecar_container(config: &InjectConfig, token_secret: Option<&str>) -> Value {
+    let mut command = vec![
+        json!(IMAGE_BINARY),
+        json!("sidecar"),
+        json!("--listen"),
+        json!(SIDECAR_SOCKET),
+        json!("--agent-socket"),
+        json!(AGENT_SOCKET),
+    ];
+    let mut mounts = vec![
+        json!({"name": "krt-run", "mountPath": RUN_DIR}),
+        json!({"name": "workspace", "mountPath": WORKSPACE_DIR, "readOnly": true}),
+    ];
+    let mut ports = Vec::new();
+    if token_secret.is_some() {
+        command.extend([
+            json!("--grpc-bind-address"),
+            json!(format!("0.0.0.0:{RUNTIMED_GRPC_PORT}")),
+            json!("--token-file"),
+            json!(TOKEN_FILE),
+        ]);
+        mounts.push(json!({"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true}));
+        ports.push(json!({"name": "runtimed-grpc", "containerPort": RUNTIMED_GRPC_PORT, "protocol": "TCP"}));
+    }
+    let mut sidecar = json!({
         "name": SIDECAR_CONTAINER,
         "image": config.image,
         "restartPolicy": "Always",
-        "command": [IMAGE_BINARY, "sidecar", "--listen", SIDECAR_SOCKET, "--agent-socket", AGENT_SOCKET],
-        "volumeMounts": [
-            {"name": "krt-run", "mountPath": RUN_DIR},
-            {"name": "workspace", "mountPath": WORKSPACE_DIR, "readOnly": true}
-        ],
+        "command": command,
+        "volumeMounts": mounts,
         "startupProbe": {
             "exec": {"command": [IMAGE_BINARY, "probe", "startup", "--socket", SIDECAR_SOCKET]},
             "periodSeconds": 1,
@@ -307,15 +358,33 @@ fn sidecar_container(config: &InjectConfig) -> Value {
             "limits": {"memory": "256Mi"}
         },
         "securityContext": security_context()
-    })
+    });
+    if !ports.is_empty()
+        && let Some(map) = sidecar.as_object_mut()
+    {
+        map.insert("ports".to_owned(), Value::Array(ports));
+    }
+    sidecar
 }
 
-fn volumes(workspace_limit: &str) -> [Value; 3] {
-    [
+fn volumes(workspace_limit: &str, token_secret: Option<&str>) -> Vec<Value> {
+    let mut volumes = vec![
         json!({"name": "krt-bin", "emptyDir": {"medium": "Memory", "sizeLimit": KRT_BIN_SIZE_LIMIT}}),
         json!({"name": "krt-run", "emptyDir": {"sizeLimit": KRT_RUN_SIZE_LIMIT}}),
         json!({"name": "workspace", "emptyDir": {"sizeLimit": workspace_limit}}),
-    ]
+    ];
+    if let Some(secret) = token_secret {
+        volumes.push(json!({
+            "name": TOKEN_VOLUME,
+            "secret": {
+                "secretName": secret,
+                "items": [{"key": TOKEN_SECRET_KEY, "path": TOKEN_SECRET_KEY}],
+                // Readable by the sidecar's uid; only the sidecar mounts it.
+                "defaultMode": 0o444
+            }
+        }));
+    }
+    volumes
 }
 
 fn target_mounts() -> [Value; 3] {
@@ -333,7 +402,9 @@ fn agent_command() -> Value {
         "--socket",
         AGENT_SOCKET,
         "--workspace",
-        WORKSPACE_DIR
+        WORKSPACE_DIR,
+        "--socket-mode",
+        AGENT_SOCKET_MODE
     ])
 }
 
@@ -564,6 +635,13 @@ fn inject_template(
         Some(limit) => return Err(InjectError::SizeLimit(limit)),
         None => config.default_workspace_size_limit.clone(),
     };
+    let token_secret = match annotation(TOKEN_SECRET_ANNOTATION) {
+        Some(name) => match check_dns1123_subdomain(&name) {
+            Ok(()) => Some(name),
+            Err(reason) => return Err(InjectError::TokenSecret { name, reason }),
+        },
+        None => None,
+    };
 
     let spec_path = format!("{prefix}spec.");
     let spec = object_mut(template, "spec", prefix)?;
@@ -628,16 +706,31 @@ fn inject_template(
     target.insert("command".to_owned(), agent_command());
 
     let inits = array_mut(spec, "initContainers", &spec_path)?;
-    inits.splice(0..0, [install_container(config), sidecar_container(config)]);
-    array_mut(spec, "volumes", &spec_path)?.extend(volumes(&workspace_limit));
+    inits.splice(
+        0..0,
+        [
+            install_container(config),
+            sidecar_container(config, token_secret.as_deref()),
+        ],
+    );
+    let added = volumes(&workspace_limit, token_secret.as_deref());
+    let added_names: Vec<String> = added
+        .iter()
+        .filter_map(name_of)
+        .map(str::to_owned)
+        .collect();
+    array_mut(spec, "volumes", &spec_path)?.extend(added);
 
     let status = InjectionStatus {
         version: STATUS_VERSION,
         config_hash: config.hash(),
         container: target_name,
         init_containers: vec![INSTALL_CONTAINER.to_owned(), SIDECAR_CONTAINER.to_owned()],
-        volumes: RESERVED_VOLUMES.iter().map(|s| (*s).to_owned()).collect(),
-        volume_mounts: RESERVED_VOLUMES.iter().map(|s| (*s).to_owned()).collect(),
+        volumes: added_names,
+        volume_mounts: ["krt-bin", "krt-run", "workspace"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
         command,
         args,
     };
@@ -678,6 +771,74 @@ mod tests {
         assert!(!image_is_pinned("runtimed"));
         assert!(InjectConfig::new("runtimed:latest").is_err());
         assert!(!default_image().ends_with(":latest"));
+    }
+
+    #[test]
+    fn token_secret_annotation_opens_the_network_listener() {
+        let plain = inject_pod(&pod(), &InjectConfig::default()).unwrap();
+        let sidecar = &plain["spec"]["initContainers"][1];
+        assert!(sidecar.get("ports").is_none());
+        assert!(
+            !sidecar["command"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("--grpc-bind-address"))
+        );
+
+        let mut with_token = pod();
+        with_token["metadata"]["annotations"] =
+            json!({TOKEN_SECRET_ANNOTATION: "py-runtimed-token"});
+        let out = inject_pod(&with_token, &InjectConfig::default()).unwrap();
+        let sidecar = &out["spec"]["initContainers"][1];
+        let command: Vec<&str> = sidecar["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(command.ends_with(&[
+            "--grpc-bind-address",
+            "0.0.0.0:9440",
+            "--token-file",
+            TOKEN_FILE
+        ]));
+        assert_eq!(sidecar["ports"][0]["containerPort"], RUNTIMED_GRPC_PORT);
+        assert!(
+            sidecar["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .contains(&json!({"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true}))
+        );
+        let token_volume = out["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| name_of(v) == Some(TOKEN_VOLUME))
+            .unwrap();
+        assert_eq!(token_volume["secret"]["secretName"], "py-runtimed-token");
+        // Only the sidecar sees the token.
+        let target_mounts = out["spec"]["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap();
+        assert!(
+            target_mounts
+                .iter()
+                .all(|m| name_of(m) != Some(TOKEN_VOLUME))
+        );
+        // Re-injection strips the token volume and adds it once.
+        let again = inject_pod(&out, &InjectConfig::default()).unwrap();
+        assert_eq!(again, out);
+        // Stripping restores the original pod.
+        assert_eq!(strip_pod(&out).unwrap(), with_token);
+    }
+
+    #[test]
+    fn token_secret_annotation_must_name_a_secret() {
+        let mut p = pod();
+        p["metadata"]["annotations"] = json!({TOKEN_SECRET_ANNOTATION: "Not_A_Name"});
+        let err = inject_pod(&p, &InjectConfig::default()).unwrap_err();
+        assert!(matches!(err, InjectError::TokenSecret { .. }));
+        assert!(err.to_string().contains(TOKEN_SECRET_ANNOTATION), "{err}");
     }
 
     #[test]
