@@ -20,8 +20,8 @@ pub struct Cli {
 pub enum Mode {
     /// Run processes and serve the runtimed.v1 API on a unix socket.
     Agent(AgentArgs),
-    /// Serve the runtimed.v1 API on a unix socket (and, with a token, on the network)
-    /// and forward it to the agent.
+    /// Serve the runtimed.v1 API on a unix socket (and, with a token, on the network),
+    /// forward it to the agent, and upload the artifacts of terminal Runs to S3.
     Sidecar(SidecarArgs),
     /// Copy this executable to DEST with mode 0755 (what the init container runs).
     Install {
@@ -63,6 +63,18 @@ pub struct SidecarArgs {
         requires = "tls_cert_file"
     )]
     pub tls_private_key_file: Option<PathBuf>,
+    /// Directory holding the files AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (the
+    /// artifact store's Secret mounted as a volume); read before each upload. Without
+    /// it, the environment variables of the same names.
+    #[arg(long)]
+    pub s3_credentials_dir: Option<PathBuf>,
+    /// Allow plain http to artifact stores that are not on a loopback address.
+    #[arg(long)]
+    pub s3_allow_http: bool,
+    /// The agent's workspace root as mounted in the sidecar; without it, the path the
+    /// agent reports (both containers mount the volume at the same path).
+    #[arg(long)]
+    pub workspace: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]

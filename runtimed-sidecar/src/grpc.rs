@@ -12,6 +12,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
 use crate::agent::Agent;
+use crate::artifacts::{self, Uploads};
 use crate::lifecycle::{ExecSpec, Execution, Interpreter, OutputStream, Phase, unix_ms};
 use crate::proto;
 use crate::{Error, limits};
@@ -76,6 +77,8 @@ pub fn to_proto(e: &Execution) -> proto::Execution {
         } else {
             String::new()
         },
+        // The agent knows nothing of artifacts; the sidecar fills these.
+        ..Default::default()
     }
 }
 
@@ -139,7 +142,13 @@ impl proto::runtimed_server::Runtimed for Service {
         &self,
         request: Request<proto::ExecuteRequest>,
     ) -> Result<Response<proto::ExecuteResponse>, Status> {
-        let spec = to_spec(request.into_inner())?;
+        let request = request.into_inner();
+        if request.artifacts.is_some() {
+            return Err(Status::invalid_argument(
+                "artifacts are uploaded by the sidecar; send this request to it",
+            ));
+        }
+        let spec = to_spec(request)?;
         let (execution, created) = self.agent.execute(spec)?;
         Ok(Response::new(proto::ExecuteResponse {
             execution_id: execution.run_uid().to_owned(),
@@ -229,6 +238,19 @@ impl proto::runtimed_server::Runtimed for Service {
             version: env!("CARGO_PKG_VERSION").to_owned(),
         }))
     }
+
+    async fn release_workspace(
+        &self,
+        request: Request<proto::ReleaseWorkspaceRequest>,
+    ) -> Result<Response<proto::Execution>, Status> {
+        let id = request.into_inner().execution_id;
+        let execution = self.agent.get(&id)?;
+        if !execution.snapshot().phase.is_terminal() {
+            return Err(Error::StillRunning(id).into());
+        }
+        execution.remove_workspace();
+        Ok(Response::new(to_proto(&execution)))
+    }
 }
 
 /// Owner-only: the mode of every socket unless the agent is told otherwise.
@@ -298,10 +320,12 @@ pub async fn connect_unix(
     Ok(RuntimedClient::new(channel))
 }
 
-/// The sidecar's pass-through: every call forwarded to the agent as is.
+/// The sidecar: every call forwarded to the agent, plus what only the sidecar does
+/// (artifact upload, see [`crate::artifacts`]).
 #[derive(Debug, Clone)]
 pub struct Proxy {
     agent: RuntimedClient<Channel>,
+    artifacts: Arc<Uploads>,
 }
 
 impl Proxy {
@@ -312,7 +336,14 @@ impl Proxy {
             Endpoint::from_shared(format!("unix://{}", agent_socket.display()))?.connect_lazy();
         Ok(Self {
             agent: RuntimedClient::new(channel),
+            artifacts: Arc::new(Uploads::new(artifacts::Settings::default())),
         })
+    }
+
+    /// The same proxy with these artifact settings (credentials, http, workspace root).
+    pub fn with_artifacts(mut self, settings: artifacts::Settings) -> Self {
+        self.artifacts = Arc::new(Uploads::new(settings));
+        self
     }
 }
 
@@ -322,14 +353,23 @@ impl proto::runtimed_server::Runtimed for Proxy {
         &self,
         request: Request<proto::ExecuteRequest>,
     ) -> Result<Response<proto::ExecuteResponse>, Status> {
-        self.agent.clone().execute(request.into_inner()).await
+        let mut request = request.into_inner();
+        let artifacts = self.artifacts.prepare(&mut request)?;
+        let run_uid = request.run_uid.clone();
+        let response = self.agent.clone().execute(request).await?;
+        if let Some(artifacts) = artifacts {
+            self.artifacts.track(self.agent.clone(), run_uid, artifacts);
+        }
+        Ok(response)
     }
 
     async fn status(
         &self,
         request: Request<proto::StatusRequest>,
     ) -> Result<Response<proto::Execution>, Status> {
-        self.agent.clone().status(request.into_inner()).await
+        let mut response = self.agent.clone().status(request.into_inner()).await?;
+        self.artifacts.annotate(response.get_mut());
+        Ok(response)
     }
 
     type LogsStream = LogStream;
@@ -353,14 +393,36 @@ impl proto::runtimed_server::Runtimed for Proxy {
         &self,
         request: Request<proto::ListRequest>,
     ) -> Result<Response<proto::ListResponse>, Status> {
-        self.agent.clone().list(request.into_inner()).await
+        let mut response = self.agent.clone().list(request.into_inner()).await?;
+        for execution in &mut response.get_mut().executions {
+            self.artifacts.annotate(execution);
+        }
+        Ok(response)
     }
 
     async fn forget(
         &self,
         request: Request<proto::ForgetRequest>,
     ) -> Result<Response<proto::ForgetResponse>, Status> {
-        self.agent.clone().forget(request.into_inner()).await
+        let request = request.into_inner();
+        let id = request.execution_id.clone();
+        self.artifacts.check_forget(&id)?;
+        let response = self.agent.clone().forget(request).await?;
+        self.artifacts.forget(&id);
+        Ok(response)
+    }
+
+    async fn release_workspace(
+        &self,
+        request: Request<proto::ReleaseWorkspaceRequest>,
+    ) -> Result<Response<proto::Execution>, Status> {
+        let mut response = self
+            .agent
+            .clone()
+            .release_workspace(request.into_inner())
+            .await?;
+        self.artifacts.annotate(response.get_mut());
+        Ok(response)
     }
 
     async fn health(

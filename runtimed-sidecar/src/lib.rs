@@ -3,11 +3,13 @@
 //! - [`lifecycle`]: one Run as processes (confined spawn, bounded output, timeout and
 //!   cancel, kill of every process of the Run, workspace removal);
 //! - [`agent`]: the executions a `runtimed agent` holds, with bounded state;
-//! - [`grpc`]: the `runtimed.v1` API over tonic, and a unix-socket client.
+//! - [`grpc`]: the `runtimed.v1` API over tonic, and a unix-socket client;
+//! - [`artifacts`]: the sidecar's upload of a terminal Run's files to S3.
 //!
 //! See `docs/runtimed.md`.
 
 pub mod agent;
+pub mod artifacts;
 pub mod auth;
 pub mod cli;
 mod error;

@@ -118,8 +118,16 @@ fn sidecar(args: &SidecarArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let settings = kruntimes_runtimed::artifacts::Settings {
+            credentials: match &args.s3_credentials_dir {
+                Some(dir) => kruntimes_runtimed::artifacts::CredentialSource::Dir(dir.clone()),
+                None => kruntimes_runtimed::artifacts::CredentialSource::Env,
+            },
+            allow_http: args.s3_allow_http,
+            workspace_root: args.workspace.clone(),
+        };
         let proxy = match grpc::Proxy::new(&args.agent_socket) {
-            Ok(p) => p,
+            Ok(p) => p.with_artifacts(settings),
             Err(e) => {
                 eprintln!("runtimed sidecar: {}: {e}", args.agent_socket.display());
                 return ExitCode::FAILURE;
