@@ -168,7 +168,8 @@ impl Runtimes for BTreeMap<(String, String), Runtime> {
 pub const DEFAULT_PSS_FLOOR: Level = Level::Baseline;
 
 /// Warning added to Run and Workflow reviews in standalone mode (under 120 characters).
-pub const STANDALONE_WARNING: &str = "standalone webhook: Runtime not looked up; timeout vs maxTimeout and input vs inputSchema unchecked";
+pub const STANDALONE_WARNING: &str =
+    "standalone webhook: Runtime not looked up; timeout, input and git host not checked against it";
 
 /// The handlers and their configuration.
 #[derive(Clone)]
