@@ -1,6 +1,8 @@
 //! The admission handlers: `/validate` (Runtime, Run, Workflow) and `/mutate` (Pods),
 //! as functions from an `AdmissionReview` to the response review. No network: the Pod
-//! Security levels of namespaces come through [`NamespaceLevels`].
+//! Security levels of namespaces come through [`NamespaceLevels`], the Runtimes that
+//! Runs and Workflow steps name through [`Runtimes`] (caches in API mode, see
+//! `cluster.rs`; absent in standalone mode).
 //!
 //! Broken requests (not JSON, not `admission.k8s.io/v1`, no request, no uid) are
 //! [`ReviewError`]s, which the server answers with HTTP 400 and `krt review` with exit
@@ -11,7 +13,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kruntimes_api::labels::{API_VERSION, GROUP, INJECT_LABEL, RUNTIME_LABEL, VERSION};
-use kruntimes_api::validation::{Reason, Violation, check_document};
+use kruntimes_api::v1alpha1::{RunSpec, Runtime};
+use kruntimes_api::validation::against_runtime::{
+    SchemaCache, check_run_against_runtime, workflow_run_specs,
+};
+use kruntimes_api::validation::document::TypedObject;
+use kruntimes_api::validation::{FieldPath, Reason, Violation, check_document};
 use kruntimes_pss::{Level, NamespacePolicy, Policy, Version};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
@@ -129,12 +136,40 @@ impl NamespaceLevels for BTreeMap<String, BTreeMap<String, String>> {
     }
 }
 
+/// What a Runtime lookup found.
+#[derive(Clone, Debug)]
+pub enum Lookup {
+    /// The Runtime.
+    Found(Arc<Runtime>),
+    /// No Runtime of that name in that namespace (it may be created later: Runs wait).
+    NotFound,
+    /// The cache has not finished its first list: nothing can be said yet.
+    NotSynced,
+}
+
+/// Where the Runtimes named by `runtimeRef` come from (API mode: the Runtime reflector).
+/// Called on a blocking thread, under the review's deadline.
+pub trait Runtimes: Send + Sync {
+    /// The Runtime `name` in `namespace`.
+    fn lookup(&self, namespace: &str, name: &str) -> Lookup;
+}
+
+impl Runtimes for BTreeMap<(String, String), Runtime> {
+    fn lookup(&self, namespace: &str, name: &str) -> Lookup {
+        match self.get(&(namespace.to_owned(), name.to_owned())) {
+            Some(r) => Lookup::Found(Arc::new(r.clone())),
+            None => Lookup::NotFound,
+        }
+    }
+}
+
 /// Default Pod Security floor: `baseline`, the level that prevents known privilege
 /// escalations; namespaces that enforce more get more.
 pub const DEFAULT_PSS_FLOOR: Level = Level::Baseline;
 
 /// Warning added to Run and Workflow reviews in standalone mode (under 120 characters).
-pub const STANDALONE_WARNING: &str = "standalone webhook: Runtime not looked up; timeout vs maxTimeout and input vs inputSchema unchecked";
+pub const STANDALONE_WARNING: &str =
+    "standalone webhook: Runtime not looked up; timeout, input and git host not checked against it";
 
 /// The handlers and their configuration.
 #[derive(Clone)]
@@ -142,7 +177,9 @@ pub struct Handlers {
     inject: InjectConfig,
     floor: Policy,
     namespaces: Arc<dyn NamespaceLevels>,
-    standalone: bool,
+    /// `None` in standalone mode: Runtime rules are skipped with [`STANDALONE_WARNING`].
+    runtimes: Option<Arc<dyn Runtimes>>,
+    schemas: Arc<SchemaCache>,
 }
 
 impl std::fmt::Debug for Handlers {
@@ -150,7 +187,7 @@ impl std::fmt::Debug for Handlers {
         f.debug_struct("Handlers")
             .field("inject", &self.inject)
             .field("floor", &self.floor)
-            .field("standalone", &self.standalone)
+            .field("standalone", &self.runtimes.is_none())
             .finish_non_exhaustive()
     }
 }
@@ -163,15 +200,28 @@ impl Handlers {
             inject,
             floor: Policy::new(floor, Version::Latest),
             namespaces: Arc::new(Unlabeled),
-            standalone: true,
+            runtimes: None,
+            schemas: Arc::new(SchemaCache::new()),
         }
     }
 
     /// Handlers reading namespace labels from `namespaces` (the floor still applies as
-    /// a minimum). Runtime lookups are still skipped: API mode is not implemented yet.
+    /// a minimum).
     pub fn with_namespaces(mut self, namespaces: Arc<dyn NamespaceLevels>) -> Self {
         self.namespaces = namespaces;
         self
+    }
+
+    /// Handlers checking Runs and Workflow steps against the Runtimes of `runtimes`
+    /// (`timeout` vs `maxTimeout`, `input` vs `inputSchema`, git hosts): API mode.
+    pub fn with_runtimes(mut self, runtimes: Arc<dyn Runtimes>) -> Self {
+        self.runtimes = Some(runtimes);
+        self
+    }
+
+    /// Whether Runtime lookups are off (standalone mode).
+    pub fn is_standalone(&self) -> bool {
+        self.runtimes.is_none()
     }
 
     /// Answers a review at `endpoint`.
@@ -272,14 +322,82 @@ impl Handlers {
         {
             violations.extend(immutability(checked.kind, &old, &value));
         }
-        if self.standalone && matches!(checked.kind, "Run" | "Workflow") {
-            warnings.push(STANDALONE_WARNING.to_owned());
+        // Against the Runtime only when the spec is new, so that cancelling a Run, or an
+        // update that leaves a Workflow's spec alone, is never refused because the
+        // Runtime changed since the object was admitted. A Run's spec cannot change
+        // after create except `cancel` (immutability above); a Workflow's can while
+        // it is Pending.
+        let spec_changed = req.operation == Operation::Create
+            || (checked.kind == "Workflow"
+                && req
+                    .old_object
+                    .as_ref()
+                    .and_then(|o| serde_json::to_value(o).ok())
+                    .is_none_or(|old| old.get("spec") != value.get("spec")));
+        match (&self.runtimes, &checked.object) {
+            (None, _) if matches!(checked.kind, "Run" | "Workflow") => {
+                warnings.push(STANDALONE_WARNING.to_owned());
+            }
+            (Some(runtimes), Some(object)) if spec_changed => {
+                let namespace = req
+                    .namespace
+                    .clone()
+                    .or_else(|| object_namespace(object))
+                    .unwrap_or_default();
+                let specs: Vec<(FieldPath, &RunSpec)> = match object {
+                    TypedObject::Run(run) => vec![(FieldPath::root("spec"), &run.spec)],
+                    TypedObject::Workflow(wf) => {
+                        workflow_run_specs(&wf.spec, &FieldPath::root("spec"))
+                    }
+                    TypedObject::Runtime(_) => Vec::new(),
+                };
+                let (v, w) = self.against_runtimes(runtimes.as_ref(), &namespace, &specs);
+                violations.extend(v);
+                warnings.extend(w);
+            }
+            _ => {}
         }
         let response = with_warnings(response, warnings);
         if violations.is_empty() {
             return response;
         }
         Denial::invalid(checked.kind, &checked.name, &violations).apply(response)
+    }
+
+    /// The Runtime rules for every RunSpec, each Runtime looked up once.
+    fn against_runtimes(
+        &self,
+        runtimes: &dyn Runtimes,
+        namespace: &str,
+        specs: &[(FieldPath, &RunSpec)],
+    ) -> (Vec<Violation>, Vec<String>) {
+        let mut found: BTreeMap<&str, Lookup> = BTreeMap::new();
+        let (mut violations, mut warnings) = (Vec::new(), Vec::new());
+        for (path, spec) in specs {
+            let name = spec.runtime_ref.name.as_str();
+            if name.is_empty() {
+                continue; // reported by the spec rules
+            }
+            let lookup = found
+                .entry(name)
+                .or_insert_with(|| runtimes.lookup(namespace, name));
+            match lookup {
+                Lookup::Found(runtime) => {
+                    let out = check_run_against_runtime(spec, path, runtime, &self.schemas);
+                    violations.extend(out.violations);
+                    warnings.extend(out.warnings);
+                }
+                Lookup::NotFound => warnings.push(format!(
+                    "Runtime {name:?} not found in {namespace:?}: timeout, input and git not checked"
+                )),
+                Lookup::NotSynced => warnings.push(format!(
+                    "Runtime cache not synced yet: {name:?} not checked (timeout, input, git)"
+                )),
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        warnings.retain(|w| seen.insert(w.clone()));
+        (violations, warnings)
     }
 
     fn mutate_request(&self, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
@@ -331,6 +449,14 @@ impl Handlers {
     }
 }
 
+fn object_namespace(object: &TypedObject) -> Option<String> {
+    match object {
+        TypedObject::Run(o) => o.metadata.namespace.clone(),
+        TypedObject::Workflow(o) => o.metadata.namespace.clone(),
+        TypedObject::Runtime(o) => o.metadata.namespace.clone(),
+    }
+}
+
 fn gvk_string(req: &AdmissionRequest<DynamicObject>) -> String {
     if req.kind.group.is_empty() {
         req.kind.version.clone()
@@ -351,6 +477,64 @@ fn pod_name(pod: &Value, request_name: &str) -> String {
         "<unnamed>".to_owned()
     } else {
         request_name.to_owned()
+    }
+}
+
+/// What to answer when a decision cannot be computed within the deadline
+/// (`--deadline-exceeded-policy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeadlinePolicy {
+    /// Deny (504 `Timeout`): nothing unchecked gets in. The default, matching
+    /// `failurePolicy: Fail`.
+    #[default]
+    Deny,
+    /// Allow, with a warning: availability over checking; for `/mutate` the Pod is
+    /// created without runtimed.
+    Allow,
+}
+
+impl DeadlinePolicy {
+    /// `deny` or `allow`, for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadlinePolicy::Deny => "deny",
+            DeadlinePolicy::Allow => "allow",
+        }
+    }
+}
+
+/// The answer to review `uid` when no decision was reached within `deadline`.
+pub fn deadline_exceeded_answer(
+    uid: &str,
+    endpoint: Endpoint,
+    policy: DeadlinePolicy,
+    deadline: std::time::Duration,
+) -> AdmissionReview<DynamicObject> {
+    let mut response = AdmissionResponse::invalid("");
+    response.uid = uid.to_owned();
+    let what = format!(
+        "kruntimes webhook: no decision within its {} ms deadline",
+        deadline.as_millis()
+    );
+    match policy {
+        DeadlinePolicy::Allow => {
+            response.allowed = true;
+            response.result = Status::success();
+            let unchecked = match endpoint {
+                Endpoint::Validate => "allowed unchecked",
+                Endpoint::Mutate => "allowed without runtimed injection",
+            };
+            response.warnings = Some(vec![truncate(&format!("{what}; {unchecked}"))]);
+            response.into_review()
+        }
+        DeadlinePolicy::Deny => Denial {
+            code: 504,
+            reason: "Timeout",
+            message: format!("{what}; denied (--deadline-exceeded-policy=deny), retry"),
+            details: None,
+        }
+        .apply(response)
+        .into_review(),
     }
 }
 

@@ -4,10 +4,12 @@
 //! - [`admission`]: the `/validate` and `/mutate` handlers on AdmissionReviews (pure:
 //!   namespace Pod Security levels come through the [`admission::NamespaceLevels`] trait).
 //!
-//! - [`server`]: the HTTPS server (standalone mode only; see `docs/webhook.md`).
+//! - [`cluster`]: API mode's caches (namespace and Runtime reflectors);
+//! - [`server`]: the HTTPS server (see `docs/webhook.md`).
 //!
 //! `krt inject` and `krt review` run the same handlers offline.
 
 pub mod admission;
+pub mod cluster;
 pub mod inject;
 pub mod server;

@@ -1,6 +1,8 @@
-//! The HTTPS server (standalone mode only): `POST /validate` and `POST /mutate` over
-//! TLS (HTTP/1.1 and h2), a plain-HTTP admin port with `/livez`, `/readyz`, `/metrics`,
-//! certificate files reloaded on change, SIGTERM graceful shutdown.
+//! The HTTPS server: `POST /validate` and `POST /mutate` over TLS (HTTP/1.1 and h2), each
+//! review decided under a deadline below the apiserver's `?timeout=`, a plain-HTTP
+//! admin port with `/livez`, `/readyz`, `/metrics`, certificate files reloaded on
+//! change, SIGTERM graceful shutdown. API mode (the default) reads namespaces and
+//! Runtimes from the caches of [`crate::cluster`]; `--standalone` uses no API.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -13,7 +15,7 @@ use arc_swap::ArcSwapOption;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -31,7 +33,12 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::admission::{Endpoint, Handlers, MAX_REVIEW_BYTES, ReviewError, parse_review};
+use tracing::Instrument;
+
+use crate::admission::{
+    DeadlinePolicy, Endpoint, Handlers, MAX_REVIEW_BYTES, ReviewError, deadline_exceeded_answer,
+    parse_review,
+};
 use crate::inject::InjectConfig;
 
 /// How often the certificate files are checked for changes by default.
@@ -39,6 +46,47 @@ pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 /// How long in-flight reviews get to finish after SIGTERM: below the kubelet's default
 /// 30 s termination grace period.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// The apiserver's timeout when the request carries no usable `?timeout=`: the default
+/// `timeoutSeconds` of admissionregistration.k8s.io/v1.
+pub const DEFAULT_APISERVER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest `?timeout=` honoured: the largest `timeoutSeconds` the apiserver accepts.
+/// A bigger value is not from an apiserver and is clamped.
+pub const MAX_APISERVER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Share of the apiserver's timeout the webhook spends deciding, in percent. The other
+/// 20% (2 s of the default 10 s, 200 ms of a 1 s timeout) is left for encoding the
+/// answer, writing it, and the network back to the apiserver, so that an answer that is
+/// late is still the webhook's explicit decision and not the apiserver's timeout error.
+pub const DEADLINE_PERCENT: u32 = 80;
+
+/// The decision deadline for a request with `query` (the raw query string): 80% of its
+/// `timeout` parameter (a Go duration such as `10s`, `9.5s` or `800ms`: the apiserver
+/// sends the lesser of `timeoutSeconds` and what is left of its own request deadline).
+/// A missing, unreadable or zero `timeout` gives 80% of [`DEFAULT_APISERVER_TIMEOUT`]
+/// rather than an error: the parameter is advisory, and refusing the review would turn
+/// a cosmetic problem into a failed write under `failurePolicy: Fail`.
+pub fn decision_deadline(query: Option<&str>) -> Duration {
+    let timeout = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("timeout="))
+        .and_then(|value| match kruntimes_api::duration::parse(value) {
+            Ok(d) if !d.is_zero() => Some(d),
+            _ => {
+                tracing::debug!(timeout = value, "unusable ?timeout=; using the default");
+                None
+            }
+        })
+        .unwrap_or(DEFAULT_APISERVER_TIMEOUT)
+        .min(MAX_APISERVER_TIMEOUT);
+    timeout * DEADLINE_PERCENT / 100
+}
+
+/// Readiness beyond TLS: API mode's caches.
+pub trait ReadinessCheck: Send + Sync {
+    /// `None` when ready, else what is missing.
+    fn not_ready(&self) -> Option<String>;
+}
 
 /// What the server runs with (the binary fills it from flags and env vars).
 #[derive(Clone, Debug)]
@@ -53,6 +101,8 @@ pub struct ServeConfig {
     pub inject: InjectConfig,
     /// How often the certificate files are polled.
     pub reload_interval: Duration,
+    /// The answer when a decision misses its deadline.
+    pub deadline_exceeded_policy: DeadlinePolicy,
 }
 
 /// `reviews_total` labels.
@@ -62,6 +112,13 @@ struct ReviewLabels {
     kind: &'static str,
     operation: &'static str,
     decision: &'static str,
+}
+
+/// `deadline_exceeded_total` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeadlineLabels {
+    endpoint: &'static str,
+    action: &'static str,
 }
 
 /// `tls_reloads_total` labels.
@@ -77,6 +134,7 @@ struct Metrics {
     in_flight: Gauge<i64, AtomicI64>,
     tls_reloads: Family<ReloadLabels, Counter>,
     cert_expiry: Gauge<i64, AtomicI64>,
+    deadline_exceeded: Family<DeadlineLabels, Counter>,
     registry: Registry,
 }
 
@@ -87,6 +145,7 @@ impl Metrics {
         let in_flight = Gauge::<i64, AtomicI64>::default();
         let tls_reloads = Family::<ReloadLabels, Counter>::default();
         let cert_expiry = Gauge::<i64, AtomicI64>::default();
+        let deadline_exceeded = Family::<DeadlineLabels, Counter>::default();
         let mut registry = Registry::with_prefix("kruntimes_webhook");
         registry.register(
             "reviews",
@@ -113,7 +172,13 @@ impl Metrics {
             "Seconds until the served leaf certificate expires (negative: expired)",
             cert_expiry.clone(),
         );
+        registry.register(
+            "deadline_exceeded",
+            "Reviews not decided within the deadline, by endpoint and the action taken (deny or allow)",
+            deadline_exceeded.clone(),
+        );
         Metrics {
+            deadline_exceeded,
             reviews,
             latency,
             in_flight,
@@ -159,6 +224,8 @@ struct AppState {
     handlers: Handlers,
     metrics: Metrics,
     resolver: Arc<CertResolver>,
+    readiness: Option<Arc<dyn ReadinessCheck>>,
+    deadline_exceeded_policy: DeadlinePolicy,
 }
 
 /// A running server.
@@ -217,19 +284,34 @@ impl Running {
     }
 }
 
-/// Starts the HTTPS and admin servers on the given listeners (bind port 0 in tests and
-/// read the addresses back from [`Running`]).
+/// Starts the HTTPS and admin servers in standalone mode on the given listeners (bind
+/// port 0 in tests and read the addresses back from [`Running`]).
 pub async fn start(
     config: ServeConfig,
+    https: TcpListener,
+    admin: TcpListener,
+) -> anyhow::Result<Running> {
+    let handlers = Handlers::standalone(config.inject.clone(), config.pss_floor);
+    start_with(config, handlers, None, https, admin).await
+}
+
+/// Starts the servers with `handlers` (API mode: reading the cluster caches), ready
+/// once a certificate is loaded and `readiness` (the caches) says so.
+pub async fn start_with(
+    config: ServeConfig,
+    handlers: Handlers,
+    readiness: Option<Arc<dyn ReadinessCheck>>,
     https: TcpListener,
     admin: TcpListener,
 ) -> anyhow::Result<Running> {
     let resolver = Arc::new(CertResolver::default());
     let metrics = Metrics::new();
     let state = Arc::new(AppState {
-        handlers: Handlers::standalone(config.inject.clone(), config.pss_floor),
+        handlers,
         metrics,
         resolver: resolver.clone(),
+        readiness,
+        deadline_exceeded_policy: config.deadline_exceeded_policy,
     });
     let mut tasks = tokio::task::JoinSet::new();
     // First load now (readiness waits for it), then poll.
@@ -308,13 +390,16 @@ fn review_routes(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// The `/validate` and `/mutate` routes alone, on standalone handlers, without TLS or
-/// metrics export: for in-process tests (`Router::oneshot`).
+/// The `/validate` and `/mutate` routes alone, on `handlers`, without TLS or metrics
+/// export, denying reviews that miss their deadline: for in-process tests
+/// (`Router::oneshot`).
 pub fn review_router(handlers: Handlers) -> Router {
     review_routes(Arc::new(AppState {
         handlers,
         metrics: Metrics::new(),
         resolver: Arc::new(CertResolver::default()),
+        readiness: None,
+        deadline_exceeded_policy: DeadlinePolicy::Deny,
     }))
 }
 
@@ -375,12 +460,19 @@ impl Watcher {
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.resolver.is_loaded() {
+    let mut missing = Vec::new();
+    if !state.resolver.is_loaded() {
+        missing.push("no serving certificate loaded".to_owned());
+    }
+    if let Some(why) = state.readiness.as_ref().and_then(|r| r.not_ready()) {
+        missing.push(why);
+    }
+    if missing.is_empty() {
         (StatusCode::OK, "ok\n").into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "no serving certificate loaded\n",
+            format!("{}\n", missing.join("; ")),
         )
             .into_response()
     }
@@ -403,16 +495,18 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
 
 async fn validate(
     State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    answer(&state, Endpoint::Validate, body)
+    answer(state, Endpoint::Validate, query, body).await
 }
 
 async fn mutate(
     State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    answer(&state, Endpoint::Mutate, body)
+    answer(state, Endpoint::Mutate, query, body).await
 }
 
 fn json_error(status: StatusCode, message: String) -> Response {
@@ -431,11 +525,34 @@ fn kind_label(kind: &str) -> &'static str {
     }
 }
 
-fn answer(state: &AppState, endpoint: Endpoint, body: Result<Bytes, BytesRejection>) -> Response {
+/// Decrements `reviews_in_flight` however the request ends (the client may hang up and
+/// drop the future).
+struct InFlight<'a>(&'a Gauge<i64, AtomicI64>);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+async fn answer(
+    state: Arc<AppState>,
+    endpoint: Endpoint,
+    query: Option<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let started = Instant::now();
+    let deadline = decision_deadline(query.as_deref());
     state.metrics.in_flight.inc();
-    let response = decide(state, endpoint, body);
-    state.metrics.in_flight.dec();
+    let _in_flight = InFlight(&state.metrics.in_flight);
+    let mut labels = ReviewLabels {
+        endpoint: endpoint.as_str(),
+        kind: "unknown",
+        operation: "unknown",
+        decision: "error",
+    };
+    let response = decide(&state, endpoint, started, deadline, body, &mut labels).await;
+    state.metrics.reviews.get_or_create(&labels).inc();
     state
         .metrics
         .latency
@@ -443,21 +560,11 @@ fn answer(state: &AppState, endpoint: Endpoint, body: Result<Bytes, BytesRejecti
     response
 }
 
-fn decide(state: &AppState, endpoint: Endpoint, body: Result<Bytes, BytesRejection>) -> Response {
-    let mut labels = ReviewLabels {
-        endpoint: endpoint.as_str(),
-        kind: "unknown",
-        operation: "unknown",
-        decision: "error",
-    };
-    let response = decide_labeled(state, endpoint, body, &mut labels);
-    state.metrics.reviews.get_or_create(&labels).inc();
-    response
-}
-
-fn decide_labeled(
-    state: &AppState,
+async fn decide(
+    state: &Arc<AppState>,
     endpoint: Endpoint,
+    started: Instant,
+    deadline: Duration,
     body: Result<Bytes, BytesRejection>,
     labels: &mut ReviewLabels,
 ) -> Response {
@@ -469,6 +576,7 @@ fn decide_labeled(
         Ok(r) => r,
         Err(e) => return bad_review(&e),
     };
+    drop(body);
     let uid = review
         .request
         .as_ref()
@@ -490,10 +598,45 @@ fn decide_labeled(
         kind = labels.kind,
         operation = labels.operation,
     );
+    // The decision runs on a blocking thread (Pod Security evaluation, schema
+    // compilation and cache lookups are synchronous) so that the deadline can fire
+    // whatever it does; a decision that comes too late is dropped.
+    let decision = tokio::task::spawn_blocking({
+        let state = state.clone();
+        let span = span.clone();
+        move || span.in_scope(|| state.handlers.review(endpoint, review))
+    });
+    let outcome = tokio::time::timeout_at((started + deadline).into(), decision)
+        .instrument(span.clone())
+        .await;
     let _enter = span.enter();
-    let out = match state.handlers.review(endpoint, review) {
-        Ok(out) => out,
-        Err(e) => return bad_review(&e),
+    let out = match outcome {
+        Ok(Ok(Ok(out))) => out,
+        Ok(Ok(Err(e))) => return bad_review(&e),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "the decision task failed");
+            return json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the webhook failed to decide".to_owned(),
+            );
+        }
+        Err(_) => {
+            let policy = state.deadline_exceeded_policy;
+            state
+                .metrics
+                .deadline_exceeded
+                .get_or_create(&DeadlineLabels {
+                    endpoint: endpoint.as_str(),
+                    action: policy.as_str(),
+                })
+                .inc();
+            tracing::warn!(
+                deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
+                action = policy.as_str(),
+                "no decision within the deadline"
+            );
+            deadline_exceeded_answer(&uid, endpoint, policy, deadline)
+        }
     };
     let allowed = out.response.as_ref().is_some_and(|r| r.allowed);
     labels.decision = if allowed { "allowed" } else { "denied" };
@@ -515,8 +658,8 @@ pub enum LogFormat {
     Text,
 }
 
-/// `kruntimes-webhook`: the kruntimes admission webhook (standalone mode only so far:
-/// no Kubernetes API access; API mode is not implemented yet).
+/// `kruntimes-webhook`: the kruntimes admission webhook. API mode (the default) watches
+/// namespaces and Runtimes; `--standalone` needs no Kubernetes API access.
 #[derive(Debug, clap::Parser)]
 #[command(name = "kruntimes-webhook", version)]
 pub struct Args {
@@ -549,11 +692,27 @@ pub struct Args {
     #[arg(long, env = "KRUNTIMES_WEBHOOK_PSS_FLOOR", default_value = "baseline")]
     pub pss_floor: Level,
     /// Run with no Kubernetes API access: namespaces are treated as unlabeled (the
-    /// floor applies) and Runtime lookups are skipped with a warning. Required: API
-    /// mode (namespace reflector, Runtime lookups, self-managed certificates) is not
-    /// implemented yet.
-    #[arg(long, env = "KRUNTIMES_WEBHOOK_STANDALONE")]
+    /// floor applies) and Runtime lookups are skipped with a warning. Without it (API
+    /// mode), namespaces and Runtimes are watched and cached.
+    #[arg(
+        long,
+        env = "KRUNTIMES_WEBHOOK_STANDALONE",
+        conflicts_with = "kubeconfig"
+    )]
     pub standalone: bool,
+    /// Kubeconfig for API mode; without it: KUBECONFIG, ~/.kube/config, then the
+    /// in-cluster service account.
+    #[arg(long, env = "KRUNTIMES_WEBHOOK_KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// What to answer when a review cannot be decided within its deadline (80% of the
+    /// apiserver's ?timeout=): deny or allow.
+    #[arg(
+        long,
+        env = "KRUNTIMES_WEBHOOK_DEADLINE_EXCEEDED_POLICY",
+        value_enum,
+        default_value_t = DeadlinePolicy::Deny
+    )]
+    pub deadline_exceeded_policy: DeadlinePolicy,
     /// The runtimed image injected into Pods: a version tag or a digest, never latest.
     #[arg(long, env = "KRUNTIMES_WEBHOOK_RUNTIMED_IMAGE", default_value_t = crate::inject::default_image())]
     pub runtimed_image: String,
@@ -572,10 +731,6 @@ pub struct Args {
 /// Runs the server until SIGTERM. The rustls crypto provider must be installed first.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.standalone,
-        "API mode (namespace Pod Security labels, Runtime lookups, self-managed certificates) is not implemented yet; run with --standalone"
-    );
-    anyhow::ensure!(
         args.cert_reload_interval_seconds > 0,
         "--cert-reload-interval-seconds must be at least 1"
     );
@@ -586,13 +741,31 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         pss_floor: args.pss_floor,
         inject,
         reload_interval: Duration::from_secs(args.cert_reload_interval_seconds),
+        deadline_exceeded_policy: args.deadline_exceeded_policy,
+    };
+    let handlers = Handlers::standalone(config.inject.clone(), config.pss_floor);
+    let cluster = if args.standalone {
+        None
+    } else {
+        let client = crate::cluster::client(args.kubeconfig.as_deref()).await?;
+        Some(Arc::new(crate::cluster::Cluster::start(client)))
+    };
+    let (handlers, readiness) = match &cluster {
+        None => (handlers, None),
+        Some(c) => (
+            handlers
+                .with_namespaces(c.namespace_levels())
+                .with_runtimes(c.runtimes()),
+            Some(c.clone() as Arc<dyn ReadinessCheck>),
+        ),
     };
     let https = TcpListener::bind(args.bind_address)
         .with_context(|| format!("cannot bind {}", args.bind_address))?;
     let admin = TcpListener::bind(args.admin_bind_address)
         .with_context(|| format!("cannot bind {}", args.admin_bind_address))?;
-    let running = start(config, https, admin).await?;
-    tracing::info!(addr = %running.addr, admin_addr = %running.admin_addr, "serving (standalone)");
+    let running = start_with(config, handlers, readiness, https, admin).await?;
+    let mode = if args.standalone { "standalone" } else { "api" };
+    tracing::info!(addr = %running.addr, admin_addr = %running.admin_addr, mode, "serving");
     running.run_until_signal().await
 }
 
@@ -677,16 +850,54 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn api_mode_is_refused_as_not_implemented() {
+    async fn api_mode_is_the_default_and_needs_a_readable_kubeconfig() {
         use clap::Parser;
         let args = Args::try_parse_from([
             "kruntimes-webhook",
             "--tls-cert-file=a",
             "--tls-private-key-file=b",
+            "--kubeconfig=/nonexistent/kubeconfig",
         ])
         .unwrap();
-        let error = run(args).await.unwrap_err().to_string();
-        assert!(error.contains("not implemented yet"), "{error}");
+        assert!(!args.standalone);
+        assert_eq!(args.deadline_exceeded_policy, DeadlinePolicy::Deny);
+        let error = format!("{:#}", run(args).await.unwrap_err());
+        assert!(
+            error.contains("cannot read kubeconfig /nonexistent/kubeconfig"),
+            "{error}"
+        );
+        assert!(
+            Args::try_parse_from([
+                "kruntimes-webhook",
+                "--tls-cert-file=a",
+                "--tls-private-key-file=b",
+                "--standalone",
+                "--kubeconfig=k",
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn the_deadline_is_80_percent_of_the_apiserver_timeout() {
+        let d = |q: Option<&str>| decision_deadline(q);
+        assert_eq!(d(Some("timeout=10s")), Duration::from_secs(8));
+        assert_eq!(d(Some("timeout=1s")), Duration::from_millis(800));
+        assert_eq!(d(Some("a=b&timeout=9.5s")), Duration::from_millis(7600));
+        assert_eq!(d(Some("timeout=500ms")), Duration::from_millis(400));
+        // Absent, unreadable or zero: the default 10 s.
+        for q in [
+            None,
+            Some(""),
+            Some("timeout=soon"),
+            Some("timeout=0s"),
+            Some("timeout=-1s"),
+        ] {
+            assert_eq!(d(q), Duration::from_secs(8), "{q:?}");
+        }
+        // At the largest timeoutSeconds, and one over: clamped.
+        assert_eq!(d(Some("timeout=30s")), Duration::from_secs(24));
+        assert_eq!(d(Some("timeout=31s")), Duration::from_secs(24));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The server for real: TLS on loopback with rcgen certificates, a rustls client that
-//! trusts only the test CA, body limits, broken bodies, certificate rotation.
+//! trusts only the test CA, body limits, broken bodies, certificate rotation, HTTP/2
+//! through ALPN, and the decision deadline with a Runtime lookup that does not return.
 
 // Tests fail loudly (clippy.toml allows unwrap/expect/panic in tests; helpers too).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -7,15 +8,16 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use kruntimes_pss::Level;
-use kruntimes_webhook::admission::MAX_REVIEW_BYTES;
+use kruntimes_webhook::admission::{DeadlinePolicy, Handlers, Lookup, MAX_REVIEW_BYTES, Runtimes};
 use kruntimes_webhook::inject::InjectConfig;
-use kruntimes_webhook::server::{Running, ServeConfig, start};
+use kruntimes_webhook::server::{Running, ServeConfig, start, start_with};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
@@ -65,6 +67,11 @@ async fn stop(s: Server) {
 }
 
 async fn server(ca: &Ca) -> Server {
+    server_with(ca, None, DeadlinePolicy::Deny).await
+}
+
+/// A server on `handlers` (standalone ones when `None`).
+async fn server_with(ca: &Ca, handlers: Option<Handlers>, policy: DeadlinePolicy) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let cert_file = dir.path().join("tls.crt");
     let key_file = dir.path().join("tls.key");
@@ -77,10 +84,14 @@ async fn server(ca: &Ca) -> Server {
         pss_floor: Level::Baseline,
         inject: InjectConfig::default(),
         reload_interval: Duration::from_millis(50),
+        deadline_exceeded_policy: policy,
     };
     let https = TcpListener::bind("127.0.0.1:0").unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").unwrap();
-    let running = start(config, https, admin).await.unwrap();
+    let running = match handlers {
+        None => start(config, https, admin).await.unwrap(),
+        Some(h) => start_with(config, h, None, https, admin).await.unwrap(),
+    };
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.issuer.der().clone()).unwrap();
     let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -342,4 +353,157 @@ async fn rotating_the_certificate_files_fails_no_request() {
         "{metrics}"
     );
     assert_eq!(admin_get(s.running.admin_addr, "/readyz").await.0, 200);
+}
+
+#[tokio::test]
+async fn http2_is_negotiated_with_alpn_and_answers_reviews() {
+    let ca = Ca::new();
+    let s = server(&ca).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.issuer.der().clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    // What the apiserver's Go client offers.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(s.running.addr)
+        .await
+        .unwrap();
+    let tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    // Two reviews on the one HTTP/2 connection, as concurrent streams.
+    let send = |path: &'static str, body: Vec<u8>| {
+        let mut sender = sender.clone();
+        async move {
+            let request = hyper::Request::post(format!("https://localhost{path}"))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap();
+            let response = sender.send_request(request).await.unwrap();
+            let version = response.version();
+            let status = response.status().as_u16();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (
+                version,
+                status,
+                serde_json::from_slice::<Value>(&body).unwrap(),
+            )
+        }
+    };
+    let (validate, mutate) = tokio::join!(
+        send(
+            "/validate?timeout=10s",
+            fixture("workflow-create-invalid.json")
+        ),
+        send("/mutate?timeout=10s", fixture("pod-create-runtime.json")),
+    );
+    let (version, status, review) = validate;
+    assert_eq!(version, hyper::Version::HTTP_2);
+    assert_eq!(status, 200);
+    assert_eq!(
+        review["response"]["uid"],
+        "4b4c6a2e-0c1f-4f6e-9f3b-000000000001"
+    );
+    assert_eq!(review["response"]["allowed"], false);
+    assert_eq!(review["response"]["status"]["code"], 422);
+    let (version, status, review) = mutate;
+    assert_eq!(version, hyper::Version::HTTP_2);
+    assert_eq!(status, 200);
+    assert_eq!(review["response"]["allowed"], true);
+    assert_eq!(review["response"]["patchType"], "JSONPatch");
+    stop(s).await;
+}
+
+/// A Runtime lookup that does not return until released (at most 60 s, so a broken
+/// test cannot hang forever): stands for a cache or API that stalls.
+#[derive(Default)]
+struct Stalled {
+    released: AtomicBool,
+    calls: AtomicUsize,
+}
+
+impl Runtimes for Stalled {
+    fn lookup(&self, _namespace: &str, _name: &str) -> Lookup {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let started = Instant::now();
+        while !self.released.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Lookup::NotFound
+    }
+}
+
+async fn deadline_case(policy: DeadlinePolicy) -> (Value, String) {
+    let ca = Ca::new();
+    let stalled = Arc::new(Stalled::default());
+    let handlers = Handlers::standalone(InjectConfig::default(), Level::Baseline)
+        .with_runtimes(stalled.clone());
+    let s = server_with(&ca, Some(handlers), policy).await;
+    let (status, body, _) = post(&s, "/validate?timeout=1s", fixture("run-create.json"))
+        .await
+        .unwrap();
+    // The answer came while the lookup was still blocked: the deadline decided it.
+    assert_eq!(stalled.calls.load(Ordering::SeqCst), 1);
+    assert!(!stalled.released.load(Ordering::SeqCst));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let review: Value = serde_json::from_slice(&body).unwrap();
+    let (_, metrics) = admin_get(s.running.admin_addr, "/metrics").await;
+    stalled.released.store(true, Ordering::SeqCst);
+    stop(s).await;
+    assert_eq!(
+        review["response"]["uid"], "4b4c6a2e-0c1f-4f6e-9f3b-000000000004",
+        "{review}"
+    );
+    (review["response"].clone(), metrics)
+}
+
+#[tokio::test]
+async fn a_review_past_its_deadline_is_denied_by_default() {
+    let (response, metrics) = deadline_case(DeadlinePolicy::Deny).await;
+    assert_eq!(response["allowed"], false, "{response}");
+    assert_eq!(response["status"]["code"], 504);
+    assert_eq!(response["status"]["reason"], "Timeout");
+    let message = response["status"]["message"].as_str().unwrap();
+    // ?timeout=1s: 80% of it.
+    assert!(message.contains("within its 800 ms deadline"), "{message}");
+    assert!(
+        metrics.contains(
+            "kruntimes_webhook_deadline_exceeded_total{endpoint=\"validate\",action=\"deny\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "kruntimes_webhook_reviews_total{endpoint=\"validate\",kind=\"Run\",operation=\"CREATE\",decision=\"denied\"} 1"
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_review_past_its_deadline_can_be_allowed_with_a_warning() {
+    let (response, metrics) = deadline_case(DeadlinePolicy::Allow).await;
+    assert_eq!(response["allowed"], true, "{response}");
+    let warning = response["warnings"][0].as_str().unwrap();
+    assert!(warning.contains("allowed unchecked"), "{warning}");
+    assert!(
+        metrics.contains(
+            "kruntimes_webhook_deadline_exceeded_total{endpoint=\"validate\",action=\"allow\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("action=\"deny\""), "{metrics}");
 }

@@ -2,6 +2,7 @@
 //! violation, never just the first, each with a Kubernetes-style field path. The
 //! webhook, the controller and `krt check` all call these.
 
+pub mod against_runtime;
 mod dag;
 pub mod document;
 pub mod git;
@@ -36,6 +37,10 @@ impl Validate for Runtime {
         // Runtime names become the value of the kruntimes.io/runtime label: a label.
         let mut v = check_object_name(self.meta(), names::check_dns1123_label);
         v.extend(check_runtime_spec(&self.spec, &FieldPath::root("spec")));
+        v.extend(against_runtime::check_input_schema(
+            &self.spec,
+            &FieldPath::root("spec"),
+        ));
         v
     }
 }

@@ -1,0 +1,520 @@
+//! API mode: the namespace and Runtime reflectors fed by a mocked API server (tower-test
+//! `mock::pair`, as kube-rs's controller-rs tests do), then reviews whose answers depend
+//! on namespace labels and Runtimes; the same rules with stores filled directly; and
+//! `/readyz` waiting for both caches.
+
+// Tests fail loudly (clippy.toml allows unwrap/expect/panic in tests; helpers too).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::Namespace;
+use kruntimes_api::v1alpha1::Runtime;
+use kruntimes_pss::Level;
+use kruntimes_webhook::admission::{DeadlinePolicy, Endpoint, Handlers, Lookup, Runtimes};
+use kruntimes_webhook::cluster::{Cluster, NamespaceCache, RuntimeCache};
+use kruntimes_webhook::inject::InjectConfig;
+use kruntimes_webhook::server::{ReadinessCheck, ServeConfig, start_with};
+use kube::Client;
+use kube::client::Body;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector;
+use kube::runtime::watcher::Event;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))).unwrap()
+}
+
+fn namespaces() -> Vec<Value> {
+    vec![
+        json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": {"name": "strict", "resourceVersion": "11",
+                "labels": {"kubernetes.io/metadata.name": "strict",
+                    "pod-security.kubernetes.io/enforce": "restricted"}}}),
+        json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": {"name": "team-a", "resourceVersion": "12",
+                "labels": {"kubernetes.io/metadata.name": "team-a"}}}),
+    ]
+}
+
+/// The Runtime `bash` of namespace team-a: Runs up to 10 minutes, input `{"n": int}`,
+/// git from github.com only.
+fn runtime_bash() -> Value {
+    json!({
+        "apiVersion": "kruntimes.io/v1alpha1", "kind": "Runtime",
+        "metadata": {"name": "bash", "namespace": "team-a", "uid": "rt-uid-1",
+            "generation": 3, "resourceVersion": "21"},
+        "spec": {
+            "template": {"spec": {"containers": [{"name": "main", "image": "bash:5"}]}},
+            "limits": {"maxTimeout": "10m"},
+            "inputSchema": {"type": "object", "required": ["n"],
+                "properties": {"n": {"type": "integer"}}},
+            "git": {"allowedHosts": ["github.com"]},
+        },
+    })
+}
+
+/// Every request the mocked API server saw: (method, path and query, Accept header).
+type Seen = Arc<Mutex<Vec<(String, String, String)>>>;
+
+/// Answers the reflectors' list requests (after `gate` is notified) and holds their
+/// watch requests open without events, as an API server with no changes does.
+async fn api_server(
+    mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>,
+    gate: Arc<Notify>,
+    seen: Seen,
+) {
+    gate.notified().await;
+    let mut watches = Vec::new();
+    while let Some((request, send)) = handle.next_request().await {
+        let uri = request.uri().to_string();
+        let accept = request
+            .headers()
+            .get("accept")
+            .map(|a| a.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        seen.lock()
+            .unwrap()
+            .push((request.method().to_string(), uri.clone(), accept));
+        assert_eq!(request.method(), "GET", "{uri}");
+        if uri.contains("watch=true") {
+            watches.push(send);
+            continue;
+        }
+        let list = if uri.starts_with("/api/v1/namespaces?") {
+            json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+                "metadata": {"resourceVersion": "100"}, "items": namespaces()})
+        } else if uri.starts_with("/apis/kruntimes.io/v1alpha1/runtimes?") {
+            json!({"apiVersion": "kruntimes.io/v1alpha1", "kind": "RuntimeList",
+                "metadata": {"resourceVersion": "200"}, "items": [runtime_bash()]})
+        } else {
+            panic!("unexpected request {uri}");
+        };
+        send.send_response(
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&list).unwrap()))
+                .unwrap(),
+        );
+    }
+}
+
+struct Mocked {
+    cluster: Arc<Cluster>,
+    gate: Arc<Notify>,
+    seen: Seen,
+    server: tokio::task::JoinHandle<()>,
+}
+
+fn mocked_cluster() -> Mocked {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let gate = Arc::new(Notify::new());
+    let seen = Seen::default();
+    let server = tokio::spawn(api_server(handle, gate.clone(), seen.clone()));
+    Mocked {
+        cluster: Arc::new(Cluster::start(client)),
+        gate,
+        seen,
+        server,
+    }
+}
+
+async fn wait_synced(cluster: &Cluster) {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !cluster.is_synced() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("both caches synced within 30 s");
+}
+
+fn api_handlers(
+    namespaces: Arc<dyn kruntimes_webhook::admission::NamespaceLevels>,
+    runtimes: Arc<dyn Runtimes>,
+) -> Handlers {
+    Handlers::standalone(InjectConfig::default(), Level::Baseline)
+        .with_namespaces(namespaces)
+        .with_runtimes(runtimes)
+}
+
+/// The response of `handlers` to `review`.
+fn respond(handlers: &Handlers, review: Value) -> Value {
+    let review = serde_json::from_value(review).unwrap();
+    let out = handlers.review(Endpoint::Validate, review).unwrap();
+    serde_json::to_value(out).unwrap()["response"].clone()
+}
+
+/// run-create.json (Run "hello" in team-a, Runtime "bash", timeout 1m) with its spec
+/// changed by `edit`.
+fn run_review(edit: impl FnOnce(&mut Value)) -> Value {
+    let mut review = fixture("run-create.json");
+    edit(&mut review["request"]["object"]["spec"]);
+    review
+}
+
+fn causes(response: &Value) -> Vec<(String, String)> {
+    response["status"]["details"]["causes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| {
+                    (
+                        c["field"].as_str().unwrap().to_owned(),
+                        c["message"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The reviews every API-mode source of namespaces and Runtimes must answer alike.
+fn check_reviews(handlers: &Handlers) {
+    // Pod Security from the namespace's labels: `strict` enforces restricted, so a
+    // template that only meets baseline is refused there and allowed in team-a.
+    let r = respond(
+        handlers,
+        fixture("runtime-create-restricted-namespace.json"),
+    );
+    assert_eq!(r["allowed"], false, "{r}");
+    let message = r["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("violates PodSecurity \"restricted:latest\""),
+        "{message}"
+    );
+    let mut unlabeled = fixture("runtime-create-restricted-namespace.json");
+    unlabeled["request"]["namespace"] = json!("team-a");
+    unlabeled["request"]["object"]["metadata"]["namespace"] = json!("team-a");
+    let r = respond(handlers, unlabeled);
+    assert_eq!(r["allowed"], true, "{r}");
+
+    // A valid Run: allowed, and no standalone warning.
+    let r = respond(handlers, run_review(|_| {}));
+    assert_eq!(r["allowed"], true, "{r}");
+    assert!(r.get("warnings").is_none_or(Value::is_null), "{r}");
+
+    // timeout: 10m is the Runtime's maxTimeout; 10m1s is over.
+    let r = respond(handlers, run_review(|s| s["timeout"] = json!("10m")));
+    assert_eq!(r["allowed"], true, "{r}");
+    let r = respond(handlers, run_review(|s| s["timeout"] = json!("10m1s")));
+    assert_eq!(r["allowed"], false, "{r}");
+    assert_eq!(r["status"]["code"], 422);
+    assert_eq!(
+        causes(&r),
+        [(
+            "spec.timeout".to_owned(),
+            "Invalid value: \"10m1s\" (must not exceed the Runtime's limits.maxTimeout (10m))"
+                .to_owned()
+        )]
+    );
+
+    // input against the inputSchema: every error with its path inside the input.
+    let r = respond(
+        handlers,
+        run_review(|s| s["input"] = json!({"n": "three", "m": 1})),
+    );
+    assert_eq!(r["allowed"], false, "{r}");
+    let c = causes(&r);
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert_eq!(c[0].0, "spec.input");
+    assert!(
+        c[0].1
+            .contains("at /n: \"three\" is not of type \"integer\""),
+        "{c:?}"
+    );
+    let r = respond(handlers, run_review(|s| s["input"] = json!([])));
+    assert_eq!(r["allowed"], false, "{r}");
+    assert!(causes(&r)[0].1.contains("at /:"), "{r}");
+    let r = respond(handlers, run_review(|s| s["input"] = json!({"n": 3})));
+    assert_eq!(r["allowed"], true, "{r}");
+
+    // git: github.com is allowed, gitlab.com is not.
+    let git = |url: &'static str| {
+        run_review(move |s| {
+            let spec = s.as_object_mut().unwrap();
+            spec.remove("script");
+            spec.insert("git".into(), json!({"url": url}));
+            spec.insert("entrypoint".into(), json!("main.sh"));
+        })
+    };
+    let r = respond(handlers, git("https://github.com/org/repo"));
+    assert_eq!(r["allowed"], true, "{r}");
+    let r = respond(handlers, git("https://gitlab.com/org/repo"));
+    assert_eq!(r["allowed"], false, "{r}");
+    let c = causes(&r);
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert_eq!(c[0].0, "spec.git.url");
+    assert!(c[0].1.starts_with("Forbidden: \"gitlab.com\""), "{c:?}");
+
+    // A Runtime that does not exist (yet): a warning, not a denial.
+    let r = respond(
+        handlers,
+        run_review(|s| s["runtimeRef"]["name"] = json!("python")),
+    );
+    assert_eq!(r["allowed"], true, "{r}");
+    assert_eq!(
+        r["warnings"],
+        json!(["Runtime \"python\" not found in \"team-a\": timeout, input and git not checked"])
+    );
+    // Same name, other namespace: not found either.
+    let mut elsewhere = run_review(|_| {});
+    elsewhere["request"]["namespace"] = json!("strict");
+    elsewhere["request"]["object"]["metadata"]["namespace"] = json!("strict");
+    let r = respond(handlers, elsewhere);
+    assert_eq!(r["allowed"], true, "{r}");
+    assert!(
+        r["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("not found in \"strict\""),
+        "{r}"
+    );
+
+    // A Workflow step: the same rules at the step's path.
+    let mut wf = fixture("workflow-create-invalid.json");
+    wf["request"]["namespace"] = json!("team-a");
+    let object = &mut wf["request"]["object"];
+    object["metadata"]["namespace"] = json!("team-a");
+    object["spec"] = json!({"jobs": [{"name": "build", "steps": [
+        {"name": "ok", "run": {"runtimeRef": {"name": "bash"}, "interpreter": "bash",
+            "script": "true", "timeout": "5m"}},
+        {"name": "long", "run": {"runtimeRef": {"name": "bash"}, "interpreter": "bash",
+            "script": "true", "timeout": "1h"}},
+    ]}]});
+    let r = respond(handlers, wf);
+    assert_eq!(r["allowed"], false, "{r}");
+    let c = causes(&r);
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert_eq!(c[0].0, "spec.jobs[0].steps[1].run.timeout");
+
+    // Cancelling a Run is not checked against the Runtime again: the Runtime may have
+    // lowered its maxTimeout since the Run was admitted.
+    let mut cancel = fixture("run-update-cancel.json");
+    cancel["request"]["namespace"] = json!("team-a");
+    for object in ["object", "oldObject"] {
+        cancel["request"][object]["spec"]["runtimeRef"]["name"] = json!("bash");
+        cancel["request"][object]["spec"]["timeout"] = json!("1h");
+    }
+    let r = respond(handlers, cancel);
+    assert_eq!(r["allowed"], true, "{r}");
+}
+
+#[tokio::test]
+async fn reflectors_from_a_mocked_api_server_drive_the_reviews() {
+    let m = mocked_cluster();
+    assert!(!m.cluster.is_synced());
+    m.gate.notify_one();
+    wait_synced(&m.cluster).await;
+    let handlers = api_handlers(m.cluster.namespace_levels(), m.cluster.runtimes());
+    let requests_after_sync = m.seen.lock().unwrap().len();
+    check_reviews(&handlers);
+
+    let seen = m.seen.lock().unwrap().clone();
+    // Reviews read the caches: no API request was made for any of them.
+    assert_eq!(seen.len(), requests_after_sync, "{seen:#?}");
+    // One list and one watch per cache; the namespace one asks for metadata only.
+    let lists: Vec<&(String, String, String)> = seen
+        .iter()
+        .filter(|(_, uri, _)| !uri.contains("watch=true"))
+        .collect();
+    assert_eq!(lists.len(), 2, "{seen:#?}");
+    let namespace_list = lists
+        .iter()
+        .find(|(_, uri, _)| uri.starts_with("/api/v1/namespaces?"))
+        .unwrap();
+    assert!(
+        namespace_list.2.contains("as=PartialObjectMetadataList"),
+        "{namespace_list:?}"
+    );
+    assert!(
+        lists
+            .iter()
+            .any(|(_, uri, _)| uri.starts_with("/apis/kruntimes.io/v1alpha1/runtimes?")),
+        "{seen:#?}"
+    );
+    m.server.abort();
+    Arc::try_unwrap(m.cluster).unwrap().shutdown().await;
+}
+
+#[test]
+fn stores_filled_directly_give_the_same_answers() {
+    let (ns_store, mut ns_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+    ns_writer.apply_watcher_event(&Event::Init);
+    for ns in namespaces() {
+        ns_writer.apply_watcher_event(&Event::InitApply(serde_json::from_value(ns).unwrap()));
+    }
+    ns_writer.apply_watcher_event(&Event::InitDone);
+    let (rt_store, mut rt_writer) = reflector::store::<Runtime>();
+    rt_writer.apply_watcher_event(&Event::Init);
+    rt_writer.apply_watcher_event(&Event::InitApply(
+        serde_json::from_value(runtime_bash()).unwrap(),
+    ));
+    rt_writer.apply_watcher_event(&Event::InitDone);
+    let handlers = api_handlers(
+        Arc::new(NamespaceCache(ns_store)),
+        Arc::new(RuntimeCache {
+            store: rt_store,
+            synced: Arc::new(AtomicBool::new(true)),
+        }),
+    );
+    check_reviews(&handlers);
+
+    // A map of Runtimes works as a source too (what `krt` can use offline).
+    let runtime: Runtime = serde_json::from_value(runtime_bash()).unwrap();
+    let map = BTreeMap::from([(("team-a".to_owned(), "bash".to_owned()), runtime)]);
+    let labels: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::from([(
+        "strict".to_owned(),
+        BTreeMap::from([(
+            "pod-security.kubernetes.io/enforce".to_owned(),
+            "restricted".to_owned(),
+        )]),
+    )]);
+    check_reviews(&api_handlers(Arc::new(labels), Arc::new(map)));
+}
+
+#[test]
+fn a_runtime_cache_not_synced_yet_warns_instead_of_denying() {
+    let (store, _writer) = reflector::store::<Runtime>();
+    let cache = RuntimeCache {
+        store,
+        synced: Arc::new(AtomicBool::new(false)),
+    };
+    assert!(matches!(cache.lookup("team-a", "bash"), Lookup::NotSynced));
+    let handlers = api_handlers(
+        Arc::new(kruntimes_webhook::admission::Unlabeled),
+        Arc::new(cache),
+    );
+    let r = respond(&handlers, run_review(|s| s["timeout"] = json!("23h")));
+    assert_eq!(r["allowed"], true, "{r}");
+    assert_eq!(
+        r["warnings"],
+        json!(["Runtime cache not synced yet: \"bash\" not checked (timeout, input, git)"])
+    );
+}
+
+async fn readyz(addr: std::net::SocketAddr) -> (u16, String) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let request = hyper::Request::get("/readyz")
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn readyz_waits_for_tls_and_both_caches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let m = mocked_cluster();
+    let handlers = api_handlers(m.cluster.namespace_levels(), m.cluster.runtimes());
+    let config = ServeConfig {
+        cert_file: cert_file.clone(),
+        key_file: key_file.clone(),
+        pss_floor: Level::Baseline,
+        inject: InjectConfig::default(),
+        reload_interval: Duration::from_millis(20),
+        deadline_exceeded_policy: DeadlinePolicy::Deny,
+    };
+    let readiness: Arc<dyn ReadinessCheck> = m.cluster.clone();
+    let running = start_with(
+        config,
+        handlers,
+        Some(readiness),
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+    )
+    .await
+    .unwrap();
+    // Neither the certificate nor the caches yet.
+    let (status, body) = readyz(running.admin_addr).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("no serving certificate loaded"), "{body}");
+    assert!(body.contains("runtimes cache not synced"), "{body}");
+
+    // The certificate, but not the caches: still 503.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let body = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let (status, body) = readyz(running.admin_addr).await;
+            assert_eq!(status, 503, "{body}");
+            if !body.contains("certificate") {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("certificate loaded within 30 s");
+    assert!(body.contains("namespaces cache not synced"), "{body}");
+
+    // The API server answers: ready.
+    m.gate.notify_one();
+    wait_synced(&m.cluster).await;
+    assert_eq!(readyz(running.admin_addr).await, (200, "ok\n".to_owned()));
+    running.shutdown(Duration::from_secs(5)).await.unwrap();
+    m.server.abort();
+}
+
+#[test]
+fn the_registration_in_the_docs_is_the_deployed_one() {
+    let root = format!("{}/..", env!("CARGO_MANIFEST_DIR"));
+    let deployed =
+        std::fs::read_to_string(format!("{root}/deploy/webhook-configurations.yaml")).unwrap();
+    let docs = std::fs::read_to_string(format!("{root}/docs/webhook.md")).unwrap();
+    let section = docs
+        .split("## Registering the webhook")
+        .nth(1)
+        .expect("docs/webhook.md has a Registering the webhook section");
+    assert!(
+        section.contains(&format!("```yaml\n{deployed}```")),
+        "docs/webhook.md and deploy/webhook-configurations.yaml differ"
+    );
+    // The choices the docs explain, read back from the YAML itself.
+    let objects: Vec<Value> = deployed
+        .split("\n---\n")
+        .map(|d| serde_norway::from_str(d).unwrap())
+        .collect();
+    assert_eq!(objects.len(), 2);
+    for object in &objects {
+        assert_eq!(
+            object["metadata"]["labels"]["kruntimes.io/ca-bundle"],
+            "self-managed"
+        );
+        for webhook in object["webhooks"].as_array().unwrap() {
+            assert_eq!(webhook["failurePolicy"], "Fail");
+            assert_eq!(webhook["sideEffects"], "None");
+            assert_eq!(webhook["admissionReviewVersions"], json!(["v1"]));
+            assert_eq!(
+                webhook["namespaceSelector"]["matchExpressions"][0]["values"],
+                json!(["kube-system", "kruntimes-system"])
+            );
+        }
+    }
+    assert_eq!(objects[1]["webhooks"][0]["reinvocationPolicy"], "IfNeeded");
+}
