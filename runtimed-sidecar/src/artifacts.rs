@@ -481,8 +481,13 @@ pub fn build_store(
         .with_access_key_id(&credentials.access_key_id)
         .with_secret_access_key(&credentials.secret_access_key)
         .with_virtual_hosted_style_request(false)
-        .with_allow_http(store.endpoint.starts_with("http://"))
-        .with_client_options(ClientOptions::new().with_timeout(UPLOAD_TIMEOUT))
+        // allow_http is one of the client options: set both at once (a later
+        // with_client_options would reset it).
+        .with_client_options(
+            ClientOptions::new()
+                .with_timeout(UPLOAD_TIMEOUT)
+                .with_allow_http(store.endpoint.starts_with("http://")),
+        )
         .with_retry(RetryConfig {
             max_retries: MAX_RETRIES,
             ..RetryConfig::default()
@@ -555,7 +560,7 @@ pub async fn upload(
                     size: matched.size,
                     sha256,
                 }),
-                Ok(Err(e)) => Err(fail(e.to_string())),
+                Ok(Err(e)) => Err(fail(error_chain(&e))),
                 Err(_) => Err(fail(format!("no answer within {UPLOAD_TIMEOUT:?}"))),
             }
         }
@@ -594,7 +599,7 @@ async fn rollback(store: &dyn ObjectStore, keys: Vec<ObjectPath>) -> String {
         match tokio::time::timeout(DELETE_TIMEOUT, store.delete(key)).await {
             Ok(Ok(())) | Ok(Err(object_store::Error::NotFound { .. })) => {}
             Ok(Err(e)) => {
-                tracing::warn!(%key, error = %e, "artifact rollback: delete failed");
+                tracing::warn!(%key, error = error_chain(&e), "artifact rollback: delete failed");
                 left.push(key.to_string());
             }
             Err(_) => left.push(key.to_string()),
@@ -605,6 +610,22 @@ async fn rollback(store: &dyn ObjectStore, keys: Vec<ObjectPath>) -> String {
     } else {
         format!("rollback incomplete: could not delete {}", left.join(", "))
     }
+}
+
+/// An error and its causes, `: `-separated (object_store's own message hides the
+/// cause, such as "connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
