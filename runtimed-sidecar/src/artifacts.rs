@@ -737,12 +737,15 @@ impl Uploads {
     }
 
     /// After the agent accepted the Run: watches it and uploads when it is terminal.
-    /// Idempotent on the run uid: a Run already tracked is not watched twice.
+    /// Idempotent on the run uid: a Run already tracked is not watched twice. `created`
+    /// is the agent's answer; an untracked Run the agent already had (this sidecar
+    /// restarted) is watched too, so its upload still happens if its workspace is there.
     pub fn track(
         self: &Arc<Self>,
         agent: RuntimedClient<Channel>,
         run_uid: String,
         request: proto::ArtifactRequest,
+        created: bool,
     ) {
         {
             let mut runs = lock(&self.runs);
@@ -776,7 +779,7 @@ impl Uploads {
             );
         }
         let this = self.clone();
-        tokio::spawn(async move { this.run(agent, run_uid, request).await });
+        tokio::spawn(async move { this.run(agent, run_uid, request, created).await });
     }
 
     fn set(&self, run_uid: &str, f: impl FnOnce(&mut Tracked)) {
@@ -790,6 +793,7 @@ impl Uploads {
         mut agent: RuntimedClient<Channel>,
         run_uid: String,
         request: proto::ArtifactRequest,
+        created: bool,
     ) {
         let Some(execution) = wait_terminal(&mut agent, &run_uid).await else {
             self.set(&run_uid, |t| {
@@ -804,7 +808,17 @@ impl Uploads {
             Some(root) => root.join(&run_uid),
             None => PathBuf::from(&execution.workspace),
         };
-        let outcome = if execution.workspace.is_empty() {
+        let outcome = if execution.workspace.is_empty() && !created {
+            // Released by an earlier sidecar process, whose result was lost with it.
+            self.set(&run_uid, |t| {
+                t.state = proto::ArtifactsState::Failed;
+                t.reason = "ArtifactStateLost".into();
+                t.message = "the workspace was already released by an earlier sidecar; \
+                    whether its upload succeeded is unknown here"
+                    .into();
+            });
+            return;
+        } else if execution.workspace.is_empty() {
             Err(ArtifactError::ReadFailed {
                 path: workspace.display().to_string(),
                 reason: "the workspace no longer exists (never created, or already deleted)".into(),
