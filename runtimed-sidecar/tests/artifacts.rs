@@ -313,16 +313,30 @@ async fn connect(
     panic!("nothing listened on {}", socket.display());
 }
 
-#[tokio::test]
-async fn end_to_end_a_run_uploads_its_artifact_then_loses_its_workspace() {
-    let server = S3Server::start();
-    server.create_bucket("runs");
+/// A real `runtimed agent` and `runtimed sidecar` (with the test server's credentials in
+/// a mounted-Secret-like directory), and clients of both.
+struct Pod {
+    _agent: Child,
+    _sidecar: Child,
+    _creds: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    agent: kruntimes_runtimed::grpc::RuntimedClient<tonic::transport::Channel>,
+    sidecar: kruntimes_runtimed::grpc::RuntimedClient<tonic::transport::Channel>,
+}
+
+impl Pod {
+    fn workspace_root(&self) -> std::path::PathBuf {
+        self.dir.path().join("ws")
+    }
+}
+
+async fn start_pod(server: &S3Server) -> Pod {
     let (creds_dir, _) = server.credentials_dir();
     let dir = tempfile::tempdir().unwrap();
     let agent_socket = dir.path().join("agent.sock");
     let sidecar_socket = dir.path().join("sidecar.sock");
     let workspace_root = dir.path().join("ws");
-    let _agent = Child(
+    let agent = Child(
         tokio::process::Command::new(RUNTIMED)
             .args(["agent", "--socket"])
             .arg(&agent_socket)
@@ -333,7 +347,7 @@ async fn end_to_end_a_run_uploads_its_artifact_then_loses_its_workspace() {
             .spawn()
             .unwrap(),
     );
-    let _sidecar = Child(
+    let sidecar = Child(
         tokio::process::Command::new(RUNTIMED)
             .args(["sidecar", "--listen"])
             .arg(&sidecar_socket)
@@ -348,8 +362,52 @@ async fn end_to_end_a_run_uploads_its_artifact_then_loses_its_workspace() {
             .spawn()
             .unwrap(),
     );
-    let mut agent = connect(&agent_socket).await;
-    let mut sidecar = connect(&sidecar_socket).await;
+    let agent_client = connect(&agent_socket).await;
+    let sidecar_client = connect(&sidecar_socket).await;
+    Pod {
+        _agent: agent,
+        _sidecar: sidecar,
+        _creds: creds_dir,
+        dir,
+        agent: agent_client,
+        sidecar: sidecar_client,
+    }
+}
+
+/// Polls Status through the sidecar until the artifacts are done and the workspace
+/// released.
+async fn artifacts_done(
+    sidecar: &mut kruntimes_runtimed::grpc::RuntimedClient<tonic::transport::Channel>,
+    id: &str,
+) -> proto::Execution {
+    loop {
+        let status = sidecar
+            .status(proto::StatusRequest {
+                execution_id: id.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let state = proto::ArtifactsState::try_from(status.artifacts_state).unwrap();
+        assert_ne!(state, proto::ArtifactsState::Unspecified);
+        if matches!(
+            state,
+            proto::ArtifactsState::Uploaded | proto::ArtifactsState::Failed
+        ) && status.workspace.is_empty()
+        {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn end_to_end_a_run_uploads_its_artifact_then_loses_its_workspace() {
+    let server = S3Server::start();
+    server.create_bucket("runs");
+    let mut pod = start_pod(&server).await;
+    let workspace_root = pod.workspace_root();
+    let (agent, sidecar) = (&mut pod.agent, &mut pod.sidecar);
     let content = "{\"ok\": true}\n";
     let execute = proto::ExecuteRequest {
         run_uid: "e2e-uid".into(),
@@ -382,25 +440,7 @@ async fn end_to_end_a_run_uploads_its_artifact_then_loses_its_workspace() {
     let again = sidecar.execute(execute).await.unwrap().into_inner();
     assert!(!again.created);
 
-    let status = loop {
-        let status = sidecar
-            .status(proto::StatusRequest {
-                execution_id: "e2e-uid".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let state = proto::ArtifactsState::try_from(status.artifacts_state).unwrap();
-        assert_ne!(state, proto::ArtifactsState::Unspecified);
-        if matches!(
-            state,
-            proto::ArtifactsState::Uploaded | proto::ArtifactsState::Failed
-        ) && status.workspace.is_empty()
-        {
-            break status;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = artifacts_done(sidecar, "e2e-uid").await;
     assert_eq!(status.phase, proto::Phase::Succeeded as i32);
     assert_eq!(
         status.artifacts_state,
@@ -454,4 +494,37 @@ async fn end_to_end_a_run_uploads_its_artifact_then_loses_its_workspace() {
         .await
         .unwrap_err();
     assert_eq!(gone.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
+async fn end_to_end_over_the_limit_uploads_nothing_and_still_releases_the_workspace() {
+    let server = S3Server::start();
+    server.create_bucket("runs");
+    let mut pod = start_pod(&server).await;
+    let workspace_root = pod.workspace_root();
+    let execute = proto::ExecuteRequest {
+        run_uid: "too-big".into(),
+        interpreter: proto::Interpreter::Bash as i32,
+        script: Some(
+            "mkdir out && head -c 600 /dev/zero > out/a && head -c 401 /dev/zero > out/b".into(),
+        ),
+        timeout_ms: 30_000,
+        artifacts: Some(request(&server, "runs", "", &["out/*"], 1000)),
+        ..Default::default()
+    };
+    pod.sidecar.execute(execute).await.unwrap();
+    let status = artifacts_done(&mut pod.sidecar, "too-big").await;
+    assert_eq!(status.phase, proto::Phase::Succeeded as i32);
+    assert_eq!(status.artifacts_state, proto::ArtifactsState::Failed as i32);
+    assert_eq!(
+        status.artifacts_reason, "ArtifactsTooLarge",
+        "{}",
+        status.artifacts_message
+    );
+    assert!(status.artifacts.is_empty());
+    assert!(
+        server.keys("runs").await.is_empty(),
+        "no object may be written"
+    );
+    assert!(!workspace_root.join("too-big").exists());
 }
