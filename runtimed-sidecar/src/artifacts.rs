@@ -481,8 +481,13 @@ pub fn build_store(
         .with_access_key_id(&credentials.access_key_id)
         .with_secret_access_key(&credentials.secret_access_key)
         .with_virtual_hosted_style_request(false)
-        .with_allow_http(store.endpoint.starts_with("http://"))
-        .with_client_options(ClientOptions::new().with_timeout(UPLOAD_TIMEOUT))
+        // allow_http is one of the client options: set both at once (a later
+        // with_client_options would reset it).
+        .with_client_options(
+            ClientOptions::new()
+                .with_timeout(UPLOAD_TIMEOUT)
+                .with_allow_http(store.endpoint.starts_with("http://")),
+        )
         .with_retry(RetryConfig {
             max_retries: MAX_RETRIES,
             ..RetryConfig::default()
@@ -555,7 +560,7 @@ pub async fn upload(
                     size: matched.size,
                     sha256,
                 }),
-                Ok(Err(e)) => Err(fail(e.to_string())),
+                Ok(Err(e)) => Err(fail(error_chain(&e))),
                 Err(_) => Err(fail(format!("no answer within {UPLOAD_TIMEOUT:?}"))),
             }
         }
@@ -594,7 +599,7 @@ async fn rollback(store: &dyn ObjectStore, keys: Vec<ObjectPath>) -> String {
         match tokio::time::timeout(DELETE_TIMEOUT, store.delete(key)).await {
             Ok(Ok(())) | Ok(Err(object_store::Error::NotFound { .. })) => {}
             Ok(Err(e)) => {
-                tracing::warn!(%key, error = %e, "artifact rollback: delete failed");
+                tracing::warn!(%key, error = error_chain(&e), "artifact rollback: delete failed");
                 left.push(key.to_string());
             }
             Err(_) => left.push(key.to_string()),
@@ -605,6 +610,22 @@ async fn rollback(store: &dyn ObjectStore, keys: Vec<ObjectPath>) -> String {
     } else {
         format!("rollback incomplete: could not delete {}", left.join(", "))
     }
+}
+
+/// An error and its causes, `: `-separated (object_store's own message hides the
+/// cause, such as "connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -716,12 +737,15 @@ impl Uploads {
     }
 
     /// After the agent accepted the Run: watches it and uploads when it is terminal.
-    /// Idempotent on the run uid: a Run already tracked is not watched twice.
+    /// Idempotent on the run uid: a Run already tracked is not watched twice. `created`
+    /// is the agent's answer; an untracked Run the agent already had (this sidecar
+    /// restarted) is watched too, so its upload still happens if its workspace is there.
     pub fn track(
         self: &Arc<Self>,
         agent: RuntimedClient<Channel>,
         run_uid: String,
         request: proto::ArtifactRequest,
+        created: bool,
     ) {
         {
             let mut runs = lock(&self.runs);
@@ -755,7 +779,7 @@ impl Uploads {
             );
         }
         let this = self.clone();
-        tokio::spawn(async move { this.run(agent, run_uid, request).await });
+        tokio::spawn(async move { this.run(agent, run_uid, request, created).await });
     }
 
     fn set(&self, run_uid: &str, f: impl FnOnce(&mut Tracked)) {
@@ -769,6 +793,7 @@ impl Uploads {
         mut agent: RuntimedClient<Channel>,
         run_uid: String,
         request: proto::ArtifactRequest,
+        created: bool,
     ) {
         let Some(execution) = wait_terminal(&mut agent, &run_uid).await else {
             self.set(&run_uid, |t| {
@@ -783,7 +808,17 @@ impl Uploads {
             Some(root) => root.join(&run_uid),
             None => PathBuf::from(&execution.workspace),
         };
-        let outcome = if execution.workspace.is_empty() {
+        let outcome = if execution.workspace.is_empty() && !created {
+            // Released by an earlier sidecar process, whose result was lost with it.
+            self.set(&run_uid, |t| {
+                t.state = proto::ArtifactsState::Failed;
+                t.reason = "ArtifactStateLost".into();
+                t.message = "the workspace was already released by an earlier sidecar; \
+                    whether its upload succeeded is unknown here"
+                    .into();
+            });
+            return;
+        } else if execution.workspace.is_empty() {
             Err(ArtifactError::ReadFailed {
                 path: workspace.display().to_string(),
                 reason: "the workspace no longer exists (never created, or already deleted)".into(),

@@ -358,7 +358,9 @@ impl proto::runtimed_server::Runtimed for Proxy {
         let run_uid = request.run_uid.clone();
         let response = self.agent.clone().execute(request).await?;
         if let Some(artifacts) = artifacts {
-            self.artifacts.track(self.agent.clone(), run_uid, artifacts);
+            let created = response.get_ref().created;
+            self.artifacts
+                .track(self.agent.clone(), run_uid, artifacts, created);
         }
         Ok(response)
     }

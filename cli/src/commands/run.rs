@@ -255,6 +255,7 @@ fn spec_request(spec: &RunSpec, run_uid: String) -> Result<proto::ExecuteRequest
         input,
         timeout_ms,
         keep_workspace: false,
+        artifacts: None,
     })
 }
 
