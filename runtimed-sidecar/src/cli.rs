@@ -20,8 +20,8 @@ pub struct Cli {
 pub enum Mode {
     /// Run processes and serve the runtimed.v1 API on a unix socket.
     Agent(AgentArgs),
-    /// Forward the runtimed.v1 API from a unix socket to the agent (a pass-through for
-    /// now; git sources, artifacts and log retention are not implemented yet).
+    /// Forward the runtimed.v1 API from a unix socket to the agent, fetching git sources
+    /// on the way (artifacts and log retention are not implemented yet).
     Sidecar(SidecarArgs),
     /// Copy this executable to DEST with mode 0755 (what the init container runs).
     Install {
@@ -40,6 +40,10 @@ pub struct SidecarArgs {
     /// The agent's unix socket.
     #[arg(long)]
     pub agent_socket: PathBuf,
+    /// PEM certificates trusted for git fetches in addition to the system's roots
+    /// (private git servers, tests).
+    #[arg(long)]
+    pub git_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -87,11 +87,23 @@ pub fn to_spec(r: proto::ExecuteRequest) -> Result<ExecSpec, Error> {
         Ok(proto::Interpreter::Exec) => Interpreter::Exec,
         Err(_) => return Err(Error::InvalidArgument("unknown interpreter".into())),
     };
+    if r.git.is_some() {
+        return Err(Error::InvalidArgument(
+            "git sources are fetched by the sidecar; the agent takes files only".into(),
+        ));
+    }
+    let executable = r
+        .files
+        .iter()
+        .filter(|f| f.executable)
+        .map(|f| f.path.clone())
+        .collect();
     Ok(ExecSpec {
         run_uid: r.run_uid,
         interpreter: Some(interpreter),
         script: r.script,
         files: r.files.into_iter().map(|f| (f.path, f.content)).collect(),
+        executable,
         entrypoint: r.entrypoint,
         command: r.command,
         args: r.args,
@@ -259,7 +271,10 @@ pub async fn serve_service_unix<S: proto::runtimed_server::Runtimed>(
         .map_err(|e| Error::io("restricting the socket to its owner", e))?;
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     tonic::transport::Server::builder()
-        .add_service(RuntimedServer::new(service))
+        .add_service(
+            RuntimedServer::new(service)
+                .max_decoding_message_size(crate::git::MAX_EXECUTE_REQUEST_BYTES),
+        )
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| Error::io("serving gRPC", std::io::Error::other(e)))
@@ -279,6 +294,7 @@ pub async fn connect_unix(
 #[derive(Debug, Clone)]
 pub struct Proxy {
     agent: RuntimedClient<Channel>,
+    git: Option<crate::git::Fetcher>,
 }
 
 impl Proxy {
@@ -288,8 +304,18 @@ impl Proxy {
         let channel =
             Endpoint::from_shared(format!("unix://{}", agent_socket.display()))?.connect_lazy();
         Ok(Self {
-            agent: RuntimedClient::new(channel),
+            // Requests carrying a fetched git tree are large; see MAX_EXECUTE_REQUEST_BYTES.
+            agent: RuntimedClient::new(channel)
+                .max_encoding_message_size(crate::git::MAX_EXECUTE_REQUEST_BYTES),
+            git: None,
         })
+    }
+
+    /// Fetches git sources with `fetcher` (without one, a request with a git source
+    /// fails with GitFetchFailed).
+    pub fn with_git(mut self, fetcher: crate::git::Fetcher) -> Self {
+        self.git = Some(fetcher);
+        self
     }
 }
 
@@ -299,7 +325,14 @@ impl proto::runtimed_server::Runtimed for Proxy {
         &self,
         request: Request<proto::ExecuteRequest>,
     ) -> Result<Response<proto::ExecuteResponse>, Status> {
-        self.agent.clone().execute(request.into_inner()).await
+        let prepared =
+            crate::git::prepare_execute(self.git.as_ref(), &self.agent, request.into_inner())
+                .await?;
+        let mut response = self.agent.clone().execute(prepared.request).await?;
+        for (key, value) in prepared.metadata {
+            response.metadata_mut().insert(key, value);
+        }
+        Ok(response)
     }
 
     async fn status(

@@ -3,13 +3,15 @@
 //! - [`lifecycle`]: one Run as processes (confined spawn, bounded output, timeout and
 //!   cancel, kill of every process of the Run, workspace removal);
 //! - [`agent`]: the executions a `runtimed agent` holds, with bounded state;
-//! - [`grpc`]: the `runtimed.v1` API over tonic, and a unix-socket client.
+//! - [`grpc`]: the `runtimed.v1` API over tonic, and a unix-socket client;
+//! - [`git`]: git sources, fetched by the sidecar and handed to the agent as files.
 //!
 //! See `docs/runtimed.md`.
 
 pub mod agent;
 pub mod cli;
 mod error;
+pub mod git;
 pub mod grpc;
 pub mod lifecycle;
 pub mod limits;

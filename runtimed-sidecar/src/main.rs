@@ -114,6 +114,15 @@ fn sidecar(args: &SidecarArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let fetcher = match kruntimes_runtimed::git::Fetcher::new(args.git_ca_file.as_deref()) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("runtimed sidecar: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(trust = fetcher.trust(), "git fetches trust");
+        let proxy = proxy.with_git(fetcher);
         tracing::info!(socket = %args.listen.display(), "runtimed sidecar listening");
         match grpc::serve_service_unix(proxy, &args.listen, wait_for_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
