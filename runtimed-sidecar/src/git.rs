@@ -188,7 +188,8 @@ pub struct Source {
 /// Checks the request's git fields, including the host against `allowed_hosts`;
 /// nothing is contacted.
 pub fn check(git: &proto::GitSource) -> Result<Source, GitError> {
-    let invalid = |field: &str, reason: String| GitError::SourceInvalid(format!("{field}: {reason}"));
+    let invalid =
+        |field: &str, reason: String| GitError::SourceInvalid(format!("{field}: {reason}"));
     check_git_url(&git.url).map_err(|r| invalid("git.url", r))?;
     let git_ref = (!git.r#ref.is_empty()).then(|| git.r#ref.clone());
     if let Some(r) = &git_ref {
@@ -260,7 +261,12 @@ fn check_host(url: &str, allowed: &[String]) -> Result<(), GitError> {
             "{shown}: the Runtime allows no git host (spec.git.allowedHosts)"
         )));
     }
-    let list = allowed.iter().take(8).cloned().collect::<Vec<_>>().join(", ");
+    let list = allowed
+        .iter()
+        .take(8)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
     Err(GitError::HostNotAllowed(format!(
         "{shown} is not in the Runtime's spec.git.allowedHosts [{list}{}]",
         if allowed.len() > 8 { ", ..." } else { "" }
@@ -331,11 +337,15 @@ impl Fetcher {
             let tls = self.tls.clone();
             let interrupt = interrupt.clone();
             let too_large = too_large.clone();
-            tokio::task::spawn_blocking(move || fetch_blocking(&source, tls, &interrupt, &too_large))
+            tokio::task::spawn_blocking(move || {
+                fetch_blocking(&source, tls, &interrupt, &too_large)
+            })
         };
         match tokio::time::timeout(source.timeout, job).await {
             Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(GitError::FetchFailed(format!("the fetch task failed: {join}"))),
+            Ok(Err(join)) => Err(GitError::FetchFailed(format!(
+                "the fetch task failed: {join}"
+            ))),
             Err(_) => {
                 // The task stops at its next read; the HTTP client's own timeout (the
                 // same limit) ends a read that never returns.
@@ -543,7 +553,10 @@ fn fetch_blocking(
     let mut options = repo
         .transport_options(source.url.as_str(), None)
         .map_err(fetch_failed("transport options"))?
-        .and_then(|o| o.downcast::<gix::protocol::transport::client::blocking_io::http::Options>().ok())
+        .and_then(|o| {
+            o.downcast::<gix::protocol::transport::client::blocking_io::http::Options>()
+                .ok()
+        })
         .map(|o| *o)
         .unwrap_or_default();
     options.follow_redirects =
@@ -596,11 +609,12 @@ fn fetch_blocking(
     let prepare = connection
         .prepare_fetch(meter.clone(), gix::remote::ref_map::Options::default())
         .map_err(classify)?;
-    let mapping = prepare
-        .ref_map()
-        .mappings
-        .iter()
-        .min_by_key(|m| precedence(m.remote.as_name().map(|n| n.to_str_lossy()).as_deref(), &wanted));
+    let mapping = prepare.ref_map().mappings.iter().min_by_key(|m| {
+        precedence(
+            m.remote.as_name().map(|n| n.to_str_lossy()).as_deref(),
+            &wanted,
+        )
+    });
     let Some(mapping) = mapping else {
         return Err(GitError::RefNotFound(match &source.git_ref {
             Some(r) => format!("no branch, tag or commit {r:?} on {}", source.url),
@@ -625,7 +639,9 @@ fn fetch_blocking(
     let commit = repo
         .find_object(target)
         .and_then(|o| o.peel_to_commit())
-        .map_err(|e| GitError::RefNotFound(bounded(&format!("{wanted:?} is not a commit: {e:#}"))))?;
+        .map_err(|e| {
+            GitError::RefNotFound(bounded(&format!("{wanted:?} is not a commit: {e:#}")))
+        })?;
     let commit_id = commit.id.to_string();
     let root = commit
         .tree()
@@ -693,7 +709,9 @@ struct Walk<'r> {
 impl Walk<'_> {
     fn tree(&mut self, tree: &gix::Tree<'_>, prefix: &str) -> Result<(), GitError> {
         if self.interrupt.load(Ordering::SeqCst) {
-            return Err(GitError::Timeout("interrupted while reading the tree".into()));
+            return Err(GitError::Timeout(
+                "interrupted while reading the tree".into(),
+            ));
         }
         // Collected first: the tree's buffer is borrowed by its entries.
         let mut entries = Vec::new();
@@ -823,7 +841,10 @@ mod tests {
         g.timeout_ms += 1;
         assert_eq!(reason(g), "GitSourceInvalid");
         let d = check(&source("https://h/r", &["h"])).unwrap();
-        assert_eq!((d.max_bytes, d.timeout), (DEFAULT_GIT_MAX_BYTES, DEFAULT_GIT_TIMEOUT));
+        assert_eq!(
+            (d.max_bytes, d.timeout),
+            (DEFAULT_GIT_MAX_BYTES, DEFAULT_GIT_TIMEOUT)
+        );
     }
 
     #[test]
