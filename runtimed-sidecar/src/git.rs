@@ -183,6 +183,8 @@ pub struct Source {
     pub max_bytes: u64,
     /// Limit on the whole fetch.
     pub timeout: Duration,
+    /// Most files delivered ([`MAX_GIT_FILES`] from [`check`]).
+    pub max_files: usize,
 }
 
 /// Checks the request's git fields, including the host against `allowed_hosts`;
@@ -229,6 +231,7 @@ pub fn check(git: &proto::GitSource) -> Result<Source, GitError> {
         path,
         max_bytes,
         timeout,
+        max_files: MAX_GIT_FILES,
     })
 }
 
@@ -670,6 +673,7 @@ fn fetch_blocking(
         bytes: 0,
         files: Vec::new(),
         skipped_submodules: Vec::new(),
+        max_files: source.max_files,
         interrupt,
     };
     walk.tree(&start, &prefix)?;
@@ -703,6 +707,7 @@ struct Walk<'r> {
     bytes: u64,
     files: Vec<TreeFile>,
     skipped_submodules: Vec<String>,
+    max_files: usize,
     interrupt: &'r AtomicBool,
 }
 
@@ -748,9 +753,10 @@ impl Walk<'_> {
                 EntryKind::Blob | EntryKind::BlobExecutable => {
                     check_relative_path(&path, PathKind::Plain)
                         .map_err(|reason| GitError::TreeRefused(format!("{path:?}: {reason}")))?;
-                    if self.files.len() >= MAX_GIT_FILES {
+                    if self.files.len() >= self.max_files {
                         return Err(GitError::TooLarge(format!(
-                            "more than {MAX_GIT_FILES} files to deliver"
+                            "more than {} files to deliver",
+                            self.max_files
                         )));
                     }
                     // Checked from the header before the content is inflated.

@@ -224,6 +224,23 @@ async fn tree_byte_limit_at_the_boundary() {
 }
 
 #[tokio::test]
+async fn file_count_limit_at_the_boundary() {
+    let root = tempfile::tempdir().unwrap();
+    let (_repo, _, _) = tools_repo(root.path());
+    let server = GitServer::start(root.path(), Mode::Git).await;
+    let dir = tempfile::tempdir().unwrap();
+    let fetcher = Fetcher::new(Some(&server.write_ca(dir.path()))).unwrap();
+    let mut source = git::check(&request(&server, "tools", "main")).unwrap();
+    assert_eq!(source.max_files, git::MAX_GIT_FILES);
+    source.max_files = 3; // main has exactly 3 files
+    assert_eq!(fetcher.fetch(&source).await.unwrap().files.len(), 3);
+    source.max_files = 2;
+    let e = fetcher.fetch(&source).await.unwrap_err();
+    assert_eq!(e.reason(), "GitTooLarge", "{e}");
+    assert!(e.to_string().contains("more than 2 files"), "{e}");
+}
+
+#[tokio::test]
 async fn a_stalled_server_times_out() {
     let root = tempfile::tempdir().unwrap();
     let server = GitServer::start(root.path(), Mode::Stall).await;
@@ -402,6 +419,36 @@ async fn execute_through_the_sidecar_runs_the_fetched_script_once() {
     let again = pod.client.execute(execute).await.unwrap().into_inner();
     assert!(!again.created);
     assert_eq!(server.connections.load(Ordering::SeqCst), before);
+}
+
+/// Beyond tonic's default 4 MiB message limit: MAX_EXECUTE_REQUEST_BYTES is in force
+/// on the sidecar's client and the agent's server.
+#[tokio::test]
+async fn a_tree_larger_than_grpc_default_message_size_reaches_the_agent() {
+    let root = tempfile::tempdir().unwrap();
+    let repo = Repo::new(root.path(), "large");
+    let big = vec![b'z'; 6 * 1024 * 1024];
+    repo.write("data.txt", &big)
+        .write("check.sh", b"wc -c < data.txt\n");
+    repo.commit("large");
+    let server = GitServer::start(root.path(), Mode::Git).await;
+    let mut pod = pod(&server.write_ca(root.path())).await;
+    pod.client
+        .execute(proto::ExecuteRequest {
+            run_uid: "large".into(),
+            interpreter: proto::Interpreter::Bash as i32,
+            entrypoint: Some("check.sh".into()),
+            git: Some(request(&server, "large", "")),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let end = wait_terminal(&mut pod, "large").await;
+    assert_eq!(end.phase, proto::Phase::Succeeded as i32, "{end:?}");
+    assert_eq!(
+        stdout(&mut pod, "large").await.trim(),
+        big.len().to_string()
+    );
 }
 
 #[tokio::test]
