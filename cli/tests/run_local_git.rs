@@ -85,6 +85,7 @@ async fn a_git_run_allowed_by_its_runtime_runs_the_fetched_script() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "from git x\n");
 
+    let connections = server.connections.load(std::sync::atomic::Ordering::SeqCst);
     let denied = tempfile::tempdir().unwrap();
     let out = krt(manifest(denied.path(), "github.com", &server.url("tools")))
         .await
@@ -92,4 +93,9 @@ async fn a_git_run_allowed_by_its_runtime_runs_the_fetched_script() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("GitHostNotAllowed"), "{stderr}");
+    assert_eq!(
+        server.connections.load(std::sync::atomic::Ordering::SeqCst),
+        connections,
+        "a host not allowed is never contacted"
+    );
 }
