@@ -95,6 +95,9 @@ pub enum GitError {
     /// Network, TLS, server or repository failure.
     #[error("GitFetchFailed: {0}")]
     FetchFailed(String),
+    /// The sidecar's `--git-ca-file` cannot be used (at start-up, never per Run).
+    #[error("--git-ca-file {0}")]
+    CaFile(String),
 }
 
 impl GitError {
@@ -108,7 +111,7 @@ impl GitError {
             Self::TooLarge(_) => "GitTooLarge",
             Self::TreeRefused(_) => "GitTreeRefused",
             Self::Timeout(_) => "GitTimeout",
-            Self::FetchFailed(_) => "GitFetchFailed",
+            Self::FetchFailed(_) | Self::CaFile(_) => "GitFetchFailed",
         }
     }
 
@@ -121,7 +124,7 @@ impl GitError {
             // Not RESOURCE_EXHAUSTED: that code means "agent at capacity, retry".
             Self::TooLarge(_) | Self::TreeRefused(_) => Code::FailedPrecondition,
             Self::Timeout(_) => Code::DeadlineExceeded,
-            Self::FetchFailed(_) => Code::Unavailable,
+            Self::FetchFailed(_) | Self::CaFile(_) => Code::Unavailable,
         }
     }
 }
@@ -296,26 +299,24 @@ impl Fetcher {
         if let Some(path) = extra_ca_file {
             let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
                 .and_then(|iter| iter.collect::<Result<_, _>>())
-                .map_err(|e| {
-                    GitError::SourceInvalid(format!("--git-ca-file {}: {e}", path.display()))
-                })?;
+                .map_err(|e| GitError::CaFile(format!("{}: {e}", path.display())))?;
             if certs.is_empty() {
-                return Err(GitError::SourceInvalid(format!(
-                    "--git-ca-file {}: no certificate in it",
+                return Err(GitError::CaFile(format!(
+                    "{}: no PEM certificate in it",
                     path.display()
                 )));
             }
             for cert in certs {
-                roots.add(cert).map_err(|e| {
-                    GitError::SourceInvalid(format!("--git-ca-file {}: {e}", path.display()))
-                })?;
+                roots
+                    .add(cert)
+                    .map_err(|e| GitError::CaFile(format!("{}: {e}", path.display())))?;
             }
             note.push_str(&format!(" and {}", path.display()));
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| GitError::SourceInvalid(format!("TLS configuration: {e}")))?
+            .map_err(|e| GitError::FetchFailed(format!("TLS configuration: {e}")))?
             .with_root_certificates(roots)
             .with_no_client_auth();
         Ok(Self {

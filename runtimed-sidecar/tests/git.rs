@@ -451,6 +451,33 @@ async fn a_tree_larger_than_grpc_default_message_size_reaches_the_agent() {
     );
 }
 
+#[test]
+fn the_sidecar_refuses_to_start_with_an_unusable_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "not a certificate\n").unwrap();
+    for (ca, expected) in [
+        (dir.path().join("absent.pem"), "absent.pem"),
+        (not_pem, "no PEM certificate"),
+    ] {
+        let out = std::process::Command::new(RUNTIMED)
+            .args(["sidecar", "--listen"])
+            .arg(dir.path().join("s.sock"))
+            .arg("--agent-socket")
+            .arg(dir.path().join("a.sock"))
+            .arg("--git-ca-file")
+            .arg(&ca)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("--git-ca-file") && stderr.contains(expected),
+            "{stderr}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_failed_fetch_is_a_grpc_error_with_the_reason_and_no_execution() {
     let root = tempfile::tempdir().unwrap();
