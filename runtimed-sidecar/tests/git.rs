@@ -252,10 +252,16 @@ async fn a_stalled_server_times_out() {
 }
 
 #[tokio::test]
-async fn symlinks_are_refused_and_submodules_skipped() {
+async fn symlinks_are_refused_submodules_skipped_and_lfs_pointers_kept() {
     let root = tempfile::tempdir().unwrap();
     let repo = Repo::new(root.path(), "links");
+    let pointer = b"version https://git-lfs.github.com/spec/v1\noid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 12345\n";
     repo.write("app/main.sh", b"echo hi\n")
+        .write(
+            "app/.gitattributes",
+            b"*.bin filter=lfs diff=lfs merge=lfs -text\n",
+        )
+        .write("app/model.bin", pointer)
         .write("other/x", b"x\n");
     std::os::unix::fs::symlink("../app/main.sh", repo.work.join("other/link")).unwrap();
     let first = repo.commit("with a symlink");
@@ -279,8 +285,13 @@ async fn symlinks_are_refused_and_submodules_skipped() {
     let mut source = request(&server, "links", "");
     source.path = "app".into();
     let fetched = fetch(&server, source).await.unwrap();
-    assert_eq!(paths(&fetched), ["app/main.sh"]);
+    assert_eq!(
+        paths(&fetched),
+        ["app/.gitattributes", "app/main.sh", "app/model.bin"]
+    );
     assert_eq!(fetched.skipped_submodules, ["app/vendor"]);
+    // No LFS smudge: the pointer arrives as stored.
+    assert_eq!(file(&fetched, "app/model.bin").content, pointer);
 }
 
 // ---- through a real sidecar and agent ----
