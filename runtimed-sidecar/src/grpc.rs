@@ -290,7 +290,8 @@ pub async fn connect_unix(
     Ok(RuntimedClient::new(channel))
 }
 
-/// The sidecar's pass-through: every call forwarded to the agent as is.
+/// The sidecar's side of the API: every call forwarded to the agent; an Execute with a
+/// git source is fetched first and forwarded as files (see [`crate::git`]).
 #[derive(Debug, Clone)]
 pub struct Proxy {
     agent: RuntimedClient<Channel>,

@@ -1,5 +1,6 @@
 //! `runtimed`: `agent` (PID 1 of the user container: runs Runs, serves the API on a
-//! unix socket), `sidecar` (forwards the API to the agent) and `install DEST`.
+//! unix socket), `sidecar` (forwards the API to the agent, fetching git sources on the
+//! way) and `install DEST`.
 
 use std::process::ExitCode;
 use std::sync::Arc;
