@@ -21,7 +21,8 @@ pub enum Mode {
     /// Run processes and serve the runtimed.v1 API on a unix socket.
     Agent(AgentArgs),
     /// Serve the runtimed.v1 API on a unix socket (and, with a token, on the network),
-    /// forward it to the agent, and upload the artifacts of terminal Runs to S3.
+    /// forward it to the agent, fetch git sources on the way, and upload the artifacts
+    /// of terminal Runs to S3.
     Sidecar(SidecarArgs),
     /// Copy this executable to DEST with mode 0755 (what the init container runs).
     Install {
@@ -75,6 +76,10 @@ pub struct SidecarArgs {
     /// agent reports (both containers mount the volume at the same path).
     #[arg(long)]
     pub workspace: Option<PathBuf>,
+    /// PEM certificates trusted for git fetches in addition to the system's roots
+    /// (private git servers, tests).
+    #[arg(long)]
+    pub git_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -90,11 +90,23 @@ pub fn to_spec(r: proto::ExecuteRequest) -> Result<ExecSpec, Error> {
         Ok(proto::Interpreter::Exec) => Interpreter::Exec,
         Err(_) => return Err(Error::InvalidArgument("unknown interpreter".into())),
     };
+    if r.git.is_some() {
+        return Err(Error::InvalidArgument(
+            "git sources are fetched by the sidecar; the agent takes files only".into(),
+        ));
+    }
+    let executable = r
+        .files
+        .iter()
+        .filter(|f| f.executable)
+        .map(|f| f.path.clone())
+        .collect();
     Ok(ExecSpec {
         run_uid: r.run_uid,
         interpreter: Some(interpreter),
         script: r.script,
         files: r.files.into_iter().map(|f| (f.path, f.content)).collect(),
+        executable,
         entrypoint: r.entrypoint,
         command: r.command,
         args: r.args,
@@ -304,7 +316,10 @@ pub async fn serve_service_unix_with_mode<S: proto::runtimed_server::Runtimed>(
         .map_err(|e| Error::io(format!("setting mode {mode:o} on the socket"), e))?;
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     tonic::transport::Server::builder()
-        .add_service(RuntimedServer::new(service))
+        .add_service(
+            RuntimedServer::new(service)
+                .max_decoding_message_size(crate::git::MAX_EXECUTE_REQUEST_BYTES),
+        )
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| Error::io("serving gRPC", std::io::Error::other(e)))
@@ -320,12 +335,15 @@ pub async fn connect_unix(
     Ok(RuntimedClient::new(channel))
 }
 
-/// The sidecar: every call forwarded to the agent, plus what only the sidecar does
-/// (artifact upload, see [`crate::artifacts`]).
+/// The sidecar's side of the API: every call forwarded to the agent, plus what only
+/// the sidecar does: an Execute with a git source is fetched first and forwarded as
+/// files (see [`crate::git`]); artifacts are uploaded once the Run is terminal (see
+/// [`crate::artifacts`]).
 #[derive(Debug, Clone)]
 pub struct Proxy {
     agent: RuntimedClient<Channel>,
     artifacts: Arc<Uploads>,
+    git: Option<crate::git::Fetcher>,
 }
 
 impl Proxy {
@@ -335,9 +353,19 @@ impl Proxy {
         let channel =
             Endpoint::from_shared(format!("unix://{}", agent_socket.display()))?.connect_lazy();
         Ok(Self {
-            agent: RuntimedClient::new(channel),
+            // Requests carrying a fetched git tree are large; see MAX_EXECUTE_REQUEST_BYTES.
+            agent: RuntimedClient::new(channel)
+                .max_encoding_message_size(crate::git::MAX_EXECUTE_REQUEST_BYTES),
             artifacts: Arc::new(Uploads::new(artifacts::Settings::default())),
+            git: None,
         })
+    }
+
+    /// Fetches git sources with `fetcher` (without one, a request with a git source
+    /// fails with GitFetchFailed).
+    pub fn with_git(mut self, fetcher: crate::git::Fetcher) -> Self {
+        self.git = Some(fetcher);
+        self
     }
 
     /// The same proxy with these artifact settings (credentials, http, workspace root).
@@ -354,9 +382,14 @@ impl proto::runtimed_server::Runtimed for Proxy {
         request: Request<proto::ExecuteRequest>,
     ) -> Result<Response<proto::ExecuteResponse>, Status> {
         let mut request = request.into_inner();
+        // Checked before anything is fetched or started.
         let artifacts = self.artifacts.prepare(&mut request)?;
         let run_uid = request.run_uid.clone();
-        let response = self.agent.clone().execute(request).await?;
+        let prepared = crate::git::prepare_execute(self.git.as_ref(), &self.agent, request).await?;
+        let mut response = self.agent.clone().execute(prepared.request).await?;
+        for (key, value) in prepared.metadata {
+            response.metadata_mut().insert(key, value);
+        }
         if let Some(artifacts) = artifacts {
             let created = response.get_ref().created;
             self.artifacts

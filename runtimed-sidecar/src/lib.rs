@@ -5,6 +5,7 @@
 //! - [`agent`]: the executions a `runtimed agent` holds, with bounded state;
 //! - [`grpc`]: the `runtimed.v1` API over tonic, and a unix-socket client;
 //! - [`artifacts`]: the sidecar's upload of a terminal Run's files to S3.
+//! - [`git`]: git sources, fetched by the sidecar and handed to the agent as files.
 //!
 //! See `docs/runtimed.md`.
 
@@ -13,6 +14,7 @@ pub mod artifacts;
 pub mod auth;
 pub mod cli;
 mod error;
+pub mod git;
 pub mod grpc;
 pub mod lifecycle;
 pub mod limits;

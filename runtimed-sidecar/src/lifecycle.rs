@@ -19,7 +19,7 @@ use crate::output::BoundedOutput;
 use crate::procs::{RUN_MARKER, run_processes, signal_run};
 use crate::reaper::{Exit, Reaper};
 use crate::sandbox::confine_command;
-use crate::workspace::{WriteError, write_files};
+use crate::workspace::{WriteError, write_files_with_modes};
 
 /// How a Run's program is started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +43,8 @@ pub struct ExecSpec {
     pub script: Option<String>,
     /// More files: relative path and content.
     pub files: Vec<(String, Vec<u8>)>,
+    /// Paths among `files` written with mode 0755 (git's executable bit).
+    pub executable: std::collections::BTreeSet<String>,
     /// File to run with the interpreter.
     pub entrypoint: Option<String>,
     /// Interpreter `exec`: the argv.
@@ -454,17 +456,21 @@ impl Supervisor {
         fs::set_permissions(workspace, fs::Permissions::from_mode(0o700))
             .map_err(fail("WorkspaceUnavailable"))?;
         let interpreter = spec.interpreter.unwrap_or(Interpreter::Bash);
-        let mut files: Vec<(&str, &[u8])> = Vec::new();
+        let mut files: Vec<(&str, &[u8], bool)> = Vec::new();
         if let Some(script) = &spec.script {
             let name = if interpreter == Interpreter::Python {
                 "main.py"
             } else {
                 "main.sh"
             };
-            files.push((name, script.as_bytes()));
+            files.push((name, script.as_bytes(), false));
         }
-        files.extend(spec.files.iter().map(|(p, c)| (p.as_str(), c.as_slice())));
-        write_files(workspace, files.iter().copied()).map_err(|e| {
+        files.extend(
+            spec.files
+                .iter()
+                .map(|(p, c)| (p.as_str(), c.as_slice(), spec.executable.contains(p))),
+        );
+        write_files_with_modes(workspace, files.iter().copied()).map_err(|e| {
             let reason = match &e {
                 WriteError::Io { .. } => "WorkspaceWriteFailed",
                 WriteError::InvalidPath { .. } | WriteError::Refused { .. } => "SourceRefused",

@@ -1,5 +1,6 @@
 //! `runtimed`: `agent` (PID 1 of the user container: runs Runs, serves the API on a
-//! unix socket), `sidecar` (forwards the API to the agent) and `install DEST`.
+//! unix socket), `sidecar` (forwards the API to the agent, fetching git sources on the
+//! way) and `install DEST`.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -133,6 +134,15 @@ fn sidecar(args: &SidecarArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let fetcher = match kruntimes_runtimed::git::Fetcher::new(args.git_ca_file.as_deref()) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("runtimed sidecar: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(trust = fetcher.trust(), "git fetches trust");
+        let proxy = proxy.with_git(fetcher);
         // One signal stops both listeners.
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let stop = Arc::new(stop);

@@ -48,12 +48,22 @@ const DIR_FLAGS: OFlag = OFlag::O_DIRECTORY
     .union(OFlag::O_RDONLY);
 
 /// Checks every path first (nothing is written when one is invalid), then writes each
-/// file under `workspace` with no-follow opens.
+/// file under `workspace` with no-follow opens, mode 0644.
 pub fn write_files<'a>(
     workspace: &Path,
     files: impl IntoIterator<Item = (&'a str, &'a [u8])> + Clone,
 ) -> Result<(), WriteError> {
-    for (path, _) in files.clone() {
+    let files: Vec<_> = files.into_iter().map(|(p, c)| (p, c, false)).collect();
+    write_files_with_modes(workspace, files)
+}
+
+/// Like [`write_files`], with an executable flag per file: mode 0755 instead of 0644
+/// (git's executable bit).
+pub fn write_files_with_modes<'a>(
+    workspace: &Path,
+    files: impl IntoIterator<Item = (&'a str, &'a [u8], bool)> + Clone,
+) -> Result<(), WriteError> {
+    for (path, _, _) in files.clone() {
         check_relative_path(path, PathKind::Plain).map_err(|reason| WriteError::InvalidPath {
             path: path.to_owned(),
             reason,
@@ -63,13 +73,18 @@ pub fn write_files<'a>(
         path: workspace.display().to_string(),
         source: e.into(),
     })?;
-    for (path, content) in files {
-        write_one(&root, path, content)?;
+    for (path, content, executable) in files {
+        write_one(&root, path, content, executable)?;
     }
     Ok(())
 }
 
-fn write_one(root: &OwnedFd, path: &str, content: &[u8]) -> Result<(), WriteError> {
+fn write_one(
+    root: &OwnedFd,
+    path: &str,
+    content: &[u8],
+    executable: bool,
+) -> Result<(), WriteError> {
     let refused = |reason: &str| WriteError::Refused {
         path: path.to_owned(),
         reason: reason.to_owned(),
@@ -102,7 +117,7 @@ fn write_one(root: &OwnedFd, path: &str, content: &[u8]) -> Result<(), WriteErro
         parent,
         name,
         OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::from_bits_truncate(0o644),
+        Mode::from_bits_truncate(if executable { 0o755 } else { 0o644 }),
     )
     .map_err(|e| match e {
         Errno::EEXIST => refused("a file, directory or symlink already exists there"),

@@ -5,7 +5,8 @@
 // Tests stop loudly on the first unexpected value.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+#[path = "support/s3_server.rs"]
+mod s3_server;
 
 use std::path::Path;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use kruntimes_runtimed::proto;
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 use sha2::{Digest, Sha256};
-use support::s3_server::S3Server;
+use s3_server::S3Server;
 
 const RUNTIMED: &str = env!("CARGO_BIN_EXE_runtimed");
 

@@ -15,7 +15,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use clap::Args;
-use kruntimes_api::v1alpha1::{Interpreter, Run, RunSpec, Workflow};
+use std::collections::BTreeMap;
+
+use kruntimes_api::v1alpha1::{Interpreter, Run, RunSpec, RuntimeGit, Workflow};
 use kruntimes_api::validation::check_document;
 use kruntimes_api::validation::document::{TypedObject, describe};
 use kruntimes_api::validation::names::child_run_name;
@@ -51,6 +53,10 @@ pub struct RunArgs {
     /// Keep the workspace (and print where it is) after the Run ends.
     #[arg(long)]
     keep_workspace: bool,
+    /// PEM certificates the sidecar trusts for git fetches besides the system's roots
+    /// (a private git server; tests).
+    #[arg(long, value_name = "PEM")]
+    git_ca_file: Option<PathBuf>,
 }
 
 /// Runs `krt run`. Statuses other than 0, 1 and 2 (the program's own exit code, 124,
@@ -88,7 +94,12 @@ fn run_code(args: &RunArgs) -> i32 {
             return EXIT_PLATFORM_ERROR;
         }
     };
-    runtime.block_on(run_local(runtimed, work, args.keep_workspace))
+    runtime.block_on(run_local(
+        runtimed,
+        work,
+        args.keep_workspace,
+        args.git_ca_file.as_deref(),
+    ))
 }
 
 /// What a file asks to run.
@@ -114,31 +125,41 @@ fn load(path: &Path) -> Result<Work, i32> {
         eprintln!("{file}: {e}");
         EXIT_BAD_INPUT
     })?;
-    let [document] = documents.as_slice() else {
+    // One Run or Workflow, and optionally the Runtimes it names (their `git` section is
+    // what allows a git source, as the controller would pass it on).
+    let mut runtimes = Runtimes::new();
+    let mut works = Vec::new();
+    for document in &documents {
+        let checked = check_document(&document.value).map_err(|e| {
+            let (kind, name) = describe(&document.value);
+            eprintln!("{file}: {kind}/{name}: {e}");
+            EXIT_BAD_INPUT
+        })?;
+        if !checked.violations.is_empty() {
+            for v in &checked.violations {
+                eprintln!("{file}: {}/{}: {v}", checked.kind, checked.name);
+            }
+            return Err(EXIT_BAD_INPUT);
+        }
+        match checked.object {
+            Some(TypedObject::Runtime(runtime)) => {
+                runtimes.insert(checked.name, runtime.spec.git.clone());
+            }
+            Some(object) => works.push((checked.kind, checked.name, object)),
+            None => {}
+        }
+    }
+    let [(kind, name, object)] = works.as_slice() else {
         eprintln!(
-            "{file}: expected exactly one document (a Run), found {}",
-            documents.len()
+            "{file}: expected exactly one Run or Workflow (and optionally its Runtimes), found {}",
+            works.len()
         );
         return Err(EXIT_BAD_INPUT);
     };
-    let checked = check_document(&document.value).map_err(|e| {
-        let (kind, name) = describe(&document.value);
-        eprintln!("{file}: {kind}/{name}: {e}");
-        EXIT_BAD_INPUT
-    })?;
-    if !checked.violations.is_empty() {
-        for v in &checked.violations {
-            eprintln!("{file}: {}/{}: {v}", checked.kind, checked.name);
-        }
-        return Err(EXIT_BAD_INPUT);
-    }
-    let work = match checked.object {
-        Some(TypedObject::Run(run)) => to_request(&run).map(|r| Work::Run(Box::new(r))),
-        Some(TypedObject::Workflow(workflow)) => to_plan(&workflow).map(Work::Workflow),
-        _ => Err(format!(
-            "{}/{}: krt run takes a Run or a Workflow",
-            checked.kind, checked.name
-        )),
+    let work = match object {
+        TypedObject::Run(run) => to_request(run, &runtimes).map(|r| Work::Run(Box::new(r))),
+        TypedObject::Workflow(workflow) => to_plan(workflow, &runtimes).map(Work::Workflow),
+        TypedObject::Runtime(_) => Err(format!("{kind}/{name}: krt run takes a Run or a Workflow")),
     };
     work.map_err(|message| {
         eprintln!("{file}: {message}");
@@ -146,7 +167,10 @@ fn load(path: &Path) -> Result<Work, i32> {
     })
 }
 
-fn to_plan(workflow: &Workflow) -> Result<WorkflowPlan, String> {
+/// The Runtimes given in the file, by name: their `git` section.
+type Runtimes = BTreeMap<String, Option<RuntimeGit>>;
+
+fn to_plan(workflow: &Workflow, runtimes: &Runtimes) -> Result<WorkflowPlan, String> {
     let name = workflow
         .metadata
         .name
@@ -182,7 +206,7 @@ fn to_plan(workflow: &Workflow) -> Result<WorkflowPlan, String> {
             let uid = format!("local-{child}-{}", std::process::id());
             requests.push((
                 format!("{}/{}", job.name, step.name),
-                spec_request(run_spec, uid)?,
+                spec_request(run_spec, uid, runtimes)?,
             ));
         }
         jobs.push(planner::JobPlan {
@@ -200,17 +224,59 @@ fn to_plan(workflow: &Workflow) -> Result<WorkflowPlan, String> {
     })
 }
 
-fn to_request(run: &Run) -> Result<proto::ExecuteRequest, String> {
+fn to_request(run: &Run, runtimes: &Runtimes) -> Result<proto::ExecuteRequest, String> {
     let name = run.metadata.name.clone().unwrap_or_else(|| "run".into());
     let run_uid = run
         .metadata
         .uid
         .clone()
         .unwrap_or_else(|| format!("local-{name}-{}", std::process::id()));
-    spec_request(&run.spec, run_uid)
+    spec_request(&run.spec, run_uid, runtimes)
 }
 
-fn spec_request(spec: &RunSpec, run_uid: String) -> Result<proto::ExecuteRequest, String> {
+/// A Run's git source with the limits and allowed hosts of its Runtime, which must be
+/// in the same file with a `git` section (as the controller would require).
+fn git_request(spec: &RunSpec, runtimes: &Runtimes) -> Result<Option<proto::GitSource>, String> {
+    let Some(git) = &spec.git else {
+        return Ok(None);
+    };
+    let runtime = &spec.runtime_ref.name;
+    let Some(policy) = runtimes.get(runtime) else {
+        return Err(format!(
+            "spec.git needs Runtime {runtime:?} in the same file (its spec.git.allowedHosts allows the host)"
+        ));
+    };
+    let Some(policy) = policy else {
+        return Err(format!(
+            "spec.git: Runtime {runtime:?} has no spec.git section, so git sources are refused"
+        ));
+    };
+    let max_bytes = match &policy.max_bytes {
+        Some(q) => kruntimes_api::quantity::parse_bytes(&q.0)
+            .map_err(|e| format!("Runtime {runtime:?}: spec.git.maxBytes: {e}"))?,
+        None => 0,
+    };
+    let timeout_ms = match &policy.timeout {
+        Some(t) => kruntimes_api::duration::parse(t)
+            .map_err(|e| format!("Runtime {runtime:?}: spec.git.timeout: {e}"))?
+            .as_millis() as u64,
+        None => 0,
+    };
+    Ok(Some(proto::GitSource {
+        url: git.url.clone(),
+        r#ref: git.git_ref.clone().unwrap_or_default(),
+        path: git.path.clone().unwrap_or_default(),
+        allowed_hosts: policy.allowed_hosts.clone(),
+        max_bytes,
+        timeout_ms,
+    }))
+}
+
+fn spec_request(
+    spec: &RunSpec,
+    run_uid: String,
+    runtimes: &Runtimes,
+) -> Result<proto::ExecuteRequest, String> {
     let timeout_ms = match &spec.timeout {
         Some(t) => kruntimes_api::duration::parse(t)
             .map_err(|e| format!("spec.timeout: {e}"))?
@@ -238,6 +304,7 @@ fn spec_request(spec: &RunSpec, run_uid: String) -> Result<proto::ExecuteRequest
             .map(|(path, content)| proto::File {
                 path: path.clone(),
                 content: content.clone().into_bytes(),
+                executable: false,
             })
             .collect(),
         entrypoint: spec.entrypoint.clone(),
@@ -256,6 +323,7 @@ fn spec_request(spec: &RunSpec, run_uid: String) -> Result<proto::ExecuteRequest
         timeout_ms,
         keep_workspace: false,
         artifacts: None,
+        git: git_request(spec, runtimes)?,
     })
 }
 
@@ -291,7 +359,7 @@ fn find_runtimed() -> Result<PathBuf, String> {
     ))
 }
 
-async fn run_local(runtimed: PathBuf, work: Work, keep: bool) -> i32 {
+async fn run_local(runtimed: PathBuf, work: Work, keep: bool, git_ca_file: Option<&Path>) -> i32 {
     let dir = match tempfile::Builder::new().prefix("krt-run-").tempdir() {
         Ok(dir) => dir,
         Err(e) => {
@@ -319,13 +387,17 @@ async fn run_local(runtimed: PathBuf, work: Work, keep: bool) -> i32 {
             return EXIT_PLATFORM_ERROR;
         }
     };
-    let sidecar_args = [
+    let mut sidecar_args = vec![
         "sidecar".into(),
         "--listen".into(),
         sidecar_socket.clone().into_os_string(),
         "--agent-socket".into(),
         agent_socket.clone().into_os_string(),
     ];
+    if let Some(ca) = git_ca_file {
+        sidecar_args.push("--git-ca-file".into());
+        sidecar_args.push(ca.as_os_str().to_owned());
+    }
     let mut sidecar = match spawn_runtimed(&runtimed, &sidecar_args) {
         Ok(child) => child,
         Err(message) => {

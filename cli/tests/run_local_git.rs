@@ -1,0 +1,101 @@
+//! `krt run --local` with a git source: the Runtime in the same file allows the host,
+//! the real sidecar fetches from a real HTTPS git server on loopback.
+// Tests stop loudly on the first unexpected value.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../../runtimed-sidecar/tests/support/git_server.rs"]
+mod git_server;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use git_server::{GitServer, Mode, Repo};
+
+fn runtimed() -> PathBuf {
+    let krt = PathBuf::from(env!("CARGO_BIN_EXE_krt"));
+    let path = krt.parent().unwrap().join("runtimed");
+    if !path.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "kruntimes-runtimed", "--bin", "runtimed"])
+            .env("CARGO_TARGET_DIR", krt.parent().unwrap().parent().unwrap())
+            .status()
+            .unwrap();
+        assert!(status.success(), "building runtimed failed");
+    }
+    path
+}
+
+fn manifest(dir: &std::path::Path, allowed_host: &str, url: &str) -> PathBuf {
+    let path = dir.join("run.yaml");
+    let text = format!(
+        "apiVersion: kruntimes.io/v1alpha1
+kind: Runtime
+metadata: {{name: bash}}
+spec:
+  template:
+    spec:
+      securityContext: {{runAsNonRoot: true, runAsUser: 10001, seccompProfile: {{type: RuntimeDefault}}}}
+      containers:
+      - name: main
+        image: bash:5.2
+        securityContext: {{allowPrivilegeEscalation: false, capabilities: {{drop: [ALL]}}}}
+  git: {{allowedHosts: [\"{allowed_host}\"], maxBytes: 1Mi, timeout: 30s}}
+---
+apiVersion: kruntimes.io/v1alpha1
+kind: Run
+metadata: {{name: from-git}}
+spec:
+  runtimeRef: {{name: bash}}
+  interpreter: bash
+  git: {{url: \"{url}\", ref: main, path: tools}}
+  entrypoint: tools/run.sh
+  args: [x]
+"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_git_run_allowed_by_its_runtime_runs_the_fetched_script() {
+    let root = tempfile::tempdir().unwrap();
+    let repo = Repo::new(root.path(), "tools");
+    repo.write("tools/run.sh", b"echo \"from git $*\"\n");
+    repo.commit("first");
+    let server = GitServer::start(root.path(), Mode::Git).await;
+    let ca = server.write_ca(root.path());
+    let krt = |file: PathBuf| {
+        let ca = ca.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_krt"))
+                .args(["run", "--local", "--git-ca-file"])
+                .arg(&ca)
+                .arg("-f")
+                .arg(&file)
+                .env("KRT_RUNTIMED_BIN", runtimed())
+                .output()
+                .unwrap()
+        })
+    };
+    let out = krt(manifest(root.path(), &server.host(), &server.url("tools")))
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from git x\n");
+
+    let connections = server.connections.load(std::sync::atomic::Ordering::SeqCst);
+    let denied = tempfile::tempdir().unwrap();
+    let out = krt(manifest(denied.path(), "github.com", &server.url("tools")))
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("GitHostNotAllowed"), "{stderr}");
+    assert_eq!(
+        server.connections.load(std::sync::atomic::Ordering::SeqCst),
+        connections,
+        "a host not allowed is never contacted"
+    );
+}

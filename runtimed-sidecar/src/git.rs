@@ -1,0 +1,871 @@
+//! Git sources, fetched by the sidecar: https only, a host allow-list, one ref, shallow
+//! (depth 1), no submodules, no hooks, no LFS smudge, a byte limit and a time limit on
+//! the whole fetch, errors bounded in length. The tree is handed to the agent as plain
+//! files (path, content, executable bit), which it writes with the same checks as
+//! inline files. gix is pure Rust, so no image needs git.
+//!
+//! See the "Git sources" section of `docs/runtimed.md`.
+
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use gix::bstr::ByteSlice;
+use gix::objs::tree::EntryKind;
+use kruntimes_api::validation::git::{check_allowed_host, check_git_ref, check_git_url};
+use kruntimes_api::validation::paths::{PathKind, check_relative_path};
+use tonic::Status;
+use tonic::metadata::{Ascii, MetadataMap, MetadataValue};
+use tonic::transport::Channel;
+
+use crate::proto;
+use crate::proto::runtimed_client::RuntimedClient;
+
+/// Largest fetch when the request gives no `max_bytes`: the API's example Runtime limit
+/// (50 MiB). Holds ordinary tool repositories; the whole tree is kept in the sidecar's
+/// memory until the agent has written it, so this also bounds that memory.
+pub const DEFAULT_GIT_MAX_BYTES: u64 = 50 * 1024 * 1024;
+
+/// Largest `max_bytes` a request may ask for. The tree travels to the agent in one
+/// gRPC message and sits in the sidecar's memory meanwhile; a request above it is
+/// refused (`GitSourceInvalid`) rather than silently clamped.
+pub const MAX_GIT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Time for the whole fetch (connect, negotiation, pack, tree) when the request gives
+/// none: enough for tens of MiB on a slow link, short enough that a stalled server
+/// fails the Run within a minute (the Runtime's `git.timeout` example).
+pub const DEFAULT_GIT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Longest `timeout_ms` a request may ask for; a fetch is a preamble, not the Run.
+pub const MAX_GIT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// Most files delivered from one tree: each is one no-follow open in the agent and a
+/// few bytes of framing in the message on top of its path and content.
+pub const MAX_GIT_FILES: usize = 20_000;
+
+/// Longest error message returned for a failed fetch: server and library messages can
+/// be long (and attacker-chosen); they end up in the Run's status.
+pub const MAX_GIT_ERROR_BYTES: usize = 1024;
+
+/// Gitlinks (submodules) reported in the response metadata at most; the count is
+/// always given.
+pub const MAX_REPORTED_SUBMODULES: usize = 16;
+
+/// Largest ExecuteRequest the agent accepts and the sidecar sends: the largest git tree
+/// ([`MAX_GIT_MAX_BYTES`] of paths and contents) plus room for the framing of
+/// [`MAX_GIT_FILES`] files and for the inline parts of a request (a Run object is at
+/// most about 1.5 MiB in etcd; input at most 1 MiB).
+pub const MAX_EXECUTE_REQUEST_BYTES: usize = MAX_GIT_MAX_BYTES as usize + 16 * 1024 * 1024;
+
+/// gRPC metadata key carrying a failed fetch's reason (also the message's prefix).
+pub const REASON_METADATA: &str = "krt-reason";
+/// Response metadata: the commit id delivered.
+pub const COMMIT_METADATA: &str = "krt-git-commit";
+/// Response metadata: gitlinks skipped (`COUNT: path, path...`).
+pub const SUBMODULES_METADATA: &str = "krt-git-skipped-submodules";
+
+/// Why a git source could not be delivered. Each variant is one Run failure reason.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    /// The request's git fields break the rules (URL not https, bad ref or path, limits
+    /// above the sidecar's ceilings, git combined with inline sources).
+    #[error("GitSourceInvalid: {0}")]
+    SourceInvalid(String),
+    /// The URL's host (and port) is not in the Runtime's allow-list. No connection made.
+    #[error("GitHostNotAllowed: {0}")]
+    HostNotAllowed(String),
+    /// The remote has no such branch, tag or commit.
+    #[error("GitRefNotFound: {0}")]
+    RefNotFound(String),
+    /// `path` is not a directory of the fetched tree.
+    #[error("GitPathNotFound: {0}")]
+    PathNotFound(String),
+    /// The pack, the delivered tree or its file count is over the limit.
+    #[error("GitTooLarge: {0}")]
+    TooLarge(String),
+    /// The tree holds something that cannot be delivered (a symlink, a name that is
+    /// not UTF-8 or breaks the workspace path rules).
+    #[error("GitTreeRefused: {0}")]
+    TreeRefused(String),
+    /// The whole fetch took longer than its time limit.
+    #[error("GitTimeout: {0}")]
+    Timeout(String),
+    /// Network, TLS, server or repository failure.
+    #[error("GitFetchFailed: {0}")]
+    FetchFailed(String),
+    /// The sidecar's `--git-ca-file` cannot be used (at start-up, never per Run).
+    #[error("--git-ca-file {0}")]
+    CaFile(String),
+}
+
+impl GitError {
+    /// The CamelCase reason for the Run's status.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::SourceInvalid(_) => "GitSourceInvalid",
+            Self::HostNotAllowed(_) => "GitHostNotAllowed",
+            Self::RefNotFound(_) => "GitRefNotFound",
+            Self::PathNotFound(_) => "GitPathNotFound",
+            Self::TooLarge(_) => "GitTooLarge",
+            Self::TreeRefused(_) => "GitTreeRefused",
+            Self::Timeout(_) => "GitTimeout",
+            Self::FetchFailed(_) | Self::CaFile(_) => "GitFetchFailed",
+        }
+    }
+
+    fn code(&self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            Self::SourceInvalid(_) => Code::InvalidArgument,
+            Self::HostNotAllowed(_) => Code::PermissionDenied,
+            Self::RefNotFound(_) | Self::PathNotFound(_) => Code::NotFound,
+            // Not RESOURCE_EXHAUSTED: that code means "agent at capacity, retry".
+            Self::TooLarge(_) | Self::TreeRefused(_) => Code::FailedPrecondition,
+            Self::Timeout(_) => Code::DeadlineExceeded,
+            Self::FetchFailed(_) | Self::CaFile(_) => Code::Unavailable,
+        }
+    }
+}
+
+impl From<GitError> for Status {
+    fn from(error: GitError) -> Self {
+        let mut metadata = MetadataMap::new();
+        metadata.insert(REASON_METADATA, MetadataValue::from_static(error.reason()));
+        Status::with_metadata(error.code(), bounded(&error.to_string()), metadata)
+    }
+}
+
+/// `text` cut to [`MAX_GIT_ERROR_BYTES`] at a character boundary.
+fn bounded(text: &str) -> String {
+    if text.len() <= MAX_GIT_ERROR_BYTES {
+        return text.to_owned();
+    }
+    let mut end = MAX_GIT_ERROR_BYTES - 3;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
+/// One delivered file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeFile {
+    /// Repository-relative path.
+    pub path: String,
+    /// Content, as stored (LFS pointers stay pointers).
+    pub content: Vec<u8>,
+    /// Git mode 100755.
+    pub executable: bool,
+}
+
+/// A fetched tree.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The commit delivered (hex).
+    pub commit: String,
+    /// Files under the requested path.
+    pub files: Vec<TreeFile>,
+    /// Gitlinks (submodules) skipped, repository-relative.
+    pub skipped_submodules: Vec<String>,
+    /// Pack bytes received.
+    pub pack_bytes: u64,
+}
+
+/// A checked git source.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// https URL.
+    pub url: String,
+    /// Ref; `None` is the remote's default branch.
+    pub git_ref: Option<String>,
+    /// Subdirectory; `None` is the whole tree.
+    pub path: Option<String>,
+    /// Limit on pack bytes received and on delivered bytes (paths and contents).
+    pub max_bytes: u64,
+    /// Limit on the whole fetch.
+    pub timeout: Duration,
+    /// Most files delivered ([`MAX_GIT_FILES`] from [`check`]).
+    pub max_files: usize,
+}
+
+/// Checks the request's git fields, including the host against `allowed_hosts`;
+/// nothing is contacted.
+pub fn check(git: &proto::GitSource) -> Result<Source, GitError> {
+    let invalid =
+        |field: &str, reason: String| GitError::SourceInvalid(format!("{field}: {reason}"));
+    check_git_url(&git.url).map_err(|r| invalid("git.url", r))?;
+    let git_ref = (!git.r#ref.is_empty()).then(|| git.r#ref.clone());
+    if let Some(r) = &git_ref {
+        check_git_ref(r).map_err(|e| invalid("git.ref", e))?;
+    }
+    let path = match git.path.trim_end_matches('/') {
+        "" | "." => None,
+        p => {
+            check_relative_path(p, PathKind::Plain).map_err(|e| invalid("git.path", e))?;
+            Some(p.to_owned())
+        }
+    };
+    let max_bytes = match git.max_bytes {
+        0 => DEFAULT_GIT_MAX_BYTES,
+        n if n > MAX_GIT_MAX_BYTES => {
+            return Err(invalid(
+                "git.max_bytes",
+                format!("{n} is above the sidecar's ceiling of {MAX_GIT_MAX_BYTES} bytes"),
+            ));
+        }
+        n => n,
+    };
+    let timeout = match git.timeout_ms {
+        0 => DEFAULT_GIT_TIMEOUT,
+        ms if Duration::from_millis(ms) > MAX_GIT_TIMEOUT => {
+            return Err(invalid(
+                "git.timeout_ms",
+                format!("{ms} is above the sidecar's ceiling of {MAX_GIT_TIMEOUT:?}"),
+            ));
+        }
+        ms => Duration::from_millis(ms),
+    };
+    check_host(&git.url, &git.allowed_hosts)?;
+    Ok(Source {
+        url: git.url.clone(),
+        git_ref,
+        path,
+        max_bytes,
+        timeout,
+        max_files: MAX_GIT_FILES,
+    })
+}
+
+/// The allow-list rule: an entry `host` allows the URL's host on the https port (443,
+/// written or not); `host:port` allows exactly that port. Host names compare
+/// case-insensitively (URLs are lowercased by the parser; entries must be lowercase).
+fn check_host(url: &str, allowed: &[String]) -> Result<(), GitError> {
+    let parsed = url::Url::parse(url)
+        .map_err(|e| GitError::SourceInvalid(format!("git.url: is not a valid URL: {e}")))?;
+    let host = parsed.host_str().unwrap_or_default().to_ascii_lowercase();
+    let port = parsed.port_or_known_default().unwrap_or(443);
+    let shown = match parsed.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.clone(),
+    };
+    let allowed_entry = |entry: &String| {
+        if check_allowed_host(entry).is_err() {
+            return false;
+        }
+        match entry.rsplit_once(':') {
+            Some((name, p)) => name == host && p.parse::<u16>().ok() == Some(port),
+            None => *entry == host && port == 443,
+        }
+    };
+    if allowed.iter().any(allowed_entry) {
+        return Ok(());
+    }
+    if allowed.is_empty() {
+        return Err(GitError::HostNotAllowed(format!(
+            "{shown}: the Runtime allows no git host (spec.git.allowedHosts)"
+        )));
+    }
+    let list = allowed
+        .iter()
+        .take(8)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(GitError::HostNotAllowed(format!(
+        "{shown} is not in the Runtime's spec.git.allowedHosts [{list}{}]",
+        if allowed.len() > 8 { ", ..." } else { "" }
+    )))
+}
+
+/// Fetches git sources: holds the TLS trust (system roots plus `--git-ca-file`).
+#[derive(Debug, Clone)]
+pub struct Fetcher {
+    tls: Arc<rustls::ClientConfig>,
+    /// Where the trusted roots come from, for the log.
+    roots_note: Arc<str>,
+}
+
+impl Fetcher {
+    /// Trusts the system's roots, plus the PEM certificates in `extra_ca_file`.
+    pub fn new(extra_ca_file: Option<&Path>) -> Result<Self, GitError> {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+        let mut note = format!("{added} system roots");
+        if let Some(path) = extra_ca_file {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                .and_then(|iter| iter.collect::<Result<_, _>>())
+                .map_err(|e| GitError::CaFile(format!("{}: {e}", path.display())))?;
+            if certs.is_empty() {
+                return Err(GitError::CaFile(format!(
+                    "{}: no PEM certificate in it",
+                    path.display()
+                )));
+            }
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| GitError::CaFile(format!("{}: {e}", path.display())))?;
+            }
+            note.push_str(&format!(" and {}", path.display()));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| GitError::FetchFailed(format!("TLS configuration: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Self {
+            tls: Arc::new(tls),
+            roots_note: note.into(),
+        })
+    }
+
+    /// Where the trusted roots come from (for the sidecar's start-up log).
+    pub fn trust(&self) -> &str {
+        &self.roots_note
+    }
+
+    /// Fetches `source` into a temporary bare repository and returns its tree, within
+    /// `source.timeout` (the blocking work runs on tokio's blocking pool and is told to
+    /// stop when the time is up).
+    pub async fn fetch(&self, source: &Source) -> Result<Fetched, GitError> {
+        let interrupt = Arc::new(AtomicBool::new(false));
+        let too_large = Arc::new(AtomicBool::new(false));
+        let job = {
+            let source = source.clone();
+            let tls = self.tls.clone();
+            let interrupt = interrupt.clone();
+            let too_large = too_large.clone();
+            tokio::task::spawn_blocking(move || {
+                fetch_blocking(&source, tls, &interrupt, &too_large)
+            })
+        };
+        match tokio::time::timeout(source.timeout, job).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(GitError::FetchFailed(format!(
+                "the fetch task failed: {join}"
+            ))),
+            Err(_) => {
+                // The task stops at its next read; the HTTP client's own timeout (the
+                // same limit) ends a read that never returns.
+                interrupt.store(true, Ordering::SeqCst);
+                Err(GitError::Timeout(format!(
+                    "fetching {} took longer than {:?}",
+                    source.url, source.timeout
+                )))
+            }
+        }
+    }
+}
+
+/// What a Proxy needs to forward an Execute with a git source.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The request to forward: `git` cleared, `files` filled (or, when the agent
+    /// already has this execution, left empty: the agent answers `created: false`).
+    pub request: proto::ExecuteRequest,
+    /// Metadata to add to the response (commit delivered, submodules skipped).
+    pub metadata: Vec<(&'static str, MetadataValue<Ascii>)>,
+}
+
+/// The sidecar's step before forwarding an Execute: when `request.git` is set and the
+/// agent does not already hold this run uid, fetch it and turn it into files. A fetch
+/// failure is returned as a gRPC error whose `krt-reason` metadata is the Run failure
+/// reason; no execution is registered.
+pub async fn prepare_execute(
+    fetcher: Option<&Fetcher>,
+    agent: &RuntimedClient<Channel>,
+    mut request: proto::ExecuteRequest,
+) -> Result<Prepared, Status> {
+    let mut metadata = Vec::new();
+    let Some(git) = request.git.take() else {
+        return Ok(Prepared { request, metadata });
+    };
+    if request.script.is_some() || !request.files.is_empty() {
+        return Err(GitError::SourceInvalid(
+            "git excludes script and files: a Run gets one tree, inline or fetched".into(),
+        )
+        .into());
+    }
+    let source = check(&git)?;
+    // Idempotence: a second Execute for a run uid the agent holds must not fetch again.
+    let known = agent
+        .clone()
+        .status(proto::StatusRequest {
+            execution_id: request.run_uid.clone(),
+        })
+        .await;
+    match known {
+        Ok(_) => return Ok(Prepared { request, metadata }),
+        Err(status) if status.code() == tonic::Code::NotFound => {}
+        Err(status) => return Err(status),
+    }
+    let Some(fetcher) = fetcher else {
+        return Err(GitError::FetchFailed("this sidecar has no git fetcher".into()).into());
+    };
+    let fetched = fetcher.fetch(&source).await.inspect_err(|e| {
+        tracing::info!(run_uid = %request.run_uid, url = %source.url, error = %bounded(&e.to_string()), "git fetch failed");
+    })?;
+    tracing::info!(
+        run_uid = %request.run_uid,
+        url = %source.url,
+        commit = %fetched.commit,
+        files = fetched.files.len(),
+        pack_bytes = fetched.pack_bytes,
+        skipped_submodules = fetched.skipped_submodules.len(),
+        "git sources fetched"
+    );
+    if let Ok(value) = MetadataValue::try_from(fetched.commit.as_str()) {
+        metadata.push((COMMIT_METADATA, value));
+    }
+    if !fetched.skipped_submodules.is_empty() {
+        let shown: Vec<String> = fetched
+            .skipped_submodules
+            .iter()
+            .take(MAX_REPORTED_SUBMODULES)
+            .map(|p| p.escape_default().to_string())
+            .collect();
+        let text = bounded(&format!(
+            "{}: {}",
+            fetched.skipped_submodules.len(),
+            shown.join(", ")
+        ));
+        if let Ok(value) = MetadataValue::try_from(text.as_str()) {
+            metadata.push((SUBMODULES_METADATA, value));
+        }
+    }
+    request.files = fetched
+        .files
+        .into_iter()
+        .map(|f| proto::File {
+            path: f.path,
+            content: f.content,
+            executable: f.executable,
+        })
+        .collect();
+    Ok(Prepared { request, metadata })
+}
+
+/// Counts pack bytes as gix reads them and raises the interrupt flag past the limit.
+#[derive(Debug, Clone)]
+struct PackMeter {
+    id: gix::progress::Id,
+    limit: u64,
+    received: Arc<AtomicUsize>,
+    interrupt: Arc<AtomicBool>,
+    too_large: Arc<AtomicBool>,
+}
+
+const READ_PACK_BYTES: gix::progress::Id = *b"BWRB";
+
+impl gix::progress::Count for PackMeter {
+    fn set(&self, _step: gix::progress::Step) {}
+    fn step(&self) -> gix::progress::Step {
+        0
+    }
+    fn inc_by(&self, step: gix::progress::Step) {
+        if self.id != READ_PACK_BYTES {
+            return;
+        }
+        let total = self.received.fetch_add(step, Ordering::SeqCst) + step;
+        if total as u64 > self.limit {
+            self.too_large.store(true, Ordering::SeqCst);
+            self.interrupt.store(true, Ordering::SeqCst);
+        }
+    }
+    fn counter(&self) -> gix::progress::StepShared {
+        Default::default()
+    }
+}
+
+impl gix::Progress for PackMeter {
+    fn init(&mut self, _max: Option<gix::progress::Step>, _unit: Option<gix::progress::Unit>) {}
+    fn set_name(&mut self, _name: String) {}
+    fn name(&self) -> Option<String> {
+        None
+    }
+    fn id(&self) -> gix::progress::Id {
+        self.id
+    }
+    fn message(&self, _level: gix::progress::MessageLevel, _message: String) {}
+}
+
+impl gix::NestedProgress for PackMeter {
+    type SubProgress = Self;
+    fn add_child(&mut self, _name: impl Into<String>) -> Self {
+        Self {
+            id: gix::progress::UNKNOWN,
+            ..self.clone()
+        }
+    }
+    fn add_child_with_id(&mut self, _name: impl Into<String>, id: gix::progress::Id) -> Self {
+        Self { id, ..self.clone() }
+    }
+}
+
+fn fetch_failed(context: &str) -> impl Fn(gix::Error) -> GitError + '_ {
+    move |e| GitError::FetchFailed(bounded(&format!("{context}: {e:#}")))
+}
+
+fn fetch_blocking(
+    source: &Source,
+    tls: Arc<rustls::ClientConfig>,
+    interrupt: &Arc<AtomicBool>,
+    too_large: &Arc<AtomicBool>,
+) -> Result<Fetched, GitError> {
+    use gix::remote::Direction;
+    let dir = tempfile::Builder::new()
+        .prefix("krt-git-")
+        .tempdir()
+        .map_err(|e| GitError::FetchFailed(format!("cannot create a temporary directory: {e}")))?;
+    // Isolated: no system, global or environment configuration (no url rewrites, no
+    // credential helpers, no proxies or hooks configured for someone else).
+    let open = gix::open::Options::isolated().config_overrides([
+        "http.followRedirects=false",
+        "core.logAllRefUpdates=false",
+        "user.name=runtimed",
+        "user.email=runtimed@kruntimes.invalid",
+    ]);
+    let repo: gix::Repository = gix::ThreadSafeRepository::init_opts(
+        dir.path(),
+        gix::create::Kind::Bare,
+        gix::create::Options::default(),
+        open,
+    )
+    .map_err(fetch_failed("cannot create the temporary repository"))?
+    .to_thread_local();
+
+    const TARGET: &str = "refs/krt/fetched";
+    let wanted = match &source.git_ref {
+        None => "HEAD".to_owned(),
+        Some(r) => r.clone(),
+    };
+    let is_commit_id = wanted.len() == 40 && wanted.bytes().all(|b| b.is_ascii_hexdigit());
+    let spec = format!("+{wanted}:{TARGET}");
+    let remote = repo
+        .remote_at_without_url_rewrite(source.url.as_str())
+        .map_err(fetch_failed("remote"))?
+        .with_fetch_tags(gix::remote::fetch::Tags::None)
+        .with_refspecs(Some(spec.as_str()), Direction::Fetch)
+        .map_err(|e| GitError::SourceInvalid(bounded(&format!("git.ref {wanted:?}: {e:#}"))))?;
+
+    let mut options = repo
+        .transport_options(source.url.as_str(), None)
+        .map_err(fetch_failed("transport options"))?
+        .and_then(|o| {
+            o.downcast::<gix::protocol::transport::client::blocking_io::http::Options>()
+                .ok()
+        })
+        .map(|o| *o)
+        .unwrap_or_default();
+    options.follow_redirects =
+        gix::protocol::transport::client::blocking_io::http::options::FollowRedirects::None;
+    let timeout = source.timeout;
+    let reqwest_options = gix::protocol::transport::client::blocking_io::http::reqwest::Options {
+        configure_client: Some(Box::new(move |builder| {
+            Ok(builder
+                .tls_backend_preconfigured((*tls).clone())
+                .timeout(timeout)
+                .connect_timeout(timeout))
+        })),
+        configure_request: None,
+    };
+    options.backend = Some(Arc::new(std::sync::Mutex::new(reqwest_options)));
+
+    let connection = remote
+        .connect(Direction::Fetch)
+        .map_err(fetch_failed("cannot connect"))?
+        .with_transport_options(Box::new(options))
+        // No credentials: a repository that asks for them fails instead of prompting.
+        .with_credentials(|_| Ok(None));
+    let meter = PackMeter {
+        id: gix::progress::UNKNOWN,
+        limit: source.max_bytes,
+        received: Arc::new(AtomicUsize::new(0)),
+        interrupt: interrupt.clone(),
+        too_large: too_large.clone(),
+    };
+    let classify = |e: gix::Error| {
+        if too_large.load(Ordering::SeqCst) {
+            GitError::TooLarge(format!(
+                "the pack is larger than the limit of {} bytes",
+                source.max_bytes
+            ))
+        } else if interrupt.load(Ordering::SeqCst) {
+            GitError::Timeout(format!("fetch interrupted after {:?}", source.timeout))
+        } else {
+            let text = format!("{e:#}");
+            if is_commit_id && (text.contains("not our ref") || text.contains("not found")) {
+                GitError::RefNotFound(bounded(&format!(
+                    "commit {wanted} is not on {}: {text}",
+                    source.url
+                )))
+            } else {
+                GitError::FetchFailed(bounded(&format!("fetching {}: {text}", source.url)))
+            }
+        }
+    };
+    let prepare = connection
+        .prepare_fetch(meter.clone(), gix::remote::ref_map::Options::default())
+        .map_err(classify)?;
+    let mapping = prepare.ref_map().mappings.iter().min_by_key(|m| {
+        precedence(
+            m.remote.as_name().map(|n| n.to_str_lossy()).as_deref(),
+            &wanted,
+        )
+    });
+    let Some(mapping) = mapping else {
+        return Err(GitError::RefNotFound(match &source.git_ref {
+            Some(r) => format!("no branch, tag or commit {r:?} on {}", source.url),
+            None => format!("{} has no default branch (empty repository?)", source.url),
+        }));
+    };
+    let target = mapping
+        .remote
+        .as_id()
+        .map(gix::ObjectId::from)
+        .ok_or_else(|| GitError::RefNotFound(format!("{wanted:?} names no object")))?;
+    let depth = NonZeroU32::MIN;
+    let outcome = prepare
+        .with_shallow(gix::remote::fetch::Shallow::DepthAtRemote(depth))
+        .receive(meter.clone(), interrupt)
+        .map_err(classify)?;
+    let pack_bytes = meter.received.load(Ordering::SeqCst) as u64;
+    if let gix::remote::fetch::Status::NoPackReceived { .. } = outcome.status {
+        tracing::debug!("no pack received (the objects were already present)");
+    }
+
+    let commit = repo
+        .find_object(target)
+        .and_then(|o| o.peel_to_commit())
+        .map_err(|e| {
+            GitError::RefNotFound(bounded(&format!("{wanted:?} is not a commit: {e:#}")))
+        })?;
+    let commit_id = commit.id.to_string();
+    let root = commit
+        .tree()
+        .map_err(fetch_failed("reading the commit's tree"))?;
+    let (start, prefix) = match &source.path {
+        None => (root, String::new()),
+        Some(path) => {
+            let entry = root
+                .lookup_entry_by_path(path)
+                .map_err(fetch_failed("looking up git.path"))?
+                .filter(|e| e.mode().is_tree())
+                .ok_or_else(|| {
+                    GitError::PathNotFound(format!(
+                        "git.path {path:?} is not a directory at {wanted} ({commit_id})"
+                    ))
+                })?;
+            let tree = repo
+                .find_tree(entry.object_id())
+                .map_err(fetch_failed("reading git.path"))?;
+            (tree, format!("{path}/"))
+        }
+    };
+    let mut walk = Walk {
+        repo: &repo,
+        limit: source.max_bytes,
+        bytes: 0,
+        files: Vec::new(),
+        skipped_submodules: Vec::new(),
+        max_files: source.max_files,
+        interrupt,
+    };
+    walk.tree(&start, &prefix)?;
+    Ok(Fetched {
+        commit: commit_id,
+        files: walk.files,
+        skipped_submodules: walk.skipped_submodules,
+        pack_bytes,
+    })
+}
+
+/// git's order for resolving a short name: `refs/NAME`, then tags, then branches.
+fn precedence(remote_name: Option<&str>, wanted: &str) -> usize {
+    let Some(name) = remote_name else {
+        return 0; // an object id
+    };
+    [
+        wanted.to_owned(),
+        format!("refs/{wanted}"),
+        format!("refs/tags/{wanted}"),
+        format!("refs/heads/{wanted}"),
+    ]
+    .iter()
+    .position(|candidate| candidate == name)
+    .unwrap_or(usize::MAX)
+}
+
+struct Walk<'r> {
+    repo: &'r gix::Repository,
+    limit: u64,
+    bytes: u64,
+    files: Vec<TreeFile>,
+    skipped_submodules: Vec<String>,
+    max_files: usize,
+    interrupt: &'r AtomicBool,
+}
+
+impl Walk<'_> {
+    fn tree(&mut self, tree: &gix::Tree<'_>, prefix: &str) -> Result<(), GitError> {
+        if self.interrupt.load(Ordering::SeqCst) {
+            return Err(GitError::Timeout(
+                "interrupted while reading the tree".into(),
+            ));
+        }
+        // Collected first: the tree's buffer is borrowed by its entries.
+        let mut entries = Vec::new();
+        for entry in tree.iter() {
+            let entry = entry.map_err(fetch_failed("reading a tree"))?;
+            entries.push((
+                entry.mode().kind(),
+                entry.filename().to_owned(),
+                entry.object_id(),
+            ));
+        }
+        for (kind, name, id) in entries {
+            let Ok(name) = name.to_str() else {
+                return Err(GitError::TreeRefused(format!(
+                    "{prefix}{:?}: the name is not UTF-8",
+                    name.to_str_lossy()
+                )));
+            };
+            let path = format!("{prefix}{name}");
+            match kind {
+                EntryKind::Tree => {
+                    let sub = self
+                        .repo
+                        .find_tree(id)
+                        .map_err(fetch_failed("reading a tree"))?;
+                    self.tree(&sub, &format!("{path}/"))?;
+                }
+                EntryKind::Commit => self.skipped_submodules.push(path),
+                EntryKind::Link => {
+                    return Err(GitError::TreeRefused(format!(
+                        "{path} is a symlink; symlinks are not delivered (choose a git.path without them)"
+                    )));
+                }
+                EntryKind::Blob | EntryKind::BlobExecutable => {
+                    check_relative_path(&path, PathKind::Plain)
+                        .map_err(|reason| GitError::TreeRefused(format!("{path:?}: {reason}")))?;
+                    if self.files.len() >= self.max_files {
+                        return Err(GitError::TooLarge(format!(
+                            "more than {} files to deliver",
+                            self.max_files
+                        )));
+                    }
+                    // Checked from the header before the content is inflated.
+                    let size = self
+                        .repo
+                        .find_header(id)
+                        .map_err(fetch_failed("reading a blob"))?
+                        .size();
+                    self.add(path.len() as u64 + size)?;
+                    let blob = self
+                        .repo
+                        .find_blob(id)
+                        .map_err(fetch_failed("reading a blob"))?;
+                    self.files.push(TreeFile {
+                        path,
+                        content: blob.data.clone(),
+                        executable: kind == EntryKind::BlobExecutable,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, bytes: u64) -> Result<(), GitError> {
+        self.bytes += bytes;
+        if self.bytes > self.limit {
+            return Err(GitError::TooLarge(format!(
+                "the files to deliver (paths and contents) exceed the limit of {} bytes",
+                self.limit
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(url: &str, hosts: &[&str]) -> proto::GitSource {
+        proto::GitSource {
+            url: url.into(),
+            allowed_hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn host_allow_list() {
+        let ok = |url, hosts: &[&str]| check(&source(url, hosts)).map(|_| ());
+        assert!(ok("https://github.com/o/r", &["github.com"]).is_ok());
+        assert!(ok("https://GitHub.com/o/r", &["github.com"]).is_ok());
+        assert!(ok("https://github.com:443/o/r", &["github.com"]).is_ok());
+        assert!(ok("https://git.example:8443/o/r", &["git.example:8443"]).is_ok());
+        for (url, hosts) in [
+            ("https://github.com/o/r", &["gitlab.com"][..]),
+            ("https://github.com/o/r", &[][..]),
+            ("https://github.com:8443/o/r", &["github.com"][..]),
+            ("https://git.example/o/r", &["git.example:8443"][..]),
+            ("https://evilgithub.com/o/r", &["github.com"][..]),
+            ("https://github.com.evil/o/r", &["github.com"][..]),
+        ] {
+            let e = ok(url, hosts).unwrap_err();
+            assert_eq!(e.reason(), "GitHostNotAllowed", "{url} {hosts:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn source_rules() {
+        let reason = |g: proto::GitSource| check(&g).unwrap_err().reason();
+        assert_eq!(reason(source("http://h/r", &["h"])), "GitSourceInvalid");
+        assert_eq!(reason(source("file:///etc", &["h"])), "GitSourceInvalid");
+        let mut g = source("https://h/r", &["h"]);
+        g.r#ref = "--upload-pack=x".into();
+        assert_eq!(reason(g), "GitSourceInvalid");
+        let mut g = source("https://h/r", &["h"]);
+        g.path = "../x".into();
+        assert_eq!(reason(g), "GitSourceInvalid");
+        let mut g = source("https://h/r", &["h"]);
+        g.max_bytes = MAX_GIT_MAX_BYTES;
+        assert_eq!(check(&g).unwrap().max_bytes, MAX_GIT_MAX_BYTES);
+        g.max_bytes = MAX_GIT_MAX_BYTES + 1;
+        assert_eq!(reason(g), "GitSourceInvalid");
+        let mut g = source("https://h/r", &["h"]);
+        g.timeout_ms = MAX_GIT_TIMEOUT.as_millis() as u64;
+        assert_eq!(check(&g).unwrap().timeout, MAX_GIT_TIMEOUT);
+        g.timeout_ms += 1;
+        assert_eq!(reason(g), "GitSourceInvalid");
+        let d = check(&source("https://h/r", &["h"])).unwrap();
+        assert_eq!(
+            (d.max_bytes, d.timeout),
+            (DEFAULT_GIT_MAX_BYTES, DEFAULT_GIT_TIMEOUT)
+        );
+    }
+
+    #[test]
+    fn errors_are_bounded_and_carry_the_reason() {
+        let status = Status::from(GitError::FetchFailed("é".repeat(5000)));
+        assert!(status.message().len() <= MAX_GIT_ERROR_BYTES);
+        assert!(status.message().starts_with("GitFetchFailed: "));
+        assert_eq!(
+            status.metadata().get(REASON_METADATA).unwrap(),
+            "GitFetchFailed"
+        );
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        let exact = "x".repeat(MAX_GIT_ERROR_BYTES);
+        assert_eq!(bounded(&exact), exact);
+        assert_eq!(bounded(&format!("{exact}x")).len(), MAX_GIT_ERROR_BYTES);
+    }
+}

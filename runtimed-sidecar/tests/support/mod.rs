@@ -1,2 +1,0 @@
-//! Shared test support.
-pub(crate) mod s3_server;
