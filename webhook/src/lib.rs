@@ -5,9 +5,12 @@
 //!   namespace Pod Security levels come through the [`admission::NamespaceLevels`] trait).
 //!
 //! - [`server`]: the HTTPS server (standalone mode only; see `docs/webhook.md`).
+//! - [`certs`]: serving certificates: files, or self-managed (own CA in a Secret, caBundle
+//!   patched; see `docs/webhook-certificates.md`).
 //!
 //! `krt inject` and `krt review` run the same handlers offline.
 
 pub mod admission;
+pub mod certs;
 pub mod inject;
 pub mod server;

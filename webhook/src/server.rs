@@ -159,6 +159,17 @@ struct AppState {
     handlers: Handlers,
     metrics: Metrics,
     resolver: Arc<CertResolver>,
+    gates: Vec<ReadinessGate>,
+}
+
+/// A readiness condition besides a loaded certificate (e.g. the self-managed certificate
+/// written and the caBundles patched): `/readyz` answers 503 naming it until it is true.
+#[derive(Clone, Debug)]
+pub struct ReadinessGate {
+    /// What is awaited, as `/readyz` shows it.
+    pub name: &'static str,
+    /// True once ready.
+    pub ready: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A running server.
@@ -224,12 +235,23 @@ pub async fn start(
     https: TcpListener,
     admin: TcpListener,
 ) -> anyhow::Result<Running> {
+    start_gated(config, https, admin, Vec::new()).await
+}
+
+/// [`start`], with `/readyz` also waiting for every gate.
+pub async fn start_gated(
+    config: ServeConfig,
+    https: TcpListener,
+    admin: TcpListener,
+    gates: Vec<ReadinessGate>,
+) -> anyhow::Result<Running> {
     let resolver = Arc::new(CertResolver::default());
     let metrics = Metrics::new();
     let state = Arc::new(AppState {
         handlers: Handlers::standalone(config.inject.clone(), config.pss_floor),
         metrics,
         resolver: resolver.clone(),
+        gates,
     });
     let mut tasks = tokio::task::JoinSet::new();
     // First load now (readiness waits for it), then poll.
@@ -315,6 +337,7 @@ pub fn review_router(handlers: Handlers) -> Router {
         handlers,
         metrics: Metrics::new(),
         resolver: Arc::new(CertResolver::default()),
+        gates: Vec::new(),
     }))
 }
 
@@ -375,6 +398,13 @@ impl Watcher {
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if let Some(gate) = state.gates.iter().find(|g| !*g.ready.borrow()) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("waiting for {}\n", gate.name),
+        )
+            .into_response();
+    }
     if state.resolver.is_loaded() {
         (StatusCode::OK, "ok\n").into_response()
     } else {
@@ -567,6 +597,9 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "KRUNTIMES_WEBHOOK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
+    /// Certificate mode flags.
+    #[command(flatten)]
+    pub certs: crate::certs::CertArgs,
 }
 
 /// Runs the server until SIGTERM. The rustls crypto provider must be installed first.
@@ -591,9 +624,31 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot bind {}", args.bind_address))?;
     let admin = TcpListener::bind(args.admin_bind_address)
         .with_context(|| format!("cannot bind {}", args.admin_bind_address))?;
-    let running = start(config, https, admin).await?;
+    let self_managed = match args.certs.cert_mode {
+        crate::certs::CertMode::Files => None,
+        crate::certs::CertMode::SelfManaged => Some(
+            crate::certs::start_self_managed(
+                &args.certs,
+                &args.tls_cert_file,
+                &args.tls_private_key_file,
+            )
+            .await?,
+        ),
+    };
+    let gates = self_managed
+        .iter()
+        .map(|s| ReadinessGate {
+            name: "the self-managed certificate and caBundles",
+            ready: s.ready.clone(),
+        })
+        .collect();
+    let running = start_gated(config, https, admin, gates).await?;
     tracing::info!(addr = %running.addr, admin_addr = %running.admin_addr, "serving (standalone)");
-    running.run_until_signal().await
+    let result = running.run_until_signal().await;
+    if let Some(s) = self_managed {
+        s.task.abort();
+    }
+    result
 }
 
 /// One DER TLV: (tag, content, rest).
