@@ -509,6 +509,13 @@ fn pem_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
+fn first_cert(pem: &[u8]) -> Result<CertificateDer<'static>, String> {
+    pem_certs(pem)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| "no CERTIFICATE block".to_owned())
+}
+
 /// PEM blocks one after the other, LF line endings, no blank line between them.
 fn encode_certs<'a>(certs: impl IntoIterator<Item = &'a Cert>) -> Vec<u8> {
     let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
@@ -531,9 +538,7 @@ fn parse_ca(current: &SecretContents) -> Result<(Cert, KeyPair), Corruption> {
         return Err(Corruption::Missing { key: CA_KEY_KEY });
     }
     let unreadable = |key, reason| Corruption::Unreadable { key, reason };
-    let der = pem_certs(&current.ca_crt)
-        .map_err(|r| unreadable(CA_CERT_KEY, r))?
-        .swap_remove(0);
+    let der = first_cert(&current.ca_crt).map_err(|r| unreadable(CA_CERT_KEY, r))?;
     let cert = parse_cert(der).map_err(|r| unreadable(CA_CERT_KEY, r))?;
     if !cert.is_ca {
         return Err(Corruption::NotCa);
@@ -665,9 +670,7 @@ fn check_serving(
     now: i64,
 ) -> Result<Cert, ServingReason> {
     let unreadable = |key, reason| ServingReason::Unreadable { key, reason };
-    let der = pem_certs(&current.tls_crt)
-        .map_err(|r| unreadable(TLS_CERT_KEY, r))?
-        .swap_remove(0);
+    let der = first_cert(&current.tls_crt).map_err(|r| unreadable(TLS_CERT_KEY, r))?;
     let key = PrivateKeyDer::from_pem_slice(&current.tls_key)
         .map_err(|e| unreadable(TLS_KEY_KEY, e.to_string()))?;
     rustls::sign::CertifiedKey::from_der(

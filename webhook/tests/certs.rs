@@ -1411,3 +1411,42 @@ fn self_managed_mode_needs_the_secret_and_the_service_flags() {
     assert_eq!(args.certs.self_managed_secret.unwrap().name, "certs");
     assert_eq!(args.certs.ca_bundle_selector, "app=x");
 }
+
+#[tokio::test]
+async fn the_loop_retries_after_a_failure_and_becomes_ready_only_after_a_success() {
+    let Cluster {
+        reconciler,
+        mut api,
+        dir,
+    } = cluster();
+    let (ready_tx, mut ready_rx) = tokio::sync::watch::channel(false);
+    let loop_task = tokio::spawn(kruntimes_webhook::certs::run(reconciler, ready_tx));
+    let path = format!("{SECRET_PATH}/{SECRET}");
+    expect(
+        &mut api,
+        Method::GET,
+        &path,
+        500,
+        status(500, "InternalError"),
+    )
+    .await;
+    // The retry (after RETRY_BACKOFF_INITIAL) starts over with a read of the Secret; until
+    // it has succeeded, the loop cannot be ready.
+    let created = {
+        expect(&mut api, Method::GET, &path, 404, status(404, "NotFound")).await;
+        assert!(!*ready_rx.borrow(), "ready before any success");
+        let created = expect(&mut api, Method::POST, SECRET_PATH, 201, Value::Null).await;
+        expect_list(&mut api, VWC_PATH, "ValidatingWebhookConfiguration", vec![]).await;
+        expect_list(&mut api, MWC_PATH, "MutatingWebhookConfiguration", vec![]).await;
+        contents_of(&created.body)
+    };
+    tokio::time::timeout(Duration::from_secs(10), ready_rx.wait_for(|ready| *ready))
+        .await
+        .expect("ready within 10 s")
+        .unwrap();
+    assert_eq!(
+        std::fs::read(dir.path().join("tls.crt")).unwrap(),
+        created.tls_crt
+    );
+    loop_task.abort();
+}
