@@ -1450,3 +1450,70 @@ async fn the_loop_retries_after_a_failure_and_becomes_ready_only_after_a_success
     );
     loop_task.abort();
 }
+
+/// `MAX_WRITE_ATTEMPTS` conflicting writes in a round: the last one may succeed; one
+/// more conflict fails the round (typed), with no further request.
+#[tokio::test]
+async fn write_conflicts_up_to_max_write_attempts_then_the_round_fails() {
+    use kruntimes_webhook::certs::{MAX_WRITE_ATTEMPTS, ReconcileError};
+    let path = format!("{SECRET_PATH}/{SECRET}");
+
+    // MAX_WRITE_ATTEMPTS - 1 conflicts, then the create goes through.
+    let Cluster {
+        reconciler,
+        mut api,
+        dir: _dir,
+    } = cluster();
+    let server = {
+        let path = path.clone();
+        tokio::spawn(async move {
+            for _ in 1..MAX_WRITE_ATTEMPTS {
+                expect(&mut api, Method::GET, &path, 404, status(404, "NotFound")).await;
+                expect(
+                    &mut api,
+                    Method::POST,
+                    SECRET_PATH,
+                    409,
+                    status(409, "AlreadyExists"),
+                )
+                .await;
+            }
+            expect(&mut api, Method::GET, &path, 404, status(404, "NotFound")).await;
+            expect(&mut api, Method::POST, SECRET_PATH, 201, Value::Null).await;
+            expect_list(&mut api, VWC_PATH, "ValidatingWebhookConfiguration", vec![]).await;
+            expect_list(&mut api, MWC_PATH, "MutatingWebhookConfiguration", vec![]).await;
+            api
+        })
+    };
+    let outcome = reconciler.reconcile(at(T0)).await.unwrap();
+    assert_eq!(outcome.action, Action::Create);
+    no_more_requests(reconciler, server.await.unwrap()).await;
+
+    // MAX_WRITE_ATTEMPTS conflicts: the round fails.
+    let Cluster {
+        reconciler,
+        mut api,
+        dir: _dir,
+    } = cluster();
+    let server = tokio::spawn(async move {
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            expect(&mut api, Method::GET, &path, 404, status(404, "NotFound")).await;
+            expect(
+                &mut api,
+                Method::POST,
+                SECRET_PATH,
+                409,
+                status(409, "AlreadyExists"),
+            )
+            .await;
+        }
+        api
+    });
+    let error = reconciler.reconcile(at(T0)).await.unwrap_err();
+    assert!(
+        matches!(error, ReconcileError::Conflicts { attempts, .. } if attempts == MAX_WRITE_ATTEMPTS),
+        "{error}"
+    );
+    assert_eq!(error.metric_label(), "conflicts");
+    no_more_requests(reconciler, server.await.unwrap()).await;
+}
