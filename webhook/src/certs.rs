@@ -1040,7 +1040,7 @@ impl Reconciler {
     /// served).
     pub async fn reconcile(&self, now: OffsetDateTime) -> Result<Outcome, ReconcileError> {
         let plan = self.converge_secret(now).await?;
-        let mut patched = self
+        let (mut patched, validating) = self
             .patch_kind::<ValidatingWebhookConfiguration>(
                 "ValidatingWebhookConfiguration",
                 &plan.contents.ca_bundle,
@@ -1058,8 +1058,8 @@ impl Reconciler {
                 },
             )
             .await?;
-        patched.extend(
-            self.patch_kind::<MutatingWebhookConfiguration>(
+        let (mutating_patched, mutating) = self
+            .patch_kind::<MutatingWebhookConfiguration>(
                 "MutatingWebhookConfiguration",
                 &plan.contents.ca_bundle,
                 |c| {
@@ -1075,8 +1075,11 @@ impl Reconciler {
                         .collect()
                 },
             )
-            .await?,
-        );
+            .await?;
+        patched.extend(mutating_patched);
+        if validating + mutating == 0 {
+            tracing::warn!(selector = %self.config.ca_bundle_selector, "no webhook configuration carries the caBundle label: the API server cannot trust this webhook until one does");
+        }
         // The key first: until the certificate follows, the server sees a pair that does
         // not match, refuses it and keeps serving the old one.
         let key_written = self.write_file(&self.config.key_file, &plan.contents.tls_key, 0o600)?;
@@ -1174,12 +1177,13 @@ impl Reconciler {
         }
     }
 
+    /// Patches the configurations of one kind that differ: (patched, found).
     async fn patch_kind<K>(
         &self,
         kind: &'static str,
         bundle: &[u8],
         webhooks: impl Fn(&K) -> Vec<(String, Option<Vec<u8>>)>,
-    ) -> Result<Vec<String>, ReconcileError>
+    ) -> Result<(Vec<String>, usize), ReconcileError>
     where
         K: kube::Resource<Scope = kube::core::ClusterResourceScope>
             + Clone
@@ -1197,9 +1201,6 @@ impl Reconciler {
                 selector: selector.clone(),
                 source,
             })?;
-        if list.items.is_empty() {
-            tracing::debug!(kind, selector = %selector, "no configuration carries the label");
-        }
         let mut patched = Vec::new();
         for config in &list.items {
             let Some(patch) = ca_bundle_patch(&webhooks(config), bundle)? else {
@@ -1216,7 +1217,7 @@ impl Reconciler {
             tracing::info!(kind, name = %name, "caBundle patched");
             patched.push(format!("{kind}/{name}"));
         }
-        Ok(patched)
+        Ok((patched, list.items.len()))
     }
 }
 
