@@ -1276,8 +1276,9 @@ pub enum StartError {
     /// A flag the mode needs is missing.
     #[error("{0} is required with --cert-mode self-managed")]
     MissingFlag(&'static str),
-    /// No Kubernetes client (neither in-cluster nor KUBECONFIG).
-    #[error("cannot create a Kubernetes client: {0}")]
+    /// No Kubernetes client (neither in-cluster nor KUBECONFIG). The cause is the error's
+    /// source (the binary prints the chain).
+    #[error("--cert-mode self-managed needs the Kubernetes API: cannot create a client")]
     Client(#[source] kube::Error),
 }
 
