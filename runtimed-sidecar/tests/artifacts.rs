@@ -16,8 +16,8 @@ use kruntimes_runtimed::grpc::connect_unix;
 use kruntimes_runtimed::proto;
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
-use sha2::{Digest, Sha256};
 use s3_server::S3Server;
+use sha2::{Digest, Sha256};
 
 const RUNTIMED: &str = env!("CARGO_BIN_EXE_runtimed");
 

@@ -12,9 +12,9 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use git_server::{GitServer, Mode, Repo, git};
 use kruntimes_runtimed::git::{self, Fetched, Fetcher, GitError};
 use kruntimes_runtimed::proto;
-use git_server::{GitServer, Mode, Repo, git};
 
 /// A repository with a branch, an annotated tag on the first commit and a second commit
 /// on main. Returns (first commit, second commit).

@@ -226,6 +226,17 @@ struct AppState {
     resolver: Arc<CertResolver>,
     readiness: Option<Arc<dyn ReadinessCheck>>,
     deadline_exceeded_policy: DeadlinePolicy,
+    gates: Vec<ReadinessGate>,
+}
+
+/// A readiness condition besides a loaded certificate (e.g. the self-managed certificate
+/// written and the caBundles patched): `/readyz` answers 503 naming it until it is true.
+#[derive(Clone, Debug)]
+pub struct ReadinessGate {
+    /// What is awaited, as `/readyz` shows it.
+    pub name: &'static str,
+    /// True once ready.
+    pub ready: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A running server.
@@ -291,8 +302,18 @@ pub async fn start(
     https: TcpListener,
     admin: TcpListener,
 ) -> anyhow::Result<Running> {
+    start_gated(config, https, admin, Vec::new()).await
+}
+
+/// [`start`], with `/readyz` also waiting for every gate.
+pub async fn start_gated(
+    config: ServeConfig,
+    https: TcpListener,
+    admin: TcpListener,
+    gates: Vec<ReadinessGate>,
+) -> anyhow::Result<Running> {
     let handlers = Handlers::standalone(config.inject.clone(), config.pss_floor);
-    start_with(config, handlers, None, https, admin).await
+    start_full(config, handlers, None, gates, https, admin).await
 }
 
 /// Starts the servers with `handlers` (API mode: reading the cluster caches), ready
@@ -304,6 +325,18 @@ pub async fn start_with(
     https: TcpListener,
     admin: TcpListener,
 ) -> anyhow::Result<Running> {
+    start_full(config, handlers, readiness, Vec::new(), https, admin).await
+}
+
+/// [`start_with`], with `/readyz` also waiting for every gate.
+pub async fn start_full(
+    config: ServeConfig,
+    handlers: Handlers,
+    readiness: Option<Arc<dyn ReadinessCheck>>,
+    gates: Vec<ReadinessGate>,
+    https: TcpListener,
+    admin: TcpListener,
+) -> anyhow::Result<Running> {
     let resolver = Arc::new(CertResolver::default());
     let metrics = Metrics::new();
     let state = Arc::new(AppState {
@@ -312,6 +345,7 @@ pub async fn start_with(
         resolver: resolver.clone(),
         readiness,
         deadline_exceeded_policy: config.deadline_exceeded_policy,
+        gates,
     });
     let mut tasks = tokio::task::JoinSet::new();
     // First load now (readiness waits for it), then poll.
@@ -400,6 +434,7 @@ pub fn review_router(handlers: Handlers) -> Router {
         resolver: Arc::new(CertResolver::default()),
         readiness: None,
         deadline_exceeded_policy: DeadlinePolicy::Deny,
+        gates: Vec::new(),
     }))
 }
 
@@ -466,6 +501,9 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     }
     if let Some(why) = state.readiness.as_ref().and_then(|r| r.not_ready()) {
         missing.push(why);
+    }
+    for gate in state.gates.iter().filter(|g| !*g.ready.borrow()) {
+        missing.push(format!("waiting for {}", gate.name));
     }
     if missing.is_empty() {
         (StatusCode::OK, "ok\n").into_response()
@@ -726,6 +764,9 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "KRUNTIMES_WEBHOOK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
+    /// Certificate mode flags.
+    #[command(flatten)]
+    pub certs: crate::certs::CertArgs,
 }
 
 /// Runs the server until SIGTERM. The rustls crypto provider must be installed first.
@@ -744,12 +785,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         deadline_exceeded_policy: args.deadline_exceeded_policy,
     };
     let handlers = Handlers::standalone(config.inject.clone(), config.pss_floor);
-    let cluster = if args.standalone {
+    let client = if args.standalone {
         None
     } else {
-        let client = crate::cluster::client(args.kubeconfig.as_deref()).await?;
-        Some(Arc::new(crate::cluster::Cluster::start(client)))
+        Some(crate::cluster::client(args.kubeconfig.as_deref()).await?)
     };
+    let cluster = client
+        .clone()
+        .map(|client| Arc::new(crate::cluster::Cluster::start(client)));
     let (handlers, readiness) = match &cluster {
         None => (handlers, None),
         Some(c) => (
@@ -763,10 +806,39 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot bind {}", args.bind_address))?;
     let admin = TcpListener::bind(args.admin_bind_address)
         .with_context(|| format!("cannot bind {}", args.admin_bind_address))?;
-    let running = start_with(config, handlers, readiness, https, admin).await?;
+    let self_managed = match args.certs.cert_mode {
+        crate::certs::CertMode::Files => None,
+        crate::certs::CertMode::SelfManaged => {
+            let client = match &client {
+                Some(c) => c.clone(),
+                None => crate::cluster::client(args.kubeconfig.as_deref()).await?,
+            };
+            Some(
+                crate::certs::start_self_managed(
+                    client,
+                    &args.certs,
+                    &args.tls_cert_file,
+                    &args.tls_private_key_file,
+                )
+                .await?,
+            )
+        }
+    };
+    let gates = self_managed
+        .iter()
+        .map(|s| ReadinessGate {
+            name: "the self-managed certificate and caBundles",
+            ready: s.ready.clone(),
+        })
+        .collect();
+    let running = start_full(config, handlers, readiness, gates, https, admin).await?;
     let mode = if args.standalone { "standalone" } else { "api" };
     tracing::info!(addr = %running.addr, admin_addr = %running.admin_addr, mode, "serving");
-    running.run_until_signal().await
+    let result = running.run_until_signal().await;
+    if let Some(s) = self_managed {
+        s.task.abort();
+    }
+    result
 }
 
 /// One DER TLV: (tag, content, rest).
