@@ -73,10 +73,7 @@ impl Agent {
         if let Some(existing) = map.get(&spec.run_uid) {
             return Ok((existing.clone(), false));
         }
-        let running = map
-            .values()
-            .filter(|e| !e.snapshot().phase.is_terminal())
-            .count();
+        let running = map.values().filter(|e| !e.phase().is_terminal()).count();
         if running >= self.bounds.max_running {
             return Err(Error::Capacity(running));
         }
@@ -106,7 +103,7 @@ impl Agent {
     pub fn running(&self) -> usize {
         self.map()
             .values()
-            .filter(|e| !e.snapshot().phase.is_terminal())
+            .filter(|e| !e.phase().is_terminal())
             .count()
     }
 
@@ -114,7 +111,7 @@ impl Agent {
     pub fn forget(&self, id: &str) -> Result<(), Error> {
         let mut map = self.map();
         let execution = map.get(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
-        if !execution.snapshot().phase.is_terminal() {
+        if !execution.phase().is_terminal() {
             return Err(Error::StillRunning(id.to_owned()));
         }
         if let Some(execution) = map.remove(id) {
@@ -129,7 +126,7 @@ impl Agent {
         let mut map = self.map();
         let mut terminal: Vec<(Instant, String)> = map
             .iter()
-            .filter_map(|(id, e)| Some((e.snapshot().ended_at?, id.clone())))
+            .filter_map(|(id, e)| Some((e.ended_at()?, id.clone())))
             .collect();
         terminal.sort();
         let expired = terminal

@@ -104,6 +104,11 @@ pub struct AgentArgs {
     /// Keep every workspace after its Run ends (until Forget or retention).
     #[arg(long)]
     pub keep_workspaces: bool,
+    /// Bytes all workspaces together may take (the workspace emptyDir's sizeLimit):
+    /// beyond it the largest running Run fails with reason WorkspaceFull, before the
+    /// kubelet would evict the whole pod. Unset: not checked.
+    #[arg(long)]
+    pub workspace_size_limit: Option<u64>,
     /// The bash binary.
     #[arg(long, default_value = "bash")]
     pub bash: String,

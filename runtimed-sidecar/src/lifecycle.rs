@@ -1,6 +1,7 @@
 //! One Run as processes: workspace, sources, spawn (confined), output capture, timeout
 //! and cancel, kill of every process of the Run, workspace removal.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -16,10 +17,10 @@ use tokio::sync::{oneshot, watch};
 use crate::Error;
 use crate::limits;
 use crate::output::BoundedOutput;
-use crate::procs::{RUN_MARKER, run_processes, signal_run};
+use crate::procs::{RUN_MARKER, run_processes, signal_run, walks_subtree};
 use crate::reaper::{Exit, Reaper};
 use crate::sandbox::confine_command;
-use crate::workspace::{WriteError, write_files_with_modes};
+use crate::workspace::{WriteError, disk_usage, is_no_space, write_files_with_modes};
 
 /// How a Run's program is started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +79,11 @@ pub struct Config {
     pub path: String,
     /// Keep every workspace after its Run is terminal.
     pub keep_workspaces: bool,
+    /// Bytes all workspaces together may take (the emptyDir's `sizeLimit`); beyond it
+    /// the largest running Run fails with reason `WorkspaceFull`. `None`: unchecked.
+    pub workspace_size_limit: Option<u64>,
+    /// How often running Runs' workspaces are measured against that limit.
+    pub workspace_check_interval: Duration,
 }
 
 impl Config {
@@ -91,6 +97,8 @@ impl Config {
             python: "python3".into(),
             path: limits::DEFAULT_PATH.into(),
             keep_workspaces: false,
+            workspace_size_limit: None,
+            workspace_check_interval: limits::WORKSPACE_CHECK_INTERVAL,
         }
     }
 }
@@ -236,6 +244,16 @@ impl Execution {
         self.state.borrow().clone()
     }
 
+    /// The current phase (no copy of the snapshot).
+    pub fn phase(&self) -> Phase {
+        self.state.borrow().phase
+    }
+
+    /// When the execution became terminal (monotonic), if it is.
+    pub fn ended_at(&self) -> Option<Instant> {
+        self.state.borrow().ended_at
+    }
+
     /// Waits until the execution is terminal and returns its final state.
     pub async fn wait(&self) -> Snapshot {
         let mut rx = self.state.subscribe();
@@ -347,11 +365,58 @@ pub fn check_spec(spec: &ExecSpec) -> Result<(), Error> {
     Ok(())
 }
 
+/// The last measured workspace size of every running Run (shared by their drivers), so
+/// that each can tell whether all workspaces together exceed the limit and whether it
+/// is the one to fail.
+#[derive(Debug, Default)]
+struct WorkspaceUsage {
+    sizes: Mutex<HashMap<String, u64>>,
+}
+
+impl WorkspaceUsage {
+    fn sizes(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        match self.sizes.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Records `uid`'s size; a message when `uid` has to fail (see [`over_limit`]).
+    fn record(&self, uid: &str, size: u64, limit: u64) -> Option<String> {
+        let mut sizes = self.sizes();
+        sizes.insert(uid.to_owned(), size);
+        let (offender, total) = over_limit(&sizes, limit)?;
+        (offender == uid).then(|| {
+            format!(
+                "the workspace holds {size} bytes; all running workspaces together {total} bytes, over the workspace size limit of {limit} bytes"
+            )
+        })
+    }
+
+    fn remove(&self, uid: &str) {
+        self.sizes().remove(uid);
+    }
+}
+
+/// When the workspaces together hold more than `limit` bytes: the Run to fail (the
+/// largest; ties broken by uid) and the total. At exactly `limit` nothing fails.
+pub fn over_limit(sizes: &HashMap<String, u64>, limit: u64) -> Option<(&str, u64)> {
+    let total = sizes.values().fold(0u64, |a, b| a.saturating_add(*b));
+    if total <= limit {
+        return None;
+    }
+    sizes
+        .iter()
+        .max_by(|a, b| (a.1, a.0).cmp(&(b.1, b.0)))
+        .map(|(uid, _)| (uid.as_str(), total))
+}
+
 /// Starts Runs.
 #[derive(Debug, Clone)]
 pub struct Supervisor {
     config: Arc<Config>,
     reaper: Arc<Reaper>,
+    usage: Arc<WorkspaceUsage>,
 }
 
 struct Prepared {
@@ -367,6 +432,7 @@ impl Supervisor {
         Ok(Self {
             config: Arc::new(config),
             reaper,
+            usage: Arc::default(),
         })
     }
 
@@ -424,16 +490,19 @@ impl Supervisor {
                     grace: self.config.grace,
                     leader: pid as i32,
                     keep,
+                    workspace_limit: self.config.workspace_size_limit,
+                    check_interval: self.config.workspace_check_interval,
+                    usage: self.usage.clone(),
                 };
                 tokio::spawn(driver.drive(exit_rx, cancel_rx, timeout, stdout, stderr));
             }
             Err((reason, message)) => {
-                execution.stdout.close();
-                execution.stderr.close();
                 if !keep {
                     execution.remove_workspace();
                 }
                 finish(&execution, Phase::Error, None, reason, message);
+                execution.stdout.close();
+                execution.stderr.close();
             }
         }
         Ok(execution)
@@ -470,8 +539,20 @@ impl Supervisor {
                 .iter()
                 .map(|(p, c)| (p.as_str(), c.as_slice(), spec.executable.contains(p))),
         );
+        let inline: u64 = files.iter().map(|(_, c, _)| c.len() as u64).sum();
+        if let Some(limit) = self.config.workspace_size_limit
+            && inline > limit
+        {
+            return Err((
+                "WorkspaceFull",
+                format!(
+                    "the inline files hold {inline} bytes, over the workspace size limit of {limit} bytes"
+                ),
+            ));
+        }
         write_files_with_modes(workspace, files.iter().copied()).map_err(|e| {
             let reason = match &e {
+                WriteError::Io { source, .. } if is_no_space(source) => "WorkspaceFull",
                 WriteError::Io { .. } => "WorkspaceWriteFailed",
                 WriteError::InvalidPath { .. } | WriteError::Refused { .. } => "SourceRefused",
             };
@@ -515,7 +596,14 @@ impl Supervisor {
                     .config
                     .workspace_root
                     .join(format!(".{}.input.json", spec.run_uid));
-                fs::write(&path, input).map_err(fail("InputUnavailable"))?;
+                fs::write(&path, input).map_err(|e| {
+                    let reason = if is_no_space(&e) {
+                        "WorkspaceFull"
+                    } else {
+                        "InputUnavailable"
+                    };
+                    (reason, e.to_string())
+                })?;
                 let file = fs::File::open(&path).map_err(fail("InputUnavailable"))?;
                 command
                     .env("KRT_INPUT_FILE", &path)
@@ -557,12 +645,16 @@ struct Driver {
     grace: Duration,
     leader: i32,
     keep: bool,
+    workspace_limit: Option<u64>,
+    check_interval: Duration,
+    usage: Arc<WorkspaceUsage>,
 }
 
 enum Stop {
     Exited(Exit),
     TimedOut,
     Cancelled(Option<Duration>),
+    WorkspaceFull(String),
 }
 
 impl Driver {
@@ -590,12 +682,16 @@ impl Driver {
             },
             () = tokio::time::sleep(timeout) => Stop::TimedOut,
             grace = cancel => Stop::Cancelled(grace),
+            message = self.watch_workspace() => Stop::WorkspaceFull(message),
         };
+        self.usage.remove(&self.execution.run_uid);
         // No cancel after this point.
         drop(match self.execution.cancel.lock() {
             Ok(mut g) => g.take(),
             Err(p) => p.into_inner().take(),
         });
+        let mut message = String::new();
+        let mut remove = !self.keep;
         let (phase, reason, exit) = match stop {
             Stop::Exited(exit) => {
                 let phase = if exit == Exit::Code(0) {
@@ -618,10 +714,16 @@ impl Driver {
                 let exit = self.terminate(exit_rx, grace.unwrap_or(self.grace)).await;
                 (Phase::Cancelled, "Cancelled", exit)
             }
+            Stop::WorkspaceFull(full) => {
+                let exit = self.terminate(exit_rx, self.grace).await;
+                // Removed even when it was to be kept: keeping it would keep the disk full.
+                remove = true;
+                message = full;
+                (Phase::Failed, "WorkspaceFull", exit)
+            }
         };
         // Whatever is left of the Run (background processes, escaped ones) goes now.
         let leftover = self.kill_all().await;
-        let mut message = String::new();
         if leftover > 0 {
             message = format!("{leftover} process(es) of the Run could not be killed");
         }
@@ -635,17 +737,46 @@ impl Driver {
                 message = "output pipe still open after every process was killed".into();
             }
         }
-        self.execution.stdout.close();
-        self.execution.stderr.close();
         let input = self
             .execution
             .workspace
             .with_file_name(format!(".{}.input.json", self.execution.run_uid));
         let _ = fs::remove_file(input);
-        if !self.keep {
+        if remove {
             self.execution.remove_workspace();
         }
         finish(&self.execution, phase, exit, reason, message);
+        // Only now, so that a client whose `Logs` follow has ended finds the execution
+        // terminal (one Status call, no polling).
+        self.execution.stdout.close();
+        self.execution.stderr.close();
+    }
+
+    /// Measures the workspace every `check_interval` while a size limit is set; returns
+    /// a message once this Run has to fail because the workspaces together exceed it.
+    async fn watch_workspace(&self) -> String {
+        let Some(limit) = self.workspace_limit else {
+            return std::future::pending().await;
+        };
+        // The first look one interval in: at the start the workspace holds only the
+        // inline files, already checked against the limit.
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.check_interval,
+            self.check_interval,
+        );
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let dir = self.execution.workspace.clone();
+            // One byte past the limit is enough to know this workspace alone exceeds it.
+            let stop_at = limit.saturating_add(1);
+            let size = tokio::task::spawn_blocking(move || disk_usage(&dir, stop_at))
+                .await
+                .unwrap_or(0);
+            if let Some(message) = self.usage.record(&self.execution.run_uid, size, limit) {
+                return message;
+            }
+        }
     }
 
     /// SIGTERM to every process of the Run, `grace`, then SIGKILL until none is left.
@@ -666,12 +797,24 @@ impl Driver {
     async fn kill_all(&self) -> usize {
         let uid = self.execution.run_uid.clone();
         let leader = self.leader;
+        // A second look when the first finds nothing: reading /proc races with
+        // processes being created or re-parented, and nothing may be left behind.
+        let round = move |uid: &str| match signal_run(leader, uid, Signal::SIGKILL) {
+            0 => signal_run(leader, uid, Signal::SIGKILL),
+            n => n,
+        };
         for _ in 0..limits::MAX_KILL_ROUNDS {
-            let uid = uid.clone();
-            let found =
-                tokio::task::spawn_blocking(move || signal_run(leader, &uid, Signal::SIGKILL))
+            // Walking the agent's subtree is a few small reads: done here, which saves
+            // two thread hand-offs per Run; reading all of /proc goes to a blocking
+            // thread.
+            let found = if walks_subtree() {
+                round(&uid)
+            } else {
+                let uid = uid.clone();
+                tokio::task::spawn_blocking(move || round(&uid))
                     .await
-                    .unwrap_or(0);
+                    .unwrap_or(0)
+            };
             if found == 0 {
                 return 0;
             }
@@ -684,15 +827,25 @@ impl Driver {
     }
 }
 
+/// The first read buffer of a pipe.
+const FIRST_READ_BYTES: usize = 4096;
+
 async fn pump(fd: std::os::fd::OwnedFd, stream: Arc<OutputStream>) {
     let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
         return;
     };
-    let mut buf = vec![0u8; limits::READ_CHUNK_BYTES];
+    // Small at first (most Runs write little: no 64 KiB to allocate and fault in per
+    // stream), doubled while reads fill it, up to READ_CHUNK_BYTES.
+    let mut buf = vec![0u8; FIRST_READ_BYTES];
     loop {
         match pipe.read(&mut buf).await {
             Ok(0) => return,
-            Ok(n) => stream.push(&buf[..n]),
+            Ok(n) => {
+                stream.push(&buf[..n]);
+                if n == buf.len() && buf.len() < limits::READ_CHUNK_BYTES {
+                    buf.resize((buf.len() * 2).min(limits::READ_CHUNK_BYTES), 0);
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return,
         }

@@ -38,7 +38,8 @@ pub const MAX_RUN_UID_BYTES: usize = 128;
 /// Largest input accepted, in bytes.
 pub const MAX_INPUT_BYTES: usize = 1024 * 1024;
 
-/// Size of one read from a process pipe and of one log chunk sent to a client.
+/// Largest read from a process pipe (reads start at 4 KiB and double while full) and
+/// largest log chunk sent to a client.
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 /// How long to keep draining pipes after every process of a Run is gone; a pipe still
@@ -58,3 +59,9 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 /// How long `runtimed probe` waits for an answer: below the one-second
 /// `timeoutSeconds` of the injected probes, so a slow answer fails the probe cleanly.
 pub const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(800);
+
+/// How often the agent measures each running Run's workspace against the workspace size
+/// limit (`--workspace-size-limit`): often enough to stop a Run filling the disk before
+/// the kubelet evicts the whole pod (it checks every 10 s by default), rarely enough
+/// that the walk costs little.
+pub const WORKSPACE_CHECK_INTERVAL: Duration = Duration::from_millis(500);

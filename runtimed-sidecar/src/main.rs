@@ -227,6 +227,7 @@ fn agent(args: AgentArgs) -> ExitCode {
         config.grace = Duration::from_millis(args.grace_ms);
         config.output_limit = args.output_limit;
         config.keep_workspaces = args.keep_workspaces;
+        config.workspace_size_limit = args.workspace_size_limit;
         config.bash = args.bash;
         config.python = args.python;
         let agent = match Agent::new(config, Bounds::default()) {

@@ -1,9 +1,19 @@
 //! Finding every process of a Run through /proc: its process group and session, every
 //! descendant, and orphans adopted by this (subreaper) process that carry the Run's
 //! marker in their environment. Then killing them until none is left.
+//!
+//! Where to look: this process is a child subreaper, so every process ever started by a
+//! Run stays inside this process's subtree (an orphan is re-parented to the nearest
+//! subreaper ancestor, which is this process or one of its descendants). The Run's
+//! processes are therefore found by walking that subtree through
+//! `/proc/<pid>/task/<tid>/children`: a handful of reads for this process's children
+//! and the Run's own processes, instead of a `stat` of every process on the machine.
+//! Where the kernel has no `children` files (`CONFIG_PROC_CHILDREN` off), every entry of
+//! `/proc` is read instead, with the same membership rules.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
+use std::sync::OnceLock;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -40,6 +50,39 @@ fn has_marker(pid: i32, marker: &[u8]) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether a Run's processes are found by walking this process's subtree (cheap), rather
+/// than by reading every entry of /proc.
+pub fn walks_subtree() -> bool {
+    children_files_exist()
+}
+
+/// Whether this kernel has `/proc/<pid>/task/<tid>/children` (`CONFIG_PROC_CHILDREN`).
+fn children_files_exist() -> bool {
+    static EXIST: OnceLock<bool> = OnceLock::new();
+    *EXIST.get_or_init(|| fs::metadata("/proc/thread-self/children").is_ok())
+}
+
+/// The direct children of every thread of `pid` (a child's parent is the thread that
+/// created it, or for an adopted orphan any thread of the subreaper). Empty when `pid`
+/// is gone.
+fn children_of(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut children = Vec::new();
+    for task in tasks.flatten() {
+        let mut path = task.path();
+        path.push("children");
+        if let Ok(list) = fs::read_to_string(path) {
+            children.extend(
+                list.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+    }
+    children
+}
+
 fn all_processes() -> HashMap<i32, Stat> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return HashMap::new();
@@ -50,20 +93,54 @@ fn all_processes() -> HashMap<i32, Stat> {
         .collect()
 }
 
+/// Whether a process with this stat belongs to the Run directly (not as a descendant):
+/// the first process, its group or session, or an orphan adopted by this process that
+/// carries the Run's marker.
+fn is_member(pid: i32, stat: Stat, leader: i32, me: i32, marker: &[u8]) -> bool {
+    pid == leader
+        || stat.pgrp == leader
+        || stat.session == leader
+        || (stat.ppid == me && has_marker(pid, marker))
+}
+
 /// Every live process (zombies included) belonging to the Run whose first process was
 /// `leader` (its own session and group leader) and whose uid is `run_uid`.
 pub fn run_processes(leader: i32, run_uid: &str) -> Vec<i32> {
-    let me = std::process::id() as i32;
     let marker = format!("{RUN_MARKER}={run_uid}").into_bytes();
+    let mut out = if children_files_exist() {
+        in_subtree(leader, &marker)
+    } else {
+        in_all_of_proc(leader, &marker)
+    };
+    out.sort_unstable();
+    out
+}
+
+/// The Run's processes among this process's descendants. Every process of a Run is one
+/// (see the module's comment), and a process that belongs to the Run is either a
+/// member itself or a descendant of one, so only members' subtrees are walked.
+fn in_subtree(leader: i32, marker: &[u8]) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let mut pending: Vec<i32> = children_of(me)
+        .into_iter()
+        .filter(|pid| read_stat(*pid).is_some_and(|s| is_member(*pid, s, leader, me, marker)))
+        .collect();
+    let mut members = HashSet::new();
+    while let Some(pid) = pending.pop() {
+        if pid != me && members.insert(pid) {
+            pending.extend(children_of(pid));
+        }
+    }
+    members.into_iter().collect()
+}
+
+/// The same rules applied to every process in /proc.
+fn in_all_of_proc(leader: i32, marker: &[u8]) -> Vec<i32> {
+    let me = std::process::id() as i32;
     let procs = all_processes();
     let mut members: HashSet<i32> = procs
         .iter()
-        .filter(|(pid, s)| {
-            **pid == leader
-                || s.pgrp == leader
-                || s.session == leader
-                || (s.ppid == me && has_marker(**pid, &marker))
-        })
+        .filter(|(pid, s)| is_member(**pid, **s, leader, me, marker))
         .map(|(pid, _)| *pid)
         .collect();
     members.remove(&me);
@@ -79,9 +156,7 @@ pub fn run_processes(leader: i32, run_uid: &str) -> Vec<i32> {
             break;
         }
     }
-    let mut out: Vec<i32> = members.into_iter().collect();
-    out.sort_unstable();
-    out
+    members.into_iter().collect()
 }
 
 /// Sends `signal` to the Run's process group and to every process of the Run.
@@ -93,4 +168,46 @@ pub fn signal_run(leader: i32, run_uid: &str, signal: Signal) -> usize {
         let _ = kill(Pid::from_raw(*pid), signal);
     }
     found.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::CommandExt;
+
+    use super::*;
+
+    #[test]
+    fn both_ways_of_looking_find_the_same_processes() {
+        assert!(
+            children_files_exist(),
+            "this test needs CONFIG_PROC_CHILDREN"
+        );
+        // A group of its own (leader), a child in it, and a grandchild that left it for
+        // its own session: all three belong to the Run either way.
+        let mut leader = std::process::Command::new("bash")
+            .args(["-c", "sleep 30 & setsid sleep 31 & wait"])
+            .env(RUN_MARKER, "walk")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = leader.id() as i32;
+        let marker = format!("{RUN_MARKER}=walk").into_bytes();
+        let mut found = Vec::new();
+        for _ in 0..200 {
+            found = in_subtree(pid, &marker);
+            if found.len() == 3 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        found.sort_unstable();
+        let mut everywhere = in_all_of_proc(pid, &marker);
+        everywhere.sort_unstable();
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert_eq!(found, everywhere);
+        for p in &found {
+            let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
+        }
+        let _ = leader.wait();
+    }
 }

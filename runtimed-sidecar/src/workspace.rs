@@ -2,7 +2,7 @@
 //! rules, every directory and file opened without following symlinks, files created
 //! exclusively, so nothing can be written outside the workspace.
 
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -129,4 +129,39 @@ fn write_one(
         path: path.to_owned(),
         source,
     })
+}
+
+/// Bytes a directory tree takes on disk (allocated blocks, as `du` and the kubelet count
+/// them: a sparse file counts for what it really holds), without following symlinks.
+/// The walk stops as soon as the count reaches `stop_at`, so measuring a huge workspace
+/// costs no more than reaching the limit. Entries that vanish during the walk are
+/// skipped.
+pub fn disk_usage(dir: &Path, stop_at: u64) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = fs::symlink_metadata(dir).map_or(0, |m| m.blocks() * 512);
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        let Ok(entries) = fs::read_dir(&next) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            // `DirEntry::metadata` does not follow a symlink.
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            total = total.saturating_add(meta.blocks() * 512);
+            if total >= stop_at {
+                return total;
+            }
+            if meta.is_dir() {
+                pending.push(entry.path());
+            }
+        }
+    }
+    total
+}
+
+/// Whether a write failed because the filesystem (or a quota) is full.
+pub fn is_no_space(error: &std::io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(code) if code == Errno::ENOSPC as i32 || code == Errno::EDQUOT as i32)
 }

@@ -429,3 +429,139 @@ fn a_symlink_planted_in_the_workspace_cannot_be_written_through() {
         b"abc"
     );
 }
+
+fn limited(root: &Path, limit: u64, interval: Duration) -> Supervisor {
+    let mut config = Config::new(root);
+    config.grace = Duration::from_millis(300);
+    config.workspace_size_limit = Some(limit);
+    config.workspace_check_interval = interval;
+    Supervisor::new(config).unwrap()
+}
+
+#[tokio::test]
+async fn a_run_writing_past_the_workspace_size_limit_fails_and_its_files_go() {
+    let root = tempfile::tempdir().unwrap();
+    let sup = limited(root.path(), 1 << 20, Duration::from_millis(20));
+    let mut spec = bash(
+        "full",
+        "head -c 4000000 /dev/zero > big.bin; echo written; sleep 30",
+    );
+    // Kept workspaces are removed too when full: keeping one would keep the disk full.
+    spec.keep_workspace = true;
+    let execution = sup.start(spec).unwrap();
+    let end = execution.wait().await;
+    assert_eq!(end.phase, Phase::Failed, "{end:?}");
+    assert_eq!(end.reason, "WorkspaceFull");
+    assert!(
+        end.message.contains("limit of 1048576 bytes"),
+        "{}",
+        end.message
+    );
+    assert_eq!(stdout_of(&execution), "written\n");
+    assert!(!root.path().join("full").exists());
+    assert!(!end.workspace_present);
+    assert_gone(&[end.pid.unwrap() as i32], "full");
+}
+
+#[tokio::test]
+async fn a_run_below_the_workspace_size_limit_succeeds() {
+    let root = tempfile::tempdir().unwrap();
+    let sup = limited(root.path(), 1 << 20, Duration::from_millis(20));
+    // A quarter of the limit, held for many checks.
+    let end = sup
+        .start(bash(
+            "below",
+            "head -c 262144 /dev/zero > part.bin; sleep 0.5",
+        ))
+        .unwrap()
+        .wait()
+        .await;
+    assert_eq!(
+        (end.phase, end.reason.as_str()),
+        (Phase::Succeeded, "Completed")
+    );
+}
+
+#[tokio::test]
+async fn the_largest_workspace_fails_when_together_they_exceed_the_limit() {
+    let root = tempfile::tempdir().unwrap();
+    // Each fits alone; together they do not.
+    let sup = limited(root.path(), 1 << 20, Duration::from_millis(20));
+    let large = sup
+        .start(bash("large", "head -c 700000 /dev/zero > a.bin; sleep 30"))
+        .unwrap();
+    // The smaller one holds its bytes until the larger one has been stopped.
+    let gate = root.path().join("gate");
+    let small = sup
+        .start(bash(
+            "small",
+            &format!(
+                "head -c 400000 /dev/zero > b.bin; while [ ! -e {} ]; do sleep 0.02; done",
+                gate.display()
+            ),
+        ))
+        .unwrap();
+    let large_end = large.wait().await;
+    std::fs::write(&gate, b"").unwrap();
+    let small_end = small.wait().await;
+    assert_eq!(
+        (large_end.phase, large_end.reason.as_str()),
+        (Phase::Failed, "WorkspaceFull")
+    );
+    assert_eq!(small_end.phase, Phase::Succeeded, "{small_end:?}");
+}
+
+#[test]
+fn over_the_limit_means_more_than_the_limit_and_the_largest_fails() {
+    use kruntimes_runtimed::lifecycle::over_limit;
+    use std::collections::HashMap;
+    let sizes: HashMap<String, u64> = [("a".to_owned(), 60), ("b".to_owned(), 40)].into();
+    assert_eq!(over_limit(&sizes, 100), None, "at the limit nothing fails");
+    assert_eq!(
+        over_limit(&sizes, 99),
+        Some(("a", 100)),
+        "one over: the largest"
+    );
+    let tie: HashMap<String, u64> = [("a".to_owned(), 50), ("b".to_owned(), 50)].into();
+    assert_eq!(
+        over_limit(&tie, 99),
+        Some(("b", 100)),
+        "a tie is broken by uid"
+    );
+}
+
+#[tokio::test]
+async fn inline_files_are_checked_against_the_workspace_size_limit() {
+    let root = tempfile::tempdir().unwrap();
+    // No measurement during these Runs: only the check before writing.
+    let sup = limited(root.path(), 1000, Duration::from_secs(3600));
+    let with_inline = |uid: &str, bytes: usize| {
+        let mut spec = bash(uid, "true"); // 4 bytes of main.sh
+        spec.files = vec![("data.bin".into(), vec![b'x'; bytes])];
+        spec
+    };
+    let at = sup.start(with_inline("at", 996)).unwrap().wait().await;
+    assert_eq!(at.phase, Phase::Succeeded, "{at:?}");
+    let over = sup.start(with_inline("over", 997)).unwrap().wait().await;
+    assert_eq!(
+        (over.phase, over.reason.as_str()),
+        (Phase::Error, "WorkspaceFull")
+    );
+    assert!(over.message.contains("1001 bytes"), "{}", over.message);
+    assert!(!root.path().join("over").exists());
+}
+
+#[test]
+fn a_full_filesystem_or_quota_is_told_apart_from_other_write_errors() {
+    use kruntimes_runtimed::workspace::is_no_space;
+    use nix::errno::Errno;
+    assert!(is_no_space(&std::io::Error::from_raw_os_error(
+        Errno::ENOSPC as i32
+    )));
+    assert!(is_no_space(&std::io::Error::from_raw_os_error(
+        Errno::EDQUOT as i32
+    )));
+    assert!(!is_no_space(&std::io::Error::from_raw_os_error(
+        Errno::EACCES as i32
+    )));
+}
