@@ -162,11 +162,7 @@ fn find_unknown_fields(raw: &Value, known: &Value, path: &str, out: &mut Vec<Vio
         (Value::Object(raw_map), Value::Object(known_map)) => {
             let is_step = is_step_path(path);
             for (key, raw_value) in raw_map {
-                let child = if path.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{path}.{key}")
-                };
+                let child = child_path(path, key);
                 match known_map.get(key) {
                     Some(known_value) => find_unknown_fields(raw_value, known_value, &child, out),
                     None if is_trivially_empty(raw_value) => {}
@@ -195,6 +191,18 @@ fn find_unknown_fields(raw: &Value, known: &Value, path: &str, out: &mut Vec<Vio
     }
 }
 
+/// The field path of `key` under `path`. An empty key (JSON allows it, and YAML's
+/// `? : ...` gives one) is written `[""]`, so the path never ends up empty or ending in
+/// a dot.
+fn child_path(path: &str, key: &str) -> String {
+    match (path.is_empty(), key.is_empty()) {
+        (true, true) => "<root>[\"\"]".to_owned(),
+        (false, true) => format!("{path}[\"\"]"),
+        (true, false) => key.to_owned(),
+        (false, false) => format!("{path}.{key}"),
+    }
+}
+
 /// `spec.jobs[N].steps[M]`
 fn is_step_path(path: &str) -> bool {
     path.strip_prefix("spec.jobs[")
@@ -208,5 +216,38 @@ fn is_trivially_empty(value: &Value) -> bool {
         Value::Array(a) => a.is_empty(),
         Value::Object(o) => o.is_empty(),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `rules` fuzz target: an unknown empty key gave a violation with an
+    /// empty field path.
+    #[test]
+    fn unknown_empty_keys_have_a_field_path() {
+        let document = serde_json::json!({
+            "apiVersion": API_VERSION,
+            "kind": "Run",
+            "": 1,
+            "metadata": {"name": "hello", "": "x"},
+            "spec": {
+                "runtimeRef": {"name": "bash"},
+                "interpreter": "bash",
+                "script": "echo hi",
+                "": true
+            }
+        });
+        let checked = check_document(&document).unwrap();
+        let fields: Vec<&str> = checked
+            .violations
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect();
+        assert!(fields.contains(&"<root>[\"\"]"), "{fields:?}");
+        assert!(fields.contains(&"metadata[\"\"]"), "{fields:?}");
+        assert!(fields.contains(&"spec[\"\"]"), "{fields:?}");
+        assert!(fields.iter().all(|f| !f.is_empty()), "{fields:?}");
     }
 }

@@ -1,0 +1,957 @@
+//! Load benchmark of the admission webhook against a floor server, in the same run.
+//!
+//! `cargo bench -p kruntimes-webhook --bench load` starts two child processes on
+//! loopback, both with rcgen certificates from a temporary directory:
+//! - the real `kruntimes-webhook --standalone` binary (default flags and logging: one
+//!   JSON log line per review, written to a file);
+//! - the floor server (`load/floor.rs`): the same axum + axum-server + rustls stack
+//!   answering one canned AdmissionReview.
+//!
+//! and drives both with its own load generator (hyper HTTP/1.1 over tokio-rustls,
+//! keep-alive connections), for two realistic reviews: a CREATE of a 50-step Workflow
+//! to `/validate` and a CREATE of a Pod to inject to `/mutate`. For each server and
+//! review:
+//! - throughput, closed loop (`KRT_BENCH_CONNECTIONS` connections, default 8, each
+//!   sending its next review when the previous answer arrived), `KRT_BENCH_SECS` seconds
+//!   (default 15);
+//! - latency at a fixed rate (`KRT_BENCH_RATE`, default 1,000 reviews/s), open loop: a
+//!   review is due at `start + i / rate` whatever happened before, and its latency runs
+//!   from that due time (so a stall is charged to every review it delays: no coordinated
+//!   omission);
+//! - RSS of the server process (`VmRSS`), sampled every 250 ms.
+//!
+//! Every answer is checked: HTTP 200, an AdmissionReview whose `response.uid` is the
+//! uid sent (the floor's canned uid for the floor), `allowed: true`, and a JSONPatch
+//! for the Pod and none for the Workflow. Wrong answers are counted and make the run
+//! exit non-zero.
+//!
+//! `KRT_SOAK_SECS=600` runs the soak instead: the webhook alone at the fixed rate
+//! (both reviews, half each), printing RSS, p99 and errors every 30 s.
+//!
+//! A benchmark, not a test: figures go to docs/benchmarks.md, never into assertions.
+
+#[path = "load/floor.rs"]
+mod floor;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use kruntimes_webhook::admission::{DEFAULT_PSS_FLOOR, Endpoint, Handlers, parse_review};
+use kruntimes_webhook::inject::InjectConfig;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
+use rustls::pki_types::ServerName;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// Set in the environment of the child that serves the floor: `CERT\nKEY\nADDR`.
+const FLOOR_CHILD_ENV: &str = "KRT_BENCH_FLOOR_SERVER";
+/// Stands for the uid in the review templates; replaced per request.
+const UID_PLACEHOLDER: &str = "@@UID@@";
+/// How long a child server may take to answer its first review.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Warm-up before each measured phase (connections, allocator, caches).
+const WARMUP: Duration = Duration::from_secs(2);
+/// Connections of the open-loop (fixed-rate) phase: enough that a review never waits
+/// for a free connection at 1,000/s unless the server is slow, which then shows.
+const OPEN_LOOP_CONNECTIONS: usize = 32;
+/// RSS sampling period.
+const RSS_PERIOD: Duration = Duration::from_millis(250);
+/// Soak report period.
+const SOAK_REPORT: Duration = Duration::from_secs(30);
+/// How long the in-process handler cost is measured per review.
+const HANDLER_COST_TIME: Duration = Duration::from_secs(2);
+
+fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("{name}={v:?}: expected a whole number")),
+        Err(_) => Ok(default),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    if let Ok(spec) = std::env::var(FLOOR_CHILD_ENV) {
+        let mut parts = spec.split('\n');
+        let (Some(cert), Some(key), Some(addr)) = (parts.next(), parts.next(), parts.next()) else {
+            bail!("{FLOOR_CHILD_ENV}: expected CERT\\nKEY\\nADDR");
+        };
+        return floor::serve(Path::new(cert), Path::new(key), addr.parse()?);
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(bench())
+}
+
+// ---------------------------------------------------------------------------------------
+// Certificates and child processes
+
+struct Certs {
+    dir: tempfile::TempDir,
+    ca_der: rustls::pki_types::CertificateDer<'static>,
+}
+
+impl Certs {
+    fn new() -> anyhow::Result<Certs> {
+        let dir = tempfile::tempdir()?;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+        let mut params = CertificateParams::new(vec!["localhost".to_owned()])?;
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress([127, 0, 0, 1].into()));
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &ca)?;
+        std::fs::write(dir.path().join("tls.crt"), cert.pem())?;
+        std::fs::write(dir.path().join("tls.key"), key.serialize_pem())?;
+        Ok(Certs {
+            ca_der: ca.der().clone(),
+            dir,
+        })
+    }
+
+    fn cert(&self) -> PathBuf {
+        self.dir.path().join("tls.crt")
+    }
+
+    fn key(&self) -> PathBuf {
+        self.dir.path().join("tls.key")
+    }
+}
+
+/// A child process killed (and reaped) on drop.
+struct Server {
+    name: &'static str,
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// A free loopback port (bound, read, released: the child binds it right after).
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+fn start_webhook(certs: &Certs) -> anyhow::Result<Server> {
+    let addr = free_addr()?;
+    let admin = free_addr()?;
+    let log = std::fs::File::create(certs.dir.path().join("webhook.log"))?;
+    let child = Command::new(env!("CARGO_BIN_EXE_kruntimes-webhook"))
+        .arg("--standalone")
+        .arg("--tls-cert-file")
+        .arg(certs.cert())
+        .arg("--tls-private-key-file")
+        .arg(certs.key())
+        .arg("--bind-address")
+        .arg(addr.to_string())
+        .arg("--admin-bind-address")
+        .arg(admin.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("cannot start kruntimes-webhook")?;
+    Ok(Server {
+        name: "webhook",
+        child,
+        addr,
+    })
+}
+
+fn start_floor(certs: &Certs) -> anyhow::Result<Server> {
+    let addr = free_addr()?;
+    let spec = format!(
+        "{}\n{}\n{addr}",
+        certs.cert().display(),
+        certs.key().display()
+    );
+    let child = Command::new(std::env::current_exe()?)
+        .env(FLOOR_CHILD_ENV, spec)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start the floor server")?;
+    Ok(Server {
+        name: "floor",
+        child,
+        addr,
+    })
+}
+
+/// Resident set size of `pid` in KiB (`VmRSS` of /proc/PID/status).
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS line")?;
+    line.split_whitespace()
+        .nth(1)
+        .context("VmRSS: no number")?
+        .parse()
+        .context("VmRSS: not a number")
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".to_owned())
+}
+
+/// Samples the RSS of `pid` every [`RSS_PERIOD`] until dropped.
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<u64>>,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> RssSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let mut samples = Vec::new();
+                let mut tick = tokio::time::interval(RSS_PERIOD);
+                while !stop.load(Ordering::Relaxed) {
+                    tick.tick().await;
+                    if let Ok(kib) = rss_kib(pid) {
+                        samples.push(kib);
+                    }
+                }
+                samples
+            }
+        });
+        RssSampler { stop, task }
+    }
+
+    /// The samples taken (in KiB).
+    async fn finish(self) -> Vec<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap_or_default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Reviews
+
+/// One kind of review: a template with the uid left out, the path it goes to, and what
+/// a correct answer looks like.
+struct Review {
+    label: &'static str,
+    path: &'static str,
+    prefix: String,
+    suffix: String,
+    /// A correct webhook answer carries a JSONPatch (the Pod) or none (the Workflow).
+    expect_patch: bool,
+}
+
+impl Review {
+    fn new(
+        label: &'static str,
+        path: &'static str,
+        mut review: Value,
+        expect_patch: bool,
+    ) -> anyhow::Result<Review> {
+        review["request"]["uid"] = Value::String(UID_PLACEHOLDER.to_owned());
+        let text = serde_json::to_string(&review)?;
+        let (prefix, suffix) = text
+            .split_once(&format!("\"{UID_PLACEHOLDER}\""))
+            .context("uid placeholder not found")?;
+        Ok(Review {
+            label,
+            path,
+            prefix: format!("{prefix}\""),
+            suffix: format!("\"{suffix}"),
+            expect_patch,
+        })
+    }
+
+    fn body(&self, uid: &str) -> Bytes {
+        let mut body = String::with_capacity(self.prefix.len() + uid.len() + self.suffix.len());
+        body.push_str(&self.prefix);
+        body.push_str(uid);
+        body.push_str(&self.suffix);
+        Bytes::from(body)
+    }
+
+    fn len(&self) -> usize {
+        self.prefix.len() + self.suffix.len()
+    }
+}
+
+/// The apiserver's envelope around `object`.
+fn envelope(group: &str, version: &str, kind: &str, resource: &str, object: Value) -> Value {
+    let gvk = json!({"group": group, "version": version, "kind": kind});
+    let gvr = json!({"group": group, "version": version, "resource": resource});
+    json!({
+        "kind": "AdmissionReview",
+        "apiVersion": "admission.k8s.io/v1",
+        "request": {
+            "uid": "",
+            "kind": gvk,
+            "resource": gvr,
+            "requestKind": gvk,
+            "requestResource": gvr,
+            "name": object["metadata"]["name"].as_str().unwrap_or_default(),
+            "namespace": "team-a",
+            "operation": "CREATE",
+            "userInfo": {
+                "username": "kubernetes-admin",
+                "uid": "aws-iam-authenticator:123456789012:AROAEXAMPLE",
+                "groups": ["system:masters", "system:authenticated"]
+            },
+            "object": object,
+            "oldObject": null,
+            "dryRun": false,
+            "options": {
+                "kind": "CreateOptions",
+                "apiVersion": "meta.k8s.io/v1",
+                "fieldManager": "kubectl-client-side-apply",
+                "fieldValidation": "Strict"
+            }
+        }
+    })
+}
+
+/// A valid Workflow of 10 jobs x 5 steps = 50 steps: a fan-out/fan-in DAG, bash and
+/// python steps with multi-line scripts, env, files, timeouts, as `kubectl apply` sends
+/// it (managedFields included).
+fn workflow_review() -> anyhow::Result<Review> {
+    let mut jobs = Vec::new();
+    for j in 0..10 {
+        let needs: Vec<String> = match j {
+            0 => vec![],
+            1..=4 => vec!["job-0".to_owned()],
+            5..=8 => vec![format!("job-{}", j - 4), format!("job-{}", j - 3)],
+            _ => (5..=8).map(|n| format!("job-{n}")).collect(),
+        };
+        let steps: Vec<Value> = (0..5)
+            .map(|s| {
+                if s % 2 == 0 {
+                    json!({
+                        "name": format!("step-{s}"),
+                        "run": {
+                            "runtimeRef": {"name": "bash"},
+                            "interpreter": "bash",
+                            "script": format!(
+                                "set -euo pipefail\necho \"job {j} step {s}\"\nfor f in src/*.c; do\n  gcc -c \"$f\" -o \"${{f%.c}}.o\"\ndone\nmake -j2 test\n"
+                            ),
+                            "env": [
+                                {"name": "JOB", "value": format!("job-{j}")},
+                                {"name": "STEP", "value": format!("{s}")}
+                            ],
+                            "timeout": "10m"
+                        }
+                    })
+                } else {
+                    json!({
+                        "name": format!("step-{s}"),
+                        "run": {
+                            "runtimeRef": {"name": "python"},
+                            "interpreter": "python",
+                            "entrypoint": "main.py",
+                            "files": {
+                                "main.py": format!("import json, sys\nfrom helper import summarize\nprint(json.dumps(summarize({j}, {s})))\n"),
+                                "helper.py": "def summarize(job, step):\n    return {\"job\": job, \"step\": step, \"ok\": True}\n"
+                            },
+                            "args": ["--job", format!("{j}"), "--verbose"]
+                        }
+                    })
+                }
+            })
+            .collect();
+        let mut job = json!({"name": format!("job-{j}"), "steps": steps});
+        if !needs.is_empty() {
+            job["needs"] = json!(needs);
+        }
+        jobs.push(job);
+    }
+    let object = json!({
+        "apiVersion": "kruntimes.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {
+            "name": "release-pipeline",
+            "namespace": "team-a",
+            "uid": "5f0c6c1e-64f4-4a38-9a43-58a1d1a0a001",
+            "generation": 1,
+            "creationTimestamp": "2026-11-27T10:00:00Z",
+            "labels": {"app.kubernetes.io/part-of": "release"},
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"},
+            "managedFields": [{
+                "manager": "kubectl-client-side-apply",
+                "operation": "Update",
+                "apiVersion": "kruntimes.io/v1alpha1",
+                "time": "2026-11-27T10:00:00Z",
+                "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:spec": {".": {}, "f:jobs": {}, "f:timeout": {}, "f:failFast": {}}}
+            }]
+        },
+        "spec": {"timeout": "2h", "failFast": true, "jobs": jobs}
+    });
+    let steps: usize = object["spec"]["jobs"]
+        .as_array()
+        .map(|jobs| {
+            jobs.iter()
+                .filter_map(|j| j["steps"].as_array().map(Vec::len))
+                .sum()
+        })
+        .unwrap_or(0);
+    if steps != 50 {
+        bail!("the Workflow has {steps} steps, not 50");
+    }
+    Review::new(
+        "Workflow, 50 steps -> /validate",
+        "/validate",
+        envelope("kruntimes.io", "v1alpha1", "Workflow", "workflows", object),
+        false,
+    )
+}
+
+/// The Pod a ReplicaSet of a Runtime creates (the webhook's own test fixture): labelled
+/// for injection, so the answer carries a JSONPatch.
+fn pod_review() -> anyhow::Result<Review> {
+    let review: Value =
+        serde_json::from_str(include_str!("../tests/fixtures/pod-create-runtime.json"))?;
+    Review::new("Pod to inject -> /mutate", "/mutate", review, true)
+}
+
+// ---------------------------------------------------------------------------------------
+// Client
+
+#[derive(Deserialize)]
+struct Answer {
+    response: AnswerResponse,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AnswerResponse {
+    uid: String,
+    allowed: bool,
+    #[serde(default)]
+    patch: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    patch_type: Option<String>,
+}
+
+/// Where the load goes, and how to check its answers.
+struct Target {
+    name: &'static str,
+    addr: SocketAddr,
+    tls: tokio_rustls::TlsConnector,
+    /// The floor answers every review with its canned uid and no patch.
+    floor: bool,
+}
+
+type Sender = SendRequest<Full<Bytes>>;
+
+async fn connect(target: &Target) -> anyhow::Result<Sender> {
+    let tcp = tokio::net::TcpStream::connect(target.addr).await?;
+    tcp.set_nodelay(true)?;
+    let tls = target
+        .tls
+        .connect(ServerName::try_from("localhost")?, tcp)
+        .await
+        .context("TLS handshake")?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+/// Sends one review on `sender` and checks the answer.
+async fn send(
+    sender: &mut Sender,
+    target: &Target,
+    review: &Review,
+    uid: &str,
+) -> anyhow::Result<()> {
+    sender.ready().await?;
+    let request = hyper::Request::post(review.path)
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(Full::new(review.body(uid)))?;
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    if status != hyper::StatusCode::OK {
+        bail!("HTTP {status}: {}", String::from_utf8_lossy(&body));
+    }
+    let answer: Answer = serde_json::from_slice(&body).context("not an AdmissionReview")?;
+    let r = answer.response;
+    let expected_uid = if target.floor { floor::CANNED_UID } else { uid };
+    if r.uid != expected_uid {
+        bail!("uid {:?} answered for {expected_uid:?}", r.uid);
+    }
+    if !r.allowed {
+        bail!("denied: {}", String::from_utf8_lossy(&body));
+    }
+    if !target.floor {
+        let patched = r.patch.is_some() && r.patch_type.as_deref() == Some("JSONPatch");
+        if patched != review.expect_patch {
+            bail!(
+                "patch present: {patched}, expected: {}",
+                review.expect_patch
+            );
+        }
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    errors: u64,
+    first_error: Option<String>,
+    latencies: Vec<Duration>,
+}
+
+impl Tally {
+    fn record(&mut self, result: anyhow::Result<()>) {
+        match result {
+            Ok(()) => self.ok += 1,
+            Err(e) => {
+                self.errors += 1;
+                if self.first_error.is_none() {
+                    self.first_error = Some(format!("{e:#}"));
+                }
+            }
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        self.latencies.extend(other.latencies);
+    }
+
+    fn percentile(&mut self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        self.latencies.sort_unstable();
+        let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
+        self.latencies[rank.clamp(1, self.latencies.len()) - 1]
+    }
+}
+
+/// Closed loop: `connections` connections each send the next review as soon as the
+/// previous answer arrived, for `duration`. Returns the tally and the elapsed time.
+async fn closed_loop(
+    target: &Arc<Target>,
+    review: &Arc<Review>,
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<(Tally, Duration)> {
+    let mut senders = Vec::new();
+    for _ in 0..connections {
+        senders.push(connect(target).await?);
+    }
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (c, mut sender) in senders.into_iter().enumerate() {
+        let (target, review) = (target.clone(), review.clone());
+        tasks.spawn(async move {
+            let mut tally = Tally::default();
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let uid = format!("c{c}-{n}");
+                n += 1;
+                let result = send(&mut sender, &target, &review, &uid).await;
+                if result.is_err() {
+                    // A broken connection is replaced; the error is counted.
+                    if let Ok(s) = connect(&target).await {
+                        sender = s;
+                    }
+                }
+                tally.record(result);
+            }
+            tally
+        });
+    }
+    let mut tally = Tally::default();
+    while let Some(t) = tasks.join_next().await {
+        tally.merge(t?);
+    }
+    Ok((tally, start.elapsed()))
+}
+
+/// Open loop at `rate` reviews/s for `duration`: review `i` is due at
+/// `start + i / rate`; its latency is measured from that due time.
+async fn open_loop(
+    target: &Arc<Target>,
+    review: &Arc<Review>,
+    rate: u64,
+    duration: Duration,
+) -> anyhow::Result<Tally> {
+    let total = rate.saturating_mul(duration.as_secs()).max(1);
+    let period = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..OPEN_LOOP_CONNECTIONS {
+        let mut sender = connect(target).await?;
+        let (target, review, rx) = (target.clone(), review.clone(), rx.clone());
+        workers.spawn(async move {
+            let mut tally = Tally::default();
+            loop {
+                let next = rx.lock().await.recv().await;
+                let Some((i, due)) = next else { break };
+                let result = send(&mut sender, &target, &review, &format!("o-{i}")).await;
+                tally.latencies.push(due.elapsed());
+                if result.is_err()
+                    && let Ok(s) = connect(&target).await
+                {
+                    sender = s;
+                }
+                tally.record(result);
+            }
+            tally
+        });
+    }
+    let start = tokio::time::Instant::now() + Duration::from_millis(20);
+    for i in 0..total {
+        let due = start + period.mul_f64(i as f64);
+        tokio::time::sleep_until(due).await;
+        if tx.send((i, due.into_std())).is_err() {
+            bail!("every open-loop worker stopped");
+        }
+    }
+    drop(tx);
+    let mut tally = Tally::default();
+    while let Some(t) = workers.join_next().await {
+        tally.merge(t?);
+    }
+    Ok(tally)
+}
+
+async fn wait_ready(target: &Target, review: &Review, server: &mut Server) -> anyhow::Result<()> {
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        if let Some(status) = server.child.try_wait()? {
+            bail!("{} exited during startup: {status}", server.name);
+        }
+        let attempt = async {
+            let mut sender = connect(target).await?;
+            send(&mut sender, target, review, "ready").await
+        };
+        match attempt.await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() > deadline => {
+                return Err(e.context(format!("{} not ready", server.name)));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// What one review costs the library alone, in this process on one thread: the
+/// webhook's work without HTTP and TLS (parse the body, decide, encode the answer).
+fn handler_cost(review: &Review) -> anyhow::Result<Duration> {
+    let handlers = Handlers::standalone(InjectConfig::default(), DEFAULT_PSS_FLOOR);
+    let endpoint = if review.path == "/mutate" {
+        Endpoint::Mutate
+    } else {
+        Endpoint::Validate
+    };
+    let start = Instant::now();
+    let mut n = 0u32;
+    while start.elapsed() < HANDLER_COST_TIME {
+        let body = review.body(&format!("h-{n}"));
+        let parsed = parse_review(&body)?;
+        let answer = handlers.review(endpoint, parsed)?;
+        if !answer.response.as_ref().is_some_and(|r| r.allowed) {
+            bail!("{}: not allowed in process", review.label);
+        }
+        std::hint::black_box(serde_json::to_vec(&answer)?);
+        n += 1;
+    }
+    Ok(start.elapsed() / n.max(1))
+}
+
+// ---------------------------------------------------------------------------------------
+// The run
+
+struct Figures {
+    throughput: f64,
+    closed_errors: u64,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    open_errors: u64,
+    rss_idle_kib: u64,
+    rss_peak_kib: u64,
+    rss_end_kib: u64,
+    load_closed: String,
+    load_open: String,
+    first_error: Option<String>,
+}
+
+async fn measure(
+    target: &Arc<Target>,
+    pid: u32,
+    review: &Arc<Review>,
+    connections: usize,
+    seconds: u64,
+    rate: u64,
+) -> anyhow::Result<Figures> {
+    let rss_idle_kib = rss_kib(pid)?;
+    let sampler = RssSampler::start(pid);
+    closed_loop(target, review, connections, WARMUP).await?;
+    let (mut closed, elapsed) =
+        closed_loop(target, review, connections, Duration::from_secs(seconds)).await?;
+    let load_closed = loadavg();
+    let mut open = open_loop(target, review, rate, Duration::from_secs(seconds)).await?;
+    let load_open = loadavg();
+    let samples = sampler.finish().await;
+    let first_error = closed.first_error.take().or(open.first_error.take());
+    Ok(Figures {
+        throughput: closed.ok as f64 / elapsed.as_secs_f64(),
+        closed_errors: closed.errors,
+        p50: open.percentile(50.0),
+        p99: open.percentile(99.0),
+        max: open.latencies.iter().copied().max().unwrap_or_default(),
+        open_errors: open.errors,
+        rss_idle_kib,
+        rss_peak_kib: samples.iter().copied().max().unwrap_or(rss_idle_kib),
+        rss_end_kib: samples.last().copied().unwrap_or(rss_idle_kib),
+        load_closed,
+        load_open,
+        first_error,
+    })
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn client_config(certs: &Certs) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certs.ca_der.clone())?;
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+async fn bench() -> anyhow::Result<()> {
+    let seconds = env_number("KRT_BENCH_SECS", 15)?;
+    let connections = usize::try_from(env_number("KRT_BENCH_CONNECTIONS", 8)?)?;
+    let rate = env_number("KRT_BENCH_RATE", 1000)?;
+    let soak = std::env::var("KRT_SOAK_SECS")
+        .ok()
+        .map(|v| v.parse::<u64>())
+        .transpose()
+        .context("KRT_SOAK_SECS: expected seconds")?;
+
+    let certs = Certs::new()?;
+    let tls = client_config(&certs)?;
+    let reviews = [Arc::new(workflow_review()?), Arc::new(pod_review()?)];
+    let mut webhook = start_webhook(&certs)?;
+    let webhook_target = Arc::new(Target {
+        name: "webhook",
+        addr: webhook.addr,
+        tls: tls.clone(),
+        floor: false,
+    });
+    wait_ready(&webhook_target, &reviews[0], &mut webhook).await?;
+    if let Some(soak_secs) = soak {
+        return run_soak(&webhook_target, webhook.pid(), &reviews, rate, soak_secs).await;
+    }
+    let mut floor_server = start_floor(&certs)?;
+    let floor_target = Arc::new(Target {
+        name: "floor",
+        addr: floor_server.addr,
+        tls,
+        floor: true,
+    });
+    wait_ready(&floor_target, &reviews[0], &mut floor_server).await?;
+
+    println!("kruntimes-webhook load benchmark");
+    println!(
+        "  webhook: {} --standalone (pid {}); floor: same stack, canned answer {} (pid {})",
+        env!("CARGO_BIN_EXE_kruntimes-webhook"),
+        webhook.pid(),
+        floor::CANNED_REVIEW,
+        floor_server.pid()
+    );
+    println!(
+        "  closed loop: {connections} keep-alive connections, {seconds} s (after {} s warm-up); open loop: {rate} reviews/s for {seconds} s over {OPEN_LOOP_CONNECTIONS} connections, latency from the due time",
+        WARMUP.as_secs()
+    );
+    println!(
+        "  cores: {}, load average at start: {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        loadavg()
+    );
+
+    let mut errors = 0;
+    for review in &reviews {
+        println!(
+            "\n== {} (request body {} bytes)",
+            review.label,
+            review.len()
+        );
+        let mut results = Vec::new();
+        for (target, pid) in [
+            (&floor_target, floor_server.pid()),
+            (&webhook_target, webhook.pid()),
+        ] {
+            let figures = measure(target, pid, review, connections, seconds, rate).await?;
+            errors += figures.closed_errors + figures.open_errors;
+            if let Some(e) = &figures.first_error {
+                println!("  {}: first error: {e}", target.name);
+            }
+            results.push(figures);
+        }
+        let (f, w) = (&results[0], &results[1]);
+        let cost = handler_cost(review)?;
+        println!(
+            "  in-process handler cost (parse, decide, encode; one thread, no HTTP/TLS): {} per review, load average {}",
+            ms(cost),
+            loadavg()
+        );
+        println!(
+            "  {:<34} {:>14} {:>14} {:>10}",
+            "figure", "webhook", "floor", "webhook/floor"
+        );
+        println!(
+            "  {:<34} {:>12.0}/s {:>12.0}/s {:>9.1}%",
+            format!("throughput ({connections} conn, closed loop)"),
+            w.throughput,
+            f.throughput,
+            100.0 * w.throughput / f.throughput
+        );
+        for (name, wv, fv) in [
+            ("p50 at fixed rate", w.p50, f.p50),
+            ("p99 at fixed rate", w.p99, f.p99),
+            ("max at fixed rate", w.max, f.max),
+        ] {
+            println!(
+                "  {:<34} {:>14} {:>14} {:>9.1}x",
+                format!("{name} ({rate}/s)"),
+                ms(wv),
+                ms(fv),
+                wv.as_secs_f64() / fv.as_secs_f64().max(1e-9)
+            );
+        }
+        for (name, wv, fv) in [
+            ("RSS before", w.rss_idle_kib, f.rss_idle_kib),
+            ("RSS peak", w.rss_peak_kib, f.rss_peak_kib),
+            ("RSS at end", w.rss_end_kib, f.rss_end_kib),
+        ] {
+            println!("  {:<34} {:>14} {:>14}", name, mib(wv), mib(fv));
+        }
+        println!(
+            "  {:<34} {:>14} {:>14}",
+            "wrong answers (closed + open)",
+            w.closed_errors + w.open_errors,
+            f.closed_errors + f.open_errors
+        );
+        println!(
+            "  load average after closed / open loop: webhook {} / {}; floor {} / {}",
+            w.load_closed, w.load_open, f.load_closed, f.load_open
+        );
+    }
+    println!("\nload average at end: {}", loadavg());
+    drop(floor_server);
+    drop(webhook);
+    if errors > 0 {
+        bail!("{errors} wrong answers");
+    }
+    Ok(())
+}
+
+/// The webhook alone at `rate` reviews/s (both reviews, half each) for `seconds`,
+/// reporting RSS, p99 and errors every [`SOAK_REPORT`].
+async fn run_soak(
+    target: &Arc<Target>,
+    pid: u32,
+    reviews: &[Arc<Review>; 2],
+    rate: u64,
+    seconds: u64,
+) -> anyhow::Result<()> {
+    println!(
+        "soak: webhook (pid {pid}) at {rate} reviews/s ({} and {}, half each) for {seconds} s; load average {}",
+        reviews[0].label,
+        reviews[1].label,
+        loadavg()
+    );
+    println!(
+        "{:>6} {:>10} {:>10} {:>12} {:>8} {:>16}",
+        "t (s)", "RSS", "reviews", "p99", "errors", "load average"
+    );
+    println!(
+        "{:>6} {:>10} {:>10} {:>12} {:>8} {:>16}",
+        0,
+        mib(rss_kib(pid)?),
+        0,
+        "-",
+        0,
+        loadavg()
+    );
+    let start = Instant::now();
+    let mut errors = 0;
+    let mut elapsed = 0;
+    while elapsed < seconds {
+        let chunk = SOAK_REPORT.as_secs().min(seconds - elapsed);
+        let half = (rate / 2).max(1);
+        let (a, b) = tokio::join!(
+            open_loop(target, &reviews[0], half, Duration::from_secs(chunk)),
+            open_loop(target, &reviews[1], half, Duration::from_secs(chunk)),
+        );
+        let mut tally = a?;
+        tally.merge(b?);
+        errors += tally.errors;
+        elapsed += chunk;
+        if let Some(e) = &tally.first_error {
+            println!("  first error: {e}");
+        }
+        println!(
+            "{:>6} {:>10} {:>10} {:>12} {:>8} {:>16}",
+            start.elapsed().as_secs(),
+            mib(rss_kib(pid)?),
+            tally.ok + tally.errors,
+            ms(tally.percentile(99.0)),
+            tally.errors,
+            loadavg()
+        );
+    }
+    if errors > 0 {
+        bail!("{errors} wrong answers");
+    }
+    Ok(())
+}
