@@ -522,8 +522,14 @@ impl Supervisor {
             )
         })?;
         execution.state.send_modify(|s| s.workspace_present = true);
-        fs::set_permissions(workspace, fs::Permissions::from_mode(0o700))
-            .map_err(fail("WorkspaceUnavailable"))?;
+        // 0755: in a Pod the sidecar (another uid) reads it to upload artifacts; who can
+        // reach it at all is who mounts the workspace volume (the target container and
+        // the sidecar). In `krt run --local` the root is inside a 0700 directory.
+        fs::set_permissions(
+            workspace,
+            fs::Permissions::from_mode(limits::WORKSPACE_MODE),
+        )
+        .map_err(fail("WorkspaceUnavailable"))?;
         let interpreter = spec.interpreter.unwrap_or(Interpreter::Bash);
         let mut files: Vec<(&str, &[u8], bool)> = Vec::new();
         if let Some(script) = &spec.script {

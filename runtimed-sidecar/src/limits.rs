@@ -65,3 +65,7 @@ pub const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(
 /// the kubelet evicts the whole pod (it checks every 10 s by default), rarely enough
 /// that the walk costs little.
 pub const WORKSPACE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Mode of each Run's workspace directory: readable by the sidecar, which runs as
+/// another uid in a Pod and uploads artifacts from it; writable only by the Run's uid.
+pub const WORKSPACE_MODE: u32 = 0o755;

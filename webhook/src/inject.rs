@@ -395,7 +395,10 @@ fn target_mounts() -> [Value; 3] {
     ]
 }
 
-fn agent_command() -> Value {
+/// The agent's command. `workspace_limit_bytes` is the workspace emptyDir's sizeLimit:
+/// the agent fails the Run that fills it (reason WorkspaceFull) before the kubelet
+/// would evict the whole pod.
+fn agent_command(workspace_limit_bytes: u64) -> Value {
     json!([
         AGENT_BINARY,
         "agent",
@@ -404,7 +407,9 @@ fn agent_command() -> Value {
         "--workspace",
         WORKSPACE_DIR,
         "--socket-mode",
-        AGENT_SOCKET_MODE
+        AGENT_SOCKET_MODE,
+        "--workspace-size-limit",
+        workspace_limit_bytes.to_string()
     ])
 }
 
@@ -635,6 +640,8 @@ fn inject_template(
         Some(limit) => return Err(InjectError::SizeLimit(limit)),
         None => config.default_workspace_size_limit.clone(),
     };
+    let workspace_limit_bytes = kruntimes_api::quantity::parse_bytes(&workspace_limit)
+        .map_err(|_| InjectError::SizeLimit(workspace_limit.clone()))?;
     let token_secret = match annotation(TOKEN_SECRET_ANNOTATION) {
         Some(name) => match check_dns1123_subdomain(&name) {
             Ok(()) => Some(name),
@@ -703,7 +710,7 @@ fn inject_template(
     mounts.extend(target_mounts());
     let command = target.remove("command");
     let args = target.remove("args");
-    target.insert("command".to_owned(), agent_command());
+    target.insert("command".to_owned(), agent_command(workspace_limit_bytes));
 
     let inits = array_mut(spec, "initContainers", &spec_path)?;
     inits.splice(
@@ -854,6 +861,9 @@ mod tests {
         assert_eq!(inits, ["krt-install", "runtimed"]);
         assert_eq!(spec["initContainers"][1]["restartPolicy"], "Always");
         assert_eq!(spec["containers"][0]["command"][0], AGENT_BINARY);
+        // The agent knows the workspace limit (1Gi by default), in bytes.
+        let command = spec["containers"][0]["command"].as_array().unwrap();
+        assert!(command.ends_with(&[json!("--workspace-size-limit"), json!("1073741824")]));
         assert!(spec["containers"][0].get("args").is_none());
         assert_eq!(spec["containers"][0]["volumeMounts"][0]["readOnly"], true);
         assert_eq!(spec["containers"][1], pod()["spec"]["containers"][1]);
