@@ -1045,16 +1045,12 @@ impl Reconciler {
                 "ValidatingWebhookConfiguration",
                 &plan.contents.ca_bundle,
                 |c| {
-                    c.webhooks
-                        .iter()
-                        .flatten()
-                        .map(|w| {
-                            (
-                                w.name.clone(),
-                                w.client_config.ca_bundle.clone().map(|b| b.0),
-                            )
-                        })
-                        .collect()
+                    named_bundles(
+                        c.webhooks
+                            .iter()
+                            .flatten()
+                            .map(|w| (&w.name, w.client_config.ca_bundle.as_ref())),
+                    )
                 },
             )
             .await?;
@@ -1063,16 +1059,12 @@ impl Reconciler {
                 "MutatingWebhookConfiguration",
                 &plan.contents.ca_bundle,
                 |c| {
-                    c.webhooks
-                        .iter()
-                        .flatten()
-                        .map(|w| {
-                            (
-                                w.name.clone(),
-                                w.client_config.ca_bundle.clone().map(|b| b.0),
-                            )
-                        })
-                        .collect()
+                    named_bundles(
+                        c.webhooks
+                            .iter()
+                            .flatten()
+                            .map(|w| (&w.name, w.client_config.ca_bundle.as_ref())),
+                    )
                 },
             )
             .await?;
@@ -1315,4 +1307,13 @@ pub async fn start_self_managed(
     let (sender, ready) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(run(reconciler, sender));
     Ok(SelfManaged { ready, task })
+}
+
+/// Each webhook's name and current caBundle, as [`ca_bundle_patch`] compares them.
+fn named_bundles<'a>(
+    webhooks: impl Iterator<Item = (&'a String, Option<&'a k8s_openapi::ByteString>)>,
+) -> Vec<(String, Option<Vec<u8>>)> {
+    webhooks
+        .map(|(name, bundle)| (name.clone(), bundle.map(|b| b.0.clone())))
+        .collect()
 }
