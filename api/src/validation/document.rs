@@ -138,7 +138,8 @@ pub fn check_document(value: &Value) -> Result<CheckedObject, DocumentError> {
 fn decode<T: DeserializeOwned + Serialize>(
     value: &Value,
 ) -> Result<(T, Vec<Violation>), Violation> {
-    let typed: T = serde_path_to_error::deserialize(value.clone()).map_err(|e| {
+    // From the borrowed tree: no deep copy of the object per review.
+    let typed: T = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." {
             "<root>".to_owned()
