@@ -853,6 +853,36 @@ async fn expect_list(api: &mut ApiHandle, path: &str, kind: &str, items: Vec<Val
 }
 
 /// Expects a JSON patch of `name` setting `bundle` on the webhooks at `indexes`.
+/// The `kruntimes` ValidatingWebhookConfiguration listed with its one webhook holding
+/// `listed` as caBundle, then patched to `bundle`; the API answers the patch with
+/// `answer`.
+async fn expect_validating_patched(
+    api: &mut ApiHandle,
+    listed: Option<&[u8]>,
+    bundle: &[u8],
+    answer: Value,
+) {
+    expect_list(
+        api,
+        VWC_PATH,
+        "ValidatingWebhookConfiguration",
+        vec![configuration(
+            "ValidatingWebhookConfiguration",
+            "kruntimes",
+            &[("validate.kruntimes.io", listed)],
+        )],
+    )
+    .await;
+    expect_patch(
+        api,
+        &format!("{VWC_PATH}/kruntimes"),
+        &[(0, "validate.kruntimes.io")],
+        bundle,
+        answer,
+    )
+    .await;
+}
+
 async fn expect_patch(
     api: &mut ApiHandle,
     path: &str,
@@ -911,21 +941,9 @@ async fn first_start_creates_the_secret_patches_the_ca_bundles_and_writes_the_fi
         );
         let contents = contents_of(&created.body);
         served_chain_verifies(&contents, now).unwrap();
-        expect_list(
+        expect_validating_patched(
             &mut api,
-            VWC_PATH,
-            "ValidatingWebhookConfiguration",
-            vec![configuration(
-                "ValidatingWebhookConfiguration",
-                "kruntimes",
-                &[("validate.kruntimes.io", None)],
-            )],
-        )
-        .await;
-        expect_patch(
-            &mut api,
-            &format!("{VWC_PATH}/kruntimes"),
-            &[(0, "validate.kruntimes.io")],
+            None,
             &contents.ca_bundle,
             configuration(
                 "ValidatingWebhookConfiguration",
@@ -1095,21 +1113,9 @@ async fn a_create_conflict_rereads_and_uses_the_other_replicas_ca() {
             secret_object(&answer, "5"),
         )
         .await;
-        expect_list(
+        expect_validating_patched(
             &mut api,
-            VWC_PATH,
-            "ValidatingWebhookConfiguration",
-            vec![configuration(
-                "ValidatingWebhookConfiguration",
-                "kruntimes",
-                &[("validate.kruntimes.io", None)],
-            )],
-        )
-        .await;
-        expect_patch(
-            &mut api,
-            &format!("{VWC_PATH}/kruntimes"),
-            &[(0, "validate.kruntimes.io")],
+            None,
             &answer.ca_bundle,
             configuration("ValidatingWebhookConfiguration", "kruntimes", &[]),
         )
@@ -1174,21 +1180,9 @@ async fn ca_rotation_updates_the_secret_with_its_resource_version_and_keeps_the_
         assert_eq!(updated.body["metadata"]["resourceVersion"], "42");
         assert_eq!(updated.body["type"], "kubernetes.io/tls");
         let rotated = contents_of(&updated.body);
-        expect_list(
+        expect_validating_patched(
             &mut api,
-            VWC_PATH,
-            "ValidatingWebhookConfiguration",
-            vec![configuration(
-                "ValidatingWebhookConfiguration",
-                "kruntimes",
-                &[("validate.kruntimes.io", Some(&answer.ca_bundle))],
-            )],
-        )
-        .await;
-        expect_patch(
-            &mut api,
-            &format!("{VWC_PATH}/kruntimes"),
-            &[(0, "validate.kruntimes.io")],
+            Some(&answer.ca_bundle),
             &rotated.ca_bundle,
             configuration("ValidatingWebhookConfiguration", "kruntimes", &[]),
         )
