@@ -27,6 +27,8 @@
 //!
 //! `KRT_SOAK_SECS=600` runs the soak instead: the webhook alone at the fixed rate
 //! (both reviews, half each), printing RSS, p99 and errors every 30 s.
+//! `KRT_BENCH_IN_PROCESS_ONLY=1` measures only the library's cost per review, for
+//! `KRT_BENCH_SECS` seconds each (a target for `perf record`).
 //!
 //! A benchmark, not a test: figures go to docs/benchmarks.md, never into assertions.
 
@@ -672,7 +674,7 @@ async fn wait_ready(target: &Target, review: &Review, server: &mut Server) -> an
 
 /// What one review costs the library alone, in this process on one thread: the
 /// webhook's work without HTTP and TLS (parse the body, decide, encode the answer).
-fn handler_cost(review: &Review) -> anyhow::Result<Duration> {
+fn handler_cost(review: &Review, time: Duration) -> anyhow::Result<Duration> {
     let handlers = Handlers::standalone(InjectConfig::default(), DEFAULT_PSS_FLOOR);
     let endpoint = if review.path == "/mutate" {
         Endpoint::Mutate
@@ -681,7 +683,7 @@ fn handler_cost(review: &Review) -> anyhow::Result<Duration> {
     };
     let start = Instant::now();
     let mut n = 0u32;
-    while start.elapsed() < HANDLER_COST_TIME {
+    while start.elapsed() < time {
         let body = review.body(&format!("h-{n}"));
         let parsed = parse_review(&body)?;
         let answer = handlers.review(endpoint, parsed)?;
@@ -777,9 +779,17 @@ async fn bench() -> anyhow::Result<()> {
         .transpose()
         .context("KRT_SOAK_SECS: expected seconds")?;
 
+    let reviews = [Arc::new(workflow_review()?), Arc::new(pod_review()?)];
+    if std::env::var_os("KRT_BENCH_IN_PROCESS_ONLY").is_some() {
+        // For profilers: the library alone, no servers, no load generator.
+        for review in &reviews {
+            let cost = handler_cost(review, Duration::from_secs(seconds))?;
+            println!("{}: in-process cost {} per review", review.label, ms(cost));
+        }
+        return Ok(());
+    }
     let certs = Certs::new()?;
     let tls = client_config(&certs)?;
-    let reviews = [Arc::new(workflow_review()?), Arc::new(pod_review()?)];
     let mut webhook = start_webhook(&certs)?;
     let webhook_target = Arc::new(Target {
         name: "webhook",
@@ -838,7 +848,7 @@ async fn bench() -> anyhow::Result<()> {
             results.push(figures);
         }
         let (f, w) = (&results[0], &results[1]);
-        let cost = handler_cost(review)?;
+        let cost = handler_cost(review, HANDLER_COST_TIME)?;
         println!(
             "  in-process handler cost (parse, decide, encode; one thread, no HTTP/TLS): {} per review, load average {}",
             ms(cost),
