@@ -5,8 +5,28 @@
 // what we want (clippy.toml allows it only inside #[test] functions themselves).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use kruntimes_api::validation::{check_document, names::child_run_name};
+use kruntimes_api::validation::{CheckedObject, DocumentError, check_json, names::child_run_name};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
+
+/// `check_document` on the tree, after checking that the webhook's path from JSON text
+/// (`check_json`) gives exactly the same answer: every test in this file is also a test
+/// of that equivalence.
+fn check_document(document: &Value) -> Result<CheckedObject, DocumentError> {
+    let tree = kruntimes_api::validation::check_document(document);
+    let text = RawValue::from_string(document.to_string()).unwrap();
+    let fast = check_json(&text);
+    match (&tree, &fast) {
+        (Ok(t), Ok(f)) => {
+            assert_eq!((t.kind, &t.name), (f.kind, &f.name), "{document}");
+            assert_eq!(t.violations, f.violations, "{document}");
+            assert_eq!(t.object.is_some(), f.object.is_some(), "{document}");
+        }
+        (Err(t), Err(f)) => assert_eq!(t, f, "{document}"),
+        _ => panic!("check_document {tree:?} but check_json {fast:?} for {document}"),
+    }
+    tree
+}
 
 fn lines(document: Value) -> Vec<String> {
     check_document(&document)

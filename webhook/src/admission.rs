@@ -18,12 +18,14 @@ use kruntimes_api::validation::against_runtime::{
     SchemaCache, check_run_against_runtime, workflow_run_specs,
 };
 use kruntimes_api::validation::document::TypedObject;
-use kruntimes_api::validation::{FieldPath, Reason, Violation, check_document};
+use kruntimes_api::validation::{FieldPath, Reason, Violation, check_json};
 use kruntimes_pss::{Level, NamespacePolicy, Policy, Version};
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::core::admission::{AdmissionResponse, AdmissionReview, Operation};
 use kube::core::response::{Status, StatusCause, StatusDetails};
+use kube::core::{DynamicObject, GroupVersionKind};
+use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::inject::{self, InjectConfig};
 
@@ -64,18 +66,65 @@ impl ReviewError {
     }
 }
 
+/// An AdmissionReview as the handlers read it: the envelope decoded, the objects kept as
+/// JSON text until the handler that needs them decodes them once, straight into its own
+/// type (a Workflow is never a generic tree on the way to being a `Workflow`). Fields
+/// the handlers do not read (`userInfo`, `options`, `resource`...) are skipped.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Review {
+    /// `admission.k8s.io/v1`, the only version served.
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    /// `AdmissionReview`.
+    pub kind: String,
+    /// The request; a review without one is a [`ReviewError::NoRequest`].
+    #[serde(default)]
+    pub request: Option<Request>,
+}
+
+/// The parts of an `AdmissionRequest` the handlers read.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Request {
+    /// Echoed in the response; empty is a [`ReviewError::NoUid`].
+    #[serde(default)]
+    pub uid: String,
+    /// The kind of the object.
+    pub kind: GroupVersionKind,
+    /// `status`, `scale`... for writes to a subresource.
+    #[serde(default)]
+    pub sub_resource: Option<String>,
+    /// The object's name (empty for a `generateName` create).
+    #[serde(default)]
+    pub name: String,
+    /// The object's namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// CREATE, UPDATE, DELETE or CONNECT.
+    pub operation: Operation,
+    /// A `dryRun` request: answered exactly like a real one.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// The object as written (absent for DELETE).
+    #[serde(default)]
+    pub object: Option<Box<RawValue>>,
+    /// The object before an UPDATE.
+    #[serde(default)]
+    pub old_object: Option<Box<RawValue>>,
+}
+
 /// Parses a request body into a review, checking its type and uid.
-pub fn parse_review(body: &[u8]) -> Result<AdmissionReview<DynamicObject>, ReviewError> {
-    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)?;
+pub fn parse_review(body: &[u8]) -> Result<Review, ReviewError> {
+    let review: Review = serde_json::from_slice(body)?;
     check_review(&review)?;
     Ok(review)
 }
 
-fn check_review(review: &AdmissionReview<DynamicObject>) -> Result<(), ReviewError> {
-    if review.types.api_version != REVIEW_API_VERSION || review.types.kind != "AdmissionReview" {
+fn check_review(review: &Review) -> Result<(), ReviewError> {
+    if review.api_version != REVIEW_API_VERSION || review.kind != "AdmissionReview" {
         return Err(ReviewError::Type(format!(
             "{} {}",
-            review.types.api_version, review.types.kind
+            review.api_version, review.kind
         )));
     }
     match &review.request {
@@ -83,6 +132,17 @@ fn check_review(review: &AdmissionReview<DynamicObject>) -> Result<(), ReviewErr
         Some(r) if r.uid.is_empty() => Err(ReviewError::NoUid),
         Some(_) => Ok(()),
     }
+}
+
+/// An allowed response to the request `uid`, the start of every answer.
+fn allowed(uid: &str) -> AdmissionResponse {
+    // `invalid` is the only public constructor without a kube `AdmissionRequest`; it
+    // sets the v1 review type, the only one served.
+    let mut response = AdmissionResponse::invalid("");
+    response.uid = uid.to_owned();
+    response.allowed = true;
+    response.result = Status::default();
+    response
 }
 
 /// The two endpoints.
@@ -97,7 +157,7 @@ pub enum Endpoint {
 impl Endpoint {
     /// The endpoint the apiserver would send this review to: Pods go to `/mutate`,
     /// everything else to `/validate`.
-    pub fn for_review(review: &AdmissionReview<DynamicObject>) -> Endpoint {
+    pub fn for_review(review: &Review) -> Endpoint {
         match &review.request {
             Some(r) if r.kind.group.is_empty() && r.kind.kind == "Pod" => Endpoint::Mutate,
             _ => Endpoint::Validate,
@@ -228,11 +288,10 @@ impl Handlers {
     pub fn review(
         &self,
         endpoint: Endpoint,
-        review: AdmissionReview<DynamicObject>,
+        review: Review,
     ) -> Result<AdmissionReview<DynamicObject>, ReviewError> {
         check_review(&review)?;
-        let request: AdmissionRequest<DynamicObject> =
-            review.try_into().map_err(|_| ReviewError::NoRequest)?;
+        let request = review.request.ok_or(ReviewError::NoRequest)?;
         let response = match endpoint {
             Endpoint::Validate => self.validate_request(&request),
             Endpoint::Mutate => self.mutate_request(&request),
@@ -241,18 +300,12 @@ impl Handlers {
     }
 
     /// `POST /validate`.
-    pub fn validate(
-        &self,
-        review: AdmissionReview<DynamicObject>,
-    ) -> Result<AdmissionReview<DynamicObject>, ReviewError> {
+    pub fn validate(&self, review: Review) -> Result<AdmissionReview<DynamicObject>, ReviewError> {
         self.review(Endpoint::Validate, review)
     }
 
     /// `POST /mutate`.
-    pub fn mutate(
-        &self,
-        review: AdmissionReview<DynamicObject>,
-    ) -> Result<AdmissionReview<DynamicObject>, ReviewError> {
+    pub fn mutate(&self, review: Review) -> Result<AdmissionReview<DynamicObject>, ReviewError> {
         self.review(Endpoint::Mutate, review)
     }
 
@@ -272,8 +325,8 @@ impl Handlers {
         (policy, warnings)
     }
 
-    fn validate_request(&self, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
-        let response = AdmissionResponse::from(req);
+    fn validate_request(&self, req: &Request) -> AdmissionResponse {
+        let response = allowed(&req.uid);
         let kind = req.kind.kind.as_str();
         if req.kind.group != GROUP
             || req.kind.version != VERSION
@@ -297,43 +350,43 @@ impl Handlers {
         let Some(object) = &req.object else {
             return Denial::bad_request("the request carries no object").apply(response);
         };
-        let value = match serde_json::to_value(object) {
-            Ok(v) => v,
-            Err(e) => {
-                return Denial::bad_request(format!("cannot encode object: {e}")).apply(response);
-            }
-        };
-        let checked = match check_document(&value) {
+        let checked = match check_json(object) {
             Ok(c) => c,
             Err(e) => return Denial::bad_request(e.to_string()).apply(response),
         };
         let mut violations = checked.violations;
         let mut warnings = Vec::new();
+        // Trees only where a rule reads the object generically: Pod Security on a
+        // Runtime's template, and the comparisons of an UPDATE.
+        let tree = || serde_json::from_str::<Value>(object.get()).unwrap_or(Value::Null);
+        let old_tree = || {
+            req.old_object
+                .as_ref()
+                .and_then(|o| serde_json::from_str::<Value>(o.get()).ok())
+        };
         if checked.kind == "Runtime" && checked.object.is_some() {
             let (policy, label_warnings) = self.policy_for(req.namespace.as_deref());
             warnings.extend(label_warnings);
-            violations.extend(pod_security(&value, policy));
+            violations.extend(pod_security(&tree(), policy));
         }
-        if req.operation == Operation::Update
-            && let Some(old) = req
-                .old_object
-                .as_ref()
-                .and_then(|o| serde_json::to_value(o).ok())
-        {
-            violations.extend(immutability(checked.kind, &old, &value));
+        // Against the Runtime only when the spec is new (see below): a create, or a
+        // Workflow update that changes its spec.
+        let mut spec_changed = req.operation == Operation::Create;
+        if req.operation == Operation::Update {
+            let new = tree();
+            match old_tree() {
+                Some(old) => {
+                    violations.extend(immutability(checked.kind, &old, &new));
+                    spec_changed = checked.kind == "Workflow" && old.get("spec") != new.get("spec");
+                }
+                None => spec_changed = checked.kind == "Workflow",
+            }
         }
         // Against the Runtime only when the spec is new, so that cancelling a Run, or an
         // update that leaves a Workflow's spec alone, is never refused because the
         // Runtime changed since the object was admitted. A Run's spec cannot change
         // after create except `cancel` (immutability above); a Workflow's can while
         // it is Pending.
-        let spec_changed = req.operation == Operation::Create
-            || (checked.kind == "Workflow"
-                && req
-                    .old_object
-                    .as_ref()
-                    .and_then(|o| serde_json::to_value(o).ok())
-                    .is_none_or(|old| old.get("spec") != value.get("spec")));
         match (&self.runtimes, &checked.object) {
             (None, _) if matches!(checked.kind, "Run" | "Workflow") => {
                 warnings.push(STANDALONE_WARNING.to_owned());
@@ -400,8 +453,8 @@ impl Handlers {
         (violations, warnings)
     }
 
-    fn mutate_request(&self, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
-        let response = AdmissionResponse::from(req);
+    fn mutate_request(&self, req: &Request) -> AdmissionResponse {
+        let response = allowed(&req.uid);
         if !req.kind.group.is_empty() || req.kind.kind != "Pod" {
             return Denial::bad_request(format!(
                 "/mutate injects core v1 Pods; got {} {}",
@@ -416,19 +469,23 @@ impl Handlers {
         let Some(object) = &req.object else {
             return Denial::bad_request("the request carries no object").apply(response);
         };
-        let labels = object.metadata.labels.as_ref();
-        let selected = labels.is_some_and(|l| {
-            l.contains_key(RUNTIME_LABEL) || l.get(INJECT_LABEL).is_some_and(|v| v == "enabled")
-        });
+        let mut pod: Value = match serde_json::from_str(object.get()) {
+            Ok(v) => v,
+            Err(e) => {
+                return Denial::bad_request(format!("cannot read object: {e}")).apply(response);
+            }
+        };
+        let labels = &pod["metadata"]["labels"];
+        let selected = labels.get(RUNTIME_LABEL).is_some()
+            || labels.get(INJECT_LABEL).and_then(Value::as_str) == Some("enabled");
         if !selected {
             return response;
         }
-        let pod = match serde_json::to_value(object) {
-            Ok(v) => v,
-            Err(e) => {
-                return Denial::bad_request(format!("cannot encode object: {e}")).apply(response);
-            }
-        };
+        // The patch never touches managedFields: leave them out of both sides up front
+        // rather than copying both trees to strip them.
+        if let Some(metadata) = pod.get_mut("metadata").and_then(Value::as_object_mut) {
+            metadata.remove("managedFields");
+        }
         let name = pod_name(&pod, &req.name);
         match inject::inject_pod(&pod, &self.inject) {
             Err(e) => Denial::refused(format!(
@@ -457,7 +514,7 @@ fn object_namespace(object: &TypedObject) -> Option<String> {
     }
 }
 
-fn gvk_string(req: &AdmissionRequest<DynamicObject>) -> String {
+fn gvk_string(req: &Request) -> String {
     if req.kind.group.is_empty() {
         req.kind.version.clone()
     } else {

@@ -488,6 +488,14 @@ pub fn strip_pod(pod: &Value) -> Result<Value, InjectError> {
 /// The JSONPatch turning `original` into `mutated`, with `metadata.managedFields` left
 /// out of both (it is the apiserver's, and a patch touching it would be rejected).
 pub fn patch(original: &Value, mutated: &Value) -> json_patch::Patch {
+    let has_managed_fields = |v: &Value| {
+        v.get("metadata")
+            .and_then(|m| m.get("managedFields"))
+            .is_some()
+    };
+    if !has_managed_fields(original) && !has_managed_fields(mutated) {
+        return json_patch::diff(original, mutated);
+    }
     let strip = |v: &Value| {
         let mut v = v.clone();
         if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {

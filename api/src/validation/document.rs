@@ -1,9 +1,12 @@
 //! From an untyped document (one YAML or JSON object) to the typed object and every
 //! violation: kind dispatch, decoding with field paths, unknown fields, then the rules.
 
-use serde::Serialize;
+use std::borrow::Cow;
+
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::{Reason, Validate, Violation};
 use crate::labels::API_VERSION;
@@ -52,6 +55,9 @@ pub enum DocumentError {
         /// Its kind.
         kind: String,
     },
+    /// JSON that cannot be read as a tree (nested deeper than the decoder allows).
+    #[error("unreadable document: {0}")]
+    Unreadable(String),
 }
 
 /// The kind and name of any object, for messages.
@@ -117,11 +123,7 @@ pub fn check_document(value: &Value) -> Result<CheckedObject, DocumentError> {
     let (violations, object) = match decoded {
         Err(violation) => (vec![violation], None),
         Ok((object, mut violations)) => {
-            violations.extend(match &object {
-                TypedObject::Runtime(o) => o.validate(),
-                TypedObject::Run(o) => o.validate(),
-                TypedObject::Workflow(o) => o.validate(),
-            });
+            violations.extend(rules(&object));
             (violations, Some(object))
         }
     };
@@ -131,6 +133,110 @@ pub fn check_document(value: &Value) -> Result<CheckedObject, DocumentError> {
         violations,
         object,
     })
+}
+
+fn rules(object: &TypedObject) -> Vec<Violation> {
+    match object {
+        TypedObject::Runtime(o) => o.validate(),
+        TypedObject::Run(o) => o.validate(),
+        TypedObject::Workflow(o) => o.validate(),
+    }
+}
+
+/// What [`check_json`] reads before choosing the type to decode.
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(rename = "apiVersion", borrow)]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    metadata: Option<HeadMetadata<'a>>,
+}
+
+#[derive(Deserialize)]
+struct HeadMetadata<'a> {
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(rename = "generateName", borrow)]
+    generate_name: Option<Cow<'a, str>>,
+}
+
+/// [`check_document`] for a document that is still JSON text: the admission webhook's
+/// hot path. The typed object is decoded straight from the text, and fields the type
+/// does not know are noticed during that same pass (`serde_ignored`), so a valid
+/// document costs one decode instead of a tree, a typed decode from it and a re-encode
+/// to compare. A document that does not decode, or has any field its type ignores,
+/// takes the tree path, so every message and field path is exactly
+/// [`check_document`]'s (a test compares the two over every fixture and example).
+pub fn check_json(json: &RawValue) -> Result<CheckedObject, DocumentError> {
+    let text = json.get();
+    let tree_path = || {
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| DocumentError::Unreadable(e.to_string()))?;
+        check_document(&value)
+    };
+    let Ok(head) = serde_json::from_str::<Head<'_>>(text) else {
+        return tree_path();
+    };
+    let (Some(api_version), Some(kind)) = (head.api_version.as_deref(), head.kind.as_deref())
+    else {
+        return tree_path();
+    };
+    if api_version != API_VERSION {
+        return tree_path();
+    }
+    let (kind, object) = match kind {
+        "Runtime" => (
+            "Runtime",
+            decode_clean::<Runtime>(text).map(|o| TypedObject::Runtime(Box::new(o))),
+        ),
+        "Run" => (
+            "Run",
+            decode_clean::<Run>(text).map(|o| TypedObject::Run(Box::new(o))),
+        ),
+        "Workflow" => (
+            "Workflow",
+            decode_clean::<Workflow>(text).map(|o| TypedObject::Workflow(Box::new(o))),
+        ),
+        _ => return tree_path(),
+    };
+    let Some(object) = object else {
+        return tree_path();
+    };
+    let metadata = head.metadata.as_ref();
+    let name = match (
+        metadata.and_then(|m| m.name.as_deref()),
+        metadata.and_then(|m| m.generate_name.as_deref()),
+    ) {
+        (Some(name), _) => name.to_owned(),
+        (None, Some(prefix)) => format!("{prefix}*"),
+        (None, None) => "<unnamed>".to_owned(),
+    };
+    Ok(CheckedObject {
+        kind,
+        name,
+        violations: rules(&object),
+        object: Some(object),
+    })
+}
+
+/// `text` decoded as `T` when it decodes and every field in it is one `T` reads.
+/// The top-level `apiVersion` and `kind` are read by [`check_json`] itself (kube's
+/// `CustomResource` types skip them when decoding and write them back when encoding).
+fn decode_clean<T: DeserializeOwned>(text: &str) -> Option<T> {
+    let mut ignored_any = false;
+    let mut decoder = serde_json::Deserializer::from_str(text);
+    let typed = serde_ignored::deserialize(&mut decoder, |path| match path {
+        serde_ignored::Path::Map {
+            parent: serde_ignored::Path::Root,
+            key,
+        } if key == "apiVersion" || key == "kind" => {}
+        _ => ignored_any = true,
+    })
+    .ok()?;
+    decoder.end().ok()?;
+    (!ignored_any).then_some(typed)
 }
 
 /// Decodes `value` as `T`, reporting a decoding failure at its field path, and every
@@ -223,6 +329,33 @@ fn is_trivially_empty(value: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `check_json` answers like `check_document` (api/tests/rules.rs compares them on
+    /// every document there); this checks that it does so on its own path for clean
+    /// objects, which is the point of it.
+    #[test]
+    fn clean_objects_take_the_one_pass_path() {
+        let run = |extra: Value| {
+            let mut document = serde_json::json!({
+                "apiVersion": API_VERSION,
+                "kind": "Run",
+                "metadata": {
+                    "name": "hello",
+                    "managedFields": [{"manager": "kubectl", "operation": "Update",
+                        "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {".": {}}}}]
+                },
+                "spec": {"runtimeRef": {"name": "bash"}, "interpreter": "bash", "script": "true"}
+            });
+            if let (Some(spec), Some(extra)) = (document["spec"].as_object_mut(), extra.as_object())
+            {
+                spec.extend(extra.clone());
+            }
+            document.to_string()
+        };
+        assert!(decode_clean::<Run>(&run(serde_json::json!({}))).is_some());
+        assert!(decode_clean::<Run>(&run(serde_json::json!({"scirpt": "x"}))).is_none());
+        assert!(decode_clean::<Run>(&run(serde_json::json!({"timeout": 5}))).is_none());
+    }
 
     /// Found by the `rules` fuzz target: an unknown empty key gave a violation with an
     /// empty field path.

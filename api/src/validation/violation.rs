@@ -148,20 +148,46 @@ impl FieldPath {
     /// `parent.child`
     pub fn child(&self, name: &str) -> Self {
         if self.0.is_empty() {
-            Self(name.to_owned())
-        } else {
-            Self(format!("{}.{}", self.0, name))
+            return Self(name.to_owned());
         }
+        // Paths are built for every field checked, not only for violations: plain
+        // appends, not the formatting machinery (it showed in the webhook's profile).
+        let mut path = String::with_capacity(self.0.len() + 1 + name.len());
+        path.push_str(&self.0);
+        path.push('.');
+        path.push_str(name);
+        Self(path)
     }
 
     /// `parent[index]`
     pub fn index(&self, index: usize) -> Self {
-        Self(format!("{}[{}]", self.0, index))
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        let mut rest = index;
+        loop {
+            start -= 1;
+            digits[start] = b"0123456789"[rest % 10];
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        let digits = std::str::from_utf8(&digits[start..]).unwrap_or_default();
+        self.bracketed(digits)
     }
 
     /// `parent[key]` for map entries.
     pub fn key(&self, key: &str) -> Self {
-        Self(format!("{}[{}]", self.0, key))
+        self.bracketed(key)
+    }
+
+    fn bracketed(&self, inner: &str) -> Self {
+        let mut path = String::with_capacity(self.0.len() + 2 + inner.len());
+        path.push_str(&self.0);
+        path.push('[');
+        path.push_str(inner);
+        path.push(']');
+        Self(path)
     }
 
     /// The path as a string.
@@ -191,6 +217,20 @@ impl From<&FieldPath> for String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_render_as_written() {
+        let root = FieldPath::root("spec");
+        assert_eq!(root.child("jobs").index(0).as_str(), "spec.jobs[0]");
+        assert_eq!(root.index(7).index(10).as_str(), "spec[7][10]");
+        assert_eq!(root.index(123).as_str(), "spec[123]");
+        assert_eq!(
+            root.index(usize::MAX).as_str(),
+            format!("spec[{}]", usize::MAX)
+        );
+        assert_eq!(root.child("files").key("a.py").as_str(), "spec.files[a.py]");
+        assert_eq!(FieldPath::root("").child("spec").as_str(), "spec");
+    }
 
     #[test]
     fn renders_like_the_apiserver() {

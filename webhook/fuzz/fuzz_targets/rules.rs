@@ -2,13 +2,15 @@
 //! decoding with field paths, unknown fields, the Runtime/Run/Workflow rules). Input is
 //! JSON (an AdmissionReview's `request.object` is checked too, so the webhook fixtures
 //! are seeds) or multi-document YAML, as `krt check` reads it. Never a panic; every
-//! violation names a field.
+//! violation names a field; `check_json` (the webhook's path from JSON text) answers
+//! exactly as `check_document` does on the tree.
 #![no_main]
 
-use kruntimes_api::validation::check_document;
+use kruntimes_api::validation::{check_document, check_json};
 use libfuzzer_sys::fuzz_target;
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// YAML documents checked per input: enough for the examples (a handful each), and it
 /// bounds the time one input can take.
@@ -30,7 +32,20 @@ fn documents(data: &[u8]) -> Vec<Value> {
 
 fuzz_target!(|data: &[u8]| {
     for document in documents(data) {
-        let Ok(checked) = check_document(&document) else {
+        // The webhook's path from JSON text gives exactly the tree path's answer.
+        let fast = RawValue::from_string(document.to_string())
+            .map(|text| check_json(&text))
+            .expect("a tree always encodes");
+        let tree = check_document(&document);
+        match (&tree, &fast) {
+            (Ok(t), Ok(f)) => {
+                assert_eq!((t.kind, &t.name), (f.kind, &f.name));
+                assert_eq!(t.violations, f.violations);
+            }
+            (Err(t), Err(f)) => assert_eq!(t, f),
+            _ => panic!("check_document {tree:?} but check_json {fast:?}"),
+        }
+        let Ok(checked) = tree else {
             continue;
         };
         for violation in &checked.violations {
