@@ -216,6 +216,29 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("VmRSS: not a number")
 }
 
+/// CPU time (user + system) the process `pid` has used so far: with the machine
+/// shared, CPU per review is steadier than throughput, which other processes move.
+fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let after = stat
+        .rsplit_once(')')
+        .context("/proc/PID/stat: no command")?
+        .1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5), 12 and 13 after the command.
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        fields
+            .get(i)
+            .context("/proc/PID/stat: too few fields")?
+            .parse::<u64>()
+            .context("/proc/PID/stat: not a number")
+    };
+    let total = ticks(11)? + ticks(12)?;
+    // USER_HZ is 100 on every Linux architecture this runs on.
+    Ok(Duration::from_millis(total * 10))
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -709,6 +732,8 @@ struct Figures {
     rss_idle_kib: u64,
     rss_peak_kib: u64,
     rss_end_kib: u64,
+    /// Server CPU time during the closed loop over the reviews answered.
+    cpu_per_review: Duration,
     load_closed: String,
     load_open: String,
     first_error: Option<String>,
@@ -725,8 +750,10 @@ async fn measure(
     let rss_idle_kib = rss_kib(pid)?;
     let sampler = RssSampler::start(pid);
     closed_loop(target, review, connections, WARMUP).await?;
+    let cpu_before = cpu_time(pid)?;
     let (mut closed, elapsed) =
         closed_loop(target, review, connections, Duration::from_secs(seconds)).await?;
+    let cpu_per_review = (cpu_time(pid)? - cpu_before) / u32::try_from(closed.ok.max(1))?;
     let load_closed = loadavg();
     let mut open = open_loop(target, review, rate, Duration::from_secs(seconds)).await?;
     let load_open = loadavg();
@@ -734,6 +761,7 @@ async fn measure(
     let first_error = closed.first_error.take().or(open.first_error.take());
     Ok(Figures {
         throughput: closed.ok as f64 / elapsed.as_secs_f64(),
+        cpu_per_review,
         closed_errors: closed.errors,
         p50: open.percentile(50.0),
         p99: open.percentile(99.0),
@@ -750,6 +778,10 @@ async fn measure(
 
 fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
 }
 
 fn mib(kib: u64) -> String {
@@ -864,6 +896,13 @@ async fn bench() -> anyhow::Result<()> {
             w.throughput,
             f.throughput,
             100.0 * w.throughput / f.throughput
+        );
+        println!(
+            "  {:<34} {:>14} {:>14} {:>9.1}x",
+            "server CPU per review (closed loop)",
+            us(w.cpu_per_review),
+            us(f.cpu_per_review),
+            w.cpu_per_review.as_secs_f64() / f.cpu_per_review.as_secs_f64().max(1e-9)
         );
         for (name, wv, fv) in [
             ("p50 at fixed rate", w.p50, f.p50),

@@ -279,6 +279,16 @@ impl Handlers {
         self
     }
 
+    /// Whether answering `review` may wait on something other than its own input: a
+    /// Run or Workflow in API mode reads the Runtime cache and may compile or evaluate
+    /// an input schema. The server runs those on the blocking pool under the deadline.
+    pub fn may_block(&self, review: &Review) -> bool {
+        self.runtimes.is_some()
+            && review.request.as_ref().is_some_and(|r| {
+                r.kind.group == GROUP && matches!(r.kind.kind.as_str(), "Run" | "Workflow")
+            })
+    }
+
     /// Whether Runtime lookups are off (standalone mode).
     pub fn is_standalone(&self) -> bool {
         self.runtimes.is_none()

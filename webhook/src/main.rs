@@ -6,6 +6,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use kruntimes_webhook::server::{Args, LogFormat, run};
 
+/// mimalloc rather than glibc malloc: a review is thousands of small allocations
+/// (decoded strings, field paths, the answer), and with glibc they were about a third of
+/// the webhook's CPU under load (docs/benchmarks.md has the before and after).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -324,3 +324,24 @@ fn broken_reviews_are_errors_not_decisions() {
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     assert!(parse_review(deep.as_bytes()).is_err());
 }
+
+#[test]
+fn only_api_mode_runs_and_workflows_may_block() {
+    let standalone = handlers();
+    let runtimes: BTreeMap<(String, String), kruntimes_api::v1alpha1::Runtime> = BTreeMap::new();
+    let api_mode = handlers().with_runtimes(Arc::new(runtimes));
+    for (name, blocks_in_api_mode) in [
+        ("run-create.json", true),
+        ("workflow-create-invalid.json", true),
+        ("runtime-create-privileged.json", false),
+        ("pod-create-runtime.json", false),
+    ] {
+        let review = parse_review(&fixture(name)).unwrap();
+        assert!(!standalone.may_block(&review), "{name}: standalone");
+        assert_eq!(
+            api_mode.may_block(&review),
+            blocks_in_api_mode,
+            "{name}: API mode"
+        );
+    }
+}
