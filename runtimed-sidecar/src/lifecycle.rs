@@ -426,8 +426,9 @@ pub fn over_limit(sizes: &HashMap<String, u64>, limit: u64) -> Option<(&str, u64
 pub struct Supervisor {
     config: Arc<Config>,
     reaper: Arc<Reaper>,
-    /// The spawner process, when the configuration names one.
-    spawner: Option<Arc<Spawner>>,
+    /// The spawner process, when the configuration names one; started again when it
+    /// has ended.
+    spawner: Option<Arc<Mutex<Arc<Spawner>>>>,
     usage: Arc<WorkspaceUsage>,
 }
 
@@ -453,10 +454,10 @@ impl Supervisor {
             .map_err(|e| Error::io("creating the workspace root", e))?;
         let reaper = Reaper::global().map_err(|e| Error::io("becoming a child subreaper", e))?;
         let spawner = match &config.spawner {
-            Some(program) => Some(Arc::new(
+            Some(program) => Some(Arc::new(Mutex::new(Arc::new(
                 Spawner::start(program, &reaper)
                     .map_err(|e| Error::io("starting the spawner process", e))?,
-            )),
+            )))),
             None => None,
         };
         Ok(Self {
@@ -541,12 +542,39 @@ impl Supervisor {
         Ok(execution)
     }
 
+    /// The pid of the spawner process, if Runs are started through one.
+    pub fn spawner_pid(&self) -> Option<i32> {
+        let slot = self.spawner.as_ref()?;
+        let spawner = match slot.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        Some(spawner.pid())
+    }
+
+    /// The spawner, started again if the previous one has ended (killed): one lost
+    /// spawner fails the Runs it was running (`SpawnerLost`), not every later one.
+    fn current_spawner(&self) -> io::Result<Option<Arc<Spawner>>> {
+        let (Some(slot), Some(program)) = (&self.spawner, &self.config.spawner) else {
+            return Ok(None);
+        };
+        let mut current = match slot.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if current.is_closed() {
+            tracing::warn!("the spawner process has ended; starting another");
+            *current = Arc::new(Spawner::start(program, &self.reaper)?);
+        }
+        Ok(Some(current.clone()))
+    }
+
     /// Starts the prepared program: through the spawner process when there is one
     /// (no fork of this process), else forked from here through the reaper.
     fn spawn(&self, prepared: Prepared) -> io::Result<Started> {
         let (stdout_read, stdout_write) = pipe2(OFlag::O_CLOEXEC)?;
         let (stderr_read, stderr_write) = pipe2(OFlag::O_CLOEXEC)?;
-        let (pid, exit) = match &self.spawner {
+        let (pid, exit) = match self.current_spawner()? {
             Some(spawner) => spawner.spawn(
                 &prepared.launch,
                 prepared.stdin.map(OwnedFd::from),
@@ -732,6 +760,9 @@ enum Stop {
     TimedOut,
     Cancelled(Option<Duration>),
     WorkspaceFull(String),
+    /// The exit status can no longer come: the spawner process ended (killed) while
+    /// the Run was running.
+    Lost,
 }
 
 impl Driver {
@@ -755,7 +786,7 @@ impl Driver {
         let stop = tokio::select! {
             exit = &mut exit_rx => match exit {
                 Ok(exit) => Stop::Exited(exit),
-                Err(_) => Stop::Exited(Exit::Signal(0)),
+                Err(_) => Stop::Lost,
             },
             () = tokio::time::sleep(timeout) => Stop::TimedOut,
             grace = cancel => Stop::Cancelled(grace),
@@ -797,6 +828,14 @@ impl Driver {
                 remove = true;
                 message = full;
                 (Phase::Failed, "WorkspaceFull", exit)
+            }
+            Stop::Lost => {
+                // Its processes (the first one now adopted by this process) are killed
+                // below with everything else of the Run.
+                message = "the spawner process ended before the Run's exit was known; \
+                           every process of the Run was killed"
+                    .into();
+                (Phase::Error, "SpawnerLost", None)
             }
         };
         // Whatever is left of the Run (background processes, escaped ones) goes now.

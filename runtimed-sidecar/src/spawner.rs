@@ -453,6 +453,11 @@ impl Spawner {
         self.pid
     }
 
+    /// Whether the spawner process has ended (its socket was closed).
+    pub fn is_closed(&self) -> bool {
+        lock(&self.state).closed
+    }
+
     /// Starts `launch` with these standard streams (the caller's copies of the
     /// descriptors can be closed once this returns) and returns the pid of the process
     /// (a session and group leader) and a receiver of its exit. Blocks until the

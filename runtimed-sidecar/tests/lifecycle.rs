@@ -632,3 +632,45 @@ fn a_full_filesystem_or_quota_is_told_apart_from_other_write_errors() {
         Errno::EACCES as i32
     )));
 }
+
+#[tokio::test]
+async fn a_killed_spawner_fails_its_runs_and_is_started_again() {
+    let root = tempfile::tempdir().unwrap();
+    let sup = supervisor(root.path());
+    let execution = sup
+        .start(bash("lost", "( setsid sleep 1000 & echo $! ); sleep 1000"))
+        .unwrap();
+    for _ in 0..200 {
+        if stdout_of(&execution).lines().count() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let leader = execution.snapshot().pid.unwrap() as i32;
+    let first = sup.spawner_pid().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let end = execution.wait().await;
+    assert_eq!(
+        (end.phase, end.reason.as_str()),
+        (Phase::Error, "SpawnerLost")
+    );
+    let mut pids: Vec<i32> = stdout_of(&execution)
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect();
+    assert_eq!(pids.len(), 1);
+    pids.push(leader);
+    assert_gone(&pids, "lost");
+    // The next Run gets a new spawner.
+    let next = sup
+        .start(bash("after-lost", "echo again"))
+        .unwrap()
+        .wait()
+        .await;
+    assert_eq!(next.phase, Phase::Succeeded, "{next:?}");
+    assert_ne!(sup.spawner_pid(), Some(first));
+}
