@@ -111,6 +111,25 @@ fn cpu_ticks(pid: u32) -> (u64, u64) {
     (fields[11] + fields[12], fields[13] + fields[14])
 }
 
+/// The agent's spawner process (`runtimed spawner`, its child that forks the Runs), if
+/// the binary measured has one: its CPU and its reaped children's (the Runs' bash) count
+/// too.
+fn spawner_of(agent: u32) -> Option<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{agent}/task")).ok()?;
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).nth(1) == Some(b"spawner".as_slice()))
+        })
+}
+
 /// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux).
 const TICKS_PER_SECOND: f64 = 100.0;
 
@@ -442,21 +461,25 @@ fn main() {
         connect(&agent_socket).await;
         let mut client = connect(&sidecar_socket).await;
         let (agent_pid, sidecar_pid) = (agent.id().unwrap(), sidecar.id().unwrap());
+        let spawner_pid = spawner_of(agent_pid);
+        let spawner_ticks = || spawner_pid.map_or((0, 0), cpu_ticks);
 
         let run = run_latency(&mut client, &fifo).await;
         let me = std::process::id();
-        let before = [cpu_ticks(sidecar_pid), cpu_ticks(agent_pid), cpu_ticks(me)];
+        let before = [cpu_ticks(sidecar_pid), cpu_ticks(agent_pid), cpu_ticks(me), spawner_ticks()];
         let (rate, polled) = run_throughput(&client).await;
-        let after = [cpu_ticks(sidecar_pid), cpu_ticks(agent_pid), cpu_ticks(me)];
+        let after = [cpu_ticks(sidecar_pid), cpu_ticks(agent_pid), cpu_ticks(me), spawner_ticks()];
         let per_run = |ticks: u64| ticks as f64 / TICKS_PER_SECOND / THROUGHPUT_RUNS as f64 * 1e6;
         let cpu_sidecar = per_run(after[0].0 - before[0].0);
         let cpu_agent = per_run(after[1].0 - before[1].0);
-        let cpu_bash_run = per_run(after[1].1 - before[1].1);
+        let cpu_spawner = per_run(after[3].0 - before[3].0);
+        // The Runs' bash is reaped by the spawner when there is one, else by the agent.
+        let cpu_bash_run = per_run(after[1].1 - before[1].1 + after[3].1 - before[3].1);
         let cpu_client = per_run(after[2].0 - before[2].0);
         let memory = run_memory(&mut client, sidecar_pid, agent_pid).await;
 
         let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
-        println!("runtimed through sidecar + agent (binary: {}); bash: {}", runtimed().display(), bash.display());
+        println!("runtimed through sidecar + agent (binary: {}); spawner process: {}; bash: {}", runtimed().display(), if spawner_pid.is_some() { "yes" } else { "no" }, bash.display());
         println!("load average at the end: {}", std::fs::read_to_string("/proc/loadavg").unwrap().trim());
         println!();
         println!("| figure | through sidecar + agent | floor: bash spawned directly | ratio |");
@@ -479,7 +502,13 @@ fn main() {
             "| CPU per short Run: bash itself | {cpu_bash_run:.0} µs | {direct_bash:.0} µs | |"
         );
         println!(
-            "| CPU per short Run: agent / sidecar / client (floor: the spawning process) | {cpu_agent:.0} / {cpu_sidecar:.0} / {cpu_client:.0} µs | {direct_parent:.0} µs | |"
+            "| CPU per short Run: agent / spawner / sidecar / client (floor: the spawning process) | {cpu_agent:.0} / {cpu_spawner:.0} / {cpu_sidecar:.0} / {cpu_client:.0} µs | {direct_parent:.0} µs | |"
+        );
+        println!(
+            "| CPU per short Run: all of runtimed + client + bash | {:.0} µs | {:.0} µs | {:.2}x |",
+            cpu_agent + cpu_spawner + cpu_sidecar + cpu_client + cpu_bash_run,
+            direct_parent + direct_bash,
+            (cpu_agent + cpu_spawner + cpu_sidecar + cpu_client + cpu_bash_run) / (direct_parent + direct_bash)
         );
         println!(
             "| RSS sidecar while 1 GiB is written: before / peak (VmHWM) / after | {} / {} / {} KiB | | |",

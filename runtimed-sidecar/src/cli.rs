@@ -31,6 +31,10 @@ pub enum Mode {
     },
     /// Ask the API on a unix socket for its health: the injected sidecar's exec probes.
     Probe(ProbeArgs),
+    /// The agent's helper that forks the Runs' processes, serving requests on its
+    /// stdin (a unix socket the agent passes). Started by the agent only.
+    #[command(hide = true)]
+    Spawner,
 }
 
 #[derive(Debug, clap::Args)]

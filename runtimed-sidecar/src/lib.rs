@@ -23,6 +23,7 @@ pub mod output;
 pub mod procs;
 pub mod reaper;
 mod sandbox;
+pub mod spawner;
 pub mod workspace;
 
 pub use error::Error;

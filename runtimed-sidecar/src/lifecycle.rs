@@ -2,15 +2,19 @@
 //! and cancel, kill of every process of the Run, workspace removal.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use nix::fcntl::OFlag;
 use nix::sys::signal::Signal;
+use nix::unistd::pipe2;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{oneshot, watch};
 
@@ -19,7 +23,7 @@ use crate::limits;
 use crate::output::BoundedOutput;
 use crate::procs::{RUN_MARKER, run_processes, signal_run, walks_subtree};
 use crate::reaper::{Exit, Reaper};
-use crate::sandbox::confine_command;
+use crate::spawner::{Launch, Spawner};
 use crate::workspace::{WriteError, disk_usage, is_no_space, write_files_with_modes};
 
 /// How a Run's program is started.
@@ -84,6 +88,11 @@ pub struct Config {
     pub workspace_size_limit: Option<u64>,
     /// How often running Runs' workspaces are measured against that limit.
     pub workspace_check_interval: Duration,
+    /// The runtimed executable to start as the spawner process (`runtimed spawner`),
+    /// which forks the Runs' processes so that this process never forks itself (see
+    /// [`crate::spawner`]). `None`: Runs are forked from this process (library use,
+    /// where no runtimed executable may exist).
+    pub spawner: Option<PathBuf>,
 }
 
 impl Config {
@@ -99,6 +108,7 @@ impl Config {
             keep_workspaces: false,
             workspace_size_limit: None,
             workspace_check_interval: limits::WORKSPACE_CHECK_INTERVAL,
+            spawner: None,
         }
     }
 }
@@ -416,11 +426,25 @@ pub fn over_limit(sizes: &HashMap<String, u64>, limit: u64) -> Option<(&str, u64
 pub struct Supervisor {
     config: Arc<Config>,
     reaper: Arc<Reaper>,
+    /// The spawner process, when the configuration names one; started again when it
+    /// has ended.
+    spawner: Option<Arc<Mutex<Arc<Spawner>>>>,
     usage: Arc<WorkspaceUsage>,
 }
 
 struct Prepared {
-    command: Command,
+    launch: Launch,
+    /// The input file as stdin; `/dev/null` without one.
+    stdin: Option<fs::File>,
+}
+
+/// The first process of a Run, as started: its pid, the reading ends of its stdout and
+/// stderr, and a receiver of its exit.
+struct Started {
+    pid: u32,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    exit: oneshot::Receiver<Exit>,
 }
 
 impl Supervisor {
@@ -429,9 +453,17 @@ impl Supervisor {
         fs::create_dir_all(&config.workspace_root)
             .map_err(|e| Error::io("creating the workspace root", e))?;
         let reaper = Reaper::global().map_err(|e| Error::io("becoming a child subreaper", e))?;
+        let spawner = match &config.spawner {
+            Some(program) => Some(Arc::new(Mutex::new(Arc::new(
+                Spawner::start(program, &reaper)
+                    .map_err(|e| Error::io("starting the spawner process", e))?,
+            )))),
+            None => None,
+        };
         Ok(Self {
             config: Arc::new(config),
             reaper,
+            spawner,
             usage: Arc::default(),
         })
     }
@@ -470,21 +502,17 @@ impl Supervisor {
         let keep = spec.keep_workspace || self.config.keep_workspaces;
         let timeout = spec.timeout.unwrap_or(limits::DEFAULT_TIMEOUT);
         let prepared = self.prepare(&spec, &execution);
-        let spawned = prepared.and_then(|mut p| {
-            self.reaper
-                .spawn(&mut p.command)
+        let spawned = prepared.and_then(|p| {
+            self.spawn(p)
                 .map_err(|e| ("SpawnFailed", format!("cannot start the program: {e}")))
         });
         match spawned {
-            Ok((mut child, exit_rx)) => {
-                let pid = child.id();
+            Ok(started) => {
+                let pid = started.pid;
                 execution.state.send_modify(|s| {
                     s.pid = Some(pid);
                     s.started = Some(SystemTime::now());
                 });
-                let stdout = child.stdout.take();
-                let stderr = child.stderr.take();
-                drop(child); // never waited on: the reaper delivers its exit
                 let driver = Driver {
                     execution: execution.clone(),
                     grace: self.config.grace,
@@ -494,7 +522,13 @@ impl Supervisor {
                     check_interval: self.config.workspace_check_interval,
                     usage: self.usage.clone(),
                 };
-                tokio::spawn(driver.drive(exit_rx, cancel_rx, timeout, stdout, stderr));
+                tokio::spawn(driver.drive(
+                    started.exit,
+                    cancel_rx,
+                    timeout,
+                    started.stdout,
+                    started.stderr,
+                ));
             }
             Err((reason, message)) => {
                 if !keep {
@@ -506,6 +540,66 @@ impl Supervisor {
             }
         }
         Ok(execution)
+    }
+
+    /// The pid of the spawner process, if Runs are started through one.
+    pub fn spawner_pid(&self) -> Option<i32> {
+        let slot = self.spawner.as_ref()?;
+        let spawner = match slot.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        Some(spawner.pid())
+    }
+
+    /// The spawner, started again if the previous one has ended (killed): one lost
+    /// spawner fails the Runs it was running (`SpawnerLost`), not every later one.
+    fn current_spawner(&self) -> io::Result<Option<Arc<Spawner>>> {
+        let (Some(slot), Some(program)) = (&self.spawner, &self.config.spawner) else {
+            return Ok(None);
+        };
+        let mut current = match slot.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if current.is_closed() {
+            tracing::warn!("the spawner process has ended; starting another");
+            *current = Arc::new(Spawner::start(program, &self.reaper)?);
+        }
+        Ok(Some(current.clone()))
+    }
+
+    /// Starts the prepared program: through the spawner process when there is one
+    /// (no fork of this process), else forked from here through the reaper.
+    fn spawn(&self, prepared: Prepared) -> io::Result<Started> {
+        let (stdout_read, stdout_write) = pipe2(OFlag::O_CLOEXEC)?;
+        let (stderr_read, stderr_write) = pipe2(OFlag::O_CLOEXEC)?;
+        let (pid, exit) = match self.current_spawner()? {
+            Some(spawner) => spawner.spawn(
+                &prepared.launch,
+                prepared.stdin.map(OwnedFd::from),
+                stdout_write,
+                stderr_write,
+            )?,
+            None => {
+                let stdin = prepared.stdin.map_or_else(Stdio::null, Stdio::from);
+                let mut command = prepared.launch.command(
+                    stdin,
+                    Stdio::from(stdout_write),
+                    Stdio::from(stderr_write),
+                );
+                let (child, exit) = self.reaper.spawn(&mut command)?;
+                // Never waited on: the reaper delivers its exit. Dropping the command
+                // closes this process's copies of the writing ends.
+                (child.id(), exit)
+            }
+        };
+        Ok(Started {
+            pid,
+            stdout: stdout_read,
+            stderr: stderr_read,
+            exit,
+        })
     }
 
     fn prepare(
@@ -583,19 +677,23 @@ impl Supervisor {
         };
         argv.extend(spec.args.iter().cloned());
 
-        let mut command = Command::new(&program);
-        command
-            .args(&argv)
-            .current_dir(workspace)
-            .env_clear()
-            .env("PATH", &self.config.path)
-            .env("HOME", workspace)
-            .env("LANG", "C.UTF-8");
+        let mut env: Vec<(OsString, OsString)> = vec![
+            ("PATH".into(), self.config.path.clone().into()),
+            ("HOME".into(), workspace.clone().into()),
+            ("LANG".into(), "C.UTF-8".into()),
+        ];
+        // Later entries win, as with `Command::env`: a Run's PATH, HOME or LANG
+        // replaces the default.
+        let mut set =
+            |name: OsString, value: OsString| match env.iter_mut().find(|(n, _)| *n == name) {
+                Some(entry) => entry.1 = value,
+                None => env.push((name, value)),
+            };
         for (name, value) in &spec.env {
-            command.env(name, value);
+            set(name.into(), value.into());
         }
-        command.env(RUN_MARKER, &spec.run_uid);
-        match &spec.input {
+        set(RUN_MARKER.into(), spec.run_uid.clone().into());
+        let stdin = match &spec.input {
             Some(input) => {
                 // Outside the workspace, next to it, so it cannot collide with a file.
                 let path = self
@@ -611,17 +709,18 @@ impl Supervisor {
                     (reason, e.to_string())
                 })?;
                 let file = fs::File::open(&path).map_err(fail("InputUnavailable"))?;
-                command
-                    .env("KRT_INPUT_FILE", &path)
-                    .stdin(Stdio::from(file));
+                set("KRT_INPUT_FILE".into(), path.into());
+                Some(file)
             }
-            None => {
-                command.stdin(Stdio::null());
-            }
-        }
-        command.stdout(Stdio::piped()).stderr(Stdio::piped());
-        confine_command(&mut command);
-        Ok(Prepared { command })
+            None => None,
+        };
+        let launch = Launch {
+            program: program.into(),
+            args: argv.into_iter().map(OsString::from).collect(),
+            cwd: workspace.clone(),
+            env,
+        };
+        Ok(Prepared { launch, stdin })
     }
 }
 
@@ -661,6 +760,9 @@ enum Stop {
     TimedOut,
     Cancelled(Option<Duration>),
     WorkspaceFull(String),
+    /// The exit status can no longer come: the spawner process ended (killed) while
+    /// the Run was running.
+    Lost,
 }
 
 impl Driver {
@@ -669,11 +771,11 @@ impl Driver {
         mut exit_rx: oneshot::Receiver<Exit>,
         cancel_rx: oneshot::Receiver<Option<Duration>>,
         timeout: Duration,
-        stdout: Option<std::process::ChildStdout>,
-        stderr: Option<std::process::ChildStderr>,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
     ) {
-        let out_task = stdout.map(|p| tokio::spawn(pump(p.into(), self.execution.stdout.clone())));
-        let err_task = stderr.map(|p| tokio::spawn(pump(p.into(), self.execution.stderr.clone())));
+        let out_task = Some(tokio::spawn(pump(stdout, self.execution.stdout.clone())));
+        let err_task = Some(tokio::spawn(pump(stderr, self.execution.stderr.clone())));
 
         let cancel = async {
             match cancel_rx.await {
@@ -684,7 +786,7 @@ impl Driver {
         let stop = tokio::select! {
             exit = &mut exit_rx => match exit {
                 Ok(exit) => Stop::Exited(exit),
-                Err(_) => Stop::Exited(Exit::Signal(0)),
+                Err(_) => Stop::Lost,
             },
             () = tokio::time::sleep(timeout) => Stop::TimedOut,
             grace = cancel => Stop::Cancelled(grace),
@@ -726,6 +828,14 @@ impl Driver {
                 remove = true;
                 message = full;
                 (Phase::Failed, "WorkspaceFull", exit)
+            }
+            Stop::Lost => {
+                // Its processes (the first one now adopted by this process) are killed
+                // below with everything else of the Run.
+                message = "the spawner process ended before the Run's exit was known; \
+                           every process of the Run was killed"
+                    .into();
+                (Phase::Error, "SpawnerLost", None)
             }
         };
         // Whatever is left of the Run (background processes, escaped ones) goes now.

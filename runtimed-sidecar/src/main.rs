@@ -36,6 +36,26 @@ fn main() -> ExitCode {
         Mode::Sidecar(args) => sidecar(&args),
         Mode::Install { dest } => install(&dest),
         Mode::Probe(args) => probe(&args),
+        Mode::Spawner => spawner(),
+    }
+}
+
+/// `runtimed spawner`: stdin is the unix socket the agent talks on.
+fn spawner() -> ExitCode {
+    use std::os::fd::AsFd;
+    let socket = match std::io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => std::os::unix::net::UnixStream::from(fd),
+        Err(e) => {
+            eprintln!("runtimed spawner: stdin: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match kruntimes_runtimed::spawner::serve(socket) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("runtimed spawner: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -111,7 +131,14 @@ fn sidecar(args: &SidecarArgs) -> ExitCode {
         },
         None => None,
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    // One thread: the sidecar only forwards calls (its blocking work, git fetches and
+    // artifact reads, goes to the blocking pool), and a single thread avoids the
+    // wake-ups between worker threads that cost about half of its CPU per Run
+    // (docs/benchmarks.md).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("runtimed sidecar: cannot start the runtime: {e}");
@@ -230,6 +257,14 @@ fn agent(args: AgentArgs) -> ExitCode {
         config.workspace_size_limit = args.workspace_size_limit;
         config.bash = args.bash;
         config.python = args.python;
+        // The Runs are forked by a small helper process started from this executable,
+        // not by this (multi-threaded, larger) process: see the spawner module.
+        match std::env::current_exe() {
+            Ok(exe) => config.spawner = Some(exe),
+            Err(e) => {
+                tracing::warn!(error = %e, "no spawner process: Runs are forked from the agent")
+            }
+        }
         let agent = match Agent::new(config, Bounds::default()) {
             Ok(a) => Arc::new(a),
             Err(e) => {

@@ -3,7 +3,8 @@
 //! marker in their environment. Then killing them until none is left.
 //!
 //! Where to look: this process is a child subreaper, so every process ever started by a
-//! Run stays inside this process's subtree (an orphan is re-parented to the nearest
+//! Run stays inside this process's subtree (a Run's first process is a child of the
+//! spawner process, itself a child of this one; see [`crate::spawner`]) (an orphan is re-parented to the nearest
 //! subreaper ancestor, which is this process or one of its descendants). The Run's
 //! processes are therefore found by walking that subtree through
 //! `/proc/<pid>/task/<tid>/children`: a handful of reads for this process's children
@@ -121,13 +122,18 @@ pub fn run_processes(leader: i32, run_uid: &str) -> Vec<i32> {
 /// member itself or a descendant of one, so only members' subtrees are walked.
 fn in_subtree(leader: i32, marker: &[u8]) -> Vec<i32> {
     let me = std::process::id() as i32;
+    // A Run's first process is a child of this process's spawner (when it has one),
+    // its adopted orphans are children of this process: both lists are looked at.
+    let spawners = crate::spawner::spawner_pids();
     let mut pending: Vec<i32> = children_of(me)
         .into_iter()
+        .chain(spawners.iter().flat_map(|s| children_of(*s)))
+        .filter(|pid| !spawners.contains(pid))
         .filter(|pid| read_stat(*pid).is_some_and(|s| is_member(*pid, s, leader, me, marker)))
         .collect();
     let mut members = HashSet::new();
     while let Some(pid) = pending.pop() {
-        if pid != me && members.insert(pid) {
+        if pid != me && !spawners.contains(&pid) && members.insert(pid) {
             pending.extend(children_of(pid));
         }
     }
@@ -138,17 +144,21 @@ fn in_subtree(leader: i32, marker: &[u8]) -> Vec<i32> {
 fn in_all_of_proc(leader: i32, marker: &[u8]) -> Vec<i32> {
     let me = std::process::id() as i32;
     let procs = all_processes();
+    let spawners = crate::spawner::spawner_pids();
     let mut members: HashSet<i32> = procs
         .iter()
         .filter(|(pid, s)| is_member(**pid, **s, leader, me, marker))
         .map(|(pid, _)| *pid)
         .collect();
     members.remove(&me);
+    for spawner in &spawners {
+        members.remove(spawner);
+    }
     // Descendants of members, to a fixpoint.
     loop {
         let before = members.len();
         for (pid, s) in &procs {
-            if members.contains(&s.ppid) && *pid != me {
+            if members.contains(&s.ppid) && *pid != me && !spawners.contains(pid) {
                 members.insert(*pid);
             }
         }

@@ -57,10 +57,16 @@ pub(crate) fn confine_command(command: &mut Command) {
             while cap <= MAX_CAPABILITY {
                 if libc::prctl(libc::PR_CAPBSET_DROP, cap, ZERO, ZERO, ZERO) < 0 {
                     let err = io::Error::last_os_error();
-                    if err.raw_os_error() == Some(libc::EINVAL) {
-                        break; // past the last capability this kernel knows
+                    match err.raw_os_error() {
+                        // Past the last capability this kernel knows.
+                        Some(libc::EINVAL) => break,
+                        // No CAP_SETPCAP (a non-root agent, or root without it): the
+                        // bounding set stays, and nothing can be gained through it:
+                        // with no_new_privs set above, exec never grants more than
+                        // the permitted set, emptied by capset below.
+                        Some(libc::EPERM) => break,
+                        _ => return Err(err),
                     }
-                    return Err(err);
                 }
                 cap += 1;
             }

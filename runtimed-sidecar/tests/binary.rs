@@ -192,3 +192,86 @@ async fn agent_socket_mode_is_the_one_asked_for() {
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--socket-mode"));
 }
+
+/// An agent that is not root has no CAP_SETPCAP, so it cannot empty the bounding set;
+/// its Runs must still start, with no capability in any other set and no_new_privs.
+#[tokio::test]
+async fn an_agent_running_as_another_user_runs_runs_without_capabilities() {
+    use std::os::unix::process::CommandExt;
+    assert_eq!(
+        nix::unistd::geteuid().as_raw(),
+        0,
+        "this test starts the agent as uid 65534, which needs root"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let socket = dir.path().join("agent.sock");
+    let mut command = std::process::Command::new(RUNTIMED);
+    command
+        .args(["agent", "--socket"])
+        .arg(&socket)
+        .arg("--workspace")
+        .arg(dir.path().join("ws"))
+        .env("RUNTIMED_LOG", "warn")
+        .uid(65534)
+        .gid(65534);
+    let mut agent = tokio::process::Command::from(command)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut client = connect(&socket).await;
+    client
+        .execute(proto::ExecuteRequest {
+            run_uid: "nobody".into(),
+            interpreter: proto::Interpreter::Bash as i32,
+            script: Some(
+                "id -u; grep -E '^(CapInh|CapPrm|CapEff|CapAmb|NoNewPrivs)' /proc/self/status"
+                    .into(),
+            ),
+            timeout_ms: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut stream = client
+        .logs(proto::LogsRequest {
+            execution_id: "nobody".into(),
+            follow: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.message().await.unwrap() {
+        if chunk.stream == proto::Stream::Stdout as i32 {
+            out.extend_from_slice(&chunk.data);
+        }
+    }
+    let status = client
+        .status(proto::StatusRequest {
+            execution_id: "nobody".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(
+        status.phase,
+        proto::Phase::Succeeded as i32,
+        "{status:?} {out}"
+    );
+    assert_eq!(out.lines().next(), Some("65534"), "{out}");
+    for field in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+        let line = out.lines().find(|l| l.starts_with(field)).unwrap();
+        assert_eq!(
+            line.split_whitespace().nth(1),
+            Some("0000000000000000"),
+            "{line}"
+        );
+    }
+    let nnp = out.lines().find(|l| l.starts_with("NoNewPrivs")).unwrap();
+    assert_eq!(nnp.split_whitespace().nth(1), Some("1"));
+    agent.start_kill().unwrap();
+    agent.wait().await.unwrap();
+}

@@ -10,11 +10,34 @@ use std::time::Duration;
 use kruntimes_runtimed::lifecycle::{Config, ExecSpec, Interpreter, Phase, Supervisor};
 use kruntimes_runtimed::workspace::{WriteError, write_files};
 
-fn supervisor(root: &Path) -> Supervisor {
+/// How a supervisor starts processes: through the spawner process (what the agent
+/// does) or forked from this process (the library's default).
+#[derive(Debug, Clone, Copy)]
+enum Spawn {
+    Spawner,
+    Fork,
+}
+
+impl Spawn {
+    /// A run uid distinct per mode, so both can run at once.
+    fn uid(self, name: &str) -> String {
+        format!("{name}-{self:?}").to_lowercase()
+    }
+}
+
+fn supervisor_in(root: &Path, mode: Spawn) -> Supervisor {
     let mut config = Config::new(root);
     config.grace = Duration::from_millis(300);
     config.output_limit = 64 * 1024;
+    if let Spawn::Spawner = mode {
+        config.spawner = Some(env!("CARGO_BIN_EXE_runtimed").into());
+    }
     Supervisor::new(config).unwrap()
+}
+
+/// The agent's way: Runs started by the spawner process.
+fn supervisor(root: &Path) -> Supervisor {
+    supervisor_in(root, Spawn::Spawner)
 }
 
 fn bash(uid: &str, script: &str) -> ExecSpec {
@@ -72,10 +95,10 @@ async fn exit_codes_and_signals_give_the_right_phase() {
     assert_eq!(killed.exit_code, None);
 }
 
-#[tokio::test]
-async fn timeout_kills_a_term_ignoring_program_and_escaped_processes() {
+async fn timeout_kills_a_term_ignoring_program_and_escaped_processes_in(mode: Spawn) {
+    let uid = &mode.uid("timeout");
     let root = tempfile::tempdir().unwrap();
-    let sup = supervisor(root.path());
+    let sup = supervisor_in(root.path(), mode);
     // One child leaves the session (setsid), one is double-forked out of the tree.
     let script = r#"
 trap '' TERM
@@ -85,7 +108,7 @@ setsid sleep 1000 & echo "$!"
 echo ready
 sleep 1000
 "#;
-    let mut spec = bash("timeout", script);
+    let mut spec = bash(uid, script);
     spec.timeout = Some(Duration::from_millis(700));
     let execution = sup.start(spec).unwrap();
     let leader = execution.snapshot().pid.unwrap() as i32;
@@ -97,18 +120,25 @@ sleep 1000
     let mut pids: Vec<i32> = out.lines().filter_map(|l| l.parse().ok()).collect();
     assert_eq!(pids.len(), 3, "{out}");
     pids.push(leader);
-    assert_gone(&pids, "timeout");
+    assert_gone(&pids, uid);
 }
 
 #[tokio::test]
-async fn cancel_stops_the_run_and_every_process_of_it() {
+async fn timeout_kills_a_term_ignoring_program_and_escaped_processes() {
+    timeout_kills_a_term_ignoring_program_and_escaped_processes_in(Spawn::Spawner).await;
+}
+
+#[tokio::test]
+async fn timeout_kills_a_term_ignoring_program_and_escaped_processes_when_forked_here() {
+    timeout_kills_a_term_ignoring_program_and_escaped_processes_in(Spawn::Fork).await;
+}
+
+async fn cancel_stops_the_run_and_every_process_of_it_in(mode: Spawn) {
+    let uid = &mode.uid("cancel");
     let root = tempfile::tempdir().unwrap();
-    let sup = supervisor(root.path());
+    let sup = supervisor_in(root.path(), mode);
     let execution = sup
-        .start(bash(
-            "cancel",
-            "( setsid sleep 1000 & echo $! ); sleep 1000",
-        ))
+        .start(bash(uid, "( setsid sleep 1000 & echo $! ); sleep 1000"))
         .unwrap();
     // Wait until the escaped process exists, so the cancel has to find it.
     for _ in 0..200 {
@@ -125,7 +155,7 @@ async fn cancel_stops_the_run_and_every_process_of_it() {
         .filter_map(|l| l.parse().ok())
         .collect();
     assert_eq!(pids.len(), 1);
-    assert_gone(&pids, "cancel");
+    assert_gone(&pids, uid);
     assert!(
         !execution.cancel(None),
         "a terminal execution cannot be cancelled"
@@ -133,14 +163,21 @@ async fn cancel_stops_the_run_and_every_process_of_it() {
 }
 
 #[tokio::test]
-async fn background_processes_left_after_a_normal_exit_are_killed() {
+async fn cancel_stops_the_run_and_every_process_of_it() {
+    cancel_stops_the_run_and_every_process_of_it_in(Spawn::Spawner).await;
+}
+
+#[tokio::test]
+async fn cancel_stops_the_run_and_every_process_of_it_when_forked_here() {
+    cancel_stops_the_run_and_every_process_of_it_in(Spawn::Fork).await;
+}
+
+async fn background_processes_left_after_a_normal_exit_are_killed_in(mode: Spawn) {
+    let uid = &mode.uid("leftover");
     let root = tempfile::tempdir().unwrap();
-    let sup = supervisor(root.path());
+    let sup = supervisor_in(root.path(), mode);
     let execution = sup
-        .start(bash(
-            "leftover",
-            "( setsid sleep 1000 >/dev/null 2>&1 & echo $! )",
-        ))
+        .start(bash(uid, "( setsid sleep 1000 >/dev/null 2>&1 & echo $! )"))
         .unwrap();
     let end = execution.wait().await;
     assert_eq!(end.phase, Phase::Succeeded);
@@ -149,20 +186,30 @@ async fn background_processes_left_after_a_normal_exit_are_killed() {
         .filter_map(|l| l.parse().ok())
         .collect();
     assert_eq!(pids.len(), 1);
-    assert_gone(&pids, "leftover");
+    assert_gone(&pids, uid);
 }
 
 #[tokio::test]
-async fn every_capability_is_dropped_and_no_new_privs_is_set() {
+async fn background_processes_left_after_a_normal_exit_are_killed() {
+    background_processes_left_after_a_normal_exit_are_killed_in(Spawn::Spawner).await;
+}
+
+#[tokio::test]
+async fn background_processes_left_after_a_normal_exit_are_killed_when_forked_here() {
+    background_processes_left_after_a_normal_exit_are_killed_in(Spawn::Fork).await;
+}
+
+async fn every_capability_is_dropped_and_no_new_privs_is_set_in(mode: Spawn) {
+    let uid = &mode.uid("caps");
     assert_eq!(
         nix::unistd::geteuid().as_raw(),
         0,
         "this test proves something only as root"
     );
     let root = tempfile::tempdir().unwrap();
-    let sup = supervisor(root.path());
+    let sup = supervisor_in(root.path(), mode);
     let execution = sup
-        .start(bash("caps", "grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status; ps -o sid= -o pgid= -o pid= -p $$ 2>/dev/null || cat /proc/self/stat"))
+        .start(bash(uid, "grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status; ps -o sid= -o pgid= -o pid= -p $$ 2>/dev/null || cat /proc/self/stat"))
         .unwrap();
     let end = execution.wait().await;
     assert_eq!(
@@ -185,12 +232,22 @@ async fn every_capability_is_dropped_and_no_new_privs_is_set() {
 }
 
 #[tokio::test]
-async fn the_process_runs_in_its_own_session_and_group() {
+async fn every_capability_is_dropped_and_no_new_privs_is_set() {
+    every_capability_is_dropped_and_no_new_privs_is_set_in(Spawn::Spawner).await;
+}
+
+#[tokio::test]
+async fn every_capability_is_dropped_and_no_new_privs_is_set_when_forked_here() {
+    every_capability_is_dropped_and_no_new_privs_is_set_in(Spawn::Fork).await;
+}
+
+async fn the_process_runs_in_its_own_session_and_group_in(mode: Spawn) {
+    let uid = &mode.uid("session");
     let root = tempfile::tempdir().unwrap();
-    let sup = supervisor(root.path());
+    let sup = supervisor_in(root.path(), mode);
     let execution = sup
         .start(ExecSpec {
-            run_uid: "session".into(),
+            run_uid: uid.clone(),
             interpreter: Some(Interpreter::Exec),
             command: vec!["cat".into(), "/proc/self/stat".into()],
             ..ExecSpec::default()
@@ -202,6 +259,16 @@ async fn the_process_runs_in_its_own_session_and_group() {
     let pid = end.pid.unwrap().to_string();
     assert_eq!(fields[2], pid, "process group: {out}");
     assert_eq!(fields[3], pid, "session: {out}");
+}
+
+#[tokio::test]
+async fn the_process_runs_in_its_own_session_and_group() {
+    the_process_runs_in_its_own_session_and_group_in(Spawn::Spawner).await;
+}
+
+#[tokio::test]
+async fn the_process_runs_in_its_own_session_and_group_when_forked_here() {
+    the_process_runs_in_its_own_session_and_group_in(Spawn::Fork).await;
 }
 
 #[tokio::test]
@@ -564,4 +631,46 @@ fn a_full_filesystem_or_quota_is_told_apart_from_other_write_errors() {
     assert!(!is_no_space(&std::io::Error::from_raw_os_error(
         Errno::EACCES as i32
     )));
+}
+
+#[tokio::test]
+async fn a_killed_spawner_fails_its_runs_and_is_started_again() {
+    let root = tempfile::tempdir().unwrap();
+    let sup = supervisor(root.path());
+    let execution = sup
+        .start(bash("lost", "( setsid sleep 1000 & echo $! ); sleep 1000"))
+        .unwrap();
+    for _ in 0..200 {
+        if stdout_of(&execution).lines().count() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let leader = execution.snapshot().pid.unwrap() as i32;
+    let first = sup.spawner_pid().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let end = execution.wait().await;
+    assert_eq!(
+        (end.phase, end.reason.as_str()),
+        (Phase::Error, "SpawnerLost")
+    );
+    let mut pids: Vec<i32> = stdout_of(&execution)
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect();
+    assert_eq!(pids.len(), 1);
+    pids.push(leader);
+    assert_gone(&pids, "lost");
+    // The next Run gets a new spawner.
+    let next = sup
+        .start(bash("after-lost", "echo again"))
+        .unwrap()
+        .wait()
+        .await;
+    assert_eq!(next.phase, Phase::Succeeded, "{next:?}");
+    assert_ne!(sup.spawner_pid(), Some(first));
 }
