@@ -145,6 +145,62 @@ fn allowed(uid: &str) -> AdmissionResponse {
     response
 }
 
+/// How an answer goes on the wire: the review as kube-core shapes it, except the patch,
+/// which is base64 text (what the apiserver's Go encoder writes for `[]byte`) rather
+/// than kube-core's JSON array of numbers: a third of the size, and cheaper to write
+/// and to read. The server and `krt review` both answer through this.
+#[derive(Debug)]
+pub struct AnswerJson<'a>(pub &'a AdmissionReview<DynamicObject>);
+
+impl serde::Serialize for AnswerJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine as _;
+        use serde::ser::SerializeStruct as _;
+
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Response<'a> {
+            uid: &'a str,
+            allowed: bool,
+            status: &'a Status,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            patch: Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            patch_type: Option<&'static str>,
+            #[serde(skip_serializing_if = "std::collections::HashMap::is_empty")]
+            audit_annotations: &'a std::collections::HashMap<String, String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            warnings: Option<&'a Vec<String>>,
+        }
+
+        let review = self.0;
+        let mut out = serializer.serialize_struct("AdmissionReview", 3)?;
+        out.serialize_field("apiVersion", &review.types.api_version)?;
+        out.serialize_field("kind", &review.types.kind)?;
+        if let Some(r) = &review.response {
+            // kube-core sets the patch type exactly when it sets a patch (`with_patch`).
+            let patch = r
+                .patch
+                .as_ref()
+                .map(|p| base64::engine::general_purpose::STANDARD.encode(p));
+            let patch_type = patch.as_ref().map(|_| "JSONPatch");
+            out.serialize_field(
+                "response",
+                &Response {
+                    uid: &r.uid,
+                    allowed: r.allowed,
+                    status: &r.result,
+                    patch,
+                    patch_type,
+                    audit_annotations: &r.audit_annotations,
+                    warnings: r.warnings.as_ref(),
+                },
+            )?;
+        }
+        out.end()
+    }
+}
+
 /// The two endpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Endpoint {

@@ -36,8 +36,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tracing::Instrument;
 
 use crate::admission::{
-    DeadlinePolicy, Endpoint, Handlers, MAX_REVIEW_BYTES, ReviewError, deadline_exceeded_answer,
-    parse_review,
+    AnswerJson, DeadlinePolicy, Endpoint, Handlers, MAX_REVIEW_BYTES, ReviewError,
+    deadline_exceeded_answer, parse_review,
 };
 use crate::inject::InjectConfig;
 
@@ -694,7 +694,7 @@ async fn decide(
     let allowed = out.response.as_ref().is_some_and(|r| r.allowed);
     labels.decision = if allowed { "allowed" } else { "denied" };
     tracing::info!(allowed, "answered");
-    axum::Json(out).into_response()
+    axum::Json(AnswerJson(&out)).into_response()
 }
 
 fn bad_review(e: &ReviewError) -> Response {

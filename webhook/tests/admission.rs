@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use kruntimes_pss::{Level, Policy, Version, evaluate_object};
 use kruntimes_webhook::admission::{
-    Endpoint, Handlers, ReviewError, STANDALONE_WARNING, parse_review,
+    AnswerJson, Endpoint, Handlers, ReviewError, STANDALONE_WARNING, parse_review,
 };
 use kruntimes_webhook::inject::{InjectConfig, inject_pod};
 use serde_json::{Value, json};
@@ -34,12 +34,27 @@ fn handlers() -> Handlers {
         .with_namespaces(Arc::new(namespaces))
 }
 
-/// The response review as JSON, answered at the endpoint the apiserver would use.
+/// The response review as JSON, as the server sends it, answered at the endpoint the
+/// apiserver would use. It is also kube-core's own encoding of the same answer, except
+/// for the patch: base64 text instead of an array of numbers, holding the same bytes.
 fn answer_bytes(body: &[u8]) -> Value {
     let review = parse_review(body).unwrap();
     let endpoint = Endpoint::for_review(&review);
     let out = handlers().review(endpoint, review).unwrap();
-    let out = serde_json::to_value(out).unwrap();
+    let mut kube_core = serde_json::to_value(&out).unwrap();
+    let out = serde_json::to_value(AnswerJson(&out)).unwrap();
+    if let Some(patch) = kube_core["response"]["patch"].as_array() {
+        let bytes: Vec<u8> = patch
+            .iter()
+            .map(|b| u8::try_from(b.as_u64().unwrap()).unwrap())
+            .collect();
+        assert_eq!(
+            base64_free::decode(out["response"]["patch"].as_str().unwrap()),
+            bytes
+        );
+        kube_core["response"]["patch"] = out["response"]["patch"].clone();
+    }
+    assert_eq!(out, kube_core);
     assert_eq!(out["apiVersion"], "admission.k8s.io/v1");
     assert_eq!(out["kind"], "AdmissionReview");
     out
@@ -58,8 +73,8 @@ fn answer(name: &str) -> (Value, Value) {
 }
 
 fn applied_patch(request: &Value, response: &Value) -> Value {
-    // kube-core serializes the patch bytes as a JSON array of numbers (which the
-    // apiserver's Go decoder accepts for []byte); base64 is the Go encoder's form.
+    // The server writes base64 (the Go encoder's form of []byte); kube-core's own
+    // encoding, an array of numbers, is accepted too.
     let bytes: Vec<u8> = match &response["patch"] {
         Value::String(s) => base64_free::decode(s),
         Value::Array(a) => a

@@ -6,6 +6,7 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use base64::Engine as _;
 use http_body_util::BodyExt;
 use kruntimes_pss::Level;
 use kruntimes_webhook::admission::{Handlers, MAX_REVIEW_BYTES};
@@ -48,12 +49,11 @@ async fn mutate_answers_with_a_patch_that_yields_the_injected_pod() {
     assert_eq!(status, StatusCode::OK);
     let response = &review["response"];
     assert_eq!(response["uid"], request["request"]["uid"]);
-    let bytes: Vec<u8> = response["patch"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| u8::try_from(b.as_u64().unwrap()).unwrap())
-        .collect();
+    assert_eq!(response["patchType"], "JSONPatch");
+    // base64, as the apiserver's Go encoder writes []byte.
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(response["patch"].as_str().unwrap())
+        .unwrap();
     let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
     let mut object = request["request"]["object"].clone();
     json_patch::patch(&mut object, &patch).unwrap();

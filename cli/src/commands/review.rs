@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 use kruntimes_pss::Level;
-use kruntimes_webhook::admission::{Endpoint, Handlers, MAX_REVIEW_BYTES, parse_review};
+use kruntimes_webhook::admission::{
+    AnswerJson, Endpoint, Handlers, MAX_REVIEW_BYTES, parse_review,
+};
 use kruntimes_webhook::inject::{InjectConfig, default_image};
 
 use crate::Status;
@@ -69,7 +71,7 @@ pub fn run(args: &ReviewArgs) -> Status {
         }
     };
     let allowed = answer.response.as_ref().is_some_and(|r| r.allowed);
-    match serde_json::to_string_pretty(&answer) {
+    match serde_json::to_string_pretty(&AnswerJson(&answer)) {
         Ok(json) => println!("{json}"),
         Err(e) => {
             eprintln!("{file}: cannot print the response: {e}");

@@ -7,7 +7,7 @@
 use std::sync::LazyLock;
 
 use kruntimes_pss::Level;
-use kruntimes_webhook::admission::{Endpoint, Handlers, parse_review};
+use kruntimes_webhook::admission::{AnswerJson, Endpoint, Handlers, parse_review};
 use kruntimes_webhook::inject::InjectConfig;
 use libfuzzer_sys::fuzz_target;
 
@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
             .as_ref()
             .unwrap_or_else(|| panic!("{endpoint:?}: answer without a response"));
         assert_eq!(response.uid, uid, "{endpoint:?}: uid not echoed");
-        serde_json::to_vec(&answer)
+        serde_json::to_vec(&AnswerJson(&answer))
             .unwrap_or_else(|e| panic!("{endpoint:?}: answer does not serialize: {e}"));
     }
 });
