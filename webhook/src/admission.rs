@@ -422,37 +422,37 @@ impl Handlers {
         };
         let mut violations = checked.violations;
         let mut warnings = Vec::new();
-        // Trees only where a rule reads the object generically: Pod Security on a
-        // Runtime's template, and the comparisons of an UPDATE.
-        let tree = || serde_json::from_str::<Value>(object.get()).unwrap_or(Value::Null);
-        let old_tree = || {
-            req.old_object
-                .as_ref()
-                .and_then(|o| serde_json::from_str::<Value>(o.get()).ok())
+        // A tree of the object only where a rule reads it generically (Pod Security on a
+        // Runtime's template, the comparisons of an UPDATE), and then only once.
+        let tree = std::cell::OnceCell::new();
+        let tree = || {
+            tree.get_or_init(|| serde_json::from_str::<Value>(object.get()).unwrap_or(Value::Null))
         };
         if checked.kind == "Runtime" && checked.object.is_some() {
             let (policy, label_warnings) = self.policy_for(req.namespace.as_deref());
             warnings.extend(label_warnings);
-            violations.extend(pod_security(&tree(), policy));
+            violations.extend(pod_security(tree(), policy));
         }
-        // Against the Runtime only when the spec is new (see below): a create, or a
-        // Workflow update that changes its spec.
+        // Against the Runtime only when the spec is new (a create, or a Workflow update
+        // that changes its spec), so that cancelling a Run, or an update that leaves a
+        // Workflow's spec alone, is never refused because the Runtime changed since the
+        // object was admitted. A Run's spec cannot change after create except `cancel`
+        // (immutability below); a Workflow's can while it is Pending.
         let mut spec_changed = req.operation == Operation::Create;
         if req.operation == Operation::Update {
-            let new = tree();
-            match old_tree() {
+            let old = req
+                .old_object
+                .as_ref()
+                .and_then(|o| serde_json::from_str::<Value>(o.get()).ok());
+            match old {
                 Some(old) => {
-                    violations.extend(immutability(checked.kind, &old, &new));
+                    let new = tree();
+                    violations.extend(immutability(checked.kind, &old, new));
                     spec_changed = checked.kind == "Workflow" && old.get("spec") != new.get("spec");
                 }
                 None => spec_changed = checked.kind == "Workflow",
             }
         }
-        // Against the Runtime only when the spec is new, so that cancelling a Run, or an
-        // update that leaves a Workflow's spec alone, is never refused because the
-        // Runtime changed since the object was admitted. A Run's spec cannot change
-        // after create except `cancel` (immutability above); a Workflow's can while
-        // it is Pending.
         match (&self.runtimes, &checked.object) {
             (None, _) if matches!(checked.kind, "Run" | "Workflow") => {
                 warnings.push(STANDALONE_WARNING.to_owned());
@@ -535,7 +535,7 @@ impl Handlers {
         let Some(object) = &req.object else {
             return Denial::bad_request("the request carries no object").apply(response);
         };
-        let mut pod: Value = match serde_json::from_str(object.get()) {
+        let pod: Value = match serde_json::from_str(object.get()) {
             Ok(v) => v,
             Err(e) => {
                 return Denial::bad_request(format!("cannot read object: {e}")).apply(response);
@@ -547,11 +547,6 @@ impl Handlers {
         if !selected {
             return response;
         }
-        // The patch never touches managedFields: leave them out of both sides up front
-        // rather than copying both trees to strip them.
-        if let Some(metadata) = pod.get_mut("metadata").and_then(Value::as_object_mut) {
-            metadata.remove("managedFields");
-        }
         let name = pod_name(&pod, &req.name);
         match inject::inject_pod(&pod, &self.inject) {
             Err(e) => Denial::refused(format!(
@@ -559,7 +554,7 @@ impl Handlers {
             ))
             .apply(response),
             Ok(mutated) => {
-                let patch = inject::patch(&pod, &mutated);
+                let patch = inject::patch(pod, mutated);
                 if patch.0.is_empty() {
                     return response;
                 }

@@ -487,23 +487,14 @@ pub fn strip_pod(pod: &Value) -> Result<Value, InjectError> {
 
 /// The JSONPatch turning `original` into `mutated`, with `metadata.managedFields` left
 /// out of both (it is the apiserver's, and a patch touching it would be rejected).
-pub fn patch(original: &Value, mutated: &Value) -> json_patch::Patch {
-    let has_managed_fields = |v: &Value| {
-        v.get("metadata")
-            .and_then(|m| m.get("managedFields"))
-            .is_some()
-    };
-    if !has_managed_fields(original) && !has_managed_fields(mutated) {
-        return json_patch::diff(original, mutated);
-    }
-    let strip = |v: &Value| {
-        let mut v = v.clone();
-        if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+/// Takes both trees by value: they are stripped in place, never copied.
+pub fn patch(mut original: Value, mut mutated: Value) -> json_patch::Patch {
+    for tree in [&mut original, &mut mutated] {
+        if let Some(meta) = tree.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.remove("managedFields");
         }
-        v
-    };
-    json_patch::diff(&strip(original), &strip(mutated))
+    }
+    json_patch::diff(&original, &mutated)
 }
 
 fn array_mut<'a>(
@@ -902,7 +893,7 @@ mod tests {
         let once = inject_pod(&pod(), &config).unwrap();
         let twice = inject_pod(&once, &config).unwrap();
         assert_eq!(once, twice);
-        assert!(patch(&once, &twice).0.is_empty());
+        assert!(patch(once, twice).0.is_empty());
     }
 
     #[test]
@@ -1020,7 +1011,7 @@ mod tests {
         let mut p = pod();
         p["metadata"]["managedFields"] = json!([{"manager": "kubectl", "operation": "Update"}]);
         let out = inject_pod(&p, &InjectConfig::default()).unwrap();
-        let patch = patch(&p, &out);
+        let patch = patch(p.clone(), out.clone());
         assert!(
             !serde_json::to_string(&patch)
                 .unwrap()
