@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     let again = inject_pod(&injected, &config)
         .unwrap_or_else(|e| panic!("an injected Pod is refused on a second injection: {e}"));
     assert_eq!(again, injected, "injection is not idempotent");
-    let patch = patch(&pod, &injected);
+    let patch = patch(pod.clone(), injected.clone());
     let mut patched = pod.clone();
     json_patch::patch(&mut patched, &patch.0)
         .unwrap_or_else(|e| panic!("the patch does not apply to the original: {e}"));
