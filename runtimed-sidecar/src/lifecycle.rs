@@ -21,7 +21,9 @@ use tokio::sync::{oneshot, watch};
 use crate::Error;
 use crate::limits;
 use crate::output::BoundedOutput;
-use crate::procs::{RUN_MARKER, run_processes, signal_run, walks_subtree};
+use crate::procs::{
+    RUN_MARKER, is_zombie, run_processes, signal_run, signal_run_all_of_proc, walks_subtree,
+};
 use crate::reaper::{Exit, Reaper};
 use crate::spawner::{Launch, Spawner};
 use crate::workspace::{WriteError, disk_usage, is_no_space, write_files_with_modes};
@@ -910,36 +912,63 @@ impl Driver {
     }
 
     /// SIGKILL rounds until no process of the Run is found; returns how many remain.
+    /// Then waits (same bound) until the reaper has collected the ones it killed, so
+    /// that when a Run is terminal not even a zombie of it is left in `/proc`.
     async fn kill_all(&self) -> usize {
         let uid = self.execution.run_uid.clone();
         let leader = self.leader;
-        // A second look when the first finds nothing: reading /proc races with
-        // processes being created or re-parented, and nothing may be left behind.
-        let round = move |uid: &str| match signal_run(leader, uid, Signal::SIGKILL) {
-            0 => signal_run(leader, uid, Signal::SIGKILL),
-            n => n,
+        // A second look, through all of /proc, when the first finds nothing: the
+        // subtree walk races with orphans being re-parented between threads
+        // (`signal_run_all_of_proc`), and nothing may be left behind.
+        let round = move |uid: &str| {
+            let found = signal_run(leader, uid, Signal::SIGKILL);
+            if found.is_empty() {
+                signal_run_all_of_proc(leader, uid, Signal::SIGKILL)
+            } else {
+                found
+            }
         };
-        for _ in 0..limits::MAX_KILL_ROUNDS {
-            // Walking the agent's subtree is a few small reads: done here, which saves
-            // two thread hand-offs per Run; reading all of /proc goes to a blocking
-            // thread.
+        let mut killed: Vec<i32> = Vec::new();
+        let mut rounds = 0;
+        let mut cleared = false;
+        while rounds < limits::MAX_KILL_ROUNDS {
+            rounds += 1;
+            // With the subtree walk, a round is a few small reads plus, once per Run,
+            // the confirming look through /proc: done here, which saves two thread
+            // hand-offs per Run. Without it, every look reads all of /proc, on a
+            // blocking thread.
             let found = if walks_subtree() {
                 round(&uid)
             } else {
                 let uid = uid.clone();
                 tokio::task::spawn_blocking(move || round(&uid))
                     .await
-                    .unwrap_or(0)
+                    .unwrap_or_default()
             };
-            if found == 0 {
-                return 0;
+            if found.is_empty() {
+                cleared = true;
+                break;
             }
+            killed.extend(found);
             tokio::time::sleep(limits::KILL_ROUND_PAUSE).await;
         }
-        let uid = uid.clone();
-        tokio::task::spawn_blocking(move || run_processes(leader, &uid).len())
-            .await
-            .unwrap_or(0)
+        if !cleared {
+            let uid = uid.clone();
+            return tokio::task::spawn_blocking(move || run_processes(leader, &uid).len())
+                .await
+                .unwrap_or(0);
+        }
+        killed.sort_unstable();
+        killed.dedup();
+        while rounds < limits::MAX_KILL_ROUNDS {
+            killed.retain(|pid| is_zombie(*pid));
+            if killed.is_empty() {
+                break;
+            }
+            rounds += 1;
+            tokio::time::sleep(limits::KILL_ROUND_PAUSE).await;
+        }
+        0
     }
 }
 

@@ -24,6 +24,7 @@ pub const RUN_MARKER: &str = "KRT_RUN_ID";
 
 #[derive(Debug, Clone, Copy)]
 struct Stat {
+    zombie: bool,
     ppid: i32,
     pgrp: i32,
     session: i32,
@@ -34,11 +35,12 @@ fn read_stat(pid: i32) -> Option<Stat> {
     // The command name is in parentheses and may hold anything: parse after the last ')'.
     let rest = &text[text.rfind(')')? + 1..];
     let mut fields = rest.split_whitespace();
-    let _state = fields.next()?;
+    let zombie = fields.next()? == "Z";
     let ppid = fields.next()?.parse().ok()?;
     let pgrp = fields.next()?.parse().ok()?;
     let session = fields.next()?.parse().ok()?;
     Some(Stat {
+        zombie,
         ppid,
         pgrp,
         session,
@@ -170,14 +172,37 @@ fn in_all_of_proc(leader: i32, marker: &[u8]) -> Vec<i32> {
 }
 
 /// Sends `signal` to the Run's process group and to every process of the Run.
-/// Returns how many processes were found.
-pub fn signal_run(leader: i32, run_uid: &str, signal: Signal) -> usize {
+/// Returns the processes found.
+pub fn signal_run(leader: i32, run_uid: &str, signal: Signal) -> Vec<i32> {
+    signal_found(leader, signal, run_processes(leader, run_uid))
+}
+
+/// [`signal_run`], finding the processes by a `stat` of every process in `/proc`
+/// rather than by the `children` lists. Those lists are per thread: an orphan adopted
+/// by a thread of this process that exits moves to another thread's list, and a walk
+/// that read that list first misses it. The final look before a Run is declared clean
+/// is this one.
+pub fn signal_run_all_of_proc(leader: i32, run_uid: &str, signal: Signal) -> Vec<i32> {
+    let marker = format!("{RUN_MARKER}={run_uid}").into_bytes();
+    let mut found = in_all_of_proc(leader, &marker);
+    found.sort_unstable();
+    signal_found(leader, signal, found)
+}
+
+fn signal_found(leader: i32, signal: Signal, found: Vec<i32>) -> Vec<i32> {
     let _ = kill(Pid::from_raw(-leader), signal);
-    let found = run_processes(leader, run_uid);
     for pid in &found {
         let _ = kill(Pid::from_raw(*pid), signal);
     }
-    found.len()
+    found
+}
+
+/// Whether `pid` is a zombie: dead, its `/proc` entry kept until its parent reaps it.
+/// A zombie's environment is empty, so an orphan the agent adopted can no longer be
+/// told apart as the Run's by its marker once it has died: callers remember the pids
+/// they killed and wait on those.
+pub fn is_zombie(pid: i32) -> bool {
+    read_stat(pid).is_some_and(|s| s.zombie)
 }
 
 #[cfg(test)]
