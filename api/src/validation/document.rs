@@ -10,7 +10,11 @@ use serde_json::value::RawValue;
 
 use super::{Reason, Validate, Violation};
 use crate::labels::API_VERSION;
-use crate::v1alpha1::{Run, Runtime, Workflow};
+use crate::v1alpha1::{
+    Run, RunSpec, RunStatus, Runtime, RuntimeSpec, RuntimeStatus, Workflow, WorkflowSpec,
+    WorkflowStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// A decoded kruntimes object.
 #[derive(Clone, Debug)]
@@ -146,20 +150,8 @@ fn rules(object: &TypedObject) -> Vec<Violation> {
 /// What [`check_json`] reads before choosing the type to decode.
 #[derive(Deserialize)]
 struct Head<'a> {
-    #[serde(rename = "apiVersion", borrow)]
-    api_version: Option<Cow<'a, str>>,
     #[serde(borrow)]
     kind: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    metadata: Option<HeadMetadata<'a>>,
-}
-
-#[derive(Deserialize)]
-struct HeadMetadata<'a> {
-    #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
-    #[serde(rename = "generateName", borrow)]
-    generate_name: Option<Cow<'a, str>>,
 }
 
 /// [`check_document`] for a document that is still JSON text: the admission webhook's
@@ -169,49 +161,59 @@ struct HeadMetadata<'a> {
 /// to compare. A document that does not decode, or has any field its type ignores,
 /// takes the tree path, so every message and field path is exactly
 /// [`check_document`]'s (a test compares the two over every fixture and example).
+///
+/// The kind is read first, with a scan of the whole text; a caller that already knows
+/// the kind the document claims (the webhook: the review's `request.kind`) saves that
+/// scan with [`check_json_as`].
 pub fn check_json(json: &RawValue) -> Result<CheckedObject, DocumentError> {
     let text = json.get();
-    let tree_path = || {
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| DocumentError::Unreadable(e.to_string()))?;
-        check_document(&value)
-    };
     let Ok(head) = serde_json::from_str::<Head<'_>>(text) else {
-        return tree_path();
+        return check_tree(text);
     };
-    let (Some(api_version), Some(kind)) = (head.api_version.as_deref(), head.kind.as_deref())
-    else {
-        return tree_path();
-    };
-    if api_version != API_VERSION {
-        return tree_path();
+    match head.kind.as_deref() {
+        Some(kind) => check_json_as(kind, json),
+        None => check_tree(text),
     }
-    let (kind, object) = match kind {
-        "Runtime" => (
-            "Runtime",
-            decode_clean::<Runtime>(text).map(|o| TypedObject::Runtime(Box::new(o))),
-        ),
-        "Run" => (
-            "Run",
-            decode_clean::<Run>(text).map(|o| TypedObject::Run(Box::new(o))),
-        ),
-        "Workflow" => (
-            "Workflow",
-            decode_clean::<Workflow>(text).map(|o| TypedObject::Workflow(Box::new(o))),
-        ),
-        _ => return tree_path(),
+}
+
+/// [`check_json`] for a document expected to be a `kind` (`Runtime`, `Run` or
+/// `Workflow`) of [`API_VERSION`]: decoded in one pass, `apiVersion` and `kind` read in
+/// that same pass. Any other document (another kind or version than expected included)
+/// takes [`check_document`]'s path and gets its answer.
+pub fn check_json_as(kind: &str, json: &RawValue) -> Result<CheckedObject, DocumentError> {
+    let text = json.get();
+    let decoded = match kind {
+        "Runtime" => decode_clean::<RuntimeSpec, RuntimeStatus>(text, "Runtime").map(|t| {
+            let name = t.name();
+            let object = Runtime {
+                metadata: t.metadata,
+                spec: t.spec,
+                status: t.status,
+            };
+            ("Runtime", name, TypedObject::Runtime(Box::new(object)))
+        }),
+        "Run" => decode_clean::<RunSpec, RunStatus>(text, "Run").map(|t| {
+            let name = t.name();
+            let object = Run {
+                metadata: t.metadata,
+                spec: t.spec,
+                status: t.status,
+            };
+            ("Run", name, TypedObject::Run(Box::new(object)))
+        }),
+        "Workflow" => decode_clean::<WorkflowSpec, WorkflowStatus>(text, "Workflow").map(|t| {
+            let name = t.name();
+            let object = Workflow {
+                metadata: t.metadata,
+                spec: t.spec,
+                status: t.status,
+            };
+            ("Workflow", name, TypedObject::Workflow(Box::new(object)))
+        }),
+        _ => None,
     };
-    let Some(object) = object else {
-        return tree_path();
-    };
-    let metadata = head.metadata.as_ref();
-    let name = match (
-        metadata.and_then(|m| m.name.as_deref()),
-        metadata.and_then(|m| m.generate_name.as_deref()),
-    ) {
-        (Some(name), _) => name.to_owned(),
-        (None, Some(prefix)) => format!("{prefix}*"),
-        (None, None) => "<unnamed>".to_owned(),
+    let Some((kind, name, object)) = decoded else {
+        return check_tree(text);
     };
     Ok(CheckedObject {
         kind,
@@ -221,22 +223,52 @@ pub fn check_json(json: &RawValue) -> Result<CheckedObject, DocumentError> {
     })
 }
 
-/// `text` decoded as `T` when it decodes and every field in it is one `T` reads.
-/// The top-level `apiVersion` and `kind` are read by [`check_json`] itself (kube's
-/// `CustomResource` types skip them when decoding and write them back when encoding).
-fn decode_clean<T: DeserializeOwned>(text: &str) -> Option<T> {
+/// The tree path: [`check_document`] on the parsed text.
+fn check_tree(text: &str) -> Result<CheckedObject, DocumentError> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| DocumentError::Unreadable(e.to_string()))?;
+    check_document(&value)
+}
+
+/// A kruntimes object as it is on the wire, `apiVersion` and `kind` included: the
+/// fields of kube's `CustomResource` types (which skip `apiVersion` and `kind` when
+/// decoding) plus those two, so that one pass reads all of it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Tagged<'a, Spec, Status> {
+    #[serde(borrow)]
+    api_version: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+    metadata: ObjectMeta,
+    spec: Spec,
+    status: Option<Status>,
+}
+
+impl<Spec, Status> Tagged<'_, Spec, Status> {
+    /// What [`object_name`] gives for the same document.
+    fn name(&self) -> String {
+        match (&self.metadata.name, &self.metadata.generate_name) {
+            (Some(name), _) => name.clone(),
+            (None, Some(prefix)) => format!("{prefix}*"),
+            (None, None) => "<unnamed>".to_owned(),
+        }
+    }
+}
+
+/// `text` decoded as a `kind` of [`API_VERSION`] when it decodes, says it is one, and
+/// every field in it is one the type reads.
+fn decode_clean<'a, Spec, Status>(text: &'a str, kind: &str) -> Option<Tagged<'a, Spec, Status>>
+where
+    Spec: Deserialize<'a>,
+    Status: Deserialize<'a>,
+{
     let mut ignored_any = false;
     let mut decoder = serde_json::Deserializer::from_str(text);
-    let typed = serde_ignored::deserialize(&mut decoder, |path| match path {
-        serde_ignored::Path::Map {
-            parent: serde_ignored::Path::Root,
-            key,
-        } if key == "apiVersion" || key == "kind" => {}
-        _ => ignored_any = true,
-    })
-    .ok()?;
+    let tagged: Tagged<'a, Spec, Status> =
+        serde_ignored::deserialize(&mut decoder, |_| ignored_any = true).ok()?;
     decoder.end().ok()?;
-    (!ignored_any).then_some(typed)
+    (!ignored_any && tagged.api_version == API_VERSION && tagged.kind == kind).then_some(tagged)
 }
 
 /// Decodes `value` as `T`, reporting a decoding failure at its field path, and every
@@ -352,9 +384,17 @@ mod tests {
             }
             document.to_string()
         };
-        assert!(decode_clean::<Run>(&run(serde_json::json!({}))).is_some());
-        assert!(decode_clean::<Run>(&run(serde_json::json!({"scirpt": "x"}))).is_none());
-        assert!(decode_clean::<Run>(&run(serde_json::json!({"timeout": 5}))).is_none());
+        let clean = |text: &str| decode_clean::<RunSpec, RunStatus>(text, "Run").is_some();
+        assert!(clean(&run(serde_json::json!({}))));
+        assert!(!clean(&run(serde_json::json!({"scirpt": "x"}))));
+        assert!(!clean(&run(serde_json::json!({"timeout": 5}))));
+        // apiVersion and kind are read in the same pass, and must be what was expected.
+        let other_kind =
+            run(serde_json::json!({})).replace("\"kind\":\"Run\"", "\"kind\":\"Workflow\"");
+        assert!(!clean(&other_kind));
+        assert!(decode_clean::<WorkflowSpec, WorkflowStatus>(&other_kind, "Workflow").is_none());
+        let other_version = run(serde_json::json!({})).replace(API_VERSION, "kruntimes.io/v1beta1");
+        assert!(!clean(&other_version));
     }
 
     /// Found by the `rules` fuzz target: an unknown empty key gave a violation with an

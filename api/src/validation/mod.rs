@@ -14,7 +14,7 @@ mod violation;
 mod workflow;
 
 pub use dag::check_jobs;
-pub use document::{CheckedObject, DocumentError, check_document, check_json};
+pub use document::{CheckedObject, DocumentError, check_document, check_json, check_json_as};
 pub use run::{RunSpecContext, check_run_spec};
 pub use runtime::{MAX_OUTPUT_BYTES, MIN_OUTPUT_BYTES, check_runtime_spec, target_container};
 pub use violation::{FieldPath, Reason, Violation};

@@ -6,7 +6,7 @@
 //! exactly as `check_document` does on the tree.
 #![no_main]
 
-use kruntimes_api::validation::{check_document, check_json};
+use kruntimes_api::validation::{check_document, check_json, check_json_as};
 use libfuzzer_sys::fuzz_target;
 use serde::Deserialize;
 use serde_json::Value;
@@ -33,17 +33,26 @@ fn documents(data: &[u8]) -> Vec<Value> {
 fuzz_target!(|data: &[u8]| {
     for document in documents(data) {
         // The webhook's path from JSON text gives exactly the tree path's answer.
-        let fast = RawValue::from_string(document.to_string())
-            .map(|text| check_json(&text))
-            .expect("a tree always encodes");
+        // So does the path told which kind to expect, whatever it is told.
+        let text = RawValue::from_string(document.to_string()).expect("a tree always encodes");
         let tree = check_document(&document);
-        match (&tree, &fast) {
-            (Ok(t), Ok(f)) => {
-                assert_eq!((t.kind, &t.name), (f.kind, &f.name));
-                assert_eq!(t.violations, f.violations);
+        let claimed = document
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("Run");
+        for fast in [
+            check_json(&text),
+            check_json_as(claimed, &text),
+            check_json_as("Workflow", &text),
+        ] {
+            match (&tree, &fast) {
+                (Ok(t), Ok(f)) => {
+                    assert_eq!((t.kind, &t.name), (f.kind, &f.name));
+                    assert_eq!(t.violations, f.violations);
+                }
+                (Err(t), Err(f)) => assert_eq!(t, f),
+                _ => panic!("check_document {tree:?} but check_json(_as) {fast:?}"),
             }
-            (Err(t), Err(f)) => assert_eq!(t, f),
-            _ => panic!("check_document {tree:?} but check_json {fast:?}"),
         }
         let Ok(checked) = tree else {
             continue;
