@@ -728,3 +728,50 @@ async fn an_orphan_of_a_run_is_seen_by_the_children_proof_until_it_is_killed() {
     assert_gone(&pids, "proof");
     assert!(holds_only_known_children(&reaper), "the orphan is gone");
 }
+
+/// The spawner looks programs up as `execvp` does (what `Command` did before it used
+/// `posix_spawn`): a relative path from the workspace, a file without `#!` run by
+/// `/bin/sh`, a name on the Run's own PATH, and a missing program named in the error.
+#[tokio::test]
+async fn programs_are_found_and_started_as_execvp_does() {
+    let root = tempfile::tempdir().unwrap();
+    let sup = supervisor(root.path());
+    let exec = |uid: &str, command: &[&str], path: Option<&str>| ExecSpec {
+        run_uid: uid.into(),
+        interpreter: Some(Interpreter::Exec),
+        command: command.iter().map(|c| (*c).to_owned()).collect(),
+        files: vec![("bin/hello".into(), b"echo \"no shebang $1\"\n".to_vec())],
+        executable: ["bin/hello".to_owned()].into(),
+        env: path
+            .map(|p| vec![("PATH".to_owned(), p.to_owned())])
+            .unwrap_or_default(),
+        timeout: Some(Duration::from_secs(10)),
+        ..ExecSpec::default()
+    };
+    let relative = sup.start(exec("rel", &["./bin/hello", "a"], None)).unwrap();
+    let end = relative.wait().await;
+    assert_eq!(end.phase, Phase::Succeeded, "{end:?}");
+    assert_eq!(stdout_of(&relative), "no shebang a\n");
+    // A relative PATH entry, searched from the workspace, after one that has no such file.
+    let on_path = sup
+        .start(exec("path", &["hello", "b"], Some("/nonexistent:bin")))
+        .unwrap();
+    let end = on_path.wait().await;
+    assert_eq!(end.phase, Phase::Succeeded, "{end:?}");
+    assert_eq!(stdout_of(&on_path), "no shebang b\n");
+    let missing = sup
+        .start(exec("missing", &["no-such-program-krt"], None))
+        .unwrap()
+        .wait()
+        .await;
+    assert_eq!(
+        (missing.phase, missing.reason.as_str()),
+        (Phase::Error, "SpawnFailed"),
+        "{missing:?}"
+    );
+    assert!(
+        missing.message.contains("No such file or directory"),
+        "{}",
+        missing.message
+    );
+}
