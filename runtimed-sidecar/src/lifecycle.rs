@@ -22,7 +22,8 @@ use crate::Error;
 use crate::limits;
 use crate::output::BoundedOutput;
 use crate::procs::{
-    RUN_MARKER, is_zombie, run_processes, signal_run, signal_run_all_of_proc, walks_subtree,
+    RUN_MARKER, holds_only_known_children, is_zombie, run_processes, signal_run,
+    signal_run_all_of_proc, walks_subtree,
 };
 use crate::reaper::{Exit, Reaper};
 use crate::spawner::{Launch, Spawner};
@@ -447,6 +448,8 @@ struct Started {
     stdout: OwnedFd,
     stderr: OwnedFd,
     exit: oneshot::Receiver<Exit>,
+    /// The spawner process that started it (none when forked here).
+    spawner: Option<Arc<Spawner>>,
 }
 
 impl Supervisor {
@@ -523,6 +526,8 @@ impl Supervisor {
                     workspace_limit: self.config.workspace_size_limit,
                     check_interval: self.config.workspace_check_interval,
                     usage: self.usage.clone(),
+                    reaper: self.reaper.clone(),
+                    spawner: started.spawner,
                 };
                 tokio::spawn(driver.drive(
                     started.exit,
@@ -576,7 +581,8 @@ impl Supervisor {
     fn spawn(&self, prepared: Prepared) -> io::Result<Started> {
         let (stdout_read, stdout_write) = pipe2(OFlag::O_CLOEXEC)?;
         let (stderr_read, stderr_write) = pipe2(OFlag::O_CLOEXEC)?;
-        let (pid, exit) = match self.current_spawner()? {
+        let spawner = self.current_spawner()?;
+        let (pid, exit) = match &spawner {
             Some(spawner) => spawner.spawn(
                 &prepared.launch,
                 prepared.stdin.map(OwnedFd::from),
@@ -601,6 +607,7 @@ impl Supervisor {
             stdout: stdout_read,
             stderr: stderr_read,
             exit,
+            spawner,
         })
     }
 
@@ -755,6 +762,8 @@ struct Driver {
     workspace_limit: Option<u64>,
     check_interval: Duration,
     usage: Arc<WorkspaceUsage>,
+    reaper: Arc<Reaper>,
+    spawner: Option<Arc<Spawner>>,
 }
 
 enum Stop {
@@ -917,6 +926,17 @@ impl Driver {
     async fn kill_all(&self) -> usize {
         let uid = self.execution.run_uid.clone();
         let leader = self.leader;
+        // Nothing to look for when it is provable that nothing of the Run is left: its
+        // first process was reaped while the spawner had no stray child, and this
+        // process holds no orphan at all (`holds_only_known_children`). The usual case
+        // (a Run that leaves no background process), and it saves reading every
+        // entry of /proc for each Run.
+        if let Some(spawner) = &self.spawner
+            && spawner.take_clean_exit(leader)
+            && holds_only_known_children(&self.reaper)
+        {
+            return 0;
+        }
         // A second look, through all of /proc, when the first finds nothing: the
         // subtree walk races with orphans being re-parented between threads
         // (`signal_run_all_of_proc`), and nothing may be left behind.

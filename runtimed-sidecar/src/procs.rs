@@ -19,6 +19,8 @@ use std::sync::OnceLock;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::reaper::Reaper;
+
 /// The environment variable that marks a Run's processes (`KRT_RUN_ID=<uid>`).
 pub const RUN_MARKER: &str = "KRT_RUN_ID";
 
@@ -84,6 +86,53 @@ fn children_of(pid: i32) -> Vec<i32> {
         }
     }
     children
+}
+
+/// The children of every thread of this process, or `None` when any list could not be
+/// read (a thread ended while they were read: its children moved to another thread).
+fn own_children_exactly() -> Option<Vec<i32>> {
+    let mut children = Vec::new();
+    for task in fs::read_dir("/proc/self/task").ok()? {
+        let mut path = task.ok()?.path();
+        path.push("children");
+        let list = fs::read_to_string(path).ok()?;
+        for pid in list.split_whitespace() {
+            children.push(pid.parse::<i32>().ok()?);
+        }
+    }
+    Some(children)
+}
+
+/// Whether this process provably has no children but its spawners and the first
+/// processes it spawned itself (through `reaper`), and so holds no orphan of any Run.
+/// With the spawner's word that a Run's first process left no stray child of the
+/// spawner (see [`crate::spawner::STRAYS`]) this proves that no process of that Run is
+/// left, without reading the rest of `/proc`. Why it is a proof: every process a Run
+/// ever starts stays in this (child subreaper) process's subtree; once the Run's first
+/// process is reaped, the topmost of any that are left is an orphan adopted by this
+/// process (on its first live thread's list) or, through `clone(CLONE_PARENT)`, a child
+/// of the spawner, which the spawner reports. A process adopted while the lists are
+/// read was re-parented because its parent ended, and that parent is then still in a
+/// list (a zombie: not known, so the answer is false) or was reaped meanwhile, which
+/// the reaper's counts show (a reap begun by the end of the look that had not finished
+/// before it). A thread that ends while its list is read also makes the answer false.
+pub fn holds_only_known_children(reaper: &Reaper) -> bool {
+    if !children_files_exist() {
+        return false;
+    }
+    let done_before = reaper.reaps_done();
+    let Some(children) = own_children_exactly() else {
+        return false;
+    };
+    if reaper.reaps_started() != done_before {
+        return false;
+    }
+    let known: HashSet<i32> = reaper
+        .waiting_pids()
+        .into_iter()
+        .chain(crate::spawner::spawner_pids())
+        .collect();
+    children.iter().all(|c| known.contains(c))
 }
 
 fn all_processes() -> HashMap<i32, Stat> {

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -36,6 +37,11 @@ struct Registry {
 pub struct Reaper {
     registry: Mutex<Registry>,
     spawned: Condvar,
+    /// Reaps begun and finished: a reader of this process's `children` lists compares
+    /// them to know that no entry left a list while it read (see
+    /// [`Reaper::reaps_started`]).
+    reaps_started: AtomicU64,
+    reaps_done: AtomicU64,
 }
 
 static REAPER: OnceLock<Arc<Reaper>> = OnceLock::new();
@@ -53,6 +59,8 @@ impl Reaper {
                 let reaper = Arc::new(Self {
                     registry: Mutex::new(Registry::default()),
                     spawned: Condvar::new(),
+                    reaps_started: AtomicU64::new(0),
+                    reaps_done: AtomicU64::new(0),
                 });
                 let thread_reaper = reaper.clone();
                 let spawned = std::thread::Builder::new()
@@ -115,11 +123,34 @@ impl Reaper {
         }
     }
 
+    /// Reaps begun so far (counted before the `waitpid` that removes the child from
+    /// this process's `children` lists). With [`Reaper::reaps_done`] read before a
+    /// look at those lists and this one after: equal means no reap overlapped the look.
+    pub fn reaps_started(&self) -> u64 {
+        self.reaps_started.load(Ordering::SeqCst)
+    }
+
+    /// Reaps finished so far (counted after the `waitpid`).
+    pub fn reaps_done(&self) -> u64 {
+        self.reaps_done.load(Ordering::SeqCst)
+    }
+
+    /// The children spawned through [`Reaper::spawn`] and not reaped yet.
+    pub fn waiting_pids(&self) -> Vec<i32> {
+        match self.registry.lock() {
+            Ok(registry) => registry.waiting.keys().copied().collect(),
+            Err(p) => p.into_inner().waiting.keys().copied().collect(),
+        }
+    }
+
     fn reap(&self, pid: Pid) {
         let Ok(mut registry) = self.registry.lock() else {
             return;
         };
-        let exit = match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+        self.reaps_started.fetch_add(1, Ordering::SeqCst);
+        let status = waitpid(pid, Some(WaitPidFlag::WNOHANG));
+        self.reaps_done.fetch_add(1, Ordering::SeqCst);
+        let exit = match status {
             Ok(WaitStatus::Exited(_, code)) => Exit::Code(code),
             Ok(WaitStatus::Signaled(_, signal, _)) => Exit::Signal(signal as i32),
             _ => return,

@@ -17,13 +17,17 @@
 //! - replies (spawner → agent): `Spawned(id, pid)` or `Failed(id, errno, message)` for
 //!   each request, in order, and `Exited(pid, code)` / `Signaled(pid, signal)` when a
 //!   first process it spawned ends (the spawner is its parent and reaps it). A pid's
-//!   exit is always sent after its `Spawned`: both are written under one lock.
+//!   exit is always sent after its `Spawned`: both are written under one lock. An
+//!   exit's message is empty when, as the spawner reaped that process, its only
+//!   children were other Runs' first processes, and [`STRAYS`] otherwise (a process
+//!   made a child of the spawner with `clone(CLONE_PARENT)`, or the list unreadable):
+//!   what lets the agent skip its look through `/proc` (see [`crate::procs`]).
 //!
 //! Orphans of a Run are not the spawner's business: it is not a subreaper, so they are
 //! re-parented to the agent (a child subreaper), which reaps them and finds them when it
 //! kills a Run (see [`crate::procs`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::mem::MaybeUninit;
@@ -66,6 +70,9 @@ const REPLY_SIGNALED: u8 = 4;
 const REPLY_HEADER_BYTES: usize = 17;
 /// Longest error message a `Failed` reply carries.
 const MAX_REPLY_MESSAGE_BYTES: usize = 4096;
+/// The message of an exit reply when the spawner had, as it reaped that process,
+/// children other than the Runs' first processes it spawned (or could not tell).
+pub const STRAYS: &str = "strays";
 
 /// What to start: the program, its arguments, working directory and whole environment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -212,12 +219,44 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 // ---------------------------------------------------------------------------------
 // The spawner process.
 
-/// What the spawner's two threads share: the writing side of the socket (replies are
-/// written under this lock, so an exit never overtakes its `Spawned`) and a count of
-/// spawns, which wakes the reaping thread when it had no child to wait for.
+/// What the spawner's two threads share, under one lock: the writing side of the
+/// socket (so an exit never overtakes its `Spawned`), a count of spawns (which wakes
+/// the reaping thread when it had no child to wait for) and the pids of the first
+/// processes spawned and not reaped yet. Every fork happens under this lock.
+struct Out {
+    socket: UnixStream,
+    spawned: u64,
+    leaders: HashSet<i32>,
+}
+
 struct Shared {
-    out: Mutex<(UnixStream, u64)>,
+    out: Mutex<Out>,
     spawned: Condvar,
+}
+
+/// Whether this process has a child that is not in `leaders`. Called by the reaping
+/// thread under the [`Out`] lock: every fork happens under it and this thread is the
+/// only one that reaps, so no child is added or removed while the lists are read
+/// (except by `clone(CLONE_PARENT)` from a Run's process: a stray either way). The
+/// spawner's threads never end, so no child moves between their lists. Unreadable:
+/// true (cannot tell).
+fn has_strays(leaders: &HashSet<i32>) -> bool {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return true;
+    };
+    for task in tasks {
+        let Ok(task) = task else { return true };
+        let Ok(list) = std::fs::read_to_string(task.path().join("children")) else {
+            return true;
+        };
+        if list
+            .split_whitespace()
+            .any(|p| p.parse::<i32>().map_or(true, |p| !leaders.contains(&p)))
+        {
+            return true;
+        }
+    }
+    false
 }
 
 fn reply(out: &mut UnixStream, kind: u8, id: u64, value: i32, message: &str) -> io::Result<()> {
@@ -303,28 +342,34 @@ fn receive(socket: &UnixStream) -> io::Result<Option<Received>> {
 /// re-parented to the nearest subreaper (the agent, if it still exists).
 pub fn serve(socket: UnixStream) -> io::Result<()> {
     let shared = Arc::new(Shared {
-        out: Mutex::new((socket.try_clone()?, 0)),
+        out: Mutex::new(Out {
+            socket: socket.try_clone()?,
+            spawned: 0,
+            leaders: HashSet::new(),
+        }),
         spawned: Condvar::new(),
     });
     let reaping = shared.clone();
     std::thread::Builder::new()
         .name("spawner-reaper".into())
         .spawn(move || reap_forever(&reaping))?;
+    let null = std::fs::File::open("/dev/null")?;
     while let Some(request) = receive(&socket)? {
         let mut out = lock(&shared.out);
         let (kind, id, value, message) = match decode_request(&request.body) {
             Ok((id, launch)) => {
-                let stdin = request.stdin.map_or_else(Stdio::null, Stdio::from);
-                let mut command = launch.command(
-                    stdin,
-                    Stdio::from(request.stdout),
-                    Stdio::from(request.stderr),
-                );
+                let stdin = request.stdin.as_ref().map_or(null.as_fd(), AsFd::as_fd);
                 // Spawned under the lock: the reaping thread cannot report this child's
                 // exit before its `Spawned` reply is written.
-                match command.spawn() {
+                match spawn_session(
+                    &launch,
+                    [stdin, request.stdout.as_fd(), request.stderr.as_fd()],
+                ) {
                     // Never waited on here: the reaping thread collects it.
-                    Ok(child) => (REPLY_SPAWNED, id, child.id() as i32, String::new()),
+                    Ok(pid) => {
+                        out.leaders.insert(pid);
+                        (REPLY_SPAWNED, id, pid, String::new())
+                    }
                     Err(e) => (
                         REPLY_FAILED,
                         id,
@@ -338,17 +383,128 @@ pub fn serve(socket: UnixStream) -> io::Result<()> {
                 return Err(e);
             }
         };
-        out.1 += 1;
-        reply(&mut out.0, kind, id, value, &message)?;
+        out.spawned += 1;
+        reply(&mut out.socket, kind, id, value, &message)?;
         drop(out);
         shared.spawned.notify_all();
     }
     Ok(())
 }
 
+/// Starts `launch` in a new session with these descriptors as its stdin, stdout and
+/// stderr, through `posix_spawn` (glibc: `clone(CLONE_VM|CLONE_VFORK)`, no copy of this
+/// process's page tables, nothing to tear down at exec) with `POSIX_SPAWN_SETSID`; the
+/// rest of the confinement (no new privileges, no capabilities) is inherited from this
+/// process, confined when the agent started it. SIGPIPE back to its default and an
+/// empty signal mask, as `std::process::Command` gives. Returns once the program has
+/// been exec'ed. The program is looked up as `execvp` does (what `Command` did here
+/// before): a name without `/` on the launch's own `PATH` (`/bin:/usr/bin` without
+/// one), `EACCES` remembered and the search going on, a file without a `#!` line run
+/// by `/bin/sh`. Only the spawner's main thread calls this (it changes this process's
+/// working directory to the launch's, which the child inherits).
+fn spawn_session(launch: &Launch, stdio: [BorrowedFd<'_>; 3]) -> io::Result<i32> {
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd;
+
+    use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags, posix_spawn};
+    use nix::sys::signal::{SigSet, Signal};
+
+    let cstring = |bytes: &[u8]| {
+        CString::new(bytes).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "nul byte found in provided data",
+            )
+        })
+    };
+    let mut argv = Vec::with_capacity(launch.args.len() + 1);
+    argv.push(cstring(launch.program.as_bytes())?);
+    for arg in &launch.args {
+        argv.push(cstring(arg.as_bytes())?);
+    }
+    let mut envp = Vec::with_capacity(launch.env.len());
+    for (name, value) in &launch.env {
+        let mut pair = Vec::with_capacity(name.len() + value.len() + 1);
+        pair.extend_from_slice(name.as_bytes());
+        pair.push(b'=');
+        pair.extend_from_slice(value.as_bytes());
+        envp.push(cstring(&pair)?);
+    }
+    nix::unistd::chdir(&launch.cwd)?;
+
+    let mut attr = PosixSpawnAttr::init()?;
+    attr.set_flags(
+        PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF
+            | PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK
+            | PosixSpawnFlags::from_bits_retain(libc::c_int::from(libc::POSIX_SPAWN_SETSID)),
+    )?;
+    let mut default = SigSet::empty();
+    default.add(Signal::SIGPIPE);
+    attr.set_sigdefault(&default)?;
+    attr.set_sigmask(&SigSet::empty())?;
+    let mut actions = PosixSpawnFileActions::init()?;
+    for (target, fd) in stdio.iter().enumerate() {
+        actions.add_dup2(fd.as_raw_fd(), target as i32)?;
+    }
+
+    let program = launch.program.as_bytes();
+    let candidates: Vec<Vec<u8>> = if program.contains(&b'/') {
+        vec![program.to_vec()]
+    } else {
+        let path = launch
+            .env
+            .iter()
+            .rev()
+            .find(|(name, _)| name == "PATH")
+            .map_or(&b"/bin:/usr/bin"[..], |(_, value)| value.as_bytes());
+        path.split(|b| *b == b':')
+            .map(|dir| {
+                let dir = if dir.is_empty() { &b"."[..] } else { dir };
+                let mut candidate = dir.to_vec();
+                candidate.push(b'/');
+                candidate.extend_from_slice(program);
+                candidate
+            })
+            .collect()
+    };
+    let mut denied = false;
+    for candidate in candidates {
+        // A stat first, so that a missing candidate costs no clone.
+        match std::fs::metadata(OsStr::from_bytes(&candidate)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                denied = true;
+                continue;
+            }
+            Err(_) => continue,
+        }
+        let path = cstring(&candidate)?;
+        match posix_spawn(path.as_c_str(), &actions, &attr, &argv, &envp) {
+            Ok(pid) => return Ok(pid.as_raw()),
+            Err(Errno::EACCES) => denied = true,
+            Err(
+                Errno::ENOENT | Errno::ESTALE | Errno::ENOTDIR | Errno::ENODEV | Errno::ETIMEDOUT,
+            ) => {}
+            Err(Errno::ENOEXEC) => {
+                // As execvp: a file the kernel cannot execute is a shell script.
+                let mut shell_argv = vec![cstring(b"/bin/sh")?, path.clone()];
+                shell_argv.extend(argv.iter().skip(1).cloned());
+                let pid = posix_spawn(c"/bin/sh", &actions, &attr, &shell_argv, &envp)?;
+                return Ok(pid.as_raw());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(io::Error::from(if denied {
+        Errno::EACCES
+    } else {
+        Errno::ENOENT
+    }))
+}
+
 fn reap_forever(shared: &Shared) {
     loop {
-        let spawned_before = lock(&shared.out).1;
+        let spawned_before = lock(&shared.out).spawned;
         // Peek without reaping, so that a child std reaps itself (failed exec) is left
         // to std.
         match waitid(Id::All, WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
@@ -360,7 +516,13 @@ fn reap_forever(shared: &Shared) {
                     Ok(WaitStatus::Signaled(_, signal, _)) => (REPLY_SIGNALED, signal as i32),
                     _ => continue,
                 };
-                if reply(&mut out.0, kind, pid.as_raw() as u64, value, "").is_err() {
+                let was_leader = out.leaders.remove(&pid.as_raw());
+                let note = if was_leader && !has_strays(&out.leaders) {
+                    ""
+                } else {
+                    STRAYS
+                };
+                if reply(&mut out.socket, kind, pid.as_raw() as u64, value, note).is_err() {
                     return; // the agent is gone; the main thread ends the process
                 }
             }
@@ -372,7 +534,7 @@ fn reap_forever(shared: &Shared) {
                     shared
                         .spawned
                         .wait_timeout_while(guard, Duration::from_millis(200), |out| {
-                            out.1 == spawned_before
+                            out.spawned == spawned_before
                         });
             }
         }
@@ -397,6 +559,9 @@ struct ClientState {
     >,
     /// Spawned processes whose exit has not come yet.
     exits: HashMap<i32, oneshot::Sender<Exit>>,
+    /// Spawned processes that ended while the spawner had no other children than Runs'
+    /// first processes (their exit message was empty); taken by [`Spawner::take_clean_exit`].
+    clean_exits: HashSet<i32>,
     /// The spawner is gone: nothing more can be spawned.
     closed: bool,
 }
@@ -430,6 +595,10 @@ impl Spawner {
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
+        // The spawner itself is confined (own session, no new privileges, every
+        // capability dropped): the Runs' processes inherit all of it, so each needs
+        // only a new session, which `posix_spawn` gives without a fork (see `serve`).
+        confine_command(&mut command);
         let (child, _exit) = reaper.spawn(&mut command)?;
         let pid = child.id() as i32;
         drop(child);
@@ -456,6 +625,12 @@ impl Spawner {
     /// Whether the spawner process has ended (its socket was closed).
     pub fn is_closed(&self) -> bool {
         lock(&self.state).closed
+    }
+
+    /// Whether the process `pid` it spawned has ended and, when the spawner reaped it,
+    /// the spawner's only children were other Runs' first processes. Forgets `pid`.
+    pub fn take_clean_exit(&self, pid: i32) -> bool {
+        lock(&self.state).clean_exits.remove(&pid)
     }
 
     /// Starts `launch` with these standard streams (the caller's copies of the
@@ -584,6 +759,9 @@ fn read_replies(mut socket: UnixStream, state: &Mutex<ClientState>) {
             }
             REPLY_EXITED | REPLY_SIGNALED => {
                 if let Some(exit) = state.exits.remove(&(id as i32)) {
+                    if message.is_empty() {
+                        state.clean_exits.insert(id as i32);
+                    }
                     let _ = exit.send(if kind == REPLY_EXITED {
                         Exit::Code(value)
                     } else {
@@ -606,6 +784,7 @@ fn read_replies(mut socket: UnixStream, state: &Mutex<ClientState>) {
         );
     }
     state.exits.clear();
+    state.clean_exits.clear();
 }
 
 #[cfg(test)]
@@ -613,6 +792,22 @@ mod tests {
     use std::os::unix::ffi::OsStringExt;
 
     use super::*;
+
+    #[test]
+    fn a_child_that_is_not_a_first_process_is_a_stray() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let strays = has_strays(&HashSet::new());
+        let known = has_strays(&HashSet::from([pid]));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(strays, "an unknown child is a stray");
+        assert!(!known, "a known child is not");
+        assert!(!has_strays(&HashSet::new()), "no child: none");
+    }
 
     #[test]
     fn requests_round_trip() {

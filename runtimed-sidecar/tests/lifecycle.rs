@@ -674,3 +674,104 @@ async fn a_killed_spawner_fails_its_runs_and_is_started_again() {
     assert_eq!(next.phase, Phase::Succeeded, "{next:?}");
     assert_ne!(sup.spawner_pid(), Some(first));
 }
+
+#[tokio::test]
+async fn an_orphan_of_a_run_is_seen_by_the_children_proof_until_it_is_killed() {
+    use kruntimes_runtimed::procs::holds_only_known_children;
+    use kruntimes_runtimed::reaper::Reaper;
+    let root = tempfile::tempdir().unwrap();
+    let sup = supervisor(root.path());
+    let reaper = Reaper::global().unwrap();
+    let ok = sup.start(bash("proof-ok", "true")).unwrap().wait().await;
+    assert_eq!(ok.phase, Phase::Succeeded);
+    assert!(
+        holds_only_known_children(&reaper),
+        "only the spawner is a child of this process"
+    );
+    let execution = sup
+        .start(bash("proof", "( setsid sleep 1000 & echo $! ); sleep 1000"))
+        .unwrap();
+    for _ in 0..200 {
+        if stdout_of(&execution).lines().count() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pids: Vec<i32> = stdout_of(&execution)
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect();
+    assert_eq!(pids.len(), 1);
+    // The subshell has exited: its `setsid sleep` is this process's orphan now.
+    let mut adopted = false;
+    for _ in 0..200 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pids[0])).unwrap();
+        let ppid: u32 = stat[stat.rfind(')').unwrap() + 2..]
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        if ppid == std::process::id() {
+            adopted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(adopted, "the escaped sleep was not adopted");
+    assert!(
+        !holds_only_known_children(&reaper),
+        "an adopted orphan must make the proof fail"
+    );
+    assert!(execution.cancel(Some(Duration::from_millis(100))));
+    assert_eq!(execution.wait().await.phase, Phase::Cancelled);
+    assert_gone(&pids, "proof");
+    assert!(holds_only_known_children(&reaper), "the orphan is gone");
+}
+
+/// The spawner looks programs up as `execvp` does (what `Command` did before it used
+/// `posix_spawn`): a relative path from the workspace, a file without `#!` run by
+/// `/bin/sh`, a name on the Run's own PATH, and a missing program named in the error.
+#[tokio::test]
+async fn programs_are_found_and_started_as_execvp_does() {
+    let root = tempfile::tempdir().unwrap();
+    let sup = supervisor(root.path());
+    let exec = |uid: &str, command: &[&str], path: Option<&str>| ExecSpec {
+        run_uid: uid.into(),
+        interpreter: Some(Interpreter::Exec),
+        command: command.iter().map(|c| (*c).to_owned()).collect(),
+        files: vec![("bin/hello".into(), b"echo \"no shebang $1\"\n".to_vec())],
+        executable: ["bin/hello".to_owned()].into(),
+        env: path
+            .map(|p| vec![("PATH".to_owned(), p.to_owned())])
+            .unwrap_or_default(),
+        timeout: Some(Duration::from_secs(10)),
+        ..ExecSpec::default()
+    };
+    let relative = sup.start(exec("rel", &["./bin/hello", "a"], None)).unwrap();
+    let end = relative.wait().await;
+    assert_eq!(end.phase, Phase::Succeeded, "{end:?}");
+    assert_eq!(stdout_of(&relative), "no shebang a\n");
+    // A relative PATH entry, searched from the workspace, after one that has no such file.
+    let on_path = sup
+        .start(exec("path", &["hello", "b"], Some("/nonexistent:bin")))
+        .unwrap();
+    let end = on_path.wait().await;
+    assert_eq!(end.phase, Phase::Succeeded, "{end:?}");
+    assert_eq!(stdout_of(&on_path), "no shebang b\n");
+    let missing = sup
+        .start(exec("missing", &["no-such-program-krt"], None))
+        .unwrap()
+        .wait()
+        .await;
+    assert_eq!(
+        (missing.phase, missing.reason.as_str()),
+        (Phase::Error, "SpawnFailed"),
+        "{missing:?}"
+    );
+    assert!(
+        missing.message.contains("No such file or directory"),
+        "{}",
+        missing.message
+    );
+}
