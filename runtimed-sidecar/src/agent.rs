@@ -124,6 +124,19 @@ impl Agent {
     /// oldest beyond `max_retained`. Returns how many were forgotten.
     pub fn sweep(&self, now: Instant) -> usize {
         let mut map = self.map();
+        // Runs on every Execute: first a look without allocating, which is all it costs
+        // while nothing is due (the usual case).
+        let (count, oldest) = map
+            .values()
+            .filter_map(|e| e.ended_at())
+            .fold((0usize, None::<Instant>), |(n, oldest), ended| {
+                (n + 1, Some(oldest.map_or(ended, |o| o.min(ended))))
+            });
+        let expired_any =
+            oldest.is_some_and(|o| now.saturating_duration_since(o) >= self.bounds.retention);
+        if count <= self.bounds.max_retained && !expired_any {
+            return 0;
+        }
         let mut terminal: Vec<(Instant, String)> = map
             .iter()
             .filter_map(|(id, e)| Some((e.ended_at()?, id.clone())))
