@@ -54,6 +54,16 @@ fn stdout_of(e: &kruntimes_runtimed::lifecycle::Execution) -> String {
     String::from_utf8(e.stdout.kept_bytes()).unwrap()
 }
 
+/// Waits up to 2 s for the Run's first line of output (the pid a script reports).
+async fn wait_for_first_line(e: &kruntimes_runtimed::lifecycle::Execution) {
+    for _ in 0..200 {
+        if stdout_of(e).lines().count() == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Every process in /proc whose environment carries the Run's marker.
 fn marked_processes(uid: &str) -> Vec<i32> {
     let marker = format!("KRT_RUN_ID={uid}").into_bytes();
@@ -141,12 +151,7 @@ async fn cancel_stops_the_run_and_every_process_of_it_in(mode: Spawn) {
         .start(bash(uid, "( setsid sleep 1000 & echo $! ); sleep 1000"))
         .unwrap();
     // Wait until the escaped process exists, so the cancel has to find it.
-    for _ in 0..200 {
-        if stdout_of(&execution).lines().count() == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_first_line(&execution).await;
     assert!(execution.cancel(Some(Duration::from_millis(100))));
     let end = execution.wait().await;
     assert_eq!(end.phase, Phase::Cancelled);
@@ -640,12 +645,7 @@ async fn a_killed_spawner_fails_its_runs_and_is_started_again() {
     let execution = sup
         .start(bash("lost", "( setsid sleep 1000 & echo $! ); sleep 1000"))
         .unwrap();
-    for _ in 0..200 {
-        if stdout_of(&execution).lines().count() == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_first_line(&execution).await;
     let leader = execution.snapshot().pid.unwrap() as i32;
     let first = sup.spawner_pid().unwrap();
     nix::sys::signal::kill(
@@ -691,12 +691,7 @@ async fn an_orphan_of_a_run_is_seen_by_the_children_proof_until_it_is_killed() {
     let execution = sup
         .start(bash("proof", "( setsid sleep 1000 & echo $! ); sleep 1000"))
         .unwrap();
-    for _ in 0..200 {
-        if stdout_of(&execution).lines().count() == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_first_line(&execution).await;
     let pids: Vec<i32> = stdout_of(&execution)
         .lines()
         .filter_map(|l| l.parse().ok())

@@ -183,33 +183,9 @@ pub fn check_json(json: &RawValue) -> Result<CheckedObject, DocumentError> {
 pub fn check_json_as(kind: &str, json: &RawValue) -> Result<CheckedObject, DocumentError> {
     let text = json.get();
     let decoded = match kind {
-        "Runtime" => decode_clean::<RuntimeSpec, RuntimeStatus>(text, "Runtime").map(|t| {
-            let name = t.name();
-            let object = Runtime {
-                metadata: t.metadata,
-                spec: t.spec,
-                status: t.status,
-            };
-            ("Runtime", name, TypedObject::Runtime(Box::new(object)))
-        }),
-        "Run" => decode_clean::<RunSpec, RunStatus>(text, "Run").map(|t| {
-            let name = t.name();
-            let object = Run {
-                metadata: t.metadata,
-                spec: t.spec,
-                status: t.status,
-            };
-            ("Run", name, TypedObject::Run(Box::new(object)))
-        }),
-        "Workflow" => decode_clean::<WorkflowSpec, WorkflowStatus>(text, "Workflow").map(|t| {
-            let name = t.name();
-            let object = Workflow {
-                metadata: t.metadata,
-                spec: t.spec,
-                status: t.status,
-            };
-            ("Workflow", name, TypedObject::Workflow(Box::new(object)))
-        }),
+        "Runtime" => decode_typed::<Runtime>(text),
+        "Run" => decode_typed::<Run>(text),
+        "Workflow" => decode_typed::<Workflow>(text),
         _ => None,
     };
     let Some((kind, name, object)) = decoded else {
@@ -221,6 +197,47 @@ pub fn check_json_as(kind: &str, json: &RawValue) -> Result<CheckedObject, Docum
         violations: rules(&object),
         object: Some(object),
     })
+}
+
+/// A kruntimes kind assembled from the parts [`Tagged`] decodes.
+trait Kind: Sized {
+    const KIND: &'static str;
+    type Spec: DeserializeOwned;
+    type Status: DeserializeOwned;
+    fn assemble(metadata: ObjectMeta, spec: Self::Spec, status: Option<Self::Status>) -> Self;
+    fn typed(self) -> TypedObject;
+}
+
+macro_rules! kind {
+    ($kind:ident, $spec:ident, $status:ident) => {
+        impl Kind for $kind {
+            const KIND: &'static str = stringify!($kind);
+            type Spec = $spec;
+            type Status = $status;
+            fn assemble(metadata: ObjectMeta, spec: $spec, status: Option<$status>) -> Self {
+                Self {
+                    metadata,
+                    spec,
+                    status,
+                }
+            }
+            fn typed(self) -> TypedObject {
+                TypedObject::$kind(Box::new(self))
+            }
+        }
+    };
+}
+
+kind!(Runtime, RuntimeSpec, RuntimeStatus);
+kind!(Run, RunSpec, RunStatus);
+kind!(Workflow, WorkflowSpec, WorkflowStatus);
+
+/// `text` as a `K` in one pass: its kind, name and typed object.
+fn decode_typed<K: Kind>(text: &str) -> Option<(&'static str, String, TypedObject)> {
+    let tagged = decode_clean::<K::Spec, K::Status>(text, K::KIND)?;
+    let name = tagged.name();
+    let object = K::assemble(tagged.metadata, tagged.spec, tagged.status);
+    Some((K::KIND, name, object.typed()))
 }
 
 /// The tree path: [`check_document`] on the parsed text.
