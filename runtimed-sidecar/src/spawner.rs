@@ -241,22 +241,8 @@ struct Shared {
 /// spawner's threads never end, so no child moves between their lists. Unreadable:
 /// true (cannot tell).
 fn has_strays(leaders: &HashSet<i32>) -> bool {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return true;
-    };
-    for task in tasks {
-        let Ok(task) = task else { return true };
-        let Ok(list) = std::fs::read_to_string(task.path().join("children")) else {
-            return true;
-        };
-        if list
-            .split_whitespace()
-            .any(|p| p.parse::<i32>().map_or(true, |p| !leaders.contains(&p)))
-        {
-            return true;
-        }
-    }
-    false
+    crate::procs::own_children_exactly()
+        .is_none_or(|children| children.iter().any(|c| !leaders.contains(c)))
 }
 
 fn reply(out: &mut UnixStream, kind: u8, id: u64, value: i32, message: &str) -> io::Result<()> {

@@ -76,16 +76,17 @@ pub fn describe(value: &Value) -> (String, String) {
 
 fn object_name(value: &Value) -> String {
     let meta = value.get("metadata");
-    if let Some(name) = meta.and_then(|m| m.get("name")).and_then(Value::as_str) {
-        return name.to_owned();
+    let field = |key| meta.and_then(|m| m.get(key)).and_then(Value::as_str);
+    display_name(field("name"), field("generateName"))
+}
+
+/// `name`, or `generateName` followed by `*`, or `<unnamed>`.
+fn display_name(name: Option<&str>, generate_name: Option<&str>) -> String {
+    match (name, generate_name) {
+        (Some(name), _) => name.to_owned(),
+        (None, Some(prefix)) => format!("{prefix}*"),
+        (None, None) => "<unnamed>".to_owned(),
     }
-    if let Some(prefix) = meta
-        .and_then(|m| m.get("generateName"))
-        .and_then(Value::as_str)
-    {
-        return format!("{prefix}*");
-    }
-    "<unnamed>".to_owned()
 }
 
 /// Checks one document: decodes it as the kruntimes kind it claims to be and runs every
@@ -265,11 +266,10 @@ struct Tagged<'a, Spec, Status> {
 impl<Spec, Status> Tagged<'_, Spec, Status> {
     /// What [`object_name`] gives for the same document.
     fn name(&self) -> String {
-        match (&self.metadata.name, &self.metadata.generate_name) {
-            (Some(name), _) => name.clone(),
-            (None, Some(prefix)) => format!("{prefix}*"),
-            (None, None) => "<unnamed>".to_owned(),
-        }
+        display_name(
+            self.metadata.name.as_deref(),
+            self.metadata.generate_name.as_deref(),
+        )
     }
 }
 
