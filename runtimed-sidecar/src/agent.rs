@@ -1,7 +1,7 @@
 //! The executions an agent holds, with bounded state: at most `max_running` running,
 //! terminal ones forgotten after `retention` and beyond `max_retained` (oldest first).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,45 @@ impl Default for Bounds {
 pub struct Agent {
     supervisor: Supervisor,
     bounds: Bounds,
-    executions: Mutex<HashMap<String, Arc<Execution>>>,
+    held: Mutex<Held>,
+    /// Taken for the whole of a start (which waits for the spawner's answer), so that
+    /// two Executes of one run uid never both start it, while `held` is locked only
+    /// briefly and Status, Logs and List calls never wait for a start.
+    starting: Mutex<()>,
+}
+
+/// What the agent holds, indexed so that the per-Execute bookkeeping costs what is
+/// running or due, not what is retained (up to `max_retained`, thousands): the agent
+/// used to walk every retained execution twice per Execute (docs/benchmarks.md).
+#[derive(Debug, Default)]
+struct Held {
+    all: HashMap<String, Arc<Execution>>,
+    /// Executions not yet seen terminal: every running one, and those that ended since
+    /// the last [`Held::settle`].
+    live: Vec<Arc<Execution>>,
+    /// Terminal executions by end time (monotonic), oldest first.
+    ended: BTreeSet<(Instant, String)>,
+}
+
+impl Held {
+    /// Moves the executions that have become terminal from `live` to `ended`.
+    fn settle(&mut self) {
+        let ended = &mut self.ended;
+        self.live.retain(|e| match e.ended_at() {
+            Some(at) => {
+                ended.insert((at, e.run_uid().to_owned()));
+                false
+            }
+            None => true,
+        });
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
 }
 
 impl Agent {
@@ -44,7 +82,8 @@ impl Agent {
         Ok(Self {
             supervisor: Supervisor::new(config)?,
             bounds,
-            executions: Mutex::new(HashMap::new()),
+            held: Mutex::new(Held::default()),
+            starting: Mutex::new(()),
         })
     }
 
@@ -58,34 +97,33 @@ impl Agent {
         self.bounds
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Execution>>> {
-        match self.executions.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
-    }
-
     /// Starts `spec`, or returns the execution that already has its run uid.
     /// The bool is true when a new execution was created.
     pub fn execute(&self, spec: ExecSpec) -> Result<(Arc<Execution>, bool), Error> {
-        self.sweep(Instant::now());
-        let mut map = self.map();
-        if let Some(existing) = map.get(&spec.run_uid) {
-            return Ok((existing.clone(), false));
-        }
-        let running = map.values().filter(|e| !e.phase().is_terminal()).count();
-        if running >= self.bounds.max_running {
-            return Err(Error::Capacity(running));
+        let _starting = lock(&self.starting);
+        {
+            let mut held = lock(&self.held);
+            self.sweep_held(&mut held, Instant::now());
+            if let Some(existing) = held.all.get(&spec.run_uid) {
+                return Ok((existing.clone(), false));
+            }
+            let running = held.live.len();
+            if running >= self.bounds.max_running {
+                return Err(Error::Capacity(running));
+            }
         }
         let uid = spec.run_uid.clone();
         let execution = self.supervisor.start(spec)?;
-        map.insert(uid, execution.clone());
+        let mut held = lock(&self.held);
+        held.all.insert(uid, execution.clone());
+        held.live.push(execution.clone());
         Ok((execution, true))
     }
 
     /// The execution with this id.
     pub fn get(&self, id: &str) -> Result<Arc<Execution>, Error> {
-        self.map()
+        lock(&self.held)
+            .all
             .get(id)
             .cloned()
             .ok_or_else(|| Error::NotFound(id.to_owned()))
@@ -93,28 +131,37 @@ impl Agent {
 
     /// Every execution held, oldest start first.
     pub fn list(&self) -> Vec<Arc<Execution>> {
-        self.sweep(Instant::now());
-        let mut all: Vec<_> = self.map().values().cloned().collect();
+        let mut all: Vec<_> = {
+            let mut held = lock(&self.held);
+            self.sweep_held(&mut held, Instant::now());
+            held.all.values().cloned().collect()
+        };
         all.sort_by_key(|e| (e.snapshot().started, e.run_uid().to_owned()));
         all
     }
 
     /// Running executions.
     pub fn running(&self) -> usize {
-        self.map()
-            .values()
-            .filter(|e| !e.phase().is_terminal())
-            .count()
+        let mut held = lock(&self.held);
+        held.settle();
+        held.live.len()
     }
 
     /// Drops a terminal execution and its workspace.
     pub fn forget(&self, id: &str) -> Result<(), Error> {
-        let mut map = self.map();
-        let execution = map.get(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let mut held = lock(&self.held);
+        let execution = held
+            .all
+            .get(id)
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
         if !execution.phase().is_terminal() {
             return Err(Error::StillRunning(id.to_owned()));
         }
-        if let Some(execution) = map.remove(id) {
+        held.settle();
+        if let Some(execution) = held.all.remove(id) {
+            if let Some(at) = execution.ended_at() {
+                held.ended.remove(&(at, id.to_owned()));
+            }
             execution.remove_workspace();
         }
         Ok(())
@@ -123,42 +170,31 @@ impl Agent {
     /// Forgets terminal executions that ended `retention` or more before `now`, then the
     /// oldest beyond `max_retained`. Returns how many were forgotten.
     pub fn sweep(&self, now: Instant) -> usize {
-        let mut map = self.map();
-        // Runs on every Execute: first a look without allocating, which is all it costs
-        // while nothing is due (the usual case).
-        let (count, oldest) = map
-            .values()
-            .filter_map(|e| e.ended_at())
-            .fold((0usize, None::<Instant>), |(n, oldest), ended| {
-                (n + 1, Some(oldest.map_or(ended, |o| o.min(ended))))
-            });
-        let expired_any =
-            oldest.is_some_and(|o| now.saturating_duration_since(o) >= self.bounds.retention);
-        if count <= self.bounds.max_retained && !expired_any {
-            return 0;
-        }
-        let mut terminal: Vec<(Instant, String)> = map
-            .iter()
-            .filter_map(|(id, e)| Some((e.ended_at()?, id.clone())))
-            .collect();
-        terminal.sort();
-        let expired = terminal
-            .iter()
-            .take_while(|(ended, _)| now.saturating_duration_since(*ended) >= self.bounds.retention)
-            .count();
-        let over = terminal.len().saturating_sub(self.bounds.max_retained);
-        let n = expired.max(over);
-        for (_, id) in &terminal[..n] {
-            if let Some(execution) = map.remove(id) {
+        self.sweep_held(&mut lock(&self.held), now)
+    }
+
+    fn sweep_held(&self, held: &mut Held, now: Instant) -> usize {
+        held.settle();
+        let mut forgotten = 0;
+        while let Some((ended, _)) = held.ended.first() {
+            let expired = now.saturating_duration_since(*ended) >= self.bounds.retention;
+            if !expired && held.ended.len() <= self.bounds.max_retained {
+                break;
+            }
+            let Some((_, id)) = held.ended.pop_first() else {
+                break;
+            };
+            if let Some(execution) = held.all.remove(&id) {
                 execution.remove_workspace();
             }
+            forgotten += 1;
         }
-        n
+        forgotten
     }
 
     /// Cancels every running execution and waits for them (agent shutdown).
     pub async fn shutdown(&self) {
-        let all: Vec<_> = self.map().values().cloned().collect();
+        let all: Vec<_> = lock(&self.held).all.values().cloned().collect();
         for e in &all {
             e.cancel(None);
         }

@@ -234,6 +234,132 @@ async fn tls_listener_serves_a_client_that_trusts_its_certificate() {
     }
 }
 
+/// A self-signed certificate for `runtimed.test`: (cert PEM, key PEM, cert DER).
+fn self_signed() -> (String, String, Vec<u8>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["runtimed.test".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+}
+
+/// The leaf certificate the listener presents to a new connection (DER), from a
+/// handshake that trusts both `trusted`.
+async fn served_leaf(addr: std::net::SocketAddr, trusted: &[&[u8]]) -> Vec<u8> {
+    let mut roots = rustls::RootCertStore::empty();
+    for der in trusted {
+        roots
+            .add(rustls_pki_types::CertificateDer::from(der.to_vec()))
+            .unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("runtimed.test").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (_, session) = tls.get_ref();
+    assert_eq!(session.alpn_protocol(), Some(&b"h2"[..]), "gRPC needs h2");
+    session.peer_certificates().unwrap()[0].to_vec()
+}
+
+#[tokio::test]
+async fn a_rotated_tls_certificate_is_served_without_a_restart() {
+    rustls_provider();
+    let (old_cert, old_key, old_der) = self_signed();
+    let (new_cert, new_key, new_der) = self_signed();
+    let token = "t".repeat(MIN_TOKEN_BYTES);
+    let bearer = format!("Bearer {token}");
+    let pair = start(&token, Some((&old_cert, &old_key))).await;
+    let trusting = |pem: &str| {
+        Endpoint::from_shared(format!("https://{}", pair.addr))
+            .unwrap()
+            .tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(pem))
+                    .domain_name("runtimed.test"),
+            )
+            .unwrap()
+    };
+    let mut before = RuntimedClient::new(channel(trusting(&old_cert)).await);
+    health(&mut before, Some(&bearer)).await.unwrap();
+    assert_eq!(served_leaf(pair.addr, &[&old_der, &new_der]).await, old_der);
+
+    // As cert-manager and the kubelet do: new files renamed over the old ones, one at a
+    // time (the key first here, so that for a while the pair does not match).
+    let dir = pair.token_file.parent().unwrap();
+    for (name, contents) in [("tls.key", &new_key), ("tls.crt", &new_cert)] {
+        let staged = dir.join(format!("{name}.new"));
+        std::fs::write(&staged, contents).unwrap();
+        std::fs::rename(&staged, dir.join(name)).unwrap();
+    }
+    // Polled every TLS_RELOAD_INTERVAL (10 s); allow two periods and a half.
+    let mut served = Vec::new();
+    for _ in 0..250 {
+        served = served_leaf(pair.addr, &[&old_der, &new_der]).await;
+        if served == new_der {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(served, new_der, "the new certificate was never served");
+    let mut after = RuntimedClient::new(channel(trusting(&new_cert)).await);
+    health(&mut after, Some(&bearer)).await.unwrap();
+    // A connection made before the rotation goes on working.
+    health(&mut before, Some(&bearer)).await.unwrap();
+
+    // A pair that does not load keeps the current certificate in service.
+    std::fs::write(dir.join("tls.crt"), "not a certificate").unwrap();
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(served_leaf(pair.addr, &[&old_der, &new_der]).await, new_der);
+    health(&mut after, Some(&bearer)).await.unwrap();
+}
+
+#[test]
+fn tls_material_that_does_not_load_stops_the_sidecar_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, _, _) = self_signed();
+    let (_, other_key, _) = self_signed();
+    let cert_file = dir.path().join("tls.crt");
+    let key_file = dir.path().join("tls.key");
+    std::fs::write(&cert_file, cert).unwrap();
+    std::fs::write(&key_file, other_key).unwrap();
+    let token = "t".repeat(MIN_TOKEN_BYTES);
+    let with = |cert: &Path, key: &Path| {
+        sidecar_refusal(
+            &[
+                "--grpc-bind-address",
+                "127.0.0.1:0",
+                "--token-file",
+                "TOKEN",
+                "--tls-cert-file",
+                cert.to_str().unwrap(),
+                "--tls-private-key-file",
+                key.to_str().unwrap(),
+            ],
+            Some(token.as_bytes()),
+        )
+    };
+    let (code, stderr) = with(&cert_file, &key_file);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("the private key does not match the certificate"),
+        "{stderr}"
+    );
+    let missing = dir.path().join("missing.crt");
+    let (code, stderr) = with(&missing, &key_file);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("reading {}", missing.display())),
+        "{stderr}"
+    );
+}
+
 fn rustls_provider() {
     // Several tests may race to install it; only the first wins, which is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
