@@ -36,10 +36,6 @@ pub struct Agent {
     supervisor: Supervisor,
     bounds: Bounds,
     held: Mutex<Held>,
-    /// Taken for the whole of a start (which waits for the spawner's answer), so that
-    /// two Executes of one run uid never both start it, while `held` is locked only
-    /// briefly and Status, Logs and List calls never wait for a start.
-    starting: Mutex<()>,
 }
 
 /// What the agent holds, indexed so that the per-Execute bookkeeping costs what is
@@ -83,7 +79,6 @@ impl Agent {
             supervisor: Supervisor::new(config)?,
             bounds,
             held: Mutex::new(Held::default()),
-            starting: Mutex::new(()),
         })
     }
 
@@ -100,8 +95,11 @@ impl Agent {
     /// Starts `spec`, or returns the execution that already has its run uid.
     /// The bool is true when a new execution was created.
     pub fn execute(&self, spec: ExecSpec) -> Result<(Arc<Execution>, bool), Error> {
-        let _starting = lock(&self.starting);
-        {
+        // The execution is published (phase Running, no process yet) before it is
+        // launched: a second Execute of the uid meanwhile gets it, and the lock is not
+        // held while the workspace is written and the spawner answers, so Runs are
+        // prepared side by side and Status, Logs and List never wait for a start.
+        let created = {
             let mut held = lock(&self.held);
             self.sweep_held(&mut held, Instant::now());
             if let Some(existing) = held.all.get(&spec.run_uid) {
@@ -111,13 +109,14 @@ impl Agent {
             if running >= self.bounds.max_running {
                 return Err(Error::Capacity(running));
             }
-        }
-        let uid = spec.run_uid.clone();
-        let execution = self.supervisor.start(spec)?;
-        let mut held = lock(&self.held);
-        held.all.insert(uid, execution.clone());
-        held.live.push(execution.clone());
-        Ok((execution, true))
+            let created = self.supervisor.create(spec)?;
+            let execution = created.execution().clone();
+            held.all
+                .insert(execution.run_uid().to_owned(), execution.clone());
+            held.live.push(execution);
+            created
+        };
+        Ok((self.supervisor.launch(created), true))
     }
 
     /// The execution with this id.

@@ -435,6 +435,22 @@ pub struct Supervisor {
     usage: Arc<WorkspaceUsage>,
 }
 
+/// An execution made by [`Supervisor::create`], to be started by
+/// [`Supervisor::launch`].
+#[derive(Debug)]
+pub struct Created {
+    execution: Arc<Execution>,
+    cancel_rx: oneshot::Receiver<Option<Duration>>,
+    spec: ExecSpec,
+}
+
+impl Created {
+    /// The execution, already in phase Running.
+    pub fn execution(&self) -> &Arc<Execution> {
+        &self.execution
+    }
+}
+
 struct Prepared {
     launch: Launch,
     /// The input file as stdin; `/dev/null` without one.
@@ -482,12 +498,20 @@ impl Supervisor {
     /// goes on in a task of the current tokio runtime. A failure after the check (an
     /// escaping path, a failed spawn) gives an execution in phase Error with a reason.
     pub fn start(&self, spec: ExecSpec) -> Result<Arc<Execution>, Error> {
+        Ok(self.launch(self.create(spec)?))
+    }
+
+    /// The first half of [`Supervisor::start`]: checks `spec` and makes its execution
+    /// (phase Running, no process yet) without any I/O, so that a caller can publish it
+    /// before the slower [`Supervisor::launch`]. A cancel in between takes effect as
+    /// soon as the process has started.
+    pub fn create(&self, spec: ExecSpec) -> Result<Created, Error> {
         check_spec(&spec)?;
         let workspace = self.config.workspace_root.join(&spec.run_uid);
         let (cancel_tx, cancel_rx) = oneshot::channel();
         let execution = Arc::new(Execution {
             run_uid: spec.run_uid.clone(),
-            workspace: workspace.clone(),
+            workspace,
             state: watch::Sender::new(Snapshot {
                 phase: Phase::Running,
                 pid: None,
@@ -504,6 +528,21 @@ impl Supervisor {
             stderr: Arc::new(OutputStream::new(self.config.output_limit)),
             cancel: Mutex::new(Some(cancel_tx)),
         });
+        Ok(Created {
+            execution,
+            cancel_rx,
+            spec,
+        })
+    }
+
+    /// The second half of [`Supervisor::start`]: writes the workspace and starts the
+    /// program (blocking until it has been exec'd), then supervises it in a task.
+    pub fn launch(&self, created: Created) -> Arc<Execution> {
+        let Created {
+            execution,
+            cancel_rx,
+            spec,
+        } = created;
         let keep = spec.keep_workspace || self.config.keep_workspaces;
         let timeout = spec.timeout.unwrap_or(limits::DEFAULT_TIMEOUT);
         let prepared = self.prepare(&spec, &execution);
@@ -546,7 +585,7 @@ impl Supervisor {
                 execution.stderr.close();
             }
         }
-        Ok(execution)
+        execution
     }
 
     /// The pid of the spawner process, if Runs are started through one.
