@@ -5,9 +5,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::Error;
 use crate::lifecycle::{Config, ExecSpec, Execution, Supervisor};
 use crate::limits;
+use crate::{Error, lock};
 
 /// Bounds on the agent's state.
 #[derive(Debug, Clone, Copy)]
@@ -62,13 +62,6 @@ impl Held {
             }
             None => true,
         });
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
     }
 }
 

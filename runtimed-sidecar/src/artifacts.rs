@@ -37,7 +37,7 @@ use tokio::sync::Semaphore;
 use tonic::transport::Channel;
 
 use crate::grpc::RuntimedClient;
-use crate::proto;
+use crate::{lock, proto};
 
 /// Bytes one Run may upload when its request gives no limit: the API's example
 /// Runtime default, enough for reports and small datasets.
@@ -626,13 +626,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
 }
 
 /// Everything in one call: match, check, upload (or roll back).

@@ -28,6 +28,16 @@ pub mod workspace;
 
 pub use error::Error;
 
+/// A mutex's guard, also after a thread panicked while holding it: every state kept
+/// behind these locks stays consistent between statements, so a panic elsewhere must
+/// not take the agent or sidecar down with it.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
 /// Code generated from `proto/runtimed/v1/runtimed.proto`.
 #[allow(
     missing_docs,

@@ -18,7 +18,6 @@ use nix::unistd::pipe2;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{oneshot, watch};
 
-use crate::Error;
 use crate::limits;
 use crate::output::BoundedOutput;
 use crate::procs::{
@@ -28,6 +27,7 @@ use crate::procs::{
 use crate::reaper::{Exit, Reaper};
 use crate::spawner::{Launch, Spawner};
 use crate::workspace::{WriteError, disk_usage, is_no_space, write_files_with_modes};
+use crate::{Error, lock};
 
 /// How a Run's program is started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,10 +279,7 @@ impl Execution {
     /// Asks the execution to stop: SIGTERM, `grace` (or the configured one), SIGKILL.
     /// Returns false when it was already terminal or cancelling.
     pub fn cancel(&self, grace: Option<Duration>) -> bool {
-        let sender = match self.cancel.lock() {
-            Ok(mut g) => g.take(),
-            Err(p) => p.into_inner().take(),
-        };
+        let sender = lock(&self.cancel).take();
         sender.is_some_and(|tx| tx.send(grace).is_ok())
     }
 
@@ -388,10 +385,7 @@ struct WorkspaceUsage {
 
 impl WorkspaceUsage {
     fn sizes(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
-        match self.sizes.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        lock(&self.sizes)
     }
 
     /// Records `uid`'s size; a message when `uid` has to fail (see [`over_limit`]).
@@ -591,10 +585,7 @@ impl Supervisor {
     /// The pid of the spawner process, if Runs are started through one.
     pub fn spawner_pid(&self) -> Option<i32> {
         let slot = self.spawner.as_ref()?;
-        let spawner = match slot.lock() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        };
+        let spawner = lock(slot).clone();
         Some(spawner.pid())
     }
 
@@ -604,10 +595,7 @@ impl Supervisor {
         let (Some(slot), Some(program)) = (&self.spawner, &self.config.spawner) else {
             return Ok(None);
         };
-        let mut current = match slot.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut current = lock(slot);
         if current.is_closed() {
             tracing::warn!("the spawner process has ended; starting another");
             *current = Arc::new(Spawner::start(program, &self.reaper)?);
@@ -844,10 +832,7 @@ impl Driver {
         };
         self.usage.remove(&self.execution.run_uid);
         // No cancel after this point.
-        drop(match self.execution.cancel.lock() {
-            Ok(mut g) => g.take(),
-            Err(p) => p.into_inner().take(),
-        });
+        drop(lock(&self.execution.cancel).take());
         let mut message = String::new();
         let mut remove = !self.keep;
         let (phase, reason, exit) = match stop {

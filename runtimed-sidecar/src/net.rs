@@ -161,19 +161,6 @@ impl Listener {
         tls: Option<&TlsFiles>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), Error> {
-        self.serve_reloading(service, auth, tls, TLS_RELOAD_INTERVAL, shutdown)
-            .await
-    }
-
-    /// [`Listener::serve`] with another reload interval (tests).
-    pub async fn serve_reloading<S: proto::runtimed_server::Runtimed>(
-        self,
-        service: S,
-        auth: BearerAuth,
-        tls: Option<&TlsFiles>,
-        reload_interval: Duration,
-        shutdown: impl Future<Output = ()> + Send,
-    ) -> Result<(), Error> {
         let server = Server::builder().add_service(RuntimedServer::with_interceptor(service, auth));
         let serving = |e| Error::io("serving gRPC on the network", std::io::Error::other(e));
         let Some(files) = tls else {
@@ -200,7 +187,7 @@ impl Listener {
         let watcher = AbortOnDrop(tokio::spawn(cert.watch(
             files.clone(),
             first,
-            reload_interval,
+            TLS_RELOAD_INTERVAL,
         )));
         let (handshaken, incoming) = tokio::sync::mpsc::channel(HANDSHAKEN_QUEUE);
         let accepting = AbortOnDrop(tokio::spawn(accept_tls(

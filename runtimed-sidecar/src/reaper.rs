@@ -137,10 +137,11 @@ impl Reaper {
 
     /// The children spawned through [`Reaper::spawn`] and not reaped yet.
     pub fn waiting_pids(&self) -> Vec<i32> {
-        match self.registry.lock() {
-            Ok(registry) => registry.waiting.keys().copied().collect(),
-            Err(p) => p.into_inner().waiting.keys().copied().collect(),
-        }
+        crate::lock(&self.registry)
+            .waiting
+            .keys()
+            .copied()
+            .collect()
     }
 
     fn reap(&self, pid: Pid) {

@@ -37,7 +37,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -48,6 +48,7 @@ use rustix::net::{
 };
 use tokio::sync::oneshot;
 
+use crate::lock;
 use crate::reaper::{Exit, Reaper};
 use crate::sandbox::confine_command;
 
@@ -207,13 +208,6 @@ pub fn check_request_len(len: usize) -> io::Result<()> {
         ));
     }
     Ok(())
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
 }
 
 // ---------------------------------------------------------------------------------

@@ -734,9 +734,7 @@ fn handler_cost(review: &Review, time: Duration) -> anyhow::Result<Duration> {
     } else {
         Endpoint::Validate
     };
-    let start = Instant::now();
-    let mut n = 0u32;
-    while start.elapsed() < time {
+    per_call(time, |n| {
         let body = review.body(&format!("h-{n}"));
         let parsed = parse_review(&body)?;
         let answer = handlers.review(endpoint, parsed)?;
@@ -744,6 +742,19 @@ fn handler_cost(review: &Review, time: Duration) -> anyhow::Result<Duration> {
             bail!("{}: not allowed in process", review.label);
         }
         std::hint::black_box(serde_json::to_vec(&answer)?);
+        Ok(())
+    })
+}
+
+/// The mean time of `call` (given its iteration number), repeated for `time`.
+fn per_call(
+    time: Duration,
+    mut call: impl FnMut(u32) -> anyhow::Result<()>,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let mut n = 0u32;
+    while start.elapsed() < time {
+        call(n)?;
         n += 1;
     }
     Ok(start.elapsed() / n.max(1))
@@ -754,14 +765,11 @@ fn handler_cost(review: &Review, time: Duration) -> anyhow::Result<Duration> {
 /// webhook's own work, printed beside what the throughput target leaves for it.
 fn read_once_cost(review: &Review, time: Duration) -> anyhow::Result<Duration> {
     let body = review.body("read-once");
-    let start = Instant::now();
-    let mut n = 0u32;
-    while start.elapsed() < time {
+    per_call(time, |_| {
         let raw: &serde_json::value::RawValue = serde_json::from_slice(&body)?;
         std::hint::black_box(raw);
-        n += 1;
-    }
-    Ok(start.elapsed() / n.max(1))
+        Ok(())
+    })
 }
 
 // ---------------------------------------------------------------------------------------
