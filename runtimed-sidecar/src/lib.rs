@@ -4,6 +4,7 @@
 //!   cancel, kill of every process of the Run, workspace removal);
 //! - [`agent`]: the executions a `runtimed agent` holds, with bounded state;
 //! - [`grpc`]: the `runtimed.v1` API over tonic, and a unix-socket client;
+//! - [`spares`]: emptied workspace directories kept for the next Runs;
 //! - [`artifacts`]: the sidecar's upload of a terminal Run's files to S3.
 //! - [`git`]: git sources, fetched by the sidecar and handed to the agent as files.
 //!
@@ -23,6 +24,7 @@ pub mod output;
 pub mod procs;
 pub mod reaper;
 mod sandbox;
+pub mod spares;
 pub mod spawner;
 pub mod workspace;
 

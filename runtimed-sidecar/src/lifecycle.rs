@@ -6,9 +6,9 @@ use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -25,6 +25,7 @@ use crate::procs::{
     signal_run_all_of_proc, walks_subtree,
 };
 use crate::reaper::{Exit, Reaper};
+use crate::spares::Spares;
 use crate::spawner::{Launch, Spawner};
 use crate::workspace::{WriteError, disk_usage, is_no_space, write_files_with_modes};
 use crate::{Error, lock};
@@ -239,6 +240,10 @@ pub struct Execution {
     /// Standard error.
     pub stderr: Arc<OutputStream>,
     cancel: Mutex<Option<oneshot::Sender<Option<Duration>>>>,
+    spares: Arc<Spares>,
+    /// False once a process of the Run outlived the kill of all of them: its workspace
+    /// is then removed, never kept as a spare.
+    reusable: AtomicBool,
 }
 
 impl Execution {
@@ -285,16 +290,19 @@ impl Execution {
 
     /// Deletes the workspace (after the execution is terminal).
     pub fn remove_workspace(&self) {
-        remove_dir(&self.workspace);
+        let removed = if self.reusable.load(Ordering::Relaxed) {
+            self.spares.retire(&self.workspace)
+        } else {
+            fs::remove_dir_all(&self.workspace)
+        };
+        match removed {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(workspace = %self.workspace.display(), error = %e, "cannot remove workspace");
+            }
+        }
         self.state.send_modify(|s| s.workspace_present = false);
-    }
-}
-
-fn remove_dir(dir: &PathBuf) {
-    match fs::remove_dir_all(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!(workspace = %dir.display(), error = %e, "cannot remove workspace"),
     }
 }
 
@@ -427,6 +435,7 @@ pub struct Supervisor {
     /// has ended.
     spawner: Option<Arc<Mutex<Arc<Spawner>>>>,
     usage: Arc<WorkspaceUsage>,
+    spares: Arc<Spares>,
 }
 
 /// An execution made by [`Supervisor::create`], to be started by
@@ -476,6 +485,10 @@ impl Supervisor {
             None => None,
         };
         Ok(Self {
+            spares: Arc::new(Spares::new(
+                &config.workspace_root,
+                limits::SPARE_WORKSPACES,
+            )),
             config: Arc::new(config),
             reaper,
             spawner,
@@ -521,6 +534,8 @@ impl Supervisor {
             stdout: Arc::new(OutputStream::new(self.config.output_limit)),
             stderr: Arc::new(OutputStream::new(self.config.output_limit)),
             cancel: Mutex::new(Some(cancel_tx)),
+            spares: self.spares.clone(),
+            reusable: AtomicBool::new(true),
         });
         Ok(Created {
             execution,
@@ -645,21 +660,17 @@ impl Supervisor {
     ) -> Result<Prepared, (&'static str, String)> {
         let workspace = &execution.workspace;
         let fail = |reason: &'static str| move |e: io::Error| (reason, e.to_string());
-        fs::create_dir(workspace).map_err(|e| {
+        // Mode 0755 (a spare has it too): in a Pod the sidecar (another uid) reads it to
+        // upload artifacts; who can reach it at all is who mounts the workspace volume
+        // (the target container and the sidecar). In `krt run --local` the root is
+        // inside a 0700 directory.
+        self.spares.create(workspace).map_err(|e| {
             (
                 "WorkspaceUnavailable",
                 format!("cannot create workspace {}: {e}", workspace.display()),
             )
         })?;
         execution.state.send_modify(|s| s.workspace_present = true);
-        // 0755: in a Pod the sidecar (another uid) reads it to upload artifacts; who can
-        // reach it at all is who mounts the workspace volume (the target container and
-        // the sidecar). In `krt run --local` the root is inside a 0700 directory.
-        fs::set_permissions(
-            workspace,
-            fs::Permissions::from_mode(limits::WORKSPACE_MODE),
-        )
-        .map_err(fail("WorkspaceUnavailable"))?;
         let interpreter = spec.interpreter.unwrap_or(Interpreter::Bash);
         let mut files: Vec<(&str, &[u8], bool)> = Vec::new();
         if let Some(script) = &spec.script {
@@ -876,6 +887,7 @@ impl Driver {
         // Whatever is left of the Run (background processes, escaped ones) goes now.
         let leftover = self.kill_all().await;
         if leftover > 0 {
+            self.execution.reusable.store(false, Ordering::Relaxed);
             message = format!("{leftover} process(es) of the Run could not be killed");
         }
         for task in [out_task, err_task].into_iter().flatten() {

@@ -1,0 +1,317 @@
+//! Emptied workspace directories, kept for the next Runs.
+//!
+//! Why: on ext4, `mkdir` of a Run's workspace and `rmdir` of it afterwards cost about
+//! 230 µs together (inode and directory block allocated, then freed), against about
+//! 26 µs for renaming an existing directory in and out of place (measured in
+//! `docs/benchmarks.md`, "Session 6"). A workspace is needed for every Run, and on
+//! the start path. So a removed workspace is emptied and, when it is exactly as a new
+//! one would be, renamed to a spare name in the workspace root; the next Run's
+//! workspace is a spare renamed into place, or a new directory when none is left.
+//!
+//! "Exactly as a new one": a directory (not a link), mode [`WORKSPACE_MODE`] with no
+//! set-id or sticky bit, the owner and group a new workspace of this agent gets, no
+//! subdirectory and no extended attribute (so no ACL: POSIX ACLs are extended
+//! attributes). Anything else is removed as before. The contents are removed in both
+//! cases, and only after every process of the Run was killed (the driver, and
+//! `Forget`, act on terminal executions only). A spare's name (`+spare-N`) cannot be a
+//! run uid: `+` is not among the characters [`check_run_uid`] accepts.
+//!
+//! What recycling does not change: Runs of one pod share its files, as they share
+//! its kernel and network (`docs/runtimed.md`, "Trust"); a process of another Run
+//! that had opened this directory before it was emptied can still reach it, as it
+//! could reach it by path while it existed.
+//!
+//! [`WORKSPACE_MODE`]: crate::limits::WORKSPACE_MODE
+//! [`check_run_uid`]: crate::lifecycle::check_run_uid
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use rustix::fs::{CWD, RenameFlags};
+
+use crate::limits;
+use crate::lock;
+
+/// Prefix of a spare directory's name in the workspace root.
+const SPARE_PREFIX: &str = "+spare-";
+
+/// The spare workspaces of one workspace root.
+#[derive(Debug)]
+pub struct Spares {
+    root: PathBuf,
+    held: Mutex<Vec<PathBuf>>,
+    next: AtomicU64,
+    capacity: usize,
+    /// Owner and group of a new workspace made by this process (known after the first).
+    fresh: OnceLock<(u32, u32)>,
+}
+
+impl Spares {
+    /// Spares in `root`, at most `capacity` of them (0: every workspace is made and
+    /// removed). Spares left in `root` by an earlier agent are removed: nothing
+    /// checked them.
+    pub fn new(root: &Path, capacity: usize) -> Self {
+        if let Ok(entries) = fs::read_dir(root) {
+            for entry in entries.flatten() {
+                if entry
+                    .file_name()
+                    .as_encoded_bytes()
+                    .starts_with(SPARE_PREFIX.as_bytes())
+                {
+                    let _ = fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        Self {
+            root: root.to_owned(),
+            held: Mutex::new(Vec::new()),
+            next: AtomicU64::new(0),
+            capacity,
+            fresh: OnceLock::new(),
+        }
+    }
+
+    /// How many spares are held.
+    pub fn held(&self) -> usize {
+        lock(&self.held).len()
+    }
+
+    /// Makes the workspace directory `workspace` (in the root): a spare renamed into
+    /// place, else a new directory with mode [`limits::WORKSPACE_MODE`]. Fails as
+    /// `mkdir` does when `workspace` exists.
+    pub fn create(&self, workspace: &Path) -> io::Result<()> {
+        loop {
+            let Some(spare) = lock(&self.held).pop() else {
+                break;
+            };
+            match rustix::fs::renameat_with(CWD, &spare, CWD, workspace, RenameFlags::NOREPLACE) {
+                Ok(()) => return Ok(()),
+                Err(rustix::io::Errno::EXIST) => {
+                    lock(&self.held).push(spare);
+                    return Err(rustix::io::Errno::EXIST.into());
+                }
+                // Gone or unusable (removed by hand, say): try the next one.
+                Err(_) => {
+                    let _ = fs::remove_dir_all(&spare);
+                }
+            }
+        }
+        fs::create_dir(workspace)?;
+        fs::set_permissions(
+            workspace,
+            fs::Permissions::from_mode(limits::WORKSPACE_MODE),
+        )?;
+        if self.fresh.get().is_none() {
+            let made = fs::symlink_metadata(workspace)?;
+            let _ = self.fresh.set((made.uid(), made.gid()));
+        }
+        Ok(())
+    }
+
+    /// Removes everything in `workspace`, then keeps the emptied directory as a spare
+    /// if it is as a new one would be and fewer than the capacity are held, else
+    /// removes it. Only for a workspace no process of its Run can still use.
+    pub fn retire(&self, workspace: &Path) -> io::Result<()> {
+        match empty(workspace) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            // What could not be emptied is not reused; remove_dir_all says why.
+            Err(_) => return fs::remove_dir_all(workspace),
+        }
+        if self.held() < self.capacity && self.as_new(workspace) {
+            let n = self.next.fetch_add(1, Ordering::Relaxed);
+            let spare = self.root.join(format!("{SPARE_PREFIX}{n}"));
+            if rustix::fs::renameat_with(CWD, workspace, CWD, &spare, RenameFlags::NOREPLACE)
+                .is_ok()
+            {
+                lock(&self.held).push(spare);
+                return Ok(());
+            }
+        }
+        fs::remove_dir(workspace)
+    }
+
+    /// Whether the (emptied) directory `dir` is as [`Spares::create`] makes a new one.
+    fn as_new(&self, dir: &Path) -> bool {
+        let Some(&(uid, gid)) = self.fresh.get() else {
+            return false;
+        };
+        let Ok(meta) = fs::symlink_metadata(dir) else {
+            return false;
+        };
+        let attributes = match rustix::fs::llistxattr_query(dir) {
+            Ok(bytes) => bytes,
+            // The filesystem has none to keep.
+            Err(rustix::io::Errno::NOTSUP) => 0,
+            Err(_) => return false,
+        };
+        meta.file_type().is_dir()
+            && meta.mode() & 0o7777 == limits::WORKSPACE_MODE
+            && meta.uid() == uid
+            && meta.gid() == gid
+            && meta.nlink() == 2
+            && attributes == 0
+    }
+}
+
+/// Removes every entry of the directory `dir` (not following links: a link is removed,
+/// not what it points to), leaving `dir` itself.
+fn empty(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            fs::remove_dir_all(entry.path())?;
+        } else {
+            fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spares(capacity: usize) -> (tempfile::TempDir, Spares) {
+        let root = tempfile::tempdir().unwrap();
+        let spares = Spares::new(root.path(), capacity);
+        (root, spares)
+    }
+
+    fn names(root: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn an_emptied_workspace_is_the_next_runs() {
+        let (root, spares) = spares(4);
+        let first = root.path().join("run-1");
+        spares.create(&first).unwrap();
+        fs::write(first.join("main.sh"), "true").unwrap();
+        fs::create_dir_all(first.join("a/b")).unwrap();
+        fs::write(first.join("a/b/out.txt"), "x").unwrap();
+        let inode = fs::metadata(&first).unwrap().ino();
+        spares.retire(&first).unwrap();
+        assert_eq!(names(root.path()), ["+spare-0"]);
+        assert_eq!(spares.held(), 1);
+
+        let second = root.path().join("run-2");
+        spares.create(&second).unwrap();
+        assert_eq!(
+            fs::metadata(&second).unwrap().ino(),
+            inode,
+            "the same directory"
+        );
+        assert_eq!(names(&second), Vec::<String>::new(), "and empty");
+        assert_eq!(
+            fs::metadata(&second).unwrap().mode() & 0o7777,
+            limits::WORKSPACE_MODE
+        );
+        assert_eq!(names(root.path()), ["run-2"]);
+        assert_eq!(spares.held(), 0);
+    }
+
+    #[test]
+    fn a_workspace_unlike_a_new_one_is_removed() {
+        let (root, spares) = spares(4);
+        let changed = |name: &str, change: &dyn Fn(&Path)| {
+            let dir = root.path().join(name);
+            spares.create(&dir).unwrap();
+            change(&dir);
+            spares.retire(&dir).unwrap();
+            assert!(!dir.exists(), "{name}");
+        };
+        changed("chmod", &|d| {
+            fs::set_permissions(d, fs::Permissions::from_mode(0o777)).unwrap();
+        });
+        changed("setgid", &|d| {
+            fs::set_permissions(d, fs::Permissions::from_mode(0o2755)).unwrap();
+        });
+        // An extended attribute (what an ACL is), where the filesystem keeps them.
+        let dir = root.path().join("xattr");
+        spares.create(&dir).unwrap();
+        rustix::fs::setxattr(&dir, "user.krt", b"1", rustix::fs::XattrFlags::empty()).unwrap();
+        spares.retire(&dir).unwrap();
+        assert!(!dir.exists());
+        assert_eq!(spares.held(), 0);
+        assert_eq!(names(root.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn spares_are_bounded_by_the_capacity() {
+        let (root, spares) = spares(2);
+        for i in 0..3 {
+            spares.create(&root.path().join(format!("r{i}"))).unwrap();
+        }
+        for i in 0..3 {
+            spares.retire(&root.path().join(format!("r{i}"))).unwrap();
+        }
+        assert_eq!(spares.held(), 2);
+        assert_eq!(names(root.path()), ["+spare-0", "+spare-1"]);
+
+        let (root, none) = self::spares(0);
+        let dir = root.path().join("r");
+        none.create(&dir).unwrap();
+        none.retire(&dir).unwrap();
+        assert_eq!(names(root.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn an_existing_workspace_is_refused_and_the_spare_kept() {
+        let (root, spares) = spares(4);
+        let dir = root.path().join("r");
+        spares.create(&dir).unwrap();
+        spares.retire(&dir).unwrap();
+        fs::create_dir(&dir).unwrap();
+        let err = spares.create(&dir).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(spares.held(), 1);
+        // Without a spare, mkdir refuses it the same way.
+        let (root, none) = self::spares(0);
+        let dir = root.path().join("r");
+        fs::create_dir(&dir).unwrap();
+        assert_eq!(
+            none.create(&dir).unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
+    }
+
+    #[test]
+    fn a_spare_gone_missing_is_skipped_and_leftovers_are_removed_at_start() {
+        let (root, spares) = spares(4);
+        let dir = root.path().join("r");
+        spares.create(&dir).unwrap();
+        spares.retire(&dir).unwrap();
+        fs::remove_dir(root.path().join("+spare-0")).unwrap();
+        spares.create(&dir).unwrap();
+        assert!(dir.is_dir());
+
+        spares.retire(&dir).unwrap();
+        assert_eq!(names(root.path()), ["+spare-1"]);
+        let again = Spares::new(root.path(), 4);
+        assert_eq!(again.held(), 0);
+        assert_eq!(names(root.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_link_in_the_workspace_is_removed_not_followed() {
+        let (root, spares) = spares(4);
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("keep"), "x").unwrap();
+        let dir = root.path().join("r");
+        spares.create(&dir).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.join("link")).unwrap();
+        spares.retire(&dir).unwrap();
+        assert!(outside.path().join("keep").exists());
+        assert_eq!(spares.held(), 1);
+    }
+}
