@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -554,6 +554,10 @@ impl Supervisor {
         } = created;
         let keep = spec.keep_workspace || self.config.keep_workspaces;
         let timeout = spec.timeout.unwrap_or(limits::DEFAULT_TIMEOUT);
+        let input_file = spec
+            .input
+            .is_some()
+            .then(|| input_path(&self.config.workspace_root, &spec.run_uid));
         let prepared = self.prepare(&spec, &execution);
         let spawned = prepared.and_then(|p| {
             self.spawn(p)
@@ -576,6 +580,7 @@ impl Supervisor {
                     usage: self.usage.clone(),
                     reaper: self.reaper.clone(),
                     spawner: started.spawner,
+                    input: input_file,
                 };
                 tokio::spawn(driver.drive(
                     started.exit,
@@ -586,6 +591,9 @@ impl Supervisor {
                 ));
             }
             Err((reason, message)) => {
+                if let Some(input) = input_file {
+                    let _ = fs::remove_file(input);
+                }
                 if !keep {
                     execution.remove_workspace();
                 }
@@ -743,10 +751,7 @@ impl Supervisor {
         let stdin = match &spec.input {
             Some(input) => {
                 // Outside the workspace, next to it, so it cannot collide with a file.
-                let path = self
-                    .config
-                    .workspace_root
-                    .join(format!(".{}.input.json", spec.run_uid));
+                let path = input_path(&self.config.workspace_root, &spec.run_uid);
                 fs::write(&path, input).map_err(|e| {
                     let reason = if is_no_space(&e) {
                         "WorkspaceFull"
@@ -769,6 +774,12 @@ impl Supervisor {
         };
         Ok(Prepared { launch, stdin })
     }
+}
+
+/// Where a Run's input is written: next to the workspaces, outside the Run's own, so
+/// it cannot collide with one of its files.
+fn input_path(workspace_root: &Path, run_uid: &str) -> PathBuf {
+    workspace_root.join(format!(".{run_uid}.input.json"))
 }
 
 fn finish(execution: &Execution, phase: Phase, exit: Option<Exit>, reason: &str, message: String) {
@@ -802,6 +813,8 @@ struct Driver {
     usage: Arc<WorkspaceUsage>,
     reaper: Arc<Reaper>,
     spawner: Option<Arc<Spawner>>,
+    /// The Run's input file, removed once it is terminal.
+    input: Option<PathBuf>,
 }
 
 enum Stop {
@@ -900,11 +913,9 @@ impl Driver {
                 message = "output pipe still open after every process was killed".into();
             }
         }
-        let input = self
-            .execution
-            .workspace
-            .with_file_name(format!(".{}.input.json", self.execution.run_uid));
-        let _ = fs::remove_file(input);
+        if let Some(input) = &self.input {
+            let _ = fs::remove_file(input);
+        }
         if remove {
             self.execution.remove_workspace();
         }

@@ -447,10 +447,18 @@ async fn a_missing_interpreter_is_an_error_with_a_reason() {
     let mut config = Config::new(root.path());
     config.bash = "/nonexistent/bash".into();
     let sup = Supervisor::new(config).unwrap();
-    let end = sup.start(bash("nobash", "true")).unwrap().wait().await;
+    let mut spec = bash("nobash", "true");
+    spec.input = Some(b"{}".to_vec());
+    let end = sup.start(spec).unwrap().wait().await;
     assert_eq!(end.phase, Phase::Error);
     assert_eq!(end.reason, "SpawnFailed");
-    assert!(!root.path().join("nobash").exists());
+    // Neither the workspace nor the input file is left (a spare is an empty directory).
+    let left: Vec<_> = std::fs::read_dir(root.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| !name.starts_with("+spare-"))
+        .collect();
+    assert_eq!(left, Vec::<String>::new());
 }
 
 #[tokio::test]
@@ -516,7 +524,8 @@ async fn a_run_writing_past_the_workspace_size_limit_fails_and_its_files_go() {
     let sup = limited(root.path(), 1 << 20, Duration::from_millis(20));
     let mut spec = bash(
         "full",
-        "head -c 4000000 /dev/zero > big.bin; echo written; sleep 30",
+        // Output first: the size check may stop the Run while `head` still writes.
+        "echo written; head -c 4000000 /dev/zero > big.bin; sleep 30",
     );
     // Kept workspaces are removed too when full: keeping one would keep the disk full.
     spec.keep_workspace = true;
