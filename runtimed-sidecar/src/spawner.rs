@@ -699,10 +699,12 @@ impl Spawner {
             ));
         }
         let mut socket = lock(&self.socket);
+        // Header and body in one message: the spawner, woken by the header, finds the
+        // body already there instead of waiting (and being woken) a second time.
         let sent = loop {
             match rustix::net::sendmsg(
                 &*socket,
-                &[IoSlice::new(&header)],
+                &[IoSlice::new(&header), IoSlice::new(body)],
                 &mut control,
                 SendFlags::NOSIGNAL,
             ) {
@@ -711,8 +713,13 @@ impl Spawner {
                 Err(e) => return Err(e.into()),
             }
         };
-        socket.write_all(&header[sent..])?;
-        socket.write_all(body)
+        // What did not fit in the socket's buffer (a large request).
+        if sent < HEADER_BYTES {
+            socket.write_all(&header[sent..])?;
+            socket.write_all(body)
+        } else {
+            socket.write_all(&body[sent - HEADER_BYTES..])
+        }
     }
 }
 

@@ -779,3 +779,24 @@ async fn programs_are_found_and_started_as_execvp_does() {
         missing.message
     );
 }
+
+/// A request larger than the socket's buffer (2 MB of arguments and environment) goes
+/// to the spawner in more than one write, and arrives whole.
+#[tokio::test]
+async fn a_spawn_request_larger_than_the_socket_buffer_arrives_whole() {
+    let root = tempfile::tempdir().unwrap();
+    let sup = supervisor(root.path());
+    // Each string below the kernel's 128 KiB limit for one argument.
+    let mut spec = bash(
+        "large",
+        r#"printf '%s %s %s %s\n' "$#" "${#1}" "${#BIG0}" "${#BIG9}""#,
+    );
+    spec.args = vec!["a".repeat(100_000); 10];
+    spec.env = (0..10)
+        .map(|i| (format!("BIG{i}"), "b".repeat(100_000)))
+        .collect();
+    let execution = sup.start(spec).unwrap();
+    let end = execution.wait().await;
+    assert_eq!(end.phase, Phase::Succeeded, "{end:?}");
+    assert_eq!(stdout_of(&execution), "10 100000 100000 100000\n");
+}
