@@ -122,14 +122,19 @@ impl Spares {
             // What could not be emptied is not reused; remove_dir_all says why.
             Err(_) => return fs::remove_dir_all(workspace),
         }
-        if self.held() < self.capacity && self.as_new(workspace) {
-            let n = self.next.fetch_add(1, Ordering::Relaxed);
-            let spare = self.root.join(format!("{SPARE_PREFIX}{n}"));
-            if rustix::fs::renameat_with(CWD, workspace, CWD, &spare, RenameFlags::NOREPLACE)
-                .is_ok()
-            {
-                lock(&self.held).push(spare);
-                return Ok(());
+        if self.as_new(workspace) {
+            // Checked and renamed under the lock, so that Runs ending together never
+            // keep more than the capacity.
+            let mut held = lock(&self.held);
+            if held.len() < self.capacity {
+                let n = self.next.fetch_add(1, Ordering::Relaxed);
+                let spare = self.root.join(format!("{SPARE_PREFIX}{n}"));
+                if rustix::fs::renameat_with(CWD, workspace, CWD, &spare, RenameFlags::NOREPLACE)
+                    .is_ok()
+                {
+                    held.push(spare);
+                    return Ok(());
+                }
             }
         }
         fs::remove_dir(workspace)
@@ -180,6 +185,16 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let spares = Spares::new(root.path(), capacity);
         (root, spares)
+    }
+
+    /// A root holding one spare, made from the workspace `r` (whose path is returned).
+    fn one_spare() -> (tempfile::TempDir, Spares, PathBuf) {
+        let (root, spares) = spares(4);
+        let dir = root.path().join("r");
+        spares.create(&dir).unwrap();
+        spares.retire(&dir).unwrap();
+        assert_eq!(spares.held(), 1);
+        (root, spares, dir)
     }
 
     fn names(root: &Path) -> Vec<String> {
@@ -266,11 +281,25 @@ mod tests {
     }
 
     #[test]
+    fn runs_ending_together_keep_no_more_than_the_capacity() {
+        let (root, spares) = spares(2);
+        let dirs: Vec<PathBuf> = (0..8).map(|i| root.path().join(format!("r{i}"))).collect();
+        for dir in &dirs {
+            spares.create(dir).unwrap();
+        }
+        std::thread::scope(|scope| {
+            for dir in &dirs {
+                let spares = &spares;
+                scope.spawn(move || spares.retire(dir).unwrap());
+            }
+        });
+        assert_eq!(spares.held(), 2);
+        assert_eq!(names(root.path()).len(), 2);
+    }
+
+    #[test]
     fn an_existing_workspace_is_refused_and_the_spare_kept() {
-        let (root, spares) = spares(4);
-        let dir = root.path().join("r");
-        spares.create(&dir).unwrap();
-        spares.retire(&dir).unwrap();
+        let (_root, spares, dir) = one_spare();
         fs::create_dir(&dir).unwrap();
         let err = spares.create(&dir).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
@@ -287,10 +316,7 @@ mod tests {
 
     #[test]
     fn a_spare_gone_missing_is_skipped_and_leftovers_are_removed_at_start() {
-        let (root, spares) = spares(4);
-        let dir = root.path().join("r");
-        spares.create(&dir).unwrap();
-        spares.retire(&dir).unwrap();
+        let (root, spares, dir) = one_spare();
         fs::remove_dir(root.path().join("+spare-0")).unwrap();
         spares.create(&dir).unwrap();
         assert!(dir.is_dir());
