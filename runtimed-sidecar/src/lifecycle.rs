@@ -288,8 +288,13 @@ impl Execution {
         sender.is_some_and(|tx| tx.send(grace).is_ok())
     }
 
-    /// Deletes the workspace (after the execution is terminal).
+    /// Deletes the workspace (after the execution is terminal). Only one this execution
+    /// made: a directory that was already at its path (the start then failed with
+    /// `WorkspaceUnavailable`) is not its to delete.
     pub fn remove_workspace(&self) {
+        if !self.state.borrow().workspace_present {
+            return;
+        }
         let removed = if self.reusable.load(Ordering::Relaxed) {
             self.spares.retire(&self.workspace)
         } else {

@@ -800,3 +800,24 @@ async fn a_spawn_request_larger_than_the_socket_buffer_arrives_whole() {
     assert_eq!(end.phase, Phase::Succeeded, "{end:?}");
     assert_eq!(stdout_of(&execution), "10 100000 100000 100000\n");
 }
+
+/// A directory already at the Run's workspace path is not the Run's: the Run fails
+/// with `WorkspaceUnavailable` and the directory is left as it was.
+#[tokio::test]
+async fn an_existing_directory_at_the_workspace_path_is_refused_and_left_alone() {
+    let root = tempfile::tempdir().unwrap();
+    let sup = supervisor(root.path());
+    let taken = root.path().join("taken");
+    std::fs::create_dir(&taken).unwrap();
+    std::fs::write(taken.join("keep.txt"), "mine").unwrap();
+    let end = sup.start(bash("taken", "true")).unwrap().wait().await;
+    assert_eq!(
+        (end.phase, end.reason.as_str()),
+        (Phase::Error, "WorkspaceUnavailable")
+    );
+    assert!(end.message.contains("File exists"), "{}", end.message);
+    assert_eq!(
+        std::fs::read_to_string(taken.join("keep.txt")).unwrap(),
+        "mine"
+    );
+}
