@@ -28,7 +28,7 @@
 //! kills a Run (see [`crate::procs`]).
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::{OsStr, OsString};
+use std::ffi::{CString, OsStr, OsString};
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -371,6 +371,16 @@ pub fn serve(socket: UnixStream) -> io::Result<()> {
     Ok(())
 }
 
+/// `bytes` as a C string for `posix_spawn`; a nul byte inside is an invalid argument.
+fn cstring(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "nul byte found in provided data",
+        )
+    })
+}
+
 /// Starts `launch` in a new session with these descriptors as its stdin, stdout and
 /// stderr, through `posix_spawn` (glibc: `clone(CLONE_VM|CLONE_VFORK)`, no copy of this
 /// process's page tables, nothing to tear down at exec) with `POSIX_SPAWN_SETSID`; the
@@ -383,16 +393,6 @@ pub fn serve(socket: UnixStream) -> io::Result<()> {
 /// by `/bin/sh`. Only the spawner's main thread calls this (it changes this process's
 /// working directory to the launch's, which the child inherits, and back to `/`).
 fn spawn_session(launch: &Launch, stdio: [BorrowedFd<'_>; 3]) -> io::Result<i32> {
-    use std::ffi::CString;
-
-    let cstring = |bytes: &[u8]| {
-        CString::new(bytes).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "nul byte found in provided data",
-            )
-        })
-    };
     let mut argv = Vec::with_capacity(launch.args.len() + 1);
     argv.push(cstring(launch.program.as_bytes())?);
     for arg in &launch.args {
@@ -420,24 +420,15 @@ fn spawn_session(launch: &Launch, stdio: [BorrowedFd<'_>; 3]) -> io::Result<i32>
 /// [`spawn_session`] once the working directory is the launch's.
 fn spawn_in_cwd(
     launch: &Launch,
-    argv: &[std::ffi::CString],
-    envp: &[std::ffi::CString],
+    argv: &[CString],
+    envp: &[CString],
     stdio: [BorrowedFd<'_>; 3],
 ) -> io::Result<i32> {
-    use std::ffi::CString;
     use std::os::fd::AsRawFd;
 
     use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags, posix_spawn};
     use nix::sys::signal::{SigSet, Signal};
 
-    let cstring = |bytes: &[u8]| {
-        CString::new(bytes).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "nul byte found in provided data",
-            )
-        })
-    };
     let mut attr = PosixSpawnAttr::init()?;
     attr.set_flags(
         PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF
