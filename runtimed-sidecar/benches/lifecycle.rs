@@ -63,7 +63,7 @@ fn main() {
         let mut to_start = Duration::ZERO;
         for i in 0..SEQUENTIAL {
             let t = Instant::now();
-            let e = supervisor.start(spec(format!("seq-{i}"), &["/bin/true"])).unwrap();
+            let e = supervisor.start(spec(format!("seq-{i}"), &["/bin/true"])).await.unwrap();
             to_start += t.elapsed();
             assert_eq!(e.wait().await.phase, Phase::Succeeded);
         }
@@ -78,7 +78,7 @@ fn main() {
             let permit = semaphore.clone().acquire_owned().await.unwrap();
             let supervisor = supervisor.clone();
             tasks.spawn(async move {
-                let e = supervisor.start(spec(format!("par-{i}"), &["/bin/true"])).unwrap();
+                let e = supervisor.start(spec(format!("par-{i}"), &["/bin/true"])).await.unwrap();
                 let phase = e.wait().await.phase;
                 drop(permit);
                 phase
@@ -92,7 +92,7 @@ fn main() {
         // 4. RSS while a Run writes 1 GiB to stdout (1 MiB kept per stream).
         let before = rss_kib();
         let e = supervisor
-            .start(spec("big".into(), &["head", "-c", "1073741824", "/dev/zero"]))
+            .start(spec("big".into(), &["head", "-c", "1073741824", "/dev/zero"])).await
             .unwrap();
         let mut peak = before;
         while !e.snapshot().phase.is_terminal() {

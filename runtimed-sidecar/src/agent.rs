@@ -87,7 +87,7 @@ impl Agent {
 
     /// Starts `spec`, or returns the execution that already has its run uid.
     /// The bool is true when a new execution was created.
-    pub fn execute(&self, spec: ExecSpec) -> Result<(Arc<Execution>, bool), Error> {
+    pub async fn execute(&self, spec: ExecSpec) -> Result<(Arc<Execution>, bool), Error> {
         // The execution is published (phase Running, no process yet) before it is
         // launched: a second Execute of the uid meanwhile gets it, and the lock is not
         // held while the workspace is written and the spawner answers, so Runs are
@@ -109,7 +109,17 @@ impl Agent {
             held.live.push(execution);
             created
         };
-        Ok((self.supervisor.launch(created), true))
+        // In a task of its own: a caller that goes away (a client that reset its call)
+        // must not leave the execution half-started (see `Supervisor::launch`).
+        let supervisor = self.supervisor.clone();
+        let launched = tokio::spawn(async move { supervisor.launch(created).await });
+        match launched.await {
+            Ok(execution) => Ok((execution, true)),
+            Err(e) => Err(Error::io(
+                "starting the execution",
+                std::io::Error::other(e),
+            )),
+        }
     }
 
     /// The execution with this id.
@@ -140,21 +150,26 @@ impl Agent {
     }
 
     /// Drops a terminal execution and its workspace.
-    pub fn forget(&self, id: &str) -> Result<(), Error> {
-        let mut held = lock(&self.held);
-        let execution = held
-            .all
-            .get(id)
-            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
-        if !execution.phase().is_terminal() {
-            return Err(Error::StillRunning(id.to_owned()));
-        }
-        held.settle();
-        if let Some(execution) = held.all.remove(id) {
-            if let Some(at) = execution.ended_at() {
+    pub async fn forget(&self, id: &str) -> Result<(), Error> {
+        let forgotten = {
+            let mut held = lock(&self.held);
+            let execution = held
+                .all
+                .get(id)
+                .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+            if !execution.phase().is_terminal() {
+                return Err(Error::StillRunning(id.to_owned()));
+            }
+            held.settle();
+            let forgotten = held.all.remove(id);
+            if let Some(at) = forgotten.as_ref().and_then(|e| e.ended_at()) {
                 held.ended.remove(&(at, id.to_owned()));
             }
-            execution.remove_workspace();
+            forgotten
+        };
+        // Outside the lock: a large workspace takes a while.
+        if let Some(execution) = forgotten {
+            execution.remove_workspace().await;
         }
         Ok(())
     }
@@ -177,7 +192,7 @@ impl Agent {
                 break;
             };
             if let Some(execution) = held.all.remove(&id) {
-                execution.remove_workspace();
+                execution.remove_workspace_in_background();
             }
             forgotten += 1;
         }

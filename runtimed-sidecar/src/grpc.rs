@@ -161,7 +161,7 @@ impl proto::runtimed_server::Runtimed for Service {
             ));
         }
         let spec = to_spec(request)?;
-        let (execution, created) = self.agent.execute(spec)?;
+        let (execution, created) = self.agent.execute(spec).await?;
         Ok(Response::new(proto::ExecuteResponse {
             execution_id: execution.run_uid().to_owned(),
             created,
@@ -229,7 +229,9 @@ impl proto::runtimed_server::Runtimed for Service {
         &self,
         request: Request<proto::ForgetRequest>,
     ) -> Result<Response<proto::ForgetResponse>, Status> {
-        self.agent.forget(&request.into_inner().execution_id)?;
+        self.agent
+            .forget(&request.into_inner().execution_id)
+            .await?;
         Ok(Response::new(proto::ForgetResponse {}))
     }
 
@@ -260,7 +262,7 @@ impl proto::runtimed_server::Runtimed for Service {
         if !execution.snapshot().phase.is_terminal() {
             return Err(Error::StillRunning(id).into());
         }
-        execution.remove_workspace();
+        execution.remove_workspace().await;
         Ok(Response::new(to_proto(&execution)))
     }
 }

@@ -290,16 +290,58 @@ impl Execution {
 
     /// Deletes the workspace (after the execution is terminal). Only one this execution
     /// made: a directory that was already at its path (the start then failed with
-    /// `WorkspaceUnavailable`) is not its to delete.
-    pub fn remove_workspace(&self) {
-        if !self.state.borrow().workspace_present {
-            return;
+    /// `WorkspaceUnavailable`) is not its to delete. A small workspace (no
+    /// subdirectory, at most [`limits::INLINE_REMOVAL_ENTRIES`] entries: what nearly
+    /// every Run leaves) is removed on the caller's thread; a larger one on the
+    /// blocking pool, so the agent's one thread never walks a large tree.
+    pub async fn remove_workspace(self: &Arc<Self>) {
+        if let Some(removal) = self.start_removal() {
+            let _ = removal.await;
         }
-        let removed = if self.reusable.load(Ordering::Relaxed) {
-            self.spares.retire(&self.workspace)
-        } else {
-            fs::remove_dir_all(&self.workspace)
+    }
+
+    /// [`Execution::remove_workspace`] without waiting for a large workspace's removal
+    /// (retention, under the agent's lock).
+    pub fn remove_workspace_in_background(self: &Arc<Self>) {
+        drop(self.start_removal());
+    }
+
+    /// Removes a small workspace now; returns the removal of a larger one, running.
+    fn start_removal(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        if !self.state.borrow().workspace_present {
+            return None;
+        }
+        let reusable = self.reusable.load(Ordering::Relaxed);
+        if reusable
+            && let Some(removed) = self
+                .spares
+                .retire_small(&self.workspace, limits::INLINE_REMOVAL_ENTRIES)
+        {
+            self.removed(removed);
+            return None;
+        }
+        let remove = {
+            let execution = self.clone();
+            move || {
+                let removed = if reusable {
+                    execution.spares.retire(&execution.workspace)
+                } else {
+                    fs::remove_dir_all(&execution.workspace)
+                };
+                execution.removed(removed);
+            }
         };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => Some(runtime.spawn_blocking(remove)),
+            // Outside a runtime, the caller's thread is the only one there is.
+            Err(_) => {
+                remove();
+                None
+            }
+        }
+    }
+
+    fn removed(&self, removed: io::Result<()>) {
         match removed {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -509,8 +551,8 @@ impl Supervisor {
     /// Starts `spec` (checked with [`check_spec`]) and returns at once; the execution
     /// goes on in a task of the current tokio runtime. A failure after the check (an
     /// escaping path, a failed spawn) gives an execution in phase Error with a reason.
-    pub fn start(&self, spec: ExecSpec) -> Result<Arc<Execution>, Error> {
-        Ok(self.launch(self.create(spec)?))
+    pub async fn start(&self, spec: ExecSpec) -> Result<Arc<Execution>, Error> {
+        Ok(self.launch(self.create(spec)?).await)
     }
 
     /// The first half of [`Supervisor::start`]: checks `spec` and makes its execution
@@ -550,8 +592,11 @@ impl Supervisor {
     }
 
     /// The second half of [`Supervisor::start`]: writes the workspace and starts the
-    /// program (blocking until it has been exec'd), then supervises it in a task.
-    pub fn launch(&self, created: Created) -> Arc<Execution> {
+    /// program (returning once it has been exec'd), then supervises it in a task.
+    ///
+    /// Not cancel-safe (see [`Spawner::spawn`]): a caller whose future can be dropped
+    /// midway (a gRPC handler whose client went away) runs it in a task of its own.
+    pub async fn launch(&self, created: Created) -> Arc<Execution> {
         let Created {
             execution,
             cancel_rx,
@@ -564,10 +609,13 @@ impl Supervisor {
             .is_some()
             .then(|| input_path(&self.config.workspace_root, &spec.run_uid));
         let prepared = self.prepare(&spec, &execution);
-        let spawned = prepared.and_then(|p| {
-            self.spawn(p)
-                .map_err(|e| ("SpawnFailed", format!("cannot start the program: {e}")))
-        });
+        let spawned = match prepared {
+            Ok(p) => self
+                .spawn(p)
+                .await
+                .map_err(|e| ("SpawnFailed", format!("cannot start the program: {e}"))),
+            Err(e) => Err(e),
+        };
         match spawned {
             Ok(started) => {
                 let pid = started.pid;
@@ -600,7 +648,7 @@ impl Supervisor {
                     let _ = fs::remove_file(input);
                 }
                 if !keep {
-                    execution.remove_workspace();
+                    execution.remove_workspace().await;
                 }
                 finish(&execution, Phase::Error, None, reason, message);
                 execution.stdout.close();
@@ -633,17 +681,21 @@ impl Supervisor {
 
     /// Starts the prepared program: through the spawner process when there is one
     /// (no fork of this process), else forked from here through the reaper.
-    fn spawn(&self, prepared: Prepared) -> io::Result<Started> {
+    async fn spawn(&self, prepared: Prepared) -> io::Result<Started> {
         let (stdout_read, stdout_write) = pipe2(OFlag::O_CLOEXEC)?;
         let (stderr_read, stderr_write) = pipe2(OFlag::O_CLOEXEC)?;
         let spawner = self.current_spawner()?;
         let (pid, exit) = match &spawner {
-            Some(spawner) => spawner.spawn(
-                &prepared.launch,
-                prepared.stdin.map(OwnedFd::from),
-                stdout_write,
-                stderr_write,
-            )?,
+            Some(spawner) => {
+                spawner
+                    .spawn(
+                        &prepared.launch,
+                        prepared.stdin.map(OwnedFd::from),
+                        stdout_write,
+                        stderr_write,
+                    )
+                    .await?
+            }
             None => {
                 let stdin = prepared.stdin.map_or_else(Stdio::null, Stdio::from);
                 let mut command = prepared.launch.command(
@@ -922,7 +974,7 @@ impl Driver {
             let _ = fs::remove_file(input);
         }
         if remove {
-            self.execution.remove_workspace();
+            self.execution.remove_workspace().await;
         }
         finish(&self.execution, phase, exit, reason, message);
         // Only now, so that a client whose `Logs` follow has ended finds the execution

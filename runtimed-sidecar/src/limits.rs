@@ -75,3 +75,10 @@ pub const WORKSPACE_MODE: u32 = 0o755;
 /// many as Runs that end close together on a busy agent; each is an empty directory
 /// (one inode, one block).
 pub const SPARE_WORKSPACES: usize = 16;
+
+/// Entries a workspace may hold (files and links, no subdirectory) for the agent to
+/// remove it on its own thread when its Run ends; a larger one is removed on the
+/// blocking pool. The agent runs on one thread: a Run that left a large tree must not
+/// stall every call (and the pod's probes) while it is deleted, and handing the usual
+/// small workspace to another thread would cost two thread wake-ups per Run.
+pub const INLINE_REMOVAL_ENTRIES: usize = 64;

@@ -242,7 +242,15 @@ fn sidecar(args: &SidecarArgs) -> ExitCode {
 }
 
 fn agent(args: AgentArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
+    // One thread, as the sidecar: the agent's work per Run is short and spread over many
+    // small steps (the call, the start, output, exit); on worker threads each step
+    // crossed threads, and those wake-ups were a large share of its CPU. Nothing here
+    // blocks for long: the spawner's answer is awaited, large removals and walks of
+    // the disk go to the blocking pool.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("runtimed agent: cannot start the runtime: {e}");

@@ -122,6 +122,39 @@ impl Spares {
             // What could not be emptied is not reused; remove_dir_all says why.
             Err(_) => return fs::remove_dir_all(workspace),
         }
+        self.keep_or_remove(workspace)
+    }
+
+    /// [`Spares::retire`] when `workspace` holds at most `max_entries` entries and no
+    /// subdirectory; `None`, with nothing removed, when it holds more (or cannot be
+    /// listed), for the caller to retire it where a long walk does no harm.
+    pub fn retire_small(&self, workspace: &Path, max_entries: usize) -> Option<io::Result<()>> {
+        let entries = match fs::read_dir(workspace) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Some(Ok(())),
+            Err(_) => return None,
+        };
+        let mut files = Vec::new();
+        for entry in entries {
+            let entry = entry.ok()?;
+            if files.len() == max_entries || entry.file_type().ok()?.is_dir() {
+                return None;
+            }
+            files.push(entry.path());
+        }
+        for file in files {
+            match fs::remove_file(&file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                // Not reused; remove_dir_all says why.
+                Err(_) => return Some(fs::remove_dir_all(workspace)),
+            }
+        }
+        Some(self.keep_or_remove(workspace))
+    }
+
+    /// Keeps the emptied `workspace` as a spare, or removes it.
+    fn keep_or_remove(&self, workspace: &Path) -> io::Result<()> {
         if self.as_new(workspace) {
             // Checked and renamed under the lock, so that Runs ending together never
             // keep more than the capacity.
@@ -233,6 +266,40 @@ mod tests {
         );
         assert_eq!(names(root.path()), ["run-2"]);
         assert_eq!(spares.held(), 0);
+    }
+
+    #[test]
+    fn a_small_workspace_is_retired_in_place_and_a_larger_one_left_whole() {
+        let (root, spares) = spares(4);
+        let dir = root.path().join("r");
+        spares.create(&dir).unwrap();
+        for i in 0..3 {
+            fs::write(dir.join(format!("f{i}")), "x").unwrap();
+        }
+        // One entry more than allowed: nothing is touched.
+        assert!(spares.retire_small(&dir, 2).is_none());
+        assert_eq!(names(&dir), ["f0", "f1", "f2"]);
+        // Exactly as many as allowed: retired, as `retire` would.
+        spares.retire_small(&dir, 3).unwrap().unwrap();
+        assert_eq!(names(root.path()), ["+spare-0"]);
+        assert_eq!(spares.held(), 1);
+
+        // A subdirectory, however small, is a tree to walk: left whole.
+        spares.create(&dir).unwrap();
+        fs::create_dir(dir.join("sub")).unwrap();
+        fs::write(dir.join("sub/out"), "x").unwrap();
+        assert!(spares.retire_small(&dir, 64).is_none());
+        assert_eq!(names(&dir.join("sub")), ["out"]);
+        spares.retire(&dir).unwrap();
+        assert_eq!(names(root.path()), ["+spare-1"]);
+
+        // Already gone: nothing to do.
+        assert!(
+            spares
+                .retire_small(&root.path().join("gone"), 64)
+                .unwrap()
+                .is_ok()
+        );
     }
 
     #[test]

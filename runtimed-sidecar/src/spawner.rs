@@ -547,13 +547,7 @@ type SpawnReply = io::Result<u32>;
 struct ClientState {
     /// Requests sent and not answered: where the answer goes, and where the exit of the
     /// process goes once it is known to exist.
-    pending: HashMap<
-        u64,
-        (
-            std::sync::mpsc::SyncSender<SpawnReply>,
-            oneshot::Sender<Exit>,
-        ),
-    >,
+    pending: HashMap<u64, (oneshot::Sender<SpawnReply>, oneshot::Sender<Exit>)>,
     /// Spawned processes whose exit has not come yet.
     exits: HashMap<i32, oneshot::Sender<Exit>>,
     /// Spawned processes that ended while the spawner had no other children than Runs'
@@ -632,9 +626,13 @@ impl Spawner {
 
     /// Starts `launch` with these standard streams (the caller's copies of the
     /// descriptors can be closed once this returns) and returns the pid of the process
-    /// (a session and group leader) and a receiver of its exit. Blocks until the
-    /// spawner has exec'd the program or failed to.
-    pub fn spawn(
+    /// (a session and group leader) and a receiver of its exit once the spawner has
+    /// exec'd the program or failed to. Sending blocks only while the socket's buffer is
+    /// full; the answer is awaited, so the caller's thread serves other work meanwhile.
+    ///
+    /// Not cancel-safe: dropped after the request went out, the process still starts
+    /// but nothing waits for its exit. Callers finish it in a task of its own.
+    pub async fn spawn(
         &self,
         launch: &Launch,
         stdin: Option<OwnedFd>,
@@ -644,7 +642,7 @@ impl Spawner {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let body = encode_request(id, launch);
         check_request_len(body.len())?;
-        let (reply_tx, reply_rx) = std::sync::mpsc::sync_channel(1);
+        let (reply_tx, reply_rx) = oneshot::channel();
         let (exit_tx, exit_rx) = oneshot::channel();
         {
             let mut state = lock(&self.state);
@@ -663,7 +661,7 @@ impl Spawner {
             lock(&self.state).pending.remove(&id);
             return Err(e);
         }
-        match reply_rx.recv() {
+        match reply_rx.await {
             Ok(Ok(pid)) => Ok((pid, exit_rx)),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(io::Error::other("the spawner process is gone")),

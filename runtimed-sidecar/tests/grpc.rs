@@ -333,14 +333,14 @@ async fn terminal_executions_beyond_the_count_bound_are_forgotten_oldest_first()
     )
     .unwrap();
     for uid in ["a", "b"] {
-        agent.execute(quick(uid)).unwrap().0.wait().await;
+        agent.execute(quick(uid)).await.unwrap().0.wait().await;
     }
     assert_eq!(
         agent.sweep(Instant::now()),
         0,
         "exactly at the bound: nothing forgotten"
     );
-    agent.execute(quick("c")).unwrap().0.wait().await;
+    agent.execute(quick("c")).await.unwrap().0.wait().await;
     assert_eq!(agent.sweep(Instant::now()), 1);
     let left: Vec<String> = agent
         .list()
@@ -367,7 +367,7 @@ async fn terminal_executions_are_forgotten_after_the_retention_period() {
         },
     )
     .unwrap();
-    let done = agent.execute(quick("done")).unwrap().0;
+    let done = agent.execute(quick("done")).await.unwrap().0;
     let ended = done.wait().await.ended_at.unwrap();
     let running = agent.execute(ExecSpec {
         run_uid: "running".into(),
@@ -375,7 +375,7 @@ async fn terminal_executions_are_forgotten_after_the_retention_period() {
         command: vec!["sleep".into(), "1000".into()],
         ..ExecSpec::default()
     });
-    let running = running.unwrap().0;
+    let running = running.await.unwrap().0;
     assert_eq!(agent.sweep(ended + retention - Duration::from_millis(1)), 0);
     assert_eq!(agent.sweep(ended + retention), 1);
     assert!(agent.get("done").is_err());
@@ -480,6 +480,7 @@ async fn sustained_runs_leave_tasks_fds_state_and_workspaces_flat() {
                         script: Some("echo out; echo err >&2".into()),
                         ..ExecSpec::default()
                     })
+                    .await
                     .unwrap();
                 e.wait().await;
             }

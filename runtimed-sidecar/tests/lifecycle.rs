@@ -92,12 +92,18 @@ fn assert_gone(pids: &[i32], uid: &str) {
 async fn exit_codes_and_signals_give_the_right_phase() {
     let root = tempfile::tempdir().unwrap();
     let sup = supervisor(root.path());
-    let ok = sup.start(bash("ok", "echo hi")).unwrap().wait().await;
+    let ok = sup.start(bash("ok", "echo hi")).await.unwrap().wait().await;
     assert_eq!((ok.phase, ok.exit_code), (Phase::Succeeded, Some(0)));
-    let failed = sup.start(bash("failed", "exit 3")).unwrap().wait().await;
+    let failed = sup
+        .start(bash("failed", "exit 3"))
+        .await
+        .unwrap()
+        .wait()
+        .await;
     assert_eq!((failed.phase, failed.exit_code), (Phase::Failed, Some(3)));
     let killed = sup
         .start(bash("killed", "kill -9 $$"))
+        .await
         .unwrap()
         .wait()
         .await;
@@ -120,7 +126,7 @@ sleep 1000
 "#;
     let mut spec = bash(uid, script);
     spec.timeout = Some(Duration::from_millis(700));
-    let execution = sup.start(spec).unwrap();
+    let execution = sup.start(spec).await.unwrap();
     let leader = execution.snapshot().pid.unwrap() as i32;
     let end = execution.wait().await;
     assert_eq!(end.phase, Phase::TimedOut);
@@ -149,6 +155,7 @@ async fn cancel_stops_the_run_and_every_process_of_it_in(mode: Spawn) {
     let sup = supervisor_in(root.path(), mode);
     let execution = sup
         .start(bash(uid, "( setsid sleep 1000 & echo $! ); sleep 1000"))
+        .await
         .unwrap();
     // Wait until the escaped process exists, so the cancel has to find it.
     wait_for_first_line(&execution).await;
@@ -183,6 +190,7 @@ async fn background_processes_left_after_a_normal_exit_are_killed_in(mode: Spawn
     let sup = supervisor_in(root.path(), mode);
     let execution = sup
         .start(bash(uid, "( setsid sleep 1000 >/dev/null 2>&1 & echo $! )"))
+        .await
         .unwrap();
     let end = execution.wait().await;
     assert_eq!(end.phase, Phase::Succeeded);
@@ -214,7 +222,7 @@ async fn every_capability_is_dropped_and_no_new_privs_is_set_in(mode: Spawn) {
     let root = tempfile::tempdir().unwrap();
     let sup = supervisor_in(root.path(), mode);
     let execution = sup
-        .start(bash(uid, "grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status; ps -o sid= -o pgid= -o pid= -p $$ 2>/dev/null || cat /proc/self/stat"))
+        .start(bash(uid, "grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status; ps -o sid= -o pgid= -o pid= -p $$ 2>/dev/null || cat /proc/self/stat")).await
         .unwrap();
     let end = execution.wait().await;
     assert_eq!(
@@ -257,6 +265,7 @@ async fn the_process_runs_in_its_own_session_and_group_in(mode: Spawn) {
             command: vec!["cat".into(), "/proc/self/stat".into()],
             ..ExecSpec::default()
         })
+        .await
         .unwrap();
     let end = execution.wait().await;
     let out = stdout_of(&execution);
@@ -291,6 +300,7 @@ async fn the_environment_is_scrubbed_and_input_is_given_twice() {
             input: Some(input.clone()),
             ..ExecSpec::default()
         })
+        .await
         .unwrap();
     env.wait().await;
     let mut names: Vec<String> = stdout_of(&env)
@@ -316,11 +326,12 @@ async fn the_environment_is_scrubbed_and_input_is_given_twice() {
             "stdin",
             r#"cat; echo; cat "$KRT_INPUT_FILE"; echo; pwd"#,
         ))
+        .await
         .unwrap();
     stdin.wait().await;
     let mut spec = bash("stdin2", r#"cat; echo; cat "$KRT_INPUT_FILE"; echo; pwd"#);
     spec.input = Some(input);
-    let stdin2 = sup.start(spec).unwrap();
+    let stdin2 = sup.start(spec).await.unwrap();
     stdin2.wait().await;
     let out = stdout_of(&stdin2);
     let lines: Vec<&str> = out.lines().collect();
@@ -361,6 +372,7 @@ async fn python_with_files_entrypoint_and_args() {
             env: vec![("PYTHONPATH".into(), ".".into())],
             ..ExecSpec::default()
         })
+        .await
         .unwrap();
     let end = execution.wait().await;
     assert_eq!(
@@ -381,6 +393,7 @@ async fn fifty_megabytes_of_output_keep_only_head_and_tail() {
             "big",
             "head -c 50000000 /dev/zero | tr '\\0' x; echo -n err >&2",
         ))
+        .await
         .unwrap();
     let end = execution.wait().await;
     assert_eq!(end.phase, Phase::Succeeded);
@@ -403,7 +416,7 @@ async fn output_is_visible_while_the_program_runs() {
         "echo first; while [ ! -e {} ]; do sleep 0.01; done; echo second",
         gate.display()
     );
-    let execution = sup.start(bash("stream", &script)).unwrap();
+    let execution = sup.start(bash("stream", &script)).await.unwrap();
     for _ in 0..500 {
         if stdout_of(&execution) == "first\n" {
             break;
@@ -421,12 +434,12 @@ async fn output_is_visible_while_the_program_runs() {
 async fn the_workspace_is_removed_after_the_run_unless_kept() {
     let root = tempfile::tempdir().unwrap();
     let sup = supervisor(root.path());
-    let gone = sup.start(bash("gone", "echo > out.txt")).unwrap();
+    let gone = sup.start(bash("gone", "echo > out.txt")).await.unwrap();
     gone.wait().await;
     assert!(!root.path().join("gone").exists());
     let mut spec = bash("kept", "echo data > out.txt");
     spec.keep_workspace = true;
-    let kept = sup.start(spec).unwrap();
+    let kept = sup.start(spec).await.unwrap();
     let end = kept.wait().await;
     assert!(end.workspace_present);
     assert_eq!(
@@ -437,8 +450,31 @@ async fn the_workspace_is_removed_after_the_run_unless_kept() {
         std::fs::read_to_string(root.path().join("kept/main.sh")).unwrap(),
         "echo data > out.txt"
     );
-    kept.remove_workspace();
+    kept.remove_workspace().await;
     assert!(!root.path().join("kept").exists());
+}
+
+/// A workspace past `INLINE_REMOVAL_ENTRIES` (or holding a directory) is removed on the
+/// blocking pool, and still before the Run is reported terminal; the emptied directory
+/// then serves the next Run, empty.
+#[tokio::test]
+async fn a_large_workspace_is_gone_when_the_run_is_terminal() {
+    let root = tempfile::tempdir().unwrap();
+    let sup = supervisor(root.path());
+    let many = kruntimes_runtimed::limits::INLINE_REMOVAL_ENTRIES + 1;
+    let script = format!("for i in $(seq {many}); do : > f$i; done; mkdir -p a/b; echo x > a/b/c");
+    let large = sup.start(bash("large", &script)).await.unwrap();
+    let end = large.wait().await;
+    assert_eq!(end.phase, Phase::Succeeded, "{end:?}");
+    assert!(!end.workspace_present);
+    assert!(!root.path().join("large").exists());
+    let next = sup.start(bash("next", "ls -A")).await.unwrap();
+    next.wait().await;
+    assert_eq!(
+        stdout_of(&next),
+        "main.sh\n",
+        "the next workspace holds only its script"
+    );
 }
 
 #[tokio::test]
@@ -449,7 +485,7 @@ async fn a_missing_interpreter_is_an_error_with_a_reason() {
     let sup = Supervisor::new(config).unwrap();
     let mut spec = bash("nobash", "true");
     spec.input = Some(b"{}".to_vec());
-    let end = sup.start(spec).unwrap().wait().await;
+    let end = sup.start(spec).await.unwrap().wait().await;
     assert_eq!(end.phase, Phase::Error);
     assert_eq!(end.reason, "SpawnFailed");
     // Neither the workspace nor the input file is left (a spare is an empty directory).
@@ -467,11 +503,11 @@ async fn invalid_specs_are_refused_before_anything_is_created() {
     let sup = supervisor(root.path());
     let mut escape = bash("escape", "true");
     escape.files = vec![("../outside".into(), b"x".to_vec())];
-    assert!(sup.start(escape).is_err());
-    assert!(sup.start(bash("../up", "true")).is_err());
+    assert!(sup.start(escape).await.is_err());
+    assert!(sup.start(bash("../up", "true")).await.is_err());
     let mut reserved = bash("reserved", "true");
     reserved.env = vec![("KRT_RUN_ID".into(), "other".into())];
-    assert!(sup.start(reserved).is_err());
+    assert!(sup.start(reserved).await.is_err());
     assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
 }
 
@@ -529,7 +565,7 @@ async fn a_run_writing_past_the_workspace_size_limit_fails_and_its_files_go() {
     );
     // Kept workspaces are removed too when full: keeping one would keep the disk full.
     spec.keep_workspace = true;
-    let execution = sup.start(spec).unwrap();
+    let execution = sup.start(spec).await.unwrap();
     let end = execution.wait().await;
     assert_eq!(end.phase, Phase::Failed, "{end:?}");
     assert_eq!(end.reason, "WorkspaceFull");
@@ -554,6 +590,7 @@ async fn a_run_below_the_workspace_size_limit_succeeds() {
             "below",
             "head -c 262144 /dev/zero > part.bin; sleep 0.5",
         ))
+        .await
         .unwrap()
         .wait()
         .await;
@@ -570,6 +607,7 @@ async fn the_largest_workspace_fails_when_together_they_exceed_the_limit() {
     let sup = limited(root.path(), 1 << 20, Duration::from_millis(20));
     let large = sup
         .start(bash("large", "head -c 700000 /dev/zero > a.bin; sleep 30"))
+        .await
         .unwrap();
     // The smaller one holds its bytes until the larger one has been stopped.
     let gate = root.path().join("gate");
@@ -581,6 +619,7 @@ async fn the_largest_workspace_fails_when_together_they_exceed_the_limit() {
                 gate.display()
             ),
         ))
+        .await
         .unwrap();
     let large_end = large.wait().await;
     std::fs::write(&gate, b"").unwrap();
@@ -621,9 +660,19 @@ async fn inline_files_are_checked_against_the_workspace_size_limit() {
         spec.files = vec![("data.bin".into(), vec![b'x'; bytes])];
         spec
     };
-    let at = sup.start(with_inline("at", 996)).unwrap().wait().await;
+    let at = sup
+        .start(with_inline("at", 996))
+        .await
+        .unwrap()
+        .wait()
+        .await;
     assert_eq!(at.phase, Phase::Succeeded, "{at:?}");
-    let over = sup.start(with_inline("over", 997)).unwrap().wait().await;
+    let over = sup
+        .start(with_inline("over", 997))
+        .await
+        .unwrap()
+        .wait()
+        .await;
     assert_eq!(
         (over.phase, over.reason.as_str()),
         (Phase::Error, "WorkspaceFull")
@@ -653,6 +702,7 @@ async fn a_killed_spawner_fails_its_runs_and_is_started_again() {
     let sup = supervisor(root.path());
     let execution = sup
         .start(bash("lost", "( setsid sleep 1000 & echo $! ); sleep 1000"))
+        .await
         .unwrap();
     wait_for_first_line(&execution).await;
     let leader = execution.snapshot().pid.unwrap() as i32;
@@ -677,6 +727,7 @@ async fn a_killed_spawner_fails_its_runs_and_is_started_again() {
     // The next Run gets a new spawner.
     let next = sup
         .start(bash("after-lost", "echo again"))
+        .await
         .unwrap()
         .wait()
         .await;
@@ -691,7 +742,12 @@ async fn an_orphan_of_a_run_is_seen_by_the_children_proof_until_it_is_killed() {
     let root = tempfile::tempdir().unwrap();
     let sup = supervisor(root.path());
     let reaper = Reaper::global().unwrap();
-    let ok = sup.start(bash("proof-ok", "true")).unwrap().wait().await;
+    let ok = sup
+        .start(bash("proof-ok", "true"))
+        .await
+        .unwrap()
+        .wait()
+        .await;
     assert_eq!(ok.phase, Phase::Succeeded);
     assert!(
         holds_only_known_children(&reaper),
@@ -699,6 +755,7 @@ async fn an_orphan_of_a_run_is_seen_by_the_children_proof_until_it_is_killed() {
     );
     let execution = sup
         .start(bash("proof", "( setsid sleep 1000 & echo $! ); sleep 1000"))
+        .await
         .unwrap();
     wait_for_first_line(&execution).await;
     let pids: Vec<i32> = stdout_of(&execution)
@@ -752,19 +809,24 @@ async fn programs_are_found_and_started_as_execvp_does() {
         timeout: Some(Duration::from_secs(10)),
         ..ExecSpec::default()
     };
-    let relative = sup.start(exec("rel", &["./bin/hello", "a"], None)).unwrap();
+    let relative = sup
+        .start(exec("rel", &["./bin/hello", "a"], None))
+        .await
+        .unwrap();
     let end = relative.wait().await;
     assert_eq!(end.phase, Phase::Succeeded, "{end:?}");
     assert_eq!(stdout_of(&relative), "no shebang a\n");
     // A relative PATH entry, searched from the workspace, after one that has no such file.
     let on_path = sup
         .start(exec("path", &["hello", "b"], Some("/nonexistent:bin")))
+        .await
         .unwrap();
     let end = on_path.wait().await;
     assert_eq!(end.phase, Phase::Succeeded, "{end:?}");
     assert_eq!(stdout_of(&on_path), "no shebang b\n");
     let missing = sup
         .start(exec("missing", &["no-such-program-krt"], None))
+        .await
         .unwrap()
         .wait()
         .await;
@@ -795,7 +857,7 @@ async fn a_spawn_request_larger_than_the_socket_buffer_arrives_whole() {
     spec.env = (0..10)
         .map(|i| (format!("BIG{i}"), "b".repeat(100_000)))
         .collect();
-    let execution = sup.start(spec).unwrap();
+    let execution = sup.start(spec).await.unwrap();
     let end = execution.wait().await;
     assert_eq!(end.phase, Phase::Succeeded, "{end:?}");
     assert_eq!(stdout_of(&execution), "10 100000 100000 100000\n");
@@ -810,7 +872,7 @@ async fn an_existing_directory_at_the_workspace_path_is_refused_and_left_alone()
     let taken = root.path().join("taken");
     std::fs::create_dir(&taken).unwrap();
     std::fs::write(taken.join("keep.txt"), "mine").unwrap();
-    let end = sup.start(bash("taken", "true")).unwrap().wait().await;
+    let end = sup.start(bash("taken", "true")).await.unwrap().wait().await;
     assert_eq!(
         (end.phase, end.reason.as_str()),
         (Phase::Error, "WorkspaceUnavailable")
