@@ -10,8 +10,9 @@
 //!    `Logs`; for the floor: from the pipe). Also the to-exec time: Execute's round trip
 //!    (the agent answers once the program has been exec'ed) against the direct spawn
 //!    call returning (std's `posix_spawn` also returns after the exec).
-//! 2. Short Runs per second (`bash` running `true`), [`IN_FLIGHT`] at once: Execute,
-//!    then `Logs` follow to its end, then `Status` (terminal by then).
+//! 2. Short Runs per second (`bash` running `true`), [`IN_FLIGHT`] at once, twice: each
+//!    Run as Execute, then `Logs` follow to its end, then `Status` (terminal by then);
+//!    then each Run as one `ExecuteAndFollow` call. With the CPU of each process.
 //! 3. Peak RSS of the sidecar and the agent while one Run writes 1 GiB to stdout and the
 //!    client streams it through `Logs`.
 //!
@@ -311,35 +312,69 @@ async fn direct_latency(bash: &Path, dir: &Path, fifo: &Path) -> Latency {
     }
 }
 
-/// Short Runs per second through the sidecar, and how many Status calls had to poll.
-async fn run_throughput(client: &RuntimedClient<Channel>) -> (f64, usize) {
+/// How the client runs each short Run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Calls {
+    /// Execute, then Logs with follow to its end, then Status.
+    Three,
+    /// One ExecuteAndFollow.
+    One,
+}
+
+/// One short Run in one ExecuteAndFollow call; its final state, or `None` when the
+/// binary measured does not have the call.
+async fn execute_and_follow(
+    client: &mut RuntimedClient<Channel>,
+    request: proto::ExecuteRequest,
+) -> Option<proto::Execution> {
+    let mut stream = match client.execute_and_follow(request).await {
+        Ok(stream) => stream.into_inner(),
+        Err(status) if status.code() == tonic::Code::Unimplemented => return None,
+        Err(status) => panic!("{status}"),
+    };
+    let mut ended = None;
+    while let Some(event) = stream.message().await.unwrap() {
+        if let Some(proto::execution_event::Event::Ended(execution)) = event.event {
+            ended = Some(execution);
+        }
+    }
+    Some(ended.expect("the call ended without `ended`"))
+}
+
+/// Short Runs per second through the sidecar, and how many Status calls had to poll
+/// (`None`: the binary has no ExecuteAndFollow).
+async fn run_throughput(client: &RuntimedClient<Channel>, calls: Calls) -> Option<(f64, usize)> {
     let semaphore = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let mut tasks = tokio::task::JoinSet::new();
     let start = Instant::now();
+    let prefix = if calls == Calls::One { "one" } else { "tp" };
     for i in 0..THROUGHPUT_RUNS {
         let permit = semaphore.clone().acquire_owned().await.unwrap();
         let mut client = client.clone();
         tasks.spawn(async move {
-            let id = format!("tp-{i}");
-            client
-                .execute(bash_request(id.clone(), "true"))
-                .await
-                .unwrap();
-            follow(&mut client, &id).await;
-            let (status, polled) = terminal(&mut client, &id).await;
+            let id = format!("{prefix}-{i}");
+            let request = bash_request(id.clone(), "true");
+            let (status, polled) = match calls {
+                Calls::Three => {
+                    client.execute(request).await.unwrap();
+                    follow(&mut client, &id).await;
+                    terminal(&mut client, &id).await
+                }
+                Calls::One => (execute_and_follow(&mut client, request).await?, false),
+            };
             drop(permit);
             assert_eq!(status.phase, proto::Phase::Succeeded as i32, "{status:?}");
-            polled
+            Some(polled)
         });
     }
     let mut polled = 0;
     while let Some(p) = tasks.join_next().await {
-        polled += usize::from(p.unwrap());
+        polled += usize::from(p.unwrap()?);
     }
-    (
+    Some((
         THROUGHPUT_RUNS as f64 / start.elapsed().as_secs_f64(),
         polled,
-    )
+    ))
 }
 
 /// The floor: the same bash and script, spawned and waited for directly, from
@@ -374,6 +409,21 @@ fn direct_throughput(bash: &Path, dir: &Path) -> f64 {
         t.join().unwrap();
     }
     THROUGHPUT_RUNS as f64 / start.elapsed().as_secs_f64()
+}
+
+/// CPU per short Run, in µs, of each process.
+struct Cpu {
+    agent: f64,
+    spawner: f64,
+    sidecar: f64,
+    client: f64,
+    bash: f64,
+}
+
+impl Cpu {
+    fn all(&self) -> f64 {
+        self.agent + self.spawner + self.sidecar + self.client + self.bash
+    }
 }
 
 struct Memory {
@@ -466,16 +516,23 @@ fn main() {
 
         let run = run_latency(&mut client, &fifo).await;
         let me = std::process::id();
-        let before = [cpu_ticks(sidecar_pid), cpu_ticks(agent_pid), cpu_ticks(me), spawner_ticks()];
-        let (rate, polled) = run_throughput(&client).await;
-        let after = [cpu_ticks(sidecar_pid), cpu_ticks(agent_pid), cpu_ticks(me), spawner_ticks()];
+        let ticks = || [cpu_ticks(sidecar_pid), cpu_ticks(agent_pid), cpu_ticks(me), spawner_ticks()];
         let per_run = |ticks: u64| ticks as f64 / TICKS_PER_SECOND / THROUGHPUT_RUNS as f64 * 1e6;
-        let cpu_sidecar = per_run(after[0].0 - before[0].0);
-        let cpu_agent = per_run(after[1].0 - before[1].0);
-        let cpu_spawner = per_run(after[3].0 - before[3].0);
-        // The Runs' bash is reaped by the spawner when there is one, else by the agent.
-        let cpu_bash_run = per_run(after[1].1 - before[1].1 + after[3].1 - before[3].1);
-        let cpu_client = per_run(after[2].0 - before[2].0);
+        let cpu = |before: [(u64, u64); 4], after: [(u64, u64); 4]| Cpu {
+            sidecar: per_run(after[0].0 - before[0].0),
+            agent: per_run(after[1].0 - before[1].0),
+            spawner: per_run(after[3].0 - before[3].0),
+            // The Runs' bash is reaped by the spawner when there is one, else by the agent.
+            bash: per_run(after[1].1 - before[1].1 + after[3].1 - before[3].1),
+            client: per_run(after[2].0 - before[2].0),
+        };
+        let before = ticks();
+        let (rate, polled) = run_throughput(&client, Calls::Three).await.unwrap();
+        let three = cpu(before, ticks());
+        let before = ticks();
+        let one = run_throughput(&client, Calls::One)
+            .await
+            .map(|(rate, _)| (rate, cpu(before, ticks())));
         let memory = run_memory(&mut client, sidecar_pid, agent_pid).await;
 
         let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
@@ -494,22 +551,27 @@ fn main() {
         ] {
             println!("| {name} ({SEQUENTIAL} runs) | {} | {} | {:.2}x |", us(r), us(d), ratio(r, d));
         }
-        println!(
-            "| short Runs/s, bash `true`, {IN_FLIGHT} in flight ({THROUGHPUT_RUNS} runs) | {rate:.0} /s | {direct_rate:.0} /s | {:.2}x |",
-            direct_rate / rate
-        );
-        println!(
-            "| CPU per short Run: bash itself | {cpu_bash_run:.0} µs | {direct_bash:.0} µs | |"
-        );
-        println!(
-            "| CPU per short Run: agent / spawner / sidecar / client (floor: the spawning process) | {cpu_agent:.0} / {cpu_spawner:.0} / {cpu_sidecar:.0} / {cpu_client:.0} µs | {direct_parent:.0} µs | |"
-        );
-        println!(
-            "| CPU per short Run: all of runtimed + client + bash | {:.0} µs | {:.0} µs | {:.2}x |",
-            cpu_agent + cpu_spawner + cpu_sidecar + cpu_client + cpu_bash_run,
-            direct_parent + direct_bash,
-            (cpu_agent + cpu_spawner + cpu_sidecar + cpu_client + cpu_bash_run) / (direct_parent + direct_bash)
-        );
+        let direct_cpu = direct_parent + direct_bash;
+        for (calls, rate, cpu) in [("Execute + Logs + Status", Some(rate), Some(&three)), ("ExecuteAndFollow", one.as_ref().map(|o| o.0), one.as_ref().map(|o| &o.1))] {
+            let (Some(rate), Some(cpu)) = (rate, cpu) else {
+                println!("| short Runs/s, {calls} | this binary has no ExecuteAndFollow | | |");
+                continue;
+            };
+            println!(
+                "| short Runs/s, bash `true`, {IN_FLIGHT} in flight ({THROUGHPUT_RUNS} runs), {calls} | {rate:.0} /s | {direct_rate:.0} /s | {:.2}x |",
+                direct_rate / rate
+            );
+            println!("| CPU per short Run ({calls}): bash itself | {:.0} µs | {direct_bash:.0} µs | |", cpu.bash);
+            println!(
+                "| CPU per short Run ({calls}): agent / spawner / sidecar / client (floor: the spawning process) | {:.0} / {:.0} / {:.0} / {:.0} µs | {direct_parent:.0} µs | |",
+                cpu.agent, cpu.spawner, cpu.sidecar, cpu.client
+            );
+            println!(
+                "| CPU per short Run ({calls}): all of runtimed + client + bash | {:.0} µs | {direct_cpu:.0} µs | {:.2}x |",
+                cpu.all(),
+                cpu.all() / direct_cpu
+            );
+        }
         println!(
             "| RSS sidecar while 1 GiB is written: before / peak (VmHWM) / after | {} / {} / {} KiB | | |",
             memory.before.0, memory.peak.0, memory.after.0

@@ -693,6 +693,8 @@ struct Tracked {
 pub struct Uploads {
     settings: Settings,
     runs: Mutex<(u64, HashMap<String, Tracked>)>,
+    /// Woken whenever a tracked Run's state changes (see [`Uploads::settled`]).
+    changed: tokio::sync::Notify,
 }
 
 impl Uploads {
@@ -701,6 +703,7 @@ impl Uploads {
         Self {
             settings,
             runs: Mutex::default(),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -779,6 +782,24 @@ impl Uploads {
         if let Some(t) = lock(&self.runs).1.get_mut(run_uid) {
             f(t);
         }
+        self.changed.notify_waiters();
+    }
+
+    /// Returns once the Run's artifacts are uploaded or have failed and its workspace
+    /// released (at once for a Run not tracked): what ExecuteAndFollow waits for before
+    /// its last message. True when the Run is tracked.
+    pub async fn settled(&self, run_uid: &str) -> bool {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the look, so a change right after it is not missed.
+            changed.as_mut().enable();
+            match lock(&self.runs).1.get(run_uid) {
+                Some(t) if !is_final(t.state) => {}
+                tracked => return tracked.is_some(),
+            }
+            changed.await;
+        }
     }
 
     async fn run(
@@ -826,6 +847,14 @@ impl Uploads {
             )
             .await
         };
+        // Upload first, then delete: the workspace goes only now, and the state is
+        // final only once it has gone (ExecuteAndFollow's last message waits for it).
+        let release = proto::ReleaseWorkspaceRequest {
+            execution_id: run_uid.clone(),
+        };
+        if let Err(status) = agent.release_workspace(release).await {
+            tracing::warn!(run_uid, %status, "cannot release the workspace");
+        }
         match outcome {
             Ok(results) => self.set(&run_uid, |t| {
                 t.state = proto::ArtifactsState::Uploaded;
@@ -841,13 +870,6 @@ impl Uploads {
                     t.message = e.to_string();
                 });
             }
-        }
-        // Upload first, then delete: the workspace goes only now.
-        let release = proto::ReleaseWorkspaceRequest {
-            execution_id: run_uid.clone(),
-        };
-        if let Err(status) = agent.release_workspace(release).await {
-            tracing::warn!(run_uid, %status, "cannot release the workspace");
         }
     }
 

@@ -34,6 +34,23 @@ impl Service {
     pub fn new(agent: Arc<Agent>) -> Self {
         Self { agent }
     }
+
+    /// Execute's work: the execution of the request's run uid, and whether it is new.
+    async fn start(&self, request: proto::ExecuteRequest) -> Result<(Arc<Execution>, bool), Error> {
+        if request.artifacts.is_some() {
+            return Err(Error::InvalidArgument(
+                "artifacts are uploaded by the sidecar; send this request to it".into(),
+            ));
+        }
+        self.agent.execute(to_spec(request)?).await
+    }
+}
+
+fn started(execution: &Execution, created: bool) -> proto::ExecuteResponse {
+    proto::ExecuteResponse {
+        execution_id: execution.run_uid().to_owned(),
+        created,
+    }
 }
 
 fn phase(p: Phase) -> proto::Phase {
@@ -118,34 +135,77 @@ pub fn to_spec(r: proto::ExecuteRequest) -> Result<ExecSpec, Error> {
 }
 
 type LogStream = Pin<Box<dyn Stream<Item = Result<proto::LogChunk, Status>> + Send>>;
+type EventStream = Pin<Box<dyn Stream<Item = Result<proto::ExecutionEvent, Status>> + Send>>;
 
-async fn pump_logs(
-    stream: Arc<OutputStream>,
-    kind: proto::Stream,
-    mut offset: u64,
+/// Sends `execution`'s output (both streams, or the one `which` names) from `offsets`
+/// (stdout, stderr) on, each chunk as `wrap` makes it: with `follow` until both streams
+/// have ended, else what is there now. One task for both streams. Returns false when
+/// the receiver went away.
+async fn pump_output<T>(
+    execution: &Execution,
+    which: proto::Stream,
+    mut offsets: [u64; 2],
     follow: bool,
-    tx: mpsc::Sender<Result<proto::LogChunk, Status>>,
-) {
-    let mut changed = stream.subscribe();
+    tx: &mpsc::Sender<Result<T, Status>>,
+    wrap: impl Fn(proto::LogChunk) -> T,
+) -> bool {
+    let streams = [
+        (&execution.stdout, proto::Stream::Stdout),
+        (&execution.stderr, proto::Stream::Stderr),
+    ];
+    let mut wanted = [
+        which != proto::Stream::Stderr,
+        which != proto::Stream::Stdout,
+    ];
+    let [mut stdout_changed, mut stderr_changed] =
+        [execution.stdout.subscribe(), execution.stderr.subscribe()];
     loop {
-        changed.borrow_and_update();
-        let (chunk, closed) = stream.read(offset, limits::READ_CHUNK_BYTES);
-        if let Some((at, data)) = chunk {
-            offset = at + data.len() as u64;
-            let chunk = proto::LogChunk {
-                stream: kind as i32,
-                offset: at,
-                data,
-            };
-            if tx.send(Ok(chunk)).await.is_err() {
-                return;
+        let mut sent = false;
+        for (i, (stream, kind)) in streams.iter().enumerate() {
+            if !wanted[i] {
+                continue;
             }
-            continue;
+            // Marked seen before the read: data that comes after it wakes the wait.
+            if i == 0 {
+                stdout_changed.borrow_and_update();
+            } else {
+                stderr_changed.borrow_and_update();
+            }
+            let (chunk, closed) = stream.read(offsets[i], limits::READ_CHUNK_BYTES);
+            match chunk {
+                Some((at, data)) => {
+                    offsets[i] = at + data.len() as u64;
+                    let chunk = proto::LogChunk {
+                        stream: *kind as i32,
+                        offset: at,
+                        data,
+                    };
+                    if tx.send(Ok(wrap(chunk))).await.is_err() {
+                        return false;
+                    }
+                    sent = true;
+                }
+                None if closed || !follow => wanted[i] = false,
+                None => {}
+            }
         }
-        if closed || !follow || changed.changed().await.is_err() {
-            return;
+        if wanted == [false, false] {
+            return true;
+        }
+        if !sent {
+            let changed = tokio::select! {
+                changed = stdout_changed.changed(), if wanted[0] => changed,
+                changed = stderr_changed.changed(), if wanted[1] => changed,
+            };
+            if changed.is_err() {
+                return true;
+            }
         }
     }
+}
+
+fn event(event: proto::execution_event::Event) -> proto::ExecutionEvent {
+    proto::ExecutionEvent { event: Some(event) }
 }
 
 #[tonic::async_trait]
@@ -154,18 +214,8 @@ impl proto::runtimed_server::Runtimed for Service {
         &self,
         request: Request<proto::ExecuteRequest>,
     ) -> Result<Response<proto::ExecuteResponse>, Status> {
-        let request = request.into_inner();
-        if request.artifacts.is_some() {
-            return Err(Status::invalid_argument(
-                "artifacts are uploaded by the sidecar; send this request to it",
-            ));
-        }
-        let spec = to_spec(request)?;
-        let (execution, created) = self.agent.execute(spec).await?;
-        Ok(Response::new(proto::ExecuteResponse {
-            execution_id: execution.run_uid().to_owned(),
-            created,
-        }))
+        let (execution, created) = self.start(request.into_inner()).await?;
+        Ok(Response::new(started(&execution, created)))
     }
 
     async fn status(
@@ -186,24 +236,10 @@ impl proto::runtimed_server::Runtimed for Service {
         let execution = self.agent.get(&r.execution_id)?;
         let which = proto::Stream::try_from(r.stream).unwrap_or(proto::Stream::Unspecified);
         let (tx, rx) = mpsc::channel(LOG_CHANNEL_CAPACITY);
-        if which != proto::Stream::Stderr {
-            tokio::spawn(pump_logs(
-                execution.stdout.clone(),
-                proto::Stream::Stdout,
-                r.stdout_offset,
-                r.follow,
-                tx.clone(),
-            ));
-        }
-        if which != proto::Stream::Stdout {
-            tokio::spawn(pump_logs(
-                execution.stderr.clone(),
-                proto::Stream::Stderr,
-                r.stderr_offset,
-                r.follow,
-                tx,
-            ));
-        }
+        let offsets = [r.stdout_offset, r.stderr_offset];
+        tokio::spawn(async move {
+            pump_output(&execution, which, offsets, r.follow, &tx, |chunk| chunk).await;
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -264,6 +300,41 @@ impl proto::runtimed_server::Runtimed for Service {
         }
         execution.remove_workspace().await;
         Ok(Response::new(to_proto(&execution)))
+    }
+
+    type ExecuteAndFollowStream = EventStream;
+
+    async fn execute_and_follow(
+        &self,
+        request: Request<proto::ExecuteRequest>,
+    ) -> Result<Response<Self::ExecuteAndFollowStream>, Status> {
+        let (execution, created) = self.start(request.into_inner()).await?;
+        let started = started(&execution, created);
+        let (tx, rx) = mpsc::channel(LOG_CHANNEL_CAPACITY);
+        tokio::spawn(async move {
+            let output = |chunk| event(proto::execution_event::Event::Output(chunk));
+            if tx
+                .send(Ok(event(proto::execution_event::Event::Started(started))))
+                .await
+                .is_err()
+                || !pump_output(
+                    &execution,
+                    proto::Stream::Unspecified,
+                    [0, 0],
+                    true,
+                    &tx,
+                    output,
+                )
+                .await
+            {
+                return;
+            }
+            // The streams end once the execution is terminal; waiting costs nothing then.
+            execution.wait().await;
+            let ended = proto::execution_event::Event::Ended(to_proto(&execution));
+            let _ = tx.send(Ok(event(ended))).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 
@@ -460,6 +531,63 @@ impl proto::runtimed_server::Runtimed for Proxy {
             .await?;
         self.artifacts.annotate(response.get_mut());
         Ok(response)
+    }
+
+    type ExecuteAndFollowStream = EventStream;
+
+    async fn execute_and_follow(
+        &self,
+        request: Request<proto::ExecuteRequest>,
+    ) -> Result<Response<Self::ExecuteAndFollowStream>, Status> {
+        use futures::StreamExt;
+        use proto::execution_event::Event;
+
+        let mut request = request.into_inner();
+        // As Execute: checked before anything is fetched or started.
+        let artifacts = self.artifacts.prepare(&mut request)?;
+        let run_uid = request.run_uid.clone();
+        let prepared = crate::git::prepare_execute(self.git.as_ref(), &self.agent, request).await?;
+        let (mut metadata, mut events, extensions) = self
+            .agent
+            .clone()
+            .execute_and_follow(prepared.request)
+            .await?
+            .into_parts();
+        for (key, value) in prepared.metadata {
+            metadata.insert(key, value);
+        }
+        // `started` comes first; whether the Run is new decides how its upload is
+        // tracked (as after Execute).
+        let first = events
+            .message()
+            .await?
+            .ok_or_else(|| Status::unavailable("the agent ended the call before answering"))?;
+        if let Some(artifacts) = artifacts {
+            let created = matches!(&first.event, Some(Event::Started(s)) if s.created);
+            self.artifacts
+                .track(self.agent.clone(), run_uid.clone(), artifacts, created);
+        }
+        // The last message waits for the artifacts, so that it is the final state.
+        let (uploads, agent) = (self.artifacts.clone(), self.agent.clone());
+        let rest = events.then(move |item| {
+            let (uploads, mut agent, run_uid) = (uploads.clone(), agent.clone(), run_uid.clone());
+            async move {
+                let mut item = item?;
+                if let Some(Event::Ended(execution)) = &mut item.event {
+                    if uploads.settled(&run_uid).await {
+                        // Taken before the upload: the workspace has been released since.
+                        let status = proto::StatusRequest {
+                            execution_id: run_uid,
+                        };
+                        *execution = agent.status(status).await?.into_inner();
+                    }
+                    uploads.annotate(execution);
+                }
+                Ok(item)
+            }
+        });
+        let events = futures::stream::once(async { Ok(first) }).chain(rest);
+        Ok(Response::from_parts(metadata, Box::pin(events), extensions))
     }
 
     async fn health(

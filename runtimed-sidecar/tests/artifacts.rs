@@ -497,6 +497,62 @@ async fn end_to_end_a_run_uploads_its_artifact_then_loses_its_workspace() {
     assert_eq!(gone.code(), tonic::Code::NotFound);
 }
 
+/// ExecuteAndFollow through the sidecar: its last message is the final state, the
+/// artifacts uploaded and the workspace gone, with no Status polling.
+#[tokio::test]
+async fn end_to_end_execute_and_follow_ends_with_the_uploaded_artifacts() {
+    use proto::execution_event::Event;
+    let server = S3Server::start();
+    server.create_bucket("runs");
+    let mut pod = start_pod(&server).await;
+    let workspace_root = pod.workspace_root();
+    let execute = proto::ExecuteRequest {
+        run_uid: "followed".into(),
+        interpreter: proto::Interpreter::Bash as i32,
+        script: Some("mkdir out && printf 12345 > out/a.txt && echo done".into()),
+        timeout_ms: 30_000,
+        artifacts: Some(request(&server, "runs", "", &["out/*"], 0)),
+        ..Default::default()
+    };
+    let mut stream = pod
+        .sidecar
+        .execute_and_follow(execute)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = Vec::new();
+    while let Some(event) = stream.message().await.unwrap() {
+        events.push(event.event.unwrap());
+    }
+    assert!(matches!(events.first(), Some(Event::Started(s)) if s.created));
+    let Some(Event::Ended(ended)) = events.last() else {
+        panic!("the last event is not `ended`: {events:?}");
+    };
+    assert_eq!(ended.phase, proto::Phase::Succeeded as i32);
+    assert_eq!(
+        ended.artifacts_state,
+        proto::ArtifactsState::Uploaded as i32,
+        "{}: {}",
+        ended.artifacts_reason,
+        ended.artifacts_message
+    );
+    assert_eq!(
+        ended.artifacts,
+        [proto::ArtifactResult {
+            path: "out/a.txt".into(),
+            key: "followed/out/a.txt".into(),
+            size: 5,
+            sha256: sha256_hex(b"12345"),
+        }]
+    );
+    assert!(ended.workspace.is_empty(), "{ended:?}");
+    assert!(!workspace_root.join("followed").exists());
+    assert_eq!(
+        object(&server, "runs", "followed/out/a.txt").await,
+        b"12345"
+    );
+}
+
 #[tokio::test]
 async fn end_to_end_over_the_limit_uploads_nothing_and_still_releases_the_workspace() {
     let server = S3Server::start();

@@ -132,6 +132,108 @@ fn joined(chunks: &[proto::LogChunk], stream: proto::Stream) -> String {
     String::from_utf8(bytes).unwrap()
 }
 
+/// Every event of one ExecuteAndFollow call.
+async fn execute_and_follow(
+    client: &mut RuntimedClient<Channel>,
+    request: proto::ExecuteRequest,
+) -> Vec<proto::execution_event::Event> {
+    let mut stream = client
+        .execute_and_follow(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = Vec::new();
+    while let Some(event) = stream.message().await.unwrap() {
+        events.push(event.event.expect("every message carries an event"));
+    }
+    events
+}
+
+/// `started` first and once, `ended` last and once, output between: returned as
+/// (created, output chunks, final state).
+fn parts(
+    events: Vec<proto::execution_event::Event>,
+) -> (bool, Vec<proto::LogChunk>, proto::Execution) {
+    use proto::execution_event::Event;
+    let mut events = events.into_iter();
+    let Some(Event::Started(started)) = events.next() else {
+        panic!("the first event is not `started`");
+    };
+    let mut output = Vec::new();
+    let mut ended = None;
+    for event in events {
+        assert!(ended.is_none(), "an event after `ended`: {event:?}");
+        match event {
+            Event::Output(chunk) => output.push(chunk),
+            Event::Ended(execution) => ended = Some(execution),
+            Event::Started(_) => panic!("a second `started`"),
+        }
+    }
+    (started.created, output, ended.expect("no `ended` event"))
+}
+
+#[tokio::test]
+async fn execute_and_follow_gives_the_start_the_output_and_the_end_in_one_call() {
+    let mut s = start(Bounds::default()).await;
+    let script = "echo out1; echo err1 >&2; sleep 0.05; echo out2; echo err2 >&2; exit 3";
+    let events = execute_and_follow(&mut s.client, bash("follow", script)).await;
+    let (created, output, ended) = parts(events);
+    assert!(created);
+    assert_eq!(joined(&output, proto::Stream::Stdout), "out1\nout2\n");
+    assert_eq!(joined(&output, proto::Stream::Stderr), "err1\nerr2\n");
+    assert_eq!(ended.phase, proto::Phase::Failed as i32, "{ended:?}");
+    assert_eq!(ended.exit_code, Some(3));
+    assert_eq!(ended.stdout.unwrap().total_bytes, 10);
+    assert!(
+        ended.workspace.is_empty(),
+        "removed before the end is reported"
+    );
+    // The same as Status gives afterwards.
+    let status = s
+        .client
+        .status(proto::StatusRequest {
+            execution_id: "follow".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status, ended);
+
+    // Idempotent as Execute: the existing execution, followed from its start.
+    let again = execute_and_follow(&mut s.client, bash("follow", "echo never")).await;
+    let (created, output, ended_again) = parts(again);
+    assert!(!created);
+    assert_eq!(joined(&output, proto::Stream::Stdout), "out1\nout2\n");
+    assert_eq!(ended_again, ended);
+
+    // Refused as Execute refuses: no stream, the error at once.
+    let refused = s
+        .client
+        .execute_and_follow(bash("../escape", "true"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn a_client_that_stops_following_leaves_the_execution_running() {
+    let mut s = start(Bounds::default()).await;
+    let mut stream = s
+        .client
+        .execute_and_follow(bash("left", "echo first; sleep 0.3; echo > done.txt"))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(matches!(
+        first.event,
+        Some(proto::execution_event::Event::Started(_))
+    ));
+    drop(stream);
+    let status = wait_terminal(&mut s.client, "left").await;
+    assert_eq!(status.phase, proto::Phase::Succeeded as i32, "{status:?}");
+}
+
 #[tokio::test]
 async fn execute_logs_and_status_round_trip_over_a_unix_socket() {
     let mut s = start(Bounds::default()).await;
@@ -421,6 +523,12 @@ async fn the_sidecar_proxy_forwards_every_call_to_the_agent() {
     assert_eq!(status.exit_code, Some(4));
     let chunks = logs(&mut client, "via-sidecar", proto::LogsRequest::default()).await;
     assert_eq!(joined(&chunks, proto::Stream::Stdout), "through\n");
+    // And in one call.
+    let events = execute_and_follow(&mut client, bash("followed", "echo along; exit 5")).await;
+    let (created, output, ended) = parts(events);
+    assert!(created);
+    assert_eq!(joined(&output, proto::Stream::Stdout), "along\n");
+    assert_eq!(ended.exit_code, Some(5));
     // The agent sees the same execution.
     let direct = agent
         .client
