@@ -97,6 +97,39 @@ fn a_timeout_gives_124() {
 }
 
 #[test]
+fn ctrl_c_cancels_the_run_gives_130_and_leaves_no_process() {
+    use std::io::BufRead;
+    let file = manifest("  interpreter: bash\n  script: 'echo $$; exec sleep 1000'\n");
+    let mut krt = Command::new(env!("CARGO_BIN_EXE_krt"))
+        .args(["run", "--local", "-f"])
+        .arg(file.path())
+        .env("KRT_RUNTIMED_BIN", runtimed())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(krt.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let pid: u32 = first.trim().parse().expect("the Run's pid");
+    let interrupted = Command::new("kill")
+        .args(["-INT", &krt.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let out = krt.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cancelling"),
+        "{}",
+        text(&out.stderr)
+    );
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    assert!(!proc.exists(), "the Run's process {pid} is still there");
+}
+
+#[test]
 fn an_invalid_run_gives_2_with_its_violations() {
     // No program source at all.
     let file = manifest("  interpreter: bash\n");

@@ -492,8 +492,9 @@ async fn connect(
 }
 
 async fn execute(mut client: RuntimedClient<Channel>, request: proto::ExecuteRequest) -> i32 {
-    let id = match client.execute(request).await {
-        Ok(response) => response.into_inner().execution_id,
+    let id = request.run_uid.clone();
+    let mut events = match client.execute_and_follow(request).await {
+        Ok(response) => response.into_inner(),
         Err(status) => {
             eprintln!("krt run: execute: {}", status.message());
             return if status.code() == tonic::Code::InvalidArgument {
@@ -504,82 +505,106 @@ async fn execute(mut client: RuntimedClient<Channel>, request: proto::ExecuteReq
         }
     };
     let mut cancel_client = client.clone();
-    let cancel_id = id.clone();
     let cancel = tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             eprintln!("krt run: cancelling");
             let _ = cancel_client
                 .cancel(proto::CancelRequest {
-                    execution_id: cancel_id,
+                    execution_id: id,
                     grace_ms: 0,
                 })
                 .await;
         }
     });
-    let streamed = stream_logs(&mut client, &id, None).await;
-    let status = wait_terminal(&mut client, &id).await;
+    let ended = follow(&mut events, None).await;
     cancel.abort();
-    if let Err(message) = streamed {
-        eprintln!("krt run: logs: {message}");
-    }
-    match status {
+    match ended {
         Ok(execution) => exit_code(&execution),
         Err(message) => {
-            eprintln!("krt run: status: {message}");
+            eprintln!("krt run: {message}");
             EXIT_PLATFORM_ERROR
         }
     }
 }
 
-/// Follows the logs of `id` to stdout and stderr; with a prefix, each line is prefixed.
-async fn stream_logs(
-    client: &mut RuntimedClient<Channel>,
-    id: &str,
+/// Follows an ExecuteAndFollow call to its end: output to stdout and stderr (with a
+/// prefix, each line prefixed), then the Run's final state.
+async fn follow(
+    events: &mut tonic::Streaming<proto::ExecutionEvent>,
     prefix: Option<&str>,
-) -> Result<(), String> {
-    let mut logs = client
-        .logs(proto::LogsRequest {
-            execution_id: id.to_owned(),
-            follow: true,
-            ..Default::default()
-        })
+) -> Result<proto::Execution, String> {
+    use proto::execution_event::Event;
+    let mut output = Output::new(prefix);
+    let mut ended = None;
+    while let Some(message) = events
+        .message()
         .await
-        .map_err(|s| s.message().to_owned())?
-        .into_inner();
-    let mut next = [0u64; 3];
-    let mut partial: [Vec<u8>; 3] = Default::default();
-    while let Some(chunk) = logs.message().await.map_err(|s| s.message().to_owned())? {
+        .map_err(|s| format!("following the Run: {}", s.message()))?
+    {
+        match message.event {
+            Some(Event::Output(chunk)) => output.write(chunk)?,
+            Some(Event::Ended(execution)) => ended = Some(execution),
+            Some(Event::Started(_)) | None => {}
+        }
+    }
+    output.finish()?;
+    ended.ok_or_else(|| "the call ended before the Run did".to_owned())
+}
+
+/// Output chunks to stdout and stderr, with a note on stderr where bytes were dropped;
+/// with a prefix, complete lines only, each prefixed.
+struct Output<'a> {
+    prefix: Option<&'a str>,
+    next: [u64; 3],
+    partial: [Vec<u8>; 3],
+}
+
+impl<'a> Output<'a> {
+    fn new(prefix: Option<&'a str>) -> Self {
+        Self {
+            prefix,
+            next: [0; 3],
+            partial: Default::default(),
+        }
+    }
+
+    fn write(&mut self, chunk: proto::LogChunk) -> Result<(), String> {
         let index = chunk.stream.clamp(0, 2) as usize;
-        if chunk.offset > next[index] {
+        if chunk.offset > self.next[index] {
             eprintln!(
                 "krt run: [{} bytes of output dropped]",
-                chunk.offset - next[index]
+                chunk.offset - self.next[index]
             );
         }
-        next[index] = chunk.offset + chunk.data.len() as u64;
-        let data = match prefix {
+        self.next[index] = chunk.offset + chunk.data.len() as u64;
+        let data = match self.prefix {
             None => chunk.data,
             Some(prefix) => {
-                partial[index].extend_from_slice(&chunk.data);
-                let Some(end) = partial[index].iter().rposition(|b| *b == b'\n') else {
-                    continue;
+                let partial = &mut self.partial[index];
+                partial.extend_from_slice(&chunk.data);
+                let Some(end) = partial.iter().rposition(|b| *b == b'\n') else {
+                    return Ok(());
                 };
-                let rest = partial[index].split_off(end + 1);
-                let lines = std::mem::replace(&mut partial[index], rest);
+                let rest = partial.split_off(end + 1);
+                let lines = std::mem::replace(partial, rest);
                 prefixed(prefix, &lines)
             }
         };
-        write_stream(chunk.stream, &data)?;
+        write_stream(chunk.stream, &data)
     }
-    if let Some(prefix) = prefix {
-        for (index, rest) in partial.iter_mut().enumerate() {
-            if !rest.is_empty() {
-                rest.push(b'\n');
-                write_stream(index as i32, &prefixed(prefix, rest))?;
+
+    /// The last line of each stream, when it had no newline.
+    fn finish(mut self) -> Result<(), String> {
+        if let Some(prefix) = self.prefix {
+            for (index, rest) in self.partial.iter_mut().enumerate() {
+                if !rest.is_empty() {
+                    rest.push(b'\n');
+                    write_stream(index as i32, &prefixed(prefix, rest))?;
+                }
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Complete lines, each prefixed with `[prefix] `.
@@ -699,47 +724,26 @@ async fn cancel_all<'a>(client: &RuntimedClient<Channel>, ids: impl Iterator<Ite
     }
 }
 
-/// One step: Execute, follow its logs with a `[job/step]` prefix, its exit status.
+/// One step: one ExecuteAndFollow, its output with a `[job/step]` prefix, its exit
+/// status.
 async fn run_step(
     mut client: RuntimedClient<Channel>,
     request: proto::ExecuteRequest,
     label: &str,
 ) -> i32 {
-    let id = match client.execute(request).await {
-        Ok(response) => response.into_inner().execution_id,
+    let mut events = match client.execute_and_follow(request).await {
+        Ok(response) => response.into_inner(),
         Err(status) => {
             eprintln!("krt run: [{label}] execute: {}", status.message());
             return EXIT_PLATFORM_ERROR;
         }
     };
-    if let Err(message) = stream_logs(&mut client, &id, Some(label)).await {
-        eprintln!("krt run: [{label}] logs: {message}");
-    }
-    match wait_terminal(&mut client, &id).await {
+    match follow(&mut events, Some(label)).await {
         Ok(execution) => exit_code(&execution),
         Err(message) => {
-            eprintln!("krt run: [{label}] status: {message}");
+            eprintln!("krt run: [{label}] {message}");
             EXIT_PLATFORM_ERROR
         }
-    }
-}
-
-async fn wait_terminal(
-    client: &mut RuntimedClient<Channel>,
-    id: &str,
-) -> Result<proto::Execution, String> {
-    loop {
-        let execution = client
-            .status(proto::StatusRequest {
-                execution_id: id.to_owned(),
-            })
-            .await
-            .map_err(|s| s.message().to_owned())?
-            .into_inner();
-        if execution.phase != proto::Phase::Running as i32 {
-            return Ok(execution);
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
