@@ -454,6 +454,27 @@ async fn the_workspace_is_removed_after_the_run_unless_kept() {
     assert!(!root.path().join("kept").exists());
 }
 
+/// The spawner starts each Run from its workspace and leaves it at once: a working
+/// directory it kept would keep the deleted workspace's inode alive until its next
+/// `chdir`, on the next Run's start path.
+#[tokio::test]
+async fn the_spawner_leaves_each_workspace_right_after_the_start() {
+    let root = tempfile::tempdir().unwrap();
+    let sup = supervisor(root.path());
+    let spawner = sup.spawner_pid().expect("runs start through the spawner");
+    let execution = sup.start(bash("cwd", "pwd; sleep 1000")).await.unwrap();
+    wait_for_first_line(&execution).await;
+    assert_eq!(
+        stdout_of(&execution).trim(),
+        root.path().join("cwd").to_str().unwrap(),
+        "the Run itself starts in its workspace"
+    );
+    let cwd = std::fs::read_link(format!("/proc/{spawner}/cwd")).unwrap();
+    assert_eq!(cwd, Path::new("/"));
+    execution.cancel(None);
+    execution.wait().await;
+}
+
 /// A workspace past `INLINE_REMOVAL_ENTRIES` (or holding a directory) is removed on the
 /// blocking pool, and still before the Run is reported terminal; the emptied directory
 /// then serves the next Run, empty.
