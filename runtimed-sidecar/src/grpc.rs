@@ -157,8 +157,7 @@ async fn pump_output<T>(
         which != proto::Stream::Stderr,
         which != proto::Stream::Stdout,
     ];
-    let [mut stdout_changed, mut stderr_changed] =
-        [execution.stdout.subscribe(), execution.stderr.subscribe()];
+    let mut changes = [execution.stdout.subscribe(), execution.stderr.subscribe()];
     loop {
         let mut sent = false;
         for (i, (stream, kind)) in streams.iter().enumerate() {
@@ -166,11 +165,7 @@ async fn pump_output<T>(
                 continue;
             }
             // Marked seen before the read: data that comes after it wakes the wait.
-            if i == 0 {
-                stdout_changed.borrow_and_update();
-            } else {
-                stderr_changed.borrow_and_update();
-            }
+            changes[i].borrow_and_update();
             let (chunk, closed) = stream.read(offsets[i], limits::READ_CHUNK_BYTES);
             match chunk {
                 Some((at, data)) => {
@@ -193,6 +188,7 @@ async fn pump_output<T>(
             return true;
         }
         if !sent {
+            let [stdout_changed, stderr_changed] = &mut changes;
             let changed = tokio::select! {
                 changed = stdout_changed.changed(), if wanted[0] => changed,
                 changed = stderr_changed.changed(), if wanted[1] => changed,
