@@ -27,7 +27,7 @@ use crate::procs::{
 use crate::reaper::{Exit, Reaper};
 use crate::spares::Spares;
 use crate::spawner::{Launch, Spawner};
-use crate::workspace::{WriteError, disk_usage, is_no_space, write_files_with_modes};
+use crate::workspace::{WriteError, disk_usage, is_no_space, write_files_into};
 use crate::{Error, lock};
 
 /// How a Run's program is started.
@@ -729,7 +729,7 @@ impl Supervisor {
         // upload artifacts; who can reach it at all is who mounts the workspace volume
         // (the target container and the sidecar). In `krt run --local` the root is
         // inside a 0700 directory.
-        self.spares.create(workspace).map_err(|e| {
+        let existing = self.spares.create(workspace).map_err(|e| {
             (
                 "WorkspaceUnavailable",
                 format!("cannot create workspace {}: {e}", workspace.display()),
@@ -762,7 +762,7 @@ impl Supervisor {
                 ),
             ));
         }
-        write_files_with_modes(workspace, files.iter().copied()).map_err(|e| {
+        write_files_into(workspace, files.iter().copied(), existing).map_err(|e| {
             let reason = match &e {
                 WriteError::Io { source, .. } if is_no_space(source) => "WorkspaceFull",
                 WriteError::Io { .. } => "WorkspaceWriteFailed",

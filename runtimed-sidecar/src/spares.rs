@@ -39,11 +39,21 @@ use crate::lock;
 /// Prefix of a spare directory's name in the workspace root.
 const SPARE_PREFIX: &str = "+spare-";
 
+/// Script files a spare may keep, emptied: nearly every Run's workspace gets one of
+/// them first thing, and creating a file's inode on ext4 (its allocator skips every
+/// recently deleted inode) was a fifth of the agent's CPU on the start path
+/// (`docs/benchmarks.md`, session 7).
+const KEPT_SCRIPTS: [&str; 2] = ["main.sh", "main.py"];
+
+/// Mode of a script file the agent writes.
+const SCRIPT_MODE: u32 = 0o644;
+
 /// The spare workspaces of one workspace root.
 #[derive(Debug)]
 pub struct Spares {
     root: PathBuf,
-    held: Mutex<Vec<PathBuf>>,
+    /// Each spare, and the empty script file it holds, if any.
+    held: Mutex<Vec<(PathBuf, Option<&'static str>)>>,
     next: AtomicU64,
     capacity: usize,
     /// Owner and group of a new workspace made by this process (known after the first).
@@ -82,16 +92,18 @@ impl Spares {
 
     /// Makes the workspace directory `workspace` (in the root): a spare renamed into
     /// place, else a new directory with mode [`limits::WORKSPACE_MODE`]. Fails as
-    /// `mkdir` does when `workspace` exists.
-    pub fn create(&self, workspace: &Path) -> io::Result<()> {
+    /// `mkdir` does when `workspace` exists. Returns the name of the one entry a spare
+    /// may hold: an empty script file (mode 0644, the agent's owner), for the caller to
+    /// write the Run's script into or to remove.
+    pub fn create(&self, workspace: &Path) -> io::Result<Option<&'static str>> {
         loop {
-            let Some(spare) = lock(&self.held).pop() else {
+            let Some((spare, script)) = lock(&self.held).pop() else {
                 break;
             };
             match rustix::fs::renameat_with(CWD, &spare, CWD, workspace, RenameFlags::NOREPLACE) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(script),
                 Err(rustix::io::Errno::EXIST) => {
-                    lock(&self.held).push(spare);
+                    lock(&self.held).push((spare, script));
                     return Err(rustix::io::Errno::EXIST.into());
                 }
                 // Gone or unusable (removed by hand, say): try the next one.
@@ -109,20 +121,36 @@ impl Spares {
             let made = fs::symlink_metadata(workspace)?;
             let _ = self.fresh.set((made.uid(), made.gid()));
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Removes everything in `workspace`, then keeps the emptied directory as a spare
     /// if it is as a new one would be and fewer than the capacity are held, else
     /// removes it. Only for a workspace no process of its Run can still use.
     pub fn retire(&self, workspace: &Path) -> io::Result<()> {
-        match empty(workspace) {
+        let mut script = None;
+        let emptied = fs::read_dir(workspace).and_then(|entries| {
+            for entry in entries {
+                let path = entry?.path();
+                if script.is_none()
+                    && let Some(name) = self.keepable_script(&path)
+                {
+                    script = Some(name);
+                } else if fs::symlink_metadata(&path)?.is_dir() {
+                    fs::remove_dir_all(&path)?;
+                } else {
+                    fs::remove_file(&path)?;
+                }
+            }
+            Ok(())
+        });
+        match emptied {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             // What could not be emptied is not reused; remove_dir_all says why.
             Err(_) => return fs::remove_dir_all(workspace),
         }
-        self.keep_or_remove(workspace)
+        self.keep_or_remove(workspace, script)
     }
 
     /// [`Spares::retire`] when `workspace` holds at most `max_entries` entries and no
@@ -142,7 +170,14 @@ impl Spares {
             }
             files.push(entry.path());
         }
+        let mut script = None;
         for file in files {
+            if script.is_none()
+                && let Some(name) = self.keepable_script(&file)
+            {
+                script = Some(name);
+                continue;
+            }
             match fs::remove_file(&file) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -150,11 +185,43 @@ impl Spares {
                 Err(_) => return Some(fs::remove_dir_all(workspace)),
             }
         }
-        Some(self.keep_or_remove(workspace))
+        Some(self.keep_or_remove(workspace, script))
     }
 
-    /// Keeps the emptied `workspace` as a spare, or removes it.
-    fn keep_or_remove(&self, workspace: &Path) -> io::Result<()> {
+    /// When `path` is a script file as the agent writes one (a regular file named as in
+    /// [`KEPT_SCRIPTS`], one link, mode 0644, the owner and group of a new workspace, no
+    /// extended attribute) and it could be emptied here (not append-only or
+    /// immutable), its name: the file is kept, empty, for the next Run.
+    fn keepable_script(&self, path: &Path) -> Option<&'static str> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let name = path.file_name()?;
+        let kept = KEPT_SCRIPTS.into_iter().find(|k| name == *k)?;
+        let &(uid, gid) = self.fresh.get()?;
+        let meta = fs::symlink_metadata(path).ok()?;
+        let plain = meta.file_type().is_file()
+            && meta.nlink() == 1
+            && meta.mode() & 0o7777 == SCRIPT_MODE
+            && meta.uid() == uid
+            && meta.gid() == gid
+            && matches!(
+                rustix::fs::llistxattr_query(path),
+                Ok(0) | Err(rustix::io::Errno::NOTSUP)
+            );
+        if !plain {
+            return None;
+        }
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .ok()?;
+        file.set_len(0).ok()?;
+        Some(kept)
+    }
+
+    /// Keeps the emptied `workspace` (holding only `script`, empty, if any) as a spare,
+    /// or removes it.
+    fn keep_or_remove(&self, workspace: &Path, script: Option<&'static str>) -> io::Result<()> {
         if self.as_new(workspace) {
             // Checked and renamed under the lock, so that Runs ending together never
             // keep more than the capacity.
@@ -165,10 +232,13 @@ impl Spares {
                 if rustix::fs::renameat_with(CWD, workspace, CWD, &spare, RenameFlags::NOREPLACE)
                     .is_ok()
                 {
-                    held.push(spare);
+                    held.push((spare, script));
                     return Ok(());
                 }
             }
+        }
+        if let Some(script) = script {
+            fs::remove_file(workspace.join(script))?;
         }
         fs::remove_dir(workspace)
     }
@@ -194,20 +264,6 @@ impl Spares {
             && meta.nlink() == 2
             && attributes == 0
     }
-}
-
-/// Removes every entry of the directory `dir` (not following links: a link is removed,
-/// not what it points to), leaving `dir` itself.
-fn empty(dir: &Path) -> io::Result<()> {
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            fs::remove_dir_all(entry.path())?;
-        } else {
-            fs::remove_file(entry.path())?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -239,12 +295,56 @@ mod tests {
         names
     }
 
+    /// Writes a script file as the agent does (mode 0644); returns its inode.
+    fn script(dir: &Path, name: &str, content: &str) -> u64 {
+        let path = dir.join(name);
+        fs::write(&path, content).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::metadata(&path).unwrap().ino()
+    }
+
+    #[test]
+    fn a_script_file_unlike_the_agents_is_not_kept() {
+        let (root, spares) = spares(4);
+        let dir = root.path().join("r");
+        for (case, prepare) in [
+            (
+                "executable",
+                &(|d: &Path| {
+                    script(d, "main.sh", "true");
+                    fs::set_permissions(d.join("main.sh"), fs::Permissions::from_mode(0o755))
+                        .unwrap();
+                }) as &dyn Fn(&Path),
+            ),
+            ("hard-linked", &|d: &Path| {
+                script(d, "main.py", "pass");
+                fs::hard_link(d.join("main.py"), root.path().join("elsewhere")).unwrap();
+            }),
+            ("a symlink", &|d: &Path| {
+                script(d, "target", "true");
+                std::os::unix::fs::symlink("target", d.join("main.sh")).unwrap();
+            }),
+            ("another name", &|d: &Path| {
+                script(d, "run.sh", "true");
+            }),
+        ] {
+            spares.create(&dir).unwrap();
+            prepare(&dir);
+            spares.retire(&dir).unwrap();
+            let _ = fs::remove_file(root.path().join("elsewhere"));
+            assert_eq!(spares.create(&dir).unwrap(), None, "{case}");
+            assert_eq!(names(&dir), Vec::<String>::new(), "{case}: emptied");
+            spares.retire(&dir).unwrap();
+        }
+    }
+
     #[test]
     fn an_emptied_workspace_is_the_next_runs() {
         let (root, spares) = spares(4);
         let first = root.path().join("run-1");
-        spares.create(&first).unwrap();
-        fs::write(first.join("main.sh"), "true").unwrap();
+        assert_eq!(spares.create(&first).unwrap(), None, "a new directory");
+        let script = script(&first, "main.sh", "true");
+        fs::write(first.join("out.txt"), "x").unwrap();
         fs::create_dir_all(first.join("a/b")).unwrap();
         fs::write(first.join("a/b/out.txt"), "x").unwrap();
         let inode = fs::metadata(&first).unwrap().ino();
@@ -253,13 +353,19 @@ mod tests {
         assert_eq!(spares.held(), 1);
 
         let second = root.path().join("run-2");
-        spares.create(&second).unwrap();
+        assert_eq!(spares.create(&second).unwrap(), Some("main.sh"));
         assert_eq!(
             fs::metadata(&second).unwrap().ino(),
             inode,
             "the same directory"
         );
-        assert_eq!(names(&second), Vec::<String>::new(), "and empty");
+        assert_eq!(names(&second), ["main.sh"], "holding only the script file");
+        let kept = fs::metadata(second.join("main.sh")).unwrap();
+        assert_eq!(
+            (kept.ino(), kept.len()),
+            (script, 0),
+            "the same file, empty"
+        );
         assert_eq!(
             fs::metadata(&second).unwrap().mode() & 0o7777,
             limits::WORKSPACE_MODE

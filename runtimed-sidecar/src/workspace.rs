@@ -63,6 +63,19 @@ pub fn write_files_with_modes<'a>(
     workspace: &Path,
     files: impl IntoIterator<Item = (&'a str, &'a [u8], bool)> + Clone,
 ) -> Result<(), WriteError> {
+    write_files_into(workspace, files, None)
+}
+
+/// Like [`write_files_with_modes`], in a workspace that already holds `existing`: an
+/// empty file directly in it, left by a recycled workspace (see `crate::spares`).
+/// A file to write by that name (not executable) is written into it, checked first
+/// (opened without following a link; a regular file, one link, empty); otherwise it
+/// is removed before anything is written.
+pub fn write_files_into<'a>(
+    workspace: &Path,
+    files: impl IntoIterator<Item = (&'a str, &'a [u8], bool)> + Clone,
+    existing: Option<&str>,
+) -> Result<(), WriteError> {
     for (path, _, _) in files.clone() {
         check_relative_path(path, PathKind::Plain).map_err(|reason| WriteError::InvalidPath {
             path: path.to_owned(),
@@ -73,10 +86,55 @@ pub fn write_files_with_modes<'a>(
         path: workspace.display().to_string(),
         source: e.into(),
     })?;
+    let mut reuse = None;
+    if let Some(name) = existing {
+        let wanted = files
+            .clone()
+            .into_iter()
+            .any(|(path, _, executable)| path == name && !executable);
+        reuse = wanted.then(|| open_existing(&root, name)).flatten();
+        if reuse.is_none() {
+            match nix::unistd::unlinkat(&root, name, nix::unistd::UnlinkatFlags::NoRemoveDir) {
+                Ok(()) | Err(Errno::ENOENT) => {}
+                Err(e) => {
+                    return Err(WriteError::Io {
+                        path: name.to_owned(),
+                        source: e.into(),
+                    });
+                }
+            }
+        }
+    }
     for (path, content, executable) in files {
-        write_one(&root, path, content, executable)?;
+        match reuse.take_if(|_| Some(path) == existing) {
+            Some(file) => write_content(file, path, content)?,
+            None => write_one(&root, path, content, executable)?,
+        }
     }
     Ok(())
+}
+
+/// `name` in `root`, opened for writing when it is a regular file with one link and
+/// nothing in it (not following a link).
+fn open_existing(root: &OwnedFd, name: &str) -> Option<File> {
+    use std::os::unix::fs::MetadataExt;
+    let fd = openat(
+        root,
+        name,
+        OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
+        Mode::empty(),
+    )
+    .ok()?;
+    let file = File::from(fd);
+    let meta = file.metadata().ok()?;
+    (meta.file_type().is_file() && meta.nlink() == 1 && meta.len() == 0).then_some(file)
+}
+
+fn write_content(mut file: File, path: &str, content: &[u8]) -> Result<(), WriteError> {
+    file.write_all(content).map_err(|source| WriteError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn write_one(
@@ -124,11 +182,7 @@ fn write_one(
         Errno::ELOOP => refused("the file is a symlink"),
         e => io(e),
     })?;
-    let mut file = File::from(fd);
-    file.write_all(content).map_err(|source| WriteError::Io {
-        path: path.to_owned(),
-        source,
-    })
+    write_content(File::from(fd), path, content)
 }
 
 /// Bytes a directory tree takes on disk (allocated blocks, as `du` and the kubelet count

@@ -475,6 +475,41 @@ async fn the_spawner_leaves_each_workspace_right_after_the_start() {
     execution.wait().await;
 }
 
+/// A recycled workspace keeps its script file for the next Run: each Run still sees
+/// only its own script, and a Run without that script never sees the file.
+#[tokio::test]
+async fn a_recycled_workspace_holds_only_the_runs_own_script() {
+    let root = tempfile::tempdir().unwrap();
+    let sup = supervisor(root.path());
+    let long = "echo a long first script; cat main.sh > /dev/null; ls -A";
+    let first = sup.start(bash("first", long)).await.unwrap();
+    first.wait().await;
+    assert_eq!(stdout_of(&first), "a long first script\nmain.sh\n");
+    let second = sup.start(bash("second", "cat main.sh")).await.unwrap();
+    second.wait().await;
+    assert_eq!(
+        stdout_of(&second),
+        "cat main.sh",
+        "its own script, nothing left over"
+    );
+    let exec = sup
+        .start(ExecSpec {
+            run_uid: "exec".into(),
+            interpreter: Some(Interpreter::Exec),
+            command: vec!["ls".into(), "-A".into()],
+            ..ExecSpec::default()
+        })
+        .await
+        .unwrap();
+    let end = exec.wait().await;
+    assert_eq!(end.phase, Phase::Succeeded, "{end:?}");
+    assert_eq!(
+        stdout_of(&exec),
+        "",
+        "no script file in a Run without a script"
+    );
+}
+
 /// A workspace past `INLINE_REMOVAL_ENTRIES` (or holding a directory) is removed on the
 /// blocking pool, and still before the Run is reported terminal; the emptied directory
 /// then serves the next Run, empty.
