@@ -131,16 +131,8 @@ impl Spares {
         let mut script = None;
         let emptied = fs::read_dir(workspace).and_then(|entries| {
             for entry in entries {
-                let path = entry?.path();
-                if script.is_none()
-                    && let Some(name) = self.keepable_script(&path)
-                {
-                    script = Some(name);
-                } else if fs::symlink_metadata(&path)?.is_dir() {
-                    fs::remove_dir_all(&path)?;
-                } else {
-                    fs::remove_file(&path)?;
-                }
+                let entry = entry?;
+                self.clear_entry(&entry.path(), entry.file_type()?.is_dir(), &mut script)?;
             }
             Ok(())
         });
@@ -172,20 +164,39 @@ impl Spares {
         }
         let mut script = None;
         for file in files {
-            if script.is_none()
-                && let Some(name) = self.keepable_script(&file)
-            {
-                script = Some(name);
-                continue;
-            }
-            match fs::remove_file(&file) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            if self.clear_entry(&file, false, &mut script).is_err() {
                 // Not reused; remove_dir_all says why.
-                Err(_) => return Some(fs::remove_dir_all(workspace)),
+                return Some(fs::remove_dir_all(workspace));
             }
         }
         Some(self.keep_or_remove(workspace, script))
+    }
+
+    /// Empties one entry of a workspace being retired: the first script file that
+    /// [`Spares::keepable_script`] keeps is named in `script` and left (empty); anything
+    /// else is removed. An entry already gone is fine.
+    fn clear_entry(
+        &self,
+        path: &Path,
+        is_dir: bool,
+        script: &mut Option<&'static str>,
+    ) -> io::Result<()> {
+        if !is_dir
+            && script.is_none()
+            && let Some(name) = self.keepable_script(path)
+        {
+            *script = Some(name);
+            return Ok(());
+        }
+        let removed = if is_dir {
+            fs::remove_dir_all(path)
+        } else {
+            fs::remove_file(path)
+        };
+        match removed {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
     }
 
     /// When `path` is a script file as the agent writes one (a regular file named as in
