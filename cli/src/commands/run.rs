@@ -17,7 +17,7 @@ use std::time::Duration;
 use clap::Args;
 use std::collections::BTreeMap;
 
-use kruntimes_api::v1alpha1::{Interpreter, Run, RunSpec, RuntimeGit, Workflow};
+use kruntimes_api::v1alpha1::{Interpreter, Run, RunSpec, RuntimeArtifacts, RuntimeGit, Workflow};
 use kruntimes_api::validation::check_document;
 use kruntimes_api::validation::document::{TypedObject, describe};
 use kruntimes_api::validation::names::child_run_name;
@@ -126,7 +126,8 @@ fn load(path: &Path) -> Result<Work, i32> {
         EXIT_BAD_INPUT
     })?;
     // One Run or Workflow, and optionally the Runtimes it names (their `git` section is
-    // what allows a git source, as the controller would pass it on).
+    // what allows a git source, their `artifacts` section where artifacts go, as the
+    // controller would pass them on).
     let mut runtimes = Runtimes::new();
     let mut works = Vec::new();
     for document in &documents {
@@ -143,7 +144,13 @@ fn load(path: &Path) -> Result<Work, i32> {
         }
         match checked.object {
             Some(TypedObject::Runtime(runtime)) => {
-                runtimes.insert(checked.name, runtime.spec.git.clone());
+                runtimes.insert(
+                    checked.name,
+                    RuntimeSources {
+                        git: runtime.spec.git.clone(),
+                        artifacts: runtime.spec.artifacts.clone(),
+                    },
+                );
             }
             Some(object) => works.push((checked.kind, checked.name, object)),
             None => {}
@@ -167,8 +174,22 @@ fn load(path: &Path) -> Result<Work, i32> {
     })
 }
 
-/// The Runtimes given in the file, by name: their `git` section.
-type Runtimes = BTreeMap<String, Option<RuntimeGit>>;
+/// What a Runtime given in the file passes on to its Runs here.
+#[derive(Debug, Default)]
+struct RuntimeSources {
+    /// Allowed git hosts and limits (without it, git sources are refused).
+    git: Option<RuntimeGit>,
+    /// Where artifacts go, and their limit (without it, artifacts are refused).
+    artifacts: Option<RuntimeArtifacts>,
+}
+
+/// The Runtimes given in the file, by name.
+type Runtimes = BTreeMap<String, RuntimeSources>;
+
+/// The environment variables the sidecar signs artifact uploads with (locally: krt's
+/// own environment, which its runtimed children inherit; in a cluster: the Runtime's
+/// `credentialsSecretRef`).
+const ARTIFACT_CREDENTIALS: [&str; 2] = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"];
 
 fn to_plan(workflow: &Workflow, runtimes: &Runtimes) -> Result<WorkflowPlan, String> {
     let name = workflow
@@ -246,7 +267,7 @@ fn git_request(spec: &RunSpec, runtimes: &Runtimes) -> Result<Option<proto::GitS
             "spec.git needs Runtime {runtime:?} in the same file (its spec.git.allowedHosts allows the host)"
         ));
     };
-    let Some(policy) = policy else {
+    let Some(policy) = &policy.git else {
         return Err(format!(
             "spec.git: Runtime {runtime:?} has no spec.git section, so git sources are refused"
         ));
@@ -270,6 +291,59 @@ fn git_request(spec: &RunSpec, runtimes: &Runtimes) -> Result<Option<proto::GitS
         max_bytes,
         timeout_ms,
     }))
+}
+
+/// A Run's artifacts with the store and limit of its Runtime, which must be in the same
+/// file with an `artifacts` section (as the controller would require). The credentials
+/// must be in krt's environment: the sidecar reads them from its own, which it inherits.
+fn artifact_request(
+    spec: &RunSpec,
+    runtimes: &Runtimes,
+    credential: impl Fn(&str) -> bool,
+) -> Result<Option<proto::ArtifactRequest>, String> {
+    let Some(artifacts) = &spec.artifacts else {
+        return Ok(None);
+    };
+    let runtime = &spec.runtime_ref.name;
+    let Some(sources) = runtimes.get(runtime) else {
+        return Err(format!(
+            "spec.artifacts needs Runtime {runtime:?} in the same file (its spec.artifacts.s3 says where to upload)"
+        ));
+    };
+    let Some(config) = &sources.artifacts else {
+        return Err(format!(
+            "spec.artifacts: Runtime {runtime:?} has no spec.artifacts section, so there is nowhere to upload"
+        ));
+    };
+    if let Some(missing) = ARTIFACT_CREDENTIALS
+        .into_iter()
+        .find(|name| !credential(name))
+    {
+        return Err(format!(
+            "spec.artifacts: {missing} is not set; locally the upload is signed with {} from krt's environment (the Runtime's credentialsSecretRef is a cluster Secret)",
+            ARTIFACT_CREDENTIALS.join(" and ")
+        ));
+    }
+    let max_bytes = match &config.max_bytes {
+        Some(q) => kruntimes_api::quantity::parse_bytes(&q.0)
+            .map_err(|e| format!("Runtime {runtime:?}: spec.artifacts.maxBytes: {e}"))?,
+        None => 0,
+    };
+    Ok(Some(proto::ArtifactRequest {
+        paths: artifacts.paths.clone(),
+        max_bytes,
+        store: Some(proto::S3Store {
+            endpoint: config.s3.endpoint.clone(),
+            region: config.s3.region.clone().unwrap_or_default(),
+            bucket: config.s3.bucket.clone(),
+            prefix: config.s3.prefix.clone().unwrap_or_default(),
+        }),
+    }))
+}
+
+/// Whether the environment variable `name` is set and not empty.
+fn credential_set(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|value| !value.is_empty())
 }
 
 fn spec_request(
@@ -322,7 +396,7 @@ fn spec_request(
         input,
         timeout_ms,
         keep_workspace: false,
-        artifacts: None,
+        artifacts: artifact_request(spec, runtimes, credential_set)?,
         git: git_request(spec, runtimes)?,
     })
 }
@@ -519,7 +593,7 @@ async fn execute(mut client: RuntimedClient<Channel>, request: proto::ExecuteReq
     let ended = follow(&mut events, None).await;
     cancel.abort();
     match ended {
-        Ok(execution) => exit_code(&execution),
+        Ok(execution) => with_artifacts(exit_code(&execution), &execution, None),
         Err(message) => {
             eprintln!("krt run: {message}");
             EXIT_PLATFORM_ERROR
@@ -739,12 +813,45 @@ async fn run_step(
         }
     };
     match follow(&mut events, Some(label)).await {
-        Ok(execution) => exit_code(&execution),
+        Ok(execution) => with_artifacts(exit_code(&execution), &execution, Some(label)),
         Err(message) => {
             eprintln!("krt run: [{label}] {message}");
             EXIT_PLATFORM_ERROR
         }
     }
+}
+
+/// Reports a Run's artifacts on stderr and folds their outcome into its exit status
+/// `code`: a Run that succeeded but whose artifacts are not all in the store (the
+/// sidecar rolled back what it had uploaded) ends with a platform error (1); a Run that
+/// failed keeps its own status.
+fn with_artifacts(code: i32, execution: &proto::Execution, label: Option<&str>) -> i32 {
+    use proto::ArtifactsState;
+    let tag = label.map(|l| format!("[{l}] ")).unwrap_or_default();
+    let failure = match execution.artifacts_state() {
+        ArtifactsState::Unspecified => return code,
+        ArtifactsState::Uploaded => {
+            if execution.artifacts.is_empty() {
+                eprintln!("krt run: {tag}artifacts: no file matched");
+            }
+            for artifact in &execution.artifacts {
+                eprintln!(
+                    "krt run: {tag}artifact {} uploaded as {} ({} bytes, sha256 {})",
+                    artifact.path, artifact.key, artifact.size, artifact.sha256
+                );
+            }
+            return code;
+        }
+        ArtifactsState::Failed => format!(
+            "{}: {}",
+            execution.artifacts_reason, execution.artifacts_message
+        ),
+        state @ (ArtifactsState::Pending | ArtifactsState::Uploading) => {
+            format!("still {} when the Run ended", state.as_str_name())
+        }
+    };
+    eprintln!("krt run: {tag}artifacts not uploaded: {failure}");
+    if code == 0 { EXIT_PLATFORM_ERROR } else { code }
 }
 
 fn exit_code(execution: &proto::Execution) -> i32 {
@@ -1017,5 +1124,103 @@ pub mod planner {
             let mut p = Planner::new(vec![job("empty", &[], 0), job("after", &[0], 1)], true);
             assert_eq!(p.ready(), [(1, 0)]);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::{RuntimeSources, Runtimes, artifact_request};
+    use kruntimes_api::v1alpha1::{RunSpec, RuntimeArtifacts};
+    use serde_json::json;
+
+    fn run_spec(artifacts: bool) -> RunSpec {
+        let mut spec = json!({
+            "runtimeRef": {"name": "bash"},
+            "interpreter": "bash",
+            "script": "mkdir out; echo hi > out/a.txt",
+        });
+        if artifacts {
+            spec["artifacts"] = json!({"paths": ["out/**"]});
+        }
+        serde_json::from_value(spec).unwrap()
+    }
+
+    fn runtimes(artifacts: Option<serde_json::Value>) -> Runtimes {
+        let artifacts: Option<RuntimeArtifacts> =
+            artifacts.map(|a| serde_json::from_value(a).unwrap());
+        Runtimes::from([(
+            "bash".to_owned(),
+            RuntimeSources {
+                git: None,
+                artifacts,
+            },
+        )])
+    }
+
+    fn store() -> serde_json::Value {
+        json!({
+            "maxBytes": "1Mi",
+            "s3": {"endpoint": "http://127.0.0.1:9000", "bucket": "runs", "prefix": "team-a/"},
+        })
+    }
+
+    #[test]
+    fn a_run_without_artifacts_asks_for_none() {
+        let request = artifact_request(&run_spec(false), &Runtimes::new(), |_| false).unwrap();
+        assert_eq!(request, None);
+    }
+
+    #[test]
+    fn artifacts_take_the_store_and_limit_of_the_runtime_in_the_file() {
+        let request = artifact_request(&run_spec(true), &runtimes(Some(store())), |_| true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(request.paths, ["out/**"]);
+        assert_eq!(request.max_bytes, 1 << 20);
+        let store = request.store.unwrap();
+        assert_eq!(store.endpoint, "http://127.0.0.1:9000");
+        assert_eq!(store.bucket, "runs");
+        assert_eq!(store.prefix, "team-a/");
+        assert_eq!(store.region, "", "empty: the sidecar's default region");
+    }
+
+    #[test]
+    fn artifacts_without_a_store_are_refused_before_anything_runs() {
+        let missing = artifact_request(&run_spec(true), &Runtimes::new(), |_| true).unwrap_err();
+        assert!(
+            missing.contains("spec.artifacts needs Runtime \"bash\" in the same file"),
+            "{missing}"
+        );
+        let no_section = artifact_request(&run_spec(true), &runtimes(None), |_| true).unwrap_err();
+        assert!(
+            no_section.contains("Runtime \"bash\" has no spec.artifacts section"),
+            "{no_section}"
+        );
+    }
+
+    #[test]
+    fn artifacts_without_credentials_name_the_missing_variable() {
+        let error = artifact_request(&run_spec(true), &runtimes(Some(store())), |name| {
+            name == "AWS_ACCESS_KEY_ID"
+        })
+        .unwrap_err();
+        assert!(
+            error.starts_with("spec.artifacts: AWS_SECRET_ACCESS_KEY is not set"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_bad_limit_on_the_runtime_names_the_field() {
+        let mut config = store();
+        config["maxBytes"] = json!("lots");
+        let error =
+            artifact_request(&run_spec(true), &runtimes(Some(config)), |_| true).unwrap_err();
+        assert!(
+            error.starts_with("Runtime \"bash\": spec.artifacts.maxBytes:"),
+            "{error}"
+        );
     }
 }

@@ -147,6 +147,15 @@ impl S3Server {
         keys
     }
 
+    /// The credentials as environment variables (the sidecar's other source).
+    #[allow(dead_code)] // used by krt's tests (cli/tests/run_local_artifacts.rs)
+    pub(crate) fn credentials_env(&self) -> [(&'static str, &'static str); 2] {
+        [
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+        ]
+    }
+
     /// A directory holding the credentials as a mounted Secret would.
     pub(crate) fn credentials_dir(&self) -> (tempfile::TempDir, CredentialSource) {
         let dir = tempfile::tempdir().unwrap();
