@@ -129,6 +129,64 @@ fn ctrl_c_cancels_the_run_gives_130_and_leaves_no_process() {
     assert!(!proc.exists(), "the Run's process {pid} is still there");
 }
 
+/// Whether `pid` has ended: no such process, or a zombie its new parent (init here,
+/// which may not reap) has not reaped yet.
+fn ended(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the command name in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
+    }
+}
+
+#[test]
+fn krt_killed_hard_leaves_neither_runtimed_nor_the_run_running() {
+    use std::io::BufRead;
+    let file = manifest("  interpreter: bash\n  script: 'echo $$; exec sleep 1000'\n");
+    let mut krt = Command::new(env!("CARGO_BIN_EXE_krt"))
+        .args(["run", "--local", "-f"])
+        .arg(file.path())
+        .env("KRT_RUNTIMED_BIN", runtimed())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(krt.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let run: u32 = first.trim().parse().expect("the Run's pid");
+    // krt's children: the agent and the sidecar (the Run is the spawner's child).
+    let children: Vec<u32> = std::fs::read_dir(format!("/proc/{}/task", krt.id()))
+        .unwrap()
+        .flat_map(|task| {
+            std::fs::read_to_string(task.unwrap().path().join("children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(|pid| pid.parse().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(children.len(), 2, "agent and sidecar: {children:?}");
+    krt.kill().unwrap(); // SIGKILL: krt cannot stop anything itself
+    krt.wait().unwrap();
+    // Bounded wait: the children check for their parent every 500 ms, then the agent
+    // cancels the Run (SIGTERM; `sleep` ends at once).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let all = || children.iter().chain([&run]).all(|pid| ended(*pid));
+    while !all() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for pid in children.iter().chain([&run]) {
+        assert!(
+            ended(*pid),
+            "process {pid} is still running after krt was killed"
+        );
+    }
+}
+
 #[test]
 fn an_invalid_run_gives_2_with_its_violations() {
     // No program source at all.

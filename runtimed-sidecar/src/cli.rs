@@ -76,6 +76,10 @@ pub struct SidecarArgs {
     /// Allow plain http to artifact stores that are not on a loopback address.
     #[arg(long)]
     pub s3_allow_http: bool,
+    /// Stop, as on SIGTERM, when the process that started this one ends: for a parent
+    /// that cannot stop it when it dies itself (`krt run --local` killed with SIGKILL).
+    #[arg(long)]
+    pub exit_with_parent: bool,
     /// The agent's workspace root as mounted in the sidecar; without it, the path the
     /// agent reports (both containers mount the volume at the same path).
     #[arg(long)]
@@ -119,6 +123,10 @@ pub struct AgentArgs {
     /// The python binary.
     #[arg(long, default_value = "python3")]
     pub python: String,
+    /// Stop, as on SIGTERM, when the process that started this one ends: for a parent
+    /// that cannot stop it when it dies itself (`krt run --local` killed with SIGKILL).
+    #[arg(long)]
+    pub exit_with_parent: bool,
 }
 
 /// Which probe.

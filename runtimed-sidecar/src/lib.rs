@@ -21,6 +21,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod net;
 pub mod output;
+pub mod parent;
 pub mod procs;
 pub mod reaper;
 mod sandbox;

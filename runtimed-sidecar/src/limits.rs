@@ -82,3 +82,8 @@ pub const SPARE_WORKSPACES: usize = 16;
 /// stall every call (and the pod's probes) while it is deleted, and handing the usual
 /// small workspace to another thread would cost two thread wake-ups per Run.
 pub const INLINE_REMOVAL_ENTRIES: usize = 64;
+
+/// How often `--exit-with-parent` checks whether the parent is still there (one
+/// `getppid` call). Rarely enough to cost nothing; often enough that a killed
+/// `krt run --local` leaves nothing running for long.
+pub const PARENT_POLL_INTERVAL: Duration = Duration::from_millis(500);

@@ -13,6 +13,8 @@ use kruntimes_runtimed::lifecycle::Config;
 use kruntimes_runtimed::{auth, grpc, limits, net};
 
 fn main() -> ExitCode {
+    // Read first: `--exit-with-parent` watches the process that started this one.
+    let parent = std::os::unix::process::parent_id();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -32,8 +34,11 @@ fn main() -> ExitCode {
         }
     };
     match cli.mode {
-        Mode::Agent(args) => agent(args),
-        Mode::Sidecar(args) => sidecar(&args),
+        Mode::Agent(args) => {
+            let parent = args.exit_with_parent.then_some(parent);
+            agent(args, parent)
+        }
+        Mode::Sidecar(args) => sidecar(&args, args.exit_with_parent.then_some(parent)),
         Mode::Install { dest } => install(&dest),
         Mode::Probe(args) => probe(&args),
         Mode::Spawner => spawner(),
@@ -119,7 +124,7 @@ fn probe(args: &ProbeArgs) -> ExitCode {
     })
 }
 
-fn sidecar(args: &SidecarArgs) -> ExitCode {
+fn sidecar(args: &SidecarArgs, parent: Option<u32>) -> ExitCode {
     // Checked before anything listens: a bad token file is a configuration error.
     let auth = match &args.token_file {
         Some(path) => match auth::BearerAuth::from_file(path) {
@@ -175,7 +180,7 @@ fn sidecar(args: &SidecarArgs) -> ExitCode {
         let stop = Arc::new(stop);
         let on_signal = stop.clone();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            wait_for_stop(parent).await;
             let _ = on_signal.send(true);
         });
         let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -241,7 +246,7 @@ fn sidecar(args: &SidecarArgs) -> ExitCode {
     })
 }
 
-fn agent(args: AgentArgs) -> ExitCode {
+fn agent(args: AgentArgs, parent: Option<u32>) -> ExitCode {
     // One thread, as the sidecar: the agent's work per Run is short and spread over many
     // small steps (the call, the start, output, exit); on worker threads each step
     // crossed threads, and those wake-ups were a large share of its CPU. Nothing here
@@ -291,7 +296,7 @@ fn agent(args: AgentArgs) -> ExitCode {
         });
         let shutdown_agent = agent.clone();
         let shutdown = async move {
-            wait_for_signal().await;
+            wait_for_stop(parent).await;
             tracing::info!("stopping: cancelling running executions");
             shutdown_agent.shutdown().await;
         };
@@ -304,6 +309,20 @@ fn agent(args: AgentArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// SIGTERM or SIGINT, or the end of `parent` when given (`--exit-with-parent`).
+async fn wait_for_stop(parent: Option<u32>) {
+    let parent_exited = async {
+        match parent {
+            Some(parent) => kruntimes_runtimed::parent::exited(parent).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = wait_for_signal() => {}
+        () = parent_exited => tracing::info!(parent, "stopping: the parent process ended"),
+    }
 }
 
 /// SIGTERM (what a container runtime sends to PID 1) or SIGINT.

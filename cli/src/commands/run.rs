@@ -450,6 +450,9 @@ async fn run_local(runtimed: PathBuf, work: Work, keep: bool, git_ca_file: Optio
         agent_socket.clone().into_os_string(),
         "--workspace".into(),
         workspace.into_os_string(),
+        // Both children stop (the agent cancelling the Run first) if krt is killed
+        // without the chance to stop them.
+        "--exit-with-parent".into(),
     ];
     if keep {
         agent_args.push("--keep-workspaces".into());
@@ -467,6 +470,7 @@ async fn run_local(runtimed: PathBuf, work: Work, keep: bool, git_ca_file: Optio
         sidecar_socket.clone().into_os_string(),
         "--agent-socket".into(),
         agent_socket.clone().into_os_string(),
+        "--exit-with-parent".into(),
     ];
     if let Some(ca) = git_ca_file {
         sidecar_args.push("--git-ca-file".into());
@@ -529,8 +533,10 @@ fn spawn_runtimed(
         .map_err(|e| format!("cannot start {}: {e}", runtimed.display()))
 }
 
-/// Stops a runtimed child (SIGKILL). Normally the Run is terminal by then; if not (krt
-/// failed midway), its processes are orphans of a dead agent: a known gap.
+/// Stops a runtimed child (SIGKILL). Normally the Run is terminal by then. If not (krt
+/// failed midway), the Run's processes outlive the agent: a known gap, unlike krt
+/// itself being killed, which the children see (`--exit-with-parent`): the agent then
+/// cancels the Run before it exits.
 async fn stop(child: &mut tokio::process::Child) {
     let _ = child.start_kill();
     let _ = child.wait().await;
