@@ -3,31 +3,13 @@
 // Tests stop loudly on the first unexpected value.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-use std::sync::OnceLock;
+#[path = "support/runtimed.rs"]
+mod support;
 
-/// The runtimed binary next to krt in the same target directory; built with cargo when
-/// this test run did not build it (`cargo nextest run -p krt` alone).
-fn runtimed() -> &'static PathBuf {
-    static RUNTIMED: OnceLock<PathBuf> = OnceLock::new();
-    RUNTIMED.get_or_init(|| {
-        let krt = PathBuf::from(env!("CARGO_BIN_EXE_krt"));
-        let path = krt.parent().unwrap().join("runtimed");
-        if !path.is_file() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let target_dir = krt.parent().unwrap().parent().unwrap();
-            let status = Command::new(cargo)
-                .args(["build", "-p", "kruntimes-runtimed", "--bin", "runtimed"])
-                .env("CARGO_TARGET_DIR", target_dir)
-                .status()
-                .unwrap();
-            assert!(status.success(), "building runtimed failed");
-        }
-        assert!(path.is_file(), "no runtimed at {}", path.display());
-        path
-    })
-}
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use support::runtimed;
 
 fn krt_run(file: &std::path::Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_krt"))
@@ -96,16 +78,17 @@ fn a_timeout_gives_124() {
     assert!(text(&out.stderr).contains("timed out"));
 }
 
-#[test]
-fn ctrl_c_cancels_the_run_gives_130_and_leaves_no_process() {
+/// `krt run --local` of a Run that prints its pid and sleeps: krt (stdout read up to
+/// that line), the Run's pid, and the manifest to keep until krt ends.
+fn start_sleeping_run(stderr: Stdio) -> (std::process::Child, u32, tempfile::NamedTempFile) {
     use std::io::BufRead;
     let file = manifest("  interpreter: bash\n  script: 'echo $$; exec sleep 1000'\n");
     let mut krt = Command::new(env!("CARGO_BIN_EXE_krt"))
         .args(["run", "--local", "-f"])
         .arg(file.path())
         .env("KRT_RUNTIMED_BIN", runtimed())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let mut first = String::new();
@@ -113,6 +96,12 @@ fn ctrl_c_cancels_the_run_gives_130_and_leaves_no_process() {
         .read_line(&mut first)
         .unwrap();
     let pid: u32 = first.trim().parse().expect("the Run's pid");
+    (krt, pid, file)
+}
+
+#[test]
+fn ctrl_c_cancels_the_run_gives_130_and_leaves_no_process() {
+    let (krt, pid, _file) = start_sleeping_run(Stdio::piped());
     let interrupted = Command::new("kill")
         .args(["-INT", &krt.id().to_string()])
         .status()
@@ -143,21 +132,7 @@ fn ended(pid: u32) -> bool {
 
 #[test]
 fn krt_killed_hard_leaves_neither_runtimed_nor_the_run_running() {
-    use std::io::BufRead;
-    let file = manifest("  interpreter: bash\n  script: 'echo $$; exec sleep 1000'\n");
-    let mut krt = Command::new(env!("CARGO_BIN_EXE_krt"))
-        .args(["run", "--local", "-f"])
-        .arg(file.path())
-        .env("KRT_RUNTIMED_BIN", runtimed())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    std::io::BufReader::new(krt.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let run: u32 = first.trim().parse().expect("the Run's pid");
+    let (mut krt, run, _file) = start_sleeping_run(Stdio::null());
     // krt's children: the agent and the sidecar (the Run is the spawner's child).
     let children: Vec<u32> = std::fs::read_dir(format!("/proc/{}/task", krt.id()))
         .unwrap()

@@ -4,49 +4,29 @@
 // Tests stop loudly on the first unexpected value.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "support/runtime_manifest.rs"]
+mod runtime_manifest;
 #[path = "../../runtimed-sidecar/tests/support/s3_server.rs"]
 #[allow(dead_code)] // the helpers only runtimed's own tests use
 mod s3_server;
+#[path = "support/runtimed.rs"]
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
+use runtime_manifest::RUNTIME_BASH;
 use s3_server::S3Server;
-
-fn runtimed() -> PathBuf {
-    let krt = PathBuf::from(env!("CARGO_BIN_EXE_krt"));
-    let path = krt.parent().unwrap().join("runtimed");
-    if !path.is_file() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "kruntimes-runtimed", "--bin", "runtimed"])
-            .env("CARGO_TARGET_DIR", krt.parent().unwrap().parent().unwrap())
-            .status()
-            .unwrap();
-        assert!(status.success(), "building runtimed failed");
-    }
-    path
-}
+use support::runtimed;
 
 /// A Runtime whose artifacts go to `bucket` under `team-a/`, and a Run whose script
 /// ends with `exit_code` after writing `out/a.txt`, `out/sub/b.txt` and `skip.txt`.
 fn manifest(dir: &Path, endpoint: &str, bucket: &str, exit_code: u8) -> PathBuf {
     let path = dir.join("run.yaml");
     let text = format!(
-        "apiVersion: kruntimes.io/v1alpha1
-kind: Runtime
-metadata: {{name: bash}}
-spec:
-  template:
-    spec:
-      securityContext: {{runAsNonRoot: true, runAsUser: 10001, seccompProfile: {{type: RuntimeDefault}}}}
-      containers:
-      - name: main
-        image: bash:5.2
-        securityContext: {{allowPrivilegeEscalation: false, capabilities: {{drop: [ALL]}}}}
-  artifacts:
+        "{RUNTIME_BASH}  artifacts:
     maxBytes: 1Mi
     s3: {{endpoint: \"{endpoint}\", bucket: {bucket}, prefix: team-a/}}
 ---

@@ -5,42 +5,22 @@
 
 #[path = "../../runtimed-sidecar/tests/support/git_server.rs"]
 mod git_server;
+#[path = "support/runtime_manifest.rs"]
+mod runtime_manifest;
+#[path = "support/runtimed.rs"]
+mod support;
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use git_server::{GitServer, Mode, Repo};
-
-fn runtimed() -> PathBuf {
-    let krt = PathBuf::from(env!("CARGO_BIN_EXE_krt"));
-    let path = krt.parent().unwrap().join("runtimed");
-    if !path.is_file() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "kruntimes-runtimed", "--bin", "runtimed"])
-            .env("CARGO_TARGET_DIR", krt.parent().unwrap().parent().unwrap())
-            .status()
-            .unwrap();
-        assert!(status.success(), "building runtimed failed");
-    }
-    path
-}
+use runtime_manifest::RUNTIME_BASH;
+use support::runtimed;
 
 fn manifest(dir: &std::path::Path, allowed_host: &str, url: &str) -> PathBuf {
     let path = dir.join("run.yaml");
     let text = format!(
-        "apiVersion: kruntimes.io/v1alpha1
-kind: Runtime
-metadata: {{name: bash}}
-spec:
-  template:
-    spec:
-      securityContext: {{runAsNonRoot: true, runAsUser: 10001, seccompProfile: {{type: RuntimeDefault}}}}
-      containers:
-      - name: main
-        image: bash:5.2
-        securityContext: {{allowPrivilegeEscalation: false, capabilities: {{drop: [ALL]}}}}
-  git: {{allowedHosts: [\"{allowed_host}\"], maxBytes: 1Mi, timeout: 30s}}
+        "{RUNTIME_BASH}  git: {{allowedHosts: [\"{allowed_host}\"], maxBytes: 1Mi, timeout: 30s}}
 ---
 apiVersion: kruntimes.io/v1alpha1
 kind: Run
