@@ -9,7 +9,14 @@
 //!    (identical for the floor), and the first stdout byte (for the Run: through
 //!    `Logs`; for the floor: from the pipe). Also the to-exec time: Execute's round trip
 //!    (the agent answers once the program has been exec'ed) against the direct spawn
-//!    call returning (std's `posix_spawn` also returns after the exec).
+//!    call returning (std's `posix_spawn` also returns after the exec). Measured twice
+//!    on both sides: back to back (each start as soon as the previous Run is done) and
+//!    paced (each start [`PACE`] after the previous one began, the CPUs idle in
+//!    between, as for Runs that arrive one at a time). On this VM a CPU that has just
+//!    been idle starts bash markedly slower than one that has not (docs/benchmarks.md,
+//!    "Session 8"): back to back, the floor's bash always finds a CPU that has been
+//!    busy, a Run's bash one that was idle while the call went through the other
+//!    processes; paced, both start from the same idle machine.
 //! 2. Short Runs per second (`bash` running `true`), [`IN_FLIGHT`] at once, twice: each
 //!    Run as Execute, then `Logs` follow to its end, then `Status` (terminal by then);
 //!    then each Run as one `ExecuteAndFollow` call. With the CPU of each process.
@@ -43,6 +50,30 @@ fn runtimed() -> PathBuf {
 /// Runs measured one at a time for the start latency (after [`WARMUP`] unmeasured).
 const SEQUENTIAL: usize = 300;
 const WARMUP: usize = 20;
+/// Time from one start to the next in the paced measurement: several times a start's
+/// length, so that every start begins on idle CPUs.
+const PACE: Duration = Duration::from_millis(10);
+
+/// When each start of a latency measurement begins: at once (back to back), or every
+/// [`PACE`] from the first.
+struct Pacer {
+    next: Option<tokio::time::Instant>,
+}
+
+impl Pacer {
+    fn new(paced: bool) -> Self {
+        Self {
+            next: paced.then(tokio::time::Instant::now),
+        }
+    }
+
+    async fn wait(&mut self) {
+        if let Some(next) = &mut self.next {
+            tokio::time::sleep_until(*next).await;
+            *next = (*next + PACE).max(tokio::time::Instant::now());
+        }
+    }
+}
 /// Short Runs for the throughput figure, and how many are in flight at once.
 const THROUGHPUT_RUNS: usize = 2000;
 const IN_FLIGHT: usize = 16;
@@ -223,15 +254,17 @@ struct Latency {
 }
 
 /// One side of the start-latency comparison: the Run through the API.
-async fn run_latency(client: &mut RuntimedClient<Channel>, fifo: &Path) -> Latency {
+async fn run_latency(client: &mut RuntimedClient<Channel>, fifo: &Path, paced: bool) -> Latency {
     let mut reader = tokio::net::unix::pipe::OpenOptions::new()
         .read_write(true)
         .open_receiver(fifo)
         .unwrap();
     let script = format!("printf x > {}; printf y", fifo.display());
     let (mut at_fifo, mut at_stdout, mut to_exec) = (Vec::new(), Vec::new(), Vec::new());
+    let mut pacer = Pacer::new(paced);
     for i in 0..WARMUP + SEQUENTIAL {
-        let id = format!("lat-{i}");
+        pacer.wait().await;
+        let id = format!("lat-{}-{i}", if paced { "paced" } else { "b2b" });
         let request = bash_request(id.clone(), &script);
         let mut byte = [0u8; 1];
         let t0 = Instant::now();
@@ -264,7 +297,7 @@ async fn run_latency(client: &mut RuntimedClient<Channel>, fifo: &Path) -> Laten
 
 /// The floor: the same bash and script, spawned directly (std: `posix_spawn`), stdout
 /// and stderr piped as the agent does.
-async fn direct_latency(bash: &Path, dir: &Path, fifo: &Path) -> Latency {
+async fn direct_latency(bash: &Path, dir: &Path, fifo: &Path, paced: bool) -> Latency {
     let mut reader = tokio::net::unix::pipe::OpenOptions::new()
         .read_write(true)
         .open_receiver(fifo)
@@ -272,7 +305,9 @@ async fn direct_latency(bash: &Path, dir: &Path, fifo: &Path) -> Latency {
     let script = dir.join("direct.sh");
     std::fs::write(&script, format!("printf x > {}; printf y", fifo.display())).unwrap();
     let (mut at_fifo, mut at_stdout, mut to_exec) = (Vec::new(), Vec::new(), Vec::new());
+    let mut pacer = Pacer::new(paced);
     for i in 0..WARMUP + SEQUENTIAL {
+        pacer.wait().await;
         let mut byte = [0u8; 1];
         let t0 = Instant::now();
         let mut child = scrubbed(&mut Command::new(bash), dir)
@@ -477,7 +512,8 @@ fn main() {
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
 
         // Floors first, while nothing else runs.
-        let direct = direct_latency(&bash, dir.path(), &fifo).await;
+        let direct = direct_latency(&bash, dir.path(), &fifo, false).await;
+        let direct_paced = direct_latency(&bash, dir.path(), &fifo, true).await;
         let me = std::process::id();
         let before_direct = cpu_ticks(me);
         let direct_rate = direct_throughput(&bash, dir.path());
@@ -514,7 +550,8 @@ fn main() {
         let spawner_pid = spawner_of(agent_pid);
         let spawner_ticks = || spawner_pid.map_or((0, 0), cpu_ticks);
 
-        let run = run_latency(&mut client, &fifo).await;
+        let run = run_latency(&mut client, &fifo, false).await;
+        let run_paced = run_latency(&mut client, &fifo, true).await;
         let me = std::process::id();
         let ticks = || [cpu_ticks(sidecar_pid), cpu_ticks(agent_pid), cpu_ticks(me), spawner_ticks()];
         let per_run = |ticks: u64| ticks as f64 / TICKS_PER_SECOND / THROUGHPUT_RUNS as f64 * 1e6;
@@ -541,9 +578,12 @@ fn main() {
         println!();
         println!("| figure | through sidecar + agent | floor: bash spawned directly | ratio |");
         println!("| --- | --- | --- | --- |");
+        let paced = format!("start, paced (one every {} ms): first statement ran (FIFO byte)", PACE.as_millis());
         for (name, r, d) in [
             ("start: first statement ran (FIFO byte), p50", run.fifo.p50, direct.fifo.p50),
             ("start: first statement ran (FIFO byte), p99", run.fifo.p99, direct.fifo.p99),
+            (&format!("{paced}, p50"), run_paced.fifo.p50, direct_paced.fifo.p50),
+            (&format!("{paced}, p99"), run_paced.fifo.p99, direct_paced.fifo.p99),
             ("start: first stdout byte seen (Logs / pipe), p50", run.stdout.p50, direct.stdout.p50),
             ("start: first stdout byte seen (Logs / pipe), p99", run.stdout.p99, direct.stdout.p99),
             ("to exec: Execute returned / spawn returned, p50", run.to_exec.p50, direct.to_exec.p50),
