@@ -8,6 +8,7 @@
 pub mod crd;
 pub mod duration;
 pub mod labels;
+pub mod planner;
 pub mod quantity;
 pub mod v1alpha1;
 pub mod validation;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod commands;
+pub mod error;
 pub mod manifest;
 
 /// Exit statuses shared by every command (documented in `docs/cli.md`).
@@ -61,16 +62,16 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    run(cli).into()
+    run(cli)
 }
 
-/// Runs a parsed command line.
-pub fn run(cli: Cli) -> Status {
+/// Runs a parsed command line and returns its exit status.
+pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Check(args) => commands::check::run(args),
-        Command::Crds(args) => commands::crds::run(&args),
-        Command::Inject(args) => commands::inject::run(&args),
-        Command::Review(args) => commands::review::run(&args),
+        Command::Check(args) => commands::check::run(args).into(),
+        Command::Crds(args) => commands::crds::run(&args).into(),
+        Command::Inject(args) => commands::inject::run(&args).into(),
+        Command::Review(args) => commands::review::run(&args).into(),
         Command::Run(args) => commands::run::run(args),
     }
 }

@@ -6,19 +6,14 @@
 
 #[path = "support/runtime_manifest.rs"]
 mod runtime_manifest;
-#[path = "../../runtimed-sidecar/tests/support/s3_server.rs"]
-#[allow(dead_code)] // the helpers only runtimed's own tests use
-mod s3_server;
 #[path = "support/runtimed.rs"]
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use object_store::ObjectStoreExt;
-use object_store::path::Path as ObjectPath;
+use kruntimes_testkit::s3::S3Server;
 use runtime_manifest::RUNTIME_BASH;
-use s3_server::S3Server;
 use support::runtimed;
 
 /// A Runtime whose artifacts go to `bucket` under `team-a/`, and a Run whose script
@@ -71,15 +66,6 @@ async fn krt(file: PathBuf, env: Vec<(&'static str, Option<&'static str>)>) -> O
     .unwrap()
 }
 
-async fn object(server: &S3Server, bucket: &str, key: &str) -> Vec<u8> {
-    let got = server
-        .client(bucket)
-        .get(&ObjectPath::parse(key).unwrap())
-        .await
-        .unwrap();
-    got.bytes().await.unwrap().to_vec()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn artifacts_are_uploaded_and_listed_and_a_failed_upload_is_an_error() {
     let server = S3Server::start();
@@ -99,7 +85,7 @@ async fn artifacts_are_uploaded_and_listed_and_a_failed_upload_is_an_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n");
-    let keys = server.keys("runs").await;
+    let keys = server.keys("runs");
     assert_eq!(keys.len(), 2, "{keys:?}");
     let uid = keys[0]
         .strip_prefix("team-a/")
@@ -107,8 +93,8 @@ async fn artifacts_are_uploaded_and_listed_and_a_failed_upload_is_an_error() {
         .unwrap_or_else(|| panic!("unexpected key {:?}", keys[0]));
     assert!(uid.starts_with("local-arts-"), "{uid}");
     assert_eq!(keys[1], format!("team-a/{uid}/out/sub/b.txt"));
-    assert_eq!(object(&server, "runs", &keys[0]).await, b"first");
-    assert_eq!(object(&server, "runs", &keys[1]).await, b"second");
+    assert_eq!(server.object("runs", &keys[0]), b"first");
+    assert_eq!(server.object("runs", &keys[1]), b"second");
     // sha256("first")
     assert!(
         stderr.contains(&format!(

@@ -3,8 +3,6 @@
 // Tests stop loudly on the first unexpected value.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../../runtimed-sidecar/tests/support/git_server.rs"]
-mod git_server;
 #[path = "support/runtime_manifest.rs"]
 mod runtime_manifest;
 #[path = "support/runtimed.rs"]
@@ -13,7 +11,7 @@ mod support;
 use std::path::PathBuf;
 use std::process::Command;
 
-use git_server::{GitServer, Mode, Repo};
+use kruntimes_testkit::git_server::{GitServer, Mode, Repo};
 use runtime_manifest::RUNTIME_BASH;
 use support::runtimed;
 

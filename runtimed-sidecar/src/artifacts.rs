@@ -36,6 +36,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tonic::transport::Channel;
 
+use crate::Reason;
 use crate::grpc::RuntimedClient;
 use crate::{lock, proto};
 
@@ -148,15 +149,15 @@ pub enum ArtifactError {
 
 impl ArtifactError {
     /// CamelCase reason for status.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::PatternInvalid { .. } => "ArtifactPatternInvalid",
-            Self::StoreInvalid { .. } => "ArtifactStoreInvalid",
-            Self::NoCredentials(_) => "NoArtifactCredentials",
-            Self::TooLarge { .. } => "ArtifactsTooLarge",
-            Self::TooMany(_) => "ArtifactsTooMany",
-            Self::ReadFailed { .. } => "ArtifactReadFailed",
-            Self::UploadFailed { .. } => "ArtifactUploadFailed",
+            Self::PatternInvalid { .. } => Reason::ArtifactPatternInvalid,
+            Self::StoreInvalid { .. } => Reason::ArtifactStoreInvalid,
+            Self::NoCredentials(_) => Reason::NoArtifactCredentials,
+            Self::TooLarge { .. } => Reason::ArtifactsTooLarge,
+            Self::TooMany(_) => Reason::ArtifactsTooMany,
+            Self::ReadFailed { .. } => Reason::ArtifactReadFailed,
+            Self::UploadFailed { .. } => Reason::ArtifactUploadFailed,
         }
     }
 }
@@ -682,7 +683,7 @@ impl Default for Settings {
 struct Tracked {
     order: u64,
     state: proto::ArtifactsState,
-    reason: String,
+    reason: Option<Reason>,
     message: String,
     results: Vec<proto::ArtifactResult>,
     store: proto::S3Store,
@@ -767,7 +768,7 @@ impl Uploads {
                 Tracked {
                     order,
                     state: proto::ArtifactsState::Pending,
-                    reason: String::new(),
+                    reason: None,
                     message: String::new(),
                     results: Vec::new(),
                     store: request.store.clone().unwrap_or_default(),
@@ -812,7 +813,7 @@ impl Uploads {
         let Some(execution) = wait_terminal(&mut agent, &run_uid).await else {
             self.set(&run_uid, |t| {
                 t.state = proto::ArtifactsState::Failed;
-                t.reason = "ExecutionGone".into();
+                t.reason = Some(Reason::ExecutionGone);
                 t.message = "the agent no longer knows the execution; nothing was uploaded".into();
             });
             return;
@@ -826,7 +827,7 @@ impl Uploads {
             // Released by an earlier sidecar process, whose result was lost with it.
             self.set(&run_uid, |t| {
                 t.state = proto::ArtifactsState::Failed;
-                t.reason = "ArtifactStateLost".into();
+                t.reason = Some(Reason::ArtifactStateLost);
                 t.message = "the workspace was already released by an earlier sidecar; \
                     whether its upload succeeded is unknown here"
                     .into();
@@ -858,7 +859,7 @@ impl Uploads {
         match outcome {
             Ok(results) => self.set(&run_uid, |t| {
                 t.state = proto::ArtifactsState::Uploaded;
-                t.reason = "Uploaded".into();
+                t.reason = Some(Reason::Uploaded);
                 t.message = format!("{} file(s) uploaded", results.len());
                 t.results = results;
             }),
@@ -866,7 +867,7 @@ impl Uploads {
                 tracing::warn!(run_uid, error = %e, "artifacts not uploaded");
                 self.set(&run_uid, |t| {
                     t.state = proto::ArtifactsState::Failed;
-                    t.reason = e.reason().into();
+                    t.reason = Some(e.reason());
                     t.message = e.to_string();
                 });
             }
@@ -878,7 +879,8 @@ impl Uploads {
         if let Some(t) = lock(&self.runs).1.get(&execution.run_uid) {
             execution.artifacts = t.results.clone();
             execution.artifacts_state = t.state as i32;
-            execution.artifacts_reason = t.reason.clone();
+            execution.artifacts_reason =
+                t.reason.map(Reason::as_str).unwrap_or_default().to_owned();
             execution.artifacts_message = t.message.clone();
             execution.artifact_store = Some(t.store.clone());
         }
@@ -977,7 +979,7 @@ mod tests {
         assert!(set.is_match("out/sub/a.json"));
         for bad in ["../x", "/etc/passwd", "a/../b", "", "a//b"] {
             let e = globs(&[bad.into()]).unwrap_err();
-            assert_eq!(e.reason(), "ArtifactPatternInvalid", "{bad}");
+            assert_eq!(e.reason(), Reason::ArtifactPatternInvalid, "{bad}");
         }
         assert!(globs(&[]).is_err());
         let many: Vec<String> = (0..MAX_PATTERNS).map(|i| format!("f{i}")).collect();
@@ -1001,13 +1003,13 @@ mod tests {
         r.max_bytes = MAX_BYTES_CEILING + 1;
         assert_eq!(
             check_request(&r, false).unwrap_err().reason(),
-            "ArtifactStoreInvalid"
+            Reason::ArtifactStoreInvalid
         );
         r.max_bytes = 0;
         r.store = None;
         assert_eq!(
             check_request(&r, false).unwrap_err().reason(),
-            "ArtifactStoreInvalid"
+            Reason::ArtifactStoreInvalid
         );
     }
 
@@ -1025,7 +1027,7 @@ mod tests {
         std::fs::write(dir.path().join("f-extra"), b"x").unwrap();
         assert_eq!(
             collect(dir.path(), &set, u64::MAX).unwrap_err().reason(),
-            "ArtifactsTooMany"
+            Reason::ArtifactsTooMany
         );
     }
 
@@ -1033,7 +1035,10 @@ mod tests {
     fn credentials_from_a_mounted_secret_directory() {
         let dir = tempfile::tempdir().unwrap();
         let source = CredentialSource::Dir(dir.path().to_owned());
-        assert_eq!(source.load().unwrap_err().reason(), "NoArtifactCredentials");
+        assert_eq!(
+            source.load().unwrap_err().reason(),
+            Reason::NoArtifactCredentials
+        );
         std::fs::write(dir.path().join(ACCESS_KEY_NAME), "AKID\n").unwrap();
         std::fs::write(dir.path().join(SECRET_KEY_NAME), "secret").unwrap();
         let c = source.load().unwrap();

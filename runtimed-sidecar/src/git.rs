@@ -20,6 +20,7 @@ use tonic::Status;
 use tonic::metadata::{Ascii, MetadataMap, MetadataValue};
 use tonic::transport::Channel;
 
+use crate::Reason;
 use crate::proto;
 use crate::proto::runtimed_client::RuntimedClient;
 
@@ -60,7 +61,7 @@ pub const MAX_REPORTED_SUBMODULES: usize = 16;
 pub const MAX_EXECUTE_REQUEST_BYTES: usize = MAX_GIT_MAX_BYTES as usize + 16 * 1024 * 1024;
 
 /// gRPC metadata key carrying a failed fetch's reason (also the message's prefix).
-pub const REASON_METADATA: &str = "krt-reason";
+pub use kruntimes_runtimed_api::REASON_METADATA;
 /// Response metadata: the commit id delivered.
 pub const COMMIT_METADATA: &str = "krt-git-commit";
 /// Response metadata: gitlinks skipped (`COUNT: path, path...`).
@@ -102,16 +103,16 @@ pub enum GitError {
 
 impl GitError {
     /// The CamelCase reason for the Run's status.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::SourceInvalid(_) => "GitSourceInvalid",
-            Self::HostNotAllowed(_) => "GitHostNotAllowed",
-            Self::RefNotFound(_) => "GitRefNotFound",
-            Self::PathNotFound(_) => "GitPathNotFound",
-            Self::TooLarge(_) => "GitTooLarge",
-            Self::TreeRefused(_) => "GitTreeRefused",
-            Self::Timeout(_) => "GitTimeout",
-            Self::FetchFailed(_) | Self::CaFile(_) => "GitFetchFailed",
+            Self::SourceInvalid(_) => Reason::GitSourceInvalid,
+            Self::HostNotAllowed(_) => Reason::GitHostNotAllowed,
+            Self::RefNotFound(_) => Reason::GitRefNotFound,
+            Self::PathNotFound(_) => Reason::GitPathNotFound,
+            Self::TooLarge(_) => Reason::GitTooLarge,
+            Self::TreeRefused(_) => Reason::GitTreeRefused,
+            Self::Timeout(_) => Reason::GitTimeout,
+            Self::FetchFailed(_) | Self::CaFile(_) => Reason::GitFetchFailed,
         }
     }
 
@@ -132,7 +133,10 @@ impl GitError {
 impl From<GitError> for Status {
     fn from(error: GitError) -> Self {
         let mut metadata = MetadataMap::new();
-        metadata.insert(REASON_METADATA, MetadataValue::from_static(error.reason()));
+        metadata.insert(
+            REASON_METADATA,
+            MetadataValue::from_static(error.reason().as_str()),
+        );
         Status::with_metadata(error.code(), bounded(&error.to_string()), metadata)
     }
 }
@@ -822,31 +826,41 @@ mod tests {
             ("https://github.com.evil/o/r", &["github.com"][..]),
         ] {
             let e = ok(url, hosts).unwrap_err();
-            assert_eq!(e.reason(), "GitHostNotAllowed", "{url} {hosts:?}: {e}");
+            assert_eq!(
+                e.reason(),
+                Reason::GitHostNotAllowed,
+                "{url} {hosts:?}: {e}"
+            );
         }
     }
 
     #[test]
     fn source_rules() {
         let reason = |g: proto::GitSource| check(&g).unwrap_err().reason();
-        assert_eq!(reason(source("http://h/r", &["h"])), "GitSourceInvalid");
-        assert_eq!(reason(source("file:///etc", &["h"])), "GitSourceInvalid");
+        assert_eq!(
+            reason(source("http://h/r", &["h"])),
+            Reason::GitSourceInvalid
+        );
+        assert_eq!(
+            reason(source("file:///etc", &["h"])),
+            Reason::GitSourceInvalid
+        );
         let mut g = source("https://h/r", &["h"]);
         g.r#ref = "--upload-pack=x".into();
-        assert_eq!(reason(g), "GitSourceInvalid");
+        assert_eq!(reason(g), Reason::GitSourceInvalid);
         let mut g = source("https://h/r", &["h"]);
         g.path = "../x".into();
-        assert_eq!(reason(g), "GitSourceInvalid");
+        assert_eq!(reason(g), Reason::GitSourceInvalid);
         let mut g = source("https://h/r", &["h"]);
         g.max_bytes = MAX_GIT_MAX_BYTES;
         assert_eq!(check(&g).unwrap().max_bytes, MAX_GIT_MAX_BYTES);
         g.max_bytes = MAX_GIT_MAX_BYTES + 1;
-        assert_eq!(reason(g), "GitSourceInvalid");
+        assert_eq!(reason(g), Reason::GitSourceInvalid);
         let mut g = source("https://h/r", &["h"]);
         g.timeout_ms = MAX_GIT_TIMEOUT.as_millis() as u64;
         assert_eq!(check(&g).unwrap().timeout, MAX_GIT_TIMEOUT);
         g.timeout_ms += 1;
-        assert_eq!(reason(g), "GitSourceInvalid");
+        assert_eq!(reason(g), Reason::GitSourceInvalid);
         let d = check(&source("https://h/r", &["h"])).unwrap();
         assert_eq!(
             (d.max_bytes, d.timeout),

@@ -11,6 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+use crate::Reason;
 use crate::agent::Agent;
 use crate::artifacts::{self, Uploads};
 use crate::lifecycle::{ExecSpec, Execution, Interpreter, OutputStream, Phase, unix_ms};
@@ -87,7 +88,7 @@ pub fn to_proto(e: &Execution) -> proto::Execution {
         end_time_unix_ms: unix_ms(s.ended),
         stdout: Some(stats(&e.stdout)),
         stderr: Some(stats(&e.stderr)),
-        reason: s.reason,
+        reason: s.reason.map(Reason::as_str).unwrap_or_default().to_owned(),
         message: s.message,
         workspace: if s.workspace_present {
             e.workspace().display().to_string()
@@ -394,15 +395,7 @@ pub async fn serve_service_unix_with_mode<S: proto::runtimed_server::Runtimed>(
         .map_err(|e| Error::io("serving gRPC", std::io::Error::other(e)))
 }
 
-/// A client of the API on a unix socket.
-pub async fn connect_unix(
-    socket: &Path,
-) -> Result<RuntimedClient<Channel>, tonic::transport::Error> {
-    let channel = Endpoint::from_shared(format!("unix://{}", socket.display()))?
-        .connect()
-        .await?;
-    Ok(RuntimedClient::new(channel))
-}
+pub use kruntimes_runtimed_api::client::connect_unix;
 
 /// The sidecar's side of the API: every call forwarded to the agent, plus what only
 /// the sidecar does: an Execute with a git source is fetched first and forwarded as

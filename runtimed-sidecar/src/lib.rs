@@ -41,13 +41,6 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     }
 }
 
-/// Code generated from `proto/runtimed/v1/runtimed.proto`.
-#[allow(
-    missing_docs,
-    unreachable_pub,
-    missing_debug_implementations,
-    clippy::all
-)] // generated
-pub mod proto {
-    tonic::include_proto!("runtimed.v1");
-}
+pub use kruntimes_runtimed_api::Reason;
+/// The `runtimed.v1` protocol's generated code (from `kruntimes-runtimed-api`).
+pub use kruntimes_runtimed_api::proto;

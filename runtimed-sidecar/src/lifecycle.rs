@@ -18,6 +18,7 @@ use nix::unistd::pipe2;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{oneshot, watch};
 
+use crate::Reason;
 use crate::limits;
 use crate::output::BoundedOutput;
 use crate::procs::{
@@ -158,8 +159,8 @@ pub struct Snapshot {
     pub ended: Option<SystemTime>,
     /// Monotonic end, for retention.
     pub ended_at: Option<Instant>,
-    /// CamelCase reason.
-    pub reason: String,
+    /// Why it is in its phase (`None` while running).
+    pub reason: Option<Reason>,
     /// Detail.
     pub message: String,
     /// Whether the workspace still exists.
@@ -574,7 +575,7 @@ impl Supervisor {
                 started: None,
                 ended: None,
                 ended_at: None,
-                reason: String::new(),
+                reason: None,
                 message: String::new(),
                 workspace_present: false,
             }),
@@ -610,10 +611,12 @@ impl Supervisor {
             .then(|| input_path(&self.config.workspace_root, &spec.run_uid));
         let prepared = self.prepare(&spec, &execution);
         let spawned = match prepared {
-            Ok(p) => self
-                .spawn(p)
-                .await
-                .map_err(|e| ("SpawnFailed", format!("cannot start the program: {e}"))),
+            Ok(p) => self.spawn(p).await.map_err(|e| {
+                (
+                    Reason::SpawnFailed,
+                    format!("cannot start the program: {e}"),
+                )
+            }),
             Err(e) => Err(e),
         };
         match spawned {
@@ -722,16 +725,16 @@ impl Supervisor {
         &self,
         spec: &ExecSpec,
         execution: &Execution,
-    ) -> Result<Prepared, (&'static str, String)> {
+    ) -> Result<Prepared, (Reason, String)> {
         let workspace = &execution.workspace;
-        let fail = |reason: &'static str| move |e: io::Error| (reason, e.to_string());
+        let fail = |reason: Reason| move |e: io::Error| (reason, e.to_string());
         // Mode 0755 (a spare has it too): in a Pod the sidecar (another uid) reads it to
         // upload artifacts; who can reach it at all is who mounts the workspace volume
         // (the target container and the sidecar). In `krt run --local` the root is
         // inside a 0700 directory.
         let existing = self.spares.create(workspace).map_err(|e| {
             (
-                "WorkspaceUnavailable",
+                Reason::WorkspaceUnavailable,
                 format!("cannot create workspace {}: {e}", workspace.display()),
             )
         })?;
@@ -756,7 +759,7 @@ impl Supervisor {
             && inline > limit
         {
             return Err((
-                "WorkspaceFull",
+                Reason::WorkspaceFull,
                 format!(
                     "the inline files hold {inline} bytes, over the workspace size limit of {limit} bytes"
                 ),
@@ -764,9 +767,11 @@ impl Supervisor {
         }
         write_files_into(workspace, files.iter().copied(), existing).map_err(|e| {
             let reason = match &e {
-                WriteError::Io { source, .. } if is_no_space(source) => "WorkspaceFull",
-                WriteError::Io { .. } => "WorkspaceWriteFailed",
-                WriteError::InvalidPath { .. } | WriteError::Refused { .. } => "SourceRefused",
+                WriteError::Io { source, .. } if is_no_space(source) => Reason::WorkspaceFull,
+                WriteError::Io { .. } => Reason::WorkspaceWriteFailed,
+                WriteError::InvalidPath { .. } | WriteError::Refused { .. } => {
+                    Reason::SourceRefused
+                }
             };
             (reason, e.to_string())
         })?;
@@ -811,13 +816,13 @@ impl Supervisor {
                 let path = input_path(&self.config.workspace_root, &spec.run_uid);
                 fs::write(&path, input).map_err(|e| {
                     let reason = if is_no_space(&e) {
-                        "WorkspaceFull"
+                        Reason::WorkspaceFull
                     } else {
-                        "InputUnavailable"
+                        Reason::InputUnavailable
                     };
                     (reason, e.to_string())
                 })?;
-                let file = fs::File::open(&path).map_err(fail("InputUnavailable"))?;
+                let file = fs::File::open(&path).map_err(fail(Reason::InputUnavailable))?;
                 set("KRT_INPUT_FILE".into(), path.into());
                 Some(file)
             }
@@ -839,7 +844,13 @@ fn input_path(workspace_root: &Path, run_uid: &str) -> PathBuf {
     workspace_root.join(format!(".{run_uid}.input.json"))
 }
 
-fn finish(execution: &Execution, phase: Phase, exit: Option<Exit>, reason: &str, message: String) {
+fn finish(
+    execution: &Execution,
+    phase: Phase,
+    exit: Option<Exit>,
+    reason: Reason,
+    message: String,
+) {
     execution.state.send_modify(|s| {
         s.phase = phase;
         match exit {
@@ -849,7 +860,7 @@ fn finish(execution: &Execution, phase: Phase, exit: Option<Exit>, reason: &str,
         }
         s.ended = Some(SystemTime::now());
         s.ended_at = Some(Instant::now());
-        s.reason = reason.to_owned();
+        s.reason = Some(reason);
         s.message = message;
     });
 }
@@ -924,26 +935,26 @@ impl Driver {
                     Phase::Failed
                 };
                 let reason = match exit {
-                    Exit::Code(0) => "Completed",
-                    Exit::Code(_) => "NonZeroExit",
-                    Exit::Signal(_) => "Signaled",
+                    Exit::Code(0) => Reason::Completed,
+                    Exit::Code(_) => Reason::NonZeroExit,
+                    Exit::Signal(_) => Reason::Signaled,
                 };
                 (phase, reason, Some(exit))
             }
             Stop::TimedOut => {
                 let exit = self.terminate(exit_rx, self.grace).await;
-                (Phase::TimedOut, "DeadlineExceeded", exit)
+                (Phase::TimedOut, Reason::DeadlineExceeded, exit)
             }
             Stop::Cancelled(grace) => {
                 let exit = self.terminate(exit_rx, grace.unwrap_or(self.grace)).await;
-                (Phase::Cancelled, "Cancelled", exit)
+                (Phase::Cancelled, Reason::Cancelled, exit)
             }
             Stop::WorkspaceFull(full) => {
                 let exit = self.terminate(exit_rx, self.grace).await;
                 // Removed even when it was to be kept: keeping it would keep the disk full.
                 remove = true;
                 message = full;
-                (Phase::Failed, "WorkspaceFull", exit)
+                (Phase::Failed, Reason::WorkspaceFull, exit)
             }
             Stop::Lost => {
                 // Its processes (the first one now adopted by this process) are killed
@@ -951,7 +962,7 @@ impl Driver {
                 message = "the spawner process ended before the Run's exit was known; \
                            every process of the Run was killed"
                     .into();
-                (Phase::Error, "SpawnerLost", None)
+                (Phase::Error, Reason::SpawnerLost, None)
             }
         };
         // Whatever is left of the Run (background processes, escaped ones) goes now.

@@ -5,18 +5,17 @@
 // Tests stop loudly on the first unexpected value.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "support/s3_server.rs"]
-mod s3_server;
-
 use std::path::Path;
 use std::time::Duration;
 
 use kruntimes_runtimed::artifacts::{self, ArtifactError, Matched, upload, upload_workspace};
 use kruntimes_runtimed::grpc::connect_unix;
 use kruntimes_runtimed::proto;
-use object_store::ObjectStoreExt;
-use object_store::path::Path as ObjectPath;
-use s3_server::S3Server;
+use std::sync::Arc;
+
+use kruntimes_runtimed::artifacts::{CredentialSource, Credentials, build_store};
+use kruntimes_testkit::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
+use object_store::ObjectStore;
 use sha2::{Digest, Sha256};
 
 const RUNTIMED: &str = env!("CARGO_BIN_EXE_runtimed");
@@ -44,21 +43,41 @@ fn request(
     proto::ArtifactRequest {
         paths: paths.iter().map(|p| (*p).to_owned()).collect(),
         max_bytes,
-        store: Some(server.store(bucket, prefix)),
+        store: Some(store(server, bucket, prefix)),
     }
 }
 
-async fn object(server: &S3Server, bucket: &str, key: &str) -> Vec<u8> {
-    let client = server.client(bucket);
-    let got = client.get(&ObjectPath::parse(key).unwrap()).await.unwrap();
-    got.bytes().await.unwrap().to_vec()
+/// Where `bucket` is, with `prefix`, as a request names it.
+fn store(server: &S3Server, bucket: &str, prefix: &str) -> proto::S3Store {
+    proto::S3Store {
+        endpoint: server.endpoint(),
+        region: "us-east-1".into(),
+        bucket: bucket.into(),
+        prefix: prefix.into(),
+    }
+}
+
+/// The sidecar's own S3 client for `bucket`, signed with the test keys.
+fn client(server: &S3Server, bucket: &str) -> Arc<dyn ObjectStore> {
+    let credentials = Credentials {
+        access_key_id: ACCESS_KEY.into(),
+        secret_access_key: SECRET_KEY.into(),
+    };
+    Arc::new(build_store(&store(server, bucket, ""), &credentials, false).unwrap())
+}
+
+/// The test keys as a mounted Secret holds them, and the source reading them.
+fn credentials_dir(server: &S3Server) -> (tempfile::TempDir, CredentialSource) {
+    let dir = server.credentials_dir();
+    let source = CredentialSource::Dir(dir.path().to_owned());
+    (dir, source)
 }
 
 #[tokio::test]
 async fn uploads_matched_files_with_their_keys_sizes_and_sha256() {
     let server = S3Server::start();
     server.create_bucket("runs");
-    let (_creds, credentials) = server.credentials_dir();
+    let (_creds, credentials) = credentials_dir(&server);
     let ws = tempfile::tempdir().unwrap();
     let a = br#"{"answer": 42}"#.to_vec();
     let b: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
@@ -100,12 +119,12 @@ async fn uploads_matched_files_with_their_keys_sizes_and_sha256() {
     );
     for (result, content) in results.iter().zip([&a, &b]) {
         assert_eq!(result.sha256, sha256_hex(content));
-        let stored = object(&server, "runs", &result.key).await;
+        let stored = server.object("runs", &result.key);
         assert_eq!(&stored, content, "{}", result.key);
         assert_eq!(sha256_hex(&stored), result.sha256);
     }
     assert_eq!(
-        server.keys("runs").await,
+        server.keys("runs"),
         ["team-a/uid-1/out/a.json", "team-a/uid-1/out/deep/b.bin"]
     );
 }
@@ -114,7 +133,7 @@ async fn uploads_matched_files_with_their_keys_sizes_and_sha256() {
 async fn nothing_matched_uploads_nothing_and_succeeds() {
     let server = S3Server::start();
     server.create_bucket("runs");
-    let (_creds, credentials) = server.credentials_dir();
+    let (_creds, credentials) = credentials_dir(&server);
     let ws = tempfile::tempdir().unwrap();
     write(ws.path(), "main.sh", b"true");
     let results = upload_workspace(
@@ -127,7 +146,7 @@ async fn nothing_matched_uploads_nothing_and_succeeds() {
     .await
     .unwrap();
     assert!(results.is_empty());
-    assert!(server.keys("runs").await.is_empty());
+    assert!(server.keys("runs").is_empty());
 }
 
 #[tokio::test]
@@ -135,7 +154,7 @@ async fn total_size_at_the_limit_uploads_and_one_byte_over_uploads_nothing() {
     let server = S3Server::start();
     server.create_bucket("at-limit");
     server.create_bucket("over-limit");
-    let (_creds, credentials) = server.credentials_dir();
+    let (_creds, credentials) = credentials_dir(&server);
     let ws = tempfile::tempdir().unwrap();
     write(ws.path(), "out/one", &[1u8; 600]);
     write(ws.path(), "out/two", &[2u8; 400]);
@@ -151,7 +170,7 @@ async fn total_size_at_the_limit_uploads_and_one_byte_over_uploads_nothing() {
     .await
     .unwrap();
     assert_eq!(results.iter().map(|r| r.size).sum::<u64>(), total);
-    assert_eq!(server.keys("at-limit").await.len(), 2);
+    assert_eq!(server.keys("at-limit").len(), 2);
 
     let error = upload_workspace(
         ws.path(),
@@ -172,9 +191,12 @@ async fn total_size_at_the_limit_uploads_and_one_byte_over_uploads_nothing() {
         ),
         "{error}"
     );
-    assert_eq!(error.reason(), "ArtifactsTooLarge");
+    assert_eq!(
+        error.reason(),
+        kruntimes_runtimed::Reason::ArtifactsTooLarge
+    );
     assert!(
-        server.keys("over-limit").await.is_empty(),
+        server.keys("over-limit").is_empty(),
         "no object may be written"
     );
 }
@@ -202,10 +224,14 @@ async fn a_failure_after_some_uploads_deletes_every_uploaded_object() {
         size: 3,
     });
 
-    let error = upload(server.client("runs"), ws.path(), "uid-4", "p/", files)
+    let error = upload(client(&server, "runs"), ws.path(), "uid-4", "p/", files)
         .await
         .unwrap_err();
-    assert_eq!(error.reason(), "ArtifactUploadFailed", "{error}");
+    assert_eq!(
+        error.reason(),
+        kruntimes_runtimed::Reason::ArtifactUploadFailed,
+        "{error}"
+    );
     let ArtifactError::UploadFailed { key, rollback, .. } = &error else {
         panic!("{error:?}");
     };
@@ -219,16 +245,13 @@ async fn a_failure_after_some_uploads_deletes_every_uploaded_object() {
         deleted > 12 - artifacts::UPLOAD_CONCURRENCY,
         "only {deleted} objects were uploaded before the failure"
     );
-    assert!(
-        server.keys("runs").await.is_empty(),
-        "rollback left objects"
-    );
+    assert!(server.keys("runs").is_empty(), "rollback left objects");
 }
 
 #[tokio::test]
 async fn a_missing_bucket_fails_with_a_clear_reason() {
     let server = S3Server::start();
-    let (_creds, credentials) = server.credentials_dir();
+    let (_creds, credentials) = credentials_dir(&server);
     let ws = tempfile::tempdir().unwrap();
     write(ws.path(), "out/a", b"a");
     let error = upload_workspace(
@@ -240,7 +263,11 @@ async fn a_missing_bucket_fails_with_a_clear_reason() {
     )
     .await
     .unwrap_err();
-    assert_eq!(error.reason(), "ArtifactUploadFailed", "{error}");
+    assert_eq!(
+        error.reason(),
+        kruntimes_runtimed::Reason::ArtifactUploadFailed,
+        "{error}"
+    );
     assert!(error.to_string().contains("out/a"), "{error}");
 }
 
@@ -248,7 +275,7 @@ async fn a_missing_bucket_fails_with_a_clear_reason() {
 async fn symlinks_are_never_followed_or_uploaded() {
     let server = S3Server::start();
     server.create_bucket("runs");
-    let (_creds, credentials) = server.credentials_dir();
+    let (_creds, credentials) = credentials_dir(&server);
     let outside = tempfile::tempdir().unwrap();
     write(outside.path(), "secret", b"outside the workspace");
     let ws = tempfile::tempdir().unwrap();
@@ -272,7 +299,7 @@ async fn symlinks_are_never_followed_or_uploaded() {
     .unwrap();
     let paths: Vec<&str> = results.iter().map(|r| r.path.as_str()).collect();
     assert_eq!(paths, ["out/real.txt"]);
-    assert_eq!(server.keys("runs").await, ["uid-6/out/real.txt"]);
+    assert_eq!(server.keys("runs"), ["uid-6/out/real.txt"]);
 }
 
 #[tokio::test]
@@ -287,7 +314,10 @@ async fn plain_http_to_a_non_loopback_endpoint_is_refused() {
         }),
     };
     let error = artifacts::check_request(&r, false).unwrap_err();
-    assert_eq!(error.reason(), "ArtifactStoreInvalid");
+    assert_eq!(
+        error.reason(),
+        kruntimes_runtimed::Reason::ArtifactStoreInvalid
+    );
     assert!(error.to_string().contains("store.endpoint"), "{error}");
     assert!(artifacts::check_request(&r, true).is_ok());
 }
@@ -332,7 +362,7 @@ impl Pod {
 }
 
 async fn start_pod(server: &S3Server) -> Pod {
-    let (creds_dir, _) = server.credentials_dir();
+    let (creds_dir, _) = credentials_dir(&server);
     let dir = tempfile::tempdir().unwrap();
     let agent_socket = dir.path().join("agent.sock");
     let sidecar_socket = dir.path().join("sidecar.sock");
@@ -465,7 +495,7 @@ async fn end_to_end_a_run_uploads_its_artifact_then_loses_its_workspace() {
         ("runs", "team-a/")
     );
     assert_eq!(
-        object(&server, "runs", "team-a/e2e-uid/out/a.json").await,
+        server.object("runs", "team-a/e2e-uid/out/a.json"),
         content.as_bytes()
     );
     assert!(
@@ -547,10 +577,7 @@ async fn end_to_end_execute_and_follow_ends_with_the_uploaded_artifacts() {
     );
     assert!(ended.workspace.is_empty(), "{ended:?}");
     assert!(!workspace_root.join("followed").exists());
-    assert_eq!(
-        object(&server, "runs", "followed/out/a.txt").await,
-        b"12345"
-    );
+    assert_eq!(server.object("runs", "followed/out/a.txt"), b"12345");
 }
 
 #[tokio::test]
@@ -579,9 +606,6 @@ async fn end_to_end_over_the_limit_uploads_nothing_and_still_releases_the_worksp
         status.artifacts_message
     );
     assert!(status.artifacts.is_empty());
-    assert!(
-        server.keys("runs").await.is_empty(),
-        "no object may be written"
-    );
+    assert!(server.keys("runs").is_empty(), "no object may be written");
     assert!(!workspace_root.join("too-big").exists());
 }

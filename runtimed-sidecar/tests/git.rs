@@ -1,20 +1,18 @@
 //! Git sources against a real HTTPS git server on loopback (`git http-backend` behind
-//! rustls, see support/git_server.rs): the fetcher on its own, then through a real
+//! rustls, see kruntimes-testkit's git_server): the fetcher on its own, then through a real
 //! sidecar and agent.
 // Tests stop loudly on the first unexpected value.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-#[path = "support/git_server.rs"]
-mod git_server;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use git_server::{GitServer, Mode, Repo, git};
+use kruntimes_runtimed::Reason;
 use kruntimes_runtimed::git::{self, Fetched, Fetcher, GitError};
 use kruntimes_runtimed::proto;
+use kruntimes_testkit::git_server::{GitServer, Mode, Repo, git};
 
 /// A repository with a branch, an annotated tag on the first commit and a second commit
 /// on main. Returns (first commit, second commit).
@@ -113,10 +111,10 @@ async fn path_selects_a_subdirectory_keeping_repository_paths() {
 
     source.path = "docs".into();
     let e = fetch(&server, source.clone()).await.unwrap_err();
-    assert_eq!(e.reason(), "GitPathNotFound", "{e}");
+    assert_eq!(e.reason(), Reason::GitPathNotFound, "{e}");
     source.path = "README.md".into(); // a file, not a directory
     let e = fetch(&server, source).await.unwrap_err();
-    assert_eq!(e.reason(), "GitPathNotFound", "{e}");
+    assert_eq!(e.reason(), Reason::GitPathNotFound, "{e}");
 }
 
 #[tokio::test]
@@ -127,16 +125,16 @@ async fn unknown_refs_and_commits_are_ref_not_found() {
     let e = fetch(&server, request(&server, "tools", "nope"))
         .await
         .unwrap_err();
-    assert_eq!(e.reason(), "GitRefNotFound", "{e}");
+    assert_eq!(e.reason(), Reason::GitRefNotFound, "{e}");
     let absent = "0123456789abcdef0123456789abcdef01234567";
     let e = fetch(&server, request(&server, "tools", absent))
         .await
         .unwrap_err();
-    assert_eq!(e.reason(), "GitRefNotFound", "{e}");
+    assert_eq!(e.reason(), Reason::GitRefNotFound, "{e}");
     let e = fetch(&server, request(&server, "missing", ""))
         .await
         .unwrap_err();
-    assert_eq!(e.reason(), "GitFetchFailed", "{e}");
+    assert_eq!(e.reason(), Reason::GitFetchFailed, "{e}");
 }
 
 #[tokio::test]
@@ -147,11 +145,11 @@ async fn refused_before_any_connection_host_and_scheme() {
     let mut source = request(&server, "tools", "");
     source.allowed_hosts = vec!["127.0.0.1".into(), "git.example.com".into()];
     let e = fetch(&server, source).await.unwrap_err();
-    assert_eq!(e.reason(), "GitHostNotAllowed", "{e}");
+    assert_eq!(e.reason(), Reason::GitHostNotAllowed, "{e}");
     let mut source = request(&server, "tools", "");
     source.url = source.url.replace("https://", "http://");
     let e = fetch(&server, source).await.unwrap_err();
-    assert_eq!(e.reason(), "GitSourceInvalid", "{e}");
+    assert_eq!(e.reason(), Reason::GitSourceInvalid, "{e}");
     assert_eq!(server.connections.load(Ordering::SeqCst), 0);
 }
 
@@ -165,7 +163,7 @@ async fn an_untrusted_certificate_fails_the_fetch() {
         .fetch(&git::check(&request(&server, "tools", "")).unwrap())
         .await
         .unwrap_err();
-    assert_eq!(e.reason(), "GitFetchFailed", "{e}");
+    assert_eq!(e.reason(), Reason::GitFetchFailed, "{e}");
     assert!(server.connections.load(Ordering::SeqCst) > 0);
 }
 
@@ -199,7 +197,7 @@ async fn pack_byte_limit_at_the_boundary() {
     assert_eq!(at.pack_bytes, pack);
     source.max_bytes = pack - 1;
     let e = fetch(&server, source).await.unwrap_err();
-    assert_eq!(e.reason(), "GitTooLarge", "{e}");
+    assert_eq!(e.reason(), Reason::GitTooLarge, "{e}");
     assert!(e.to_string().contains("pack"), "{e}");
 }
 
@@ -220,7 +218,7 @@ async fn tree_byte_limit_at_the_boundary() {
     assert_eq!(paths(&at), ["a.txt", "dir/b.txt"]);
     source.max_bytes = total - 1;
     let e = fetch(&server, source).await.unwrap_err();
-    assert_eq!(e.reason(), "GitTooLarge", "{e}");
+    assert_eq!(e.reason(), Reason::GitTooLarge, "{e}");
     assert!(e.to_string().contains("files to deliver"), "{e}");
 }
 
@@ -237,7 +235,7 @@ async fn file_count_limit_at_the_boundary() {
     assert_eq!(fetcher.fetch(&source).await.unwrap().files.len(), 3);
     source.max_files = 2;
     let e = fetcher.fetch(&source).await.unwrap_err();
-    assert_eq!(e.reason(), "GitTooLarge", "{e}");
+    assert_eq!(e.reason(), Reason::GitTooLarge, "{e}");
     assert!(e.to_string().contains("more than 2 files"), "{e}");
 }
 
@@ -248,7 +246,7 @@ async fn a_stalled_server_times_out() {
     let mut source = request(&server, "any", "");
     source.timeout_ms = 300;
     let e = fetch(&server, source).await.unwrap_err();
-    assert_eq!(e.reason(), "GitTimeout", "{e}");
+    assert_eq!(e.reason(), Reason::GitTimeout, "{e}");
     assert!(server.connections.load(Ordering::SeqCst) > 0);
 }
 
@@ -280,7 +278,7 @@ async fn symlinks_are_refused_submodules_skipped_and_lfs_pointers_kept() {
     let e = fetch(&server, request(&server, "links", ""))
         .await
         .unwrap_err();
-    assert_eq!(e.reason(), "GitTreeRefused", "{e}");
+    assert_eq!(e.reason(), Reason::GitTreeRefused, "{e}");
     assert!(e.to_string().contains("other/link is a symlink"), "{e}");
 
     let mut source = request(&server, "links", "");

@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use kruntimes_runtimed::Reason;
 use kruntimes_runtimed::lifecycle::{Config, ExecSpec, Interpreter, Phase, Supervisor};
 use kruntimes_runtimed::workspace::{WriteError, write_files};
 
@@ -543,7 +544,7 @@ async fn a_missing_interpreter_is_an_error_with_a_reason() {
     spec.input = Some(b"{}".to_vec());
     let end = sup.start(spec).await.unwrap().wait().await;
     assert_eq!(end.phase, Phase::Error);
-    assert_eq!(end.reason, "SpawnFailed");
+    assert_eq!(end.reason, Some(Reason::SpawnFailed));
     // Neither the workspace nor the input file is left (a spare is an empty directory).
     let left: Vec<_> = std::fs::read_dir(root.path())
         .unwrap()
@@ -624,7 +625,7 @@ async fn a_run_writing_past_the_workspace_size_limit_fails_and_its_files_go() {
     let execution = sup.start(spec).await.unwrap();
     let end = execution.wait().await;
     assert_eq!(end.phase, Phase::Failed, "{end:?}");
-    assert_eq!(end.reason, "WorkspaceFull");
+    assert_eq!(end.reason, Some(Reason::WorkspaceFull));
     assert!(
         end.message.contains("limit of 1048576 bytes"),
         "{}",
@@ -651,7 +652,10 @@ async fn a_run_below_the_workspace_size_limit_succeeds() {
         .wait()
         .await;
     assert_eq!(
-        (end.phase, end.reason.as_str()),
+        (
+            end.phase,
+            end.reason.map(Reason::as_str).unwrap_or_default()
+        ),
         (Phase::Succeeded, "Completed")
     );
 }
@@ -681,7 +685,10 @@ async fn the_largest_workspace_fails_when_together_they_exceed_the_limit() {
     std::fs::write(&gate, b"").unwrap();
     let small_end = small.wait().await;
     assert_eq!(
-        (large_end.phase, large_end.reason.as_str()),
+        (
+            large_end.phase,
+            large_end.reason.map(Reason::as_str).unwrap_or_default()
+        ),
         (Phase::Failed, "WorkspaceFull")
     );
     assert_eq!(small_end.phase, Phase::Succeeded, "{small_end:?}");
@@ -730,7 +737,10 @@ async fn inline_files_are_checked_against_the_workspace_size_limit() {
         .wait()
         .await;
     assert_eq!(
-        (over.phase, over.reason.as_str()),
+        (
+            over.phase,
+            over.reason.map(Reason::as_str).unwrap_or_default()
+        ),
         (Phase::Error, "WorkspaceFull")
     );
     assert!(over.message.contains("1001 bytes"), "{}", over.message);
@@ -770,7 +780,10 @@ async fn a_killed_spawner_fails_its_runs_and_is_started_again() {
     .unwrap();
     let end = execution.wait().await;
     assert_eq!(
-        (end.phase, end.reason.as_str()),
+        (
+            end.phase,
+            end.reason.map(Reason::as_str).unwrap_or_default()
+        ),
         (Phase::Error, "SpawnerLost")
     );
     let mut pids: Vec<i32> = stdout_of(&execution)
@@ -887,7 +900,10 @@ async fn programs_are_found_and_started_as_execvp_does() {
         .wait()
         .await;
     assert_eq!(
-        (missing.phase, missing.reason.as_str()),
+        (
+            missing.phase,
+            missing.reason.map(Reason::as_str).unwrap_or_default()
+        ),
         (Phase::Error, "SpawnFailed"),
         "{missing:?}"
     );
@@ -930,7 +946,10 @@ async fn an_existing_directory_at_the_workspace_path_is_refused_and_left_alone()
     std::fs::write(taken.join("keep.txt"), "mine").unwrap();
     let end = sup.start(bash("taken", "true")).await.unwrap().wait().await;
     assert_eq!(
-        (end.phase, end.reason.as_str()),
+        (
+            end.phase,
+            end.reason.map(Reason::as_str).unwrap_or_default()
+        ),
         (Phase::Error, "WorkspaceUnavailable")
     );
     assert!(end.message.contains("File exists"), "{}", end.message);

@@ -14,7 +14,7 @@ use hyper::{Request, Response};
 use tokio::io::AsyncWriteExt;
 
 /// Runs `git ARGS` in `dir` with a fixed identity and no user configuration.
-pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
+pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .args(args)
         .current_dir(dir)
@@ -35,13 +35,14 @@ pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
 }
 
 /// A working tree whose commits are pushed to `ROOT/NAME.git`.
-pub(crate) struct Repo {
-    pub(crate) work: PathBuf,
+#[derive(Debug)]
+pub struct Repo {
+    pub work: PathBuf,
 }
 
 impl Repo {
     /// An empty repository `name` under `root` (default branch `main`).
-    pub(crate) fn new(root: &Path, name: &str) -> Self {
+    pub fn new(root: &Path, name: &str) -> Self {
         let bare = root.join(format!("{name}.git"));
         let work = root.join(format!("{name}-work"));
         std::fs::create_dir_all(&work).unwrap();
@@ -55,7 +56,7 @@ impl Repo {
     }
 
     /// Writes `path` (creating directories) in the working tree.
-    pub(crate) fn write(&self, path: &str, content: &[u8]) -> &Self {
+    pub fn write(&self, path: &str, content: &[u8]) -> &Self {
         let file = self.work.join(path);
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(file, content).unwrap();
@@ -63,12 +64,12 @@ impl Repo {
     }
 
     /// Runs git in the working tree.
-    pub(crate) fn git(&self, args: &[&str]) -> String {
+    pub fn git(&self, args: &[&str]) -> String {
         git(&self.work, args)
     }
 
     /// Commits everything and pushes the current branch; returns the commit id.
-    pub(crate) fn commit(&self, message: &str) -> String {
+    pub fn commit(&self, message: &str) -> String {
         self.git(&["add", "-A"]);
         self.git(&["commit", "-q", "--allow-empty", "-m", message]);
         let branch = self.git(&["rev-parse", "--abbrev-ref", "HEAD"]);
@@ -78,8 +79,8 @@ impl Repo {
 }
 
 /// How the server answers.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
     /// git's smart HTTP protocol.
     Git,
     /// Accepts TLS connections and never answers.
@@ -87,12 +88,14 @@ pub(crate) enum Mode {
 }
 
 /// A running server; stopped on drop.
-pub(crate) struct GitServer {
-    pub(crate) addr: SocketAddr,
+#[derive(Debug)]
+pub struct GitServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
     /// PEM of the CA that signed the server's certificate.
-    pub(crate) ca_pem: String,
+    pub ca_pem: String,
     /// TCP connections accepted so far.
-    pub(crate) connections: Arc<AtomicUsize>,
+    pub connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -104,7 +107,7 @@ impl Drop for GitServer {
 
 impl GitServer {
     /// Serves the bare repositories under `root` as `https://127.0.0.1:PORT/NAME.git`.
-    pub(crate) async fn start(root: &Path, mode: Mode) -> Self {
+    pub async fn start(root: &Path, mode: Mode) -> Self {
         use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -167,17 +170,17 @@ impl GitServer {
     }
 
     /// `https://127.0.0.1:PORT/NAME.git`.
-    pub(crate) fn url(&self, name: &str) -> String {
+    pub fn url(&self, name: &str) -> String {
         format!("https://127.0.0.1:{}/{name}.git", self.addr.port())
     }
 
     /// The allow-list entry for this server.
-    pub(crate) fn host(&self) -> String {
+    pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.addr.port())
     }
 
     /// Writes the CA to `dir/ca.pem` and returns its path.
-    pub(crate) fn write_ca(&self, dir: &Path) -> PathBuf {
+    pub fn write_ca(&self, dir: &Path) -> PathBuf {
         let path = dir.join("ca.pem");
         std::fs::write(&path, &self.ca_pem).unwrap();
         path

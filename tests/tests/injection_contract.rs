@@ -1,7 +1,7 @@
 //! The contract between the injector (webhook) and runtimed: every command the injector
 //! renders into a Pod must be one the `runtimed` command line accepts, with the modes
-//! and sockets the other side expects. Both crates are dependencies of `krt`, so this
-//! test sits here.
+//! and sockets the other side expects. It links both crates, which no library may do
+//! (the webhook never depends on runtimed), so it lives in the end-to-end crate.
 
 // Test helpers outside #[test] fns may fail loudly too (clippy.toml allows it in tests).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -2,8 +2,8 @@
 //! `protoc`) and generates the tonic client and server.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto_dir = "../proto";
-    let file = "../proto/runtimed/v1/runtimed.proto";
+    let proto_dir = "proto";
+    let file = "proto/runtimed/v1/runtimed.proto";
     println!("cargo:rerun-if-changed={file}");
     let fds = protox::compile([file], [proto_dir])?;
     tonic_prost_build::configure()

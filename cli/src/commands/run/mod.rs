@@ -1,0 +1,290 @@
+//! `krt run --local -f FILE`: executes a Run or a Workflow on this machine through the
+//! same gRPC API the controller uses. It validates like the webhook, starts `runtimed
+//! agent` and `runtimed sidecar` as children on private sockets and a private
+//! workspace ([`local`]), executes through the sidecar, streams stdout to stdout and
+//! stderr to stderr ([`follow`]), and stops both. A Workflow's steps go through the
+//! shared planner ([`workflow`]), their output lines prefixed with `[job/step]`.
+//!
+//! Exit status: 0 succeeded, the program's exit code when it failed (128 + signal when
+//! killed by one; for a Workflow, the first failed step's), 124 timed out, 130, 143 or
+//! 129 when krt was interrupted by SIGINT, SIGTERM or SIGHUP (the Run is cancelled
+//! first), 141 when krt's stdout was closed, 2 invalid input, 1 platform error.
+
+mod follow;
+mod local;
+mod signals;
+mod workflow;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+use kruntimes_api::v1alpha1::{Run, RuntimeSpec};
+use kruntimes_api::validation::check_document;
+use kruntimes_api::validation::document::{TypedObject, describe};
+use kruntimes_runtimed_api::request::{RequestError, execute_request};
+use kruntimes_runtimed_api::{RuntimedClient, proto};
+use tonic::transport::Channel;
+
+pub use local::RUNTIMED_BIN_ENV;
+
+use crate::error::{CliError, EXIT_BAD_INPUT, EXIT_PLATFORM_ERROR};
+use crate::manifest;
+use follow::{EXIT_BROKEN_PIPE, FollowError, Output, exit_code, follow, with_artifacts};
+use local::{LocalRuntimed, find_runtimed};
+use signals::Interrupts;
+use workflow::{WorkflowPlan, execute_workflow, to_plan};
+
+/// Arguments of `krt run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Run on this machine, with a runtimed agent and sidecar started for the purpose.
+    /// Required: running against a cluster is not available in this version.
+    #[arg(long)]
+    local: bool,
+    /// The manifest holding one Run or one Workflow (and optionally their Runtimes).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: PathBuf,
+    /// Keep the workspace (and print where it is) after the Run ends.
+    #[arg(long)]
+    keep_workspace: bool,
+    /// PEM certificates the sidecar trusts for git fetches besides the system's roots
+    /// (a private git server; tests).
+    #[arg(long, value_name = "PEM")]
+    git_ca_file: Option<PathBuf>,
+}
+
+/// Runs `krt run` and returns its exit status, once everything is cleaned up.
+pub fn run(args: RunArgs) -> ExitCode {
+    let code = match run_code(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("krt run: {e}");
+            e.exit_code()
+        }
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn run_code(args: &RunArgs) -> Result<i32, CliError> {
+    if !args.local {
+        return Err(CliError::BadInput(
+            "only --local is available in this version: add --local to run on this machine".into(),
+        ));
+    }
+    let work = load(&args.file)?;
+    let runtimed = find_runtimed()?;
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| CliError::Platform(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(run_local(
+        &runtimed,
+        work,
+        args.keep_workspace,
+        args.git_ca_file.as_deref(),
+    ))
+}
+
+/// What a file asks to run.
+#[derive(Debug)]
+enum Work {
+    Run(Box<proto::ExecuteRequest>),
+    Workflow(WorkflowPlan),
+}
+
+/// The Runtimes given in the file, by name: what they pass on to their Runs here (the
+/// default timeout, the git policy, the artifact store), as the controller would.
+type Runtimes = BTreeMap<String, RuntimeSpec>;
+
+/// The environment variables the sidecar signs artifact uploads with (locally: krt's
+/// own environment, which its runtimed children inherit; in a cluster: the Runtime's
+/// `credentialsSecretRef`).
+const ARTIFACT_CREDENTIALS: [&str; 2] = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"];
+
+/// Reads, validates and converts the Run or Workflow.
+fn load(path: &Path) -> Result<Work, CliError> {
+    let file = path.display().to_string();
+    let bad = |message: String| CliError::BadInput(format!("{file}: {message}"));
+    let documents = manifest::load(path).map_err(|e| bad(e.to_string()))?;
+    let mut runtimes = Runtimes::new();
+    let mut works = Vec::new();
+    for document in &documents {
+        let checked = check_document(&document.value).map_err(|e| {
+            let (kind, name) = describe(&document.value);
+            bad(format!("{kind}/{name}: {e}"))
+        })?;
+        if !checked.violations.is_empty() {
+            let lines: Vec<String> = checked
+                .violations
+                .iter()
+                .map(|v| format!("{file}: {}/{}: {v}", checked.kind, checked.name))
+                .collect();
+            return Err(CliError::BadInput(lines.join("\n")));
+        }
+        match checked.object {
+            Some(TypedObject::Runtime(runtime)) => {
+                runtimes.insert(checked.name, runtime.spec.clone());
+            }
+            Some(object) => works.push((checked.kind, checked.name, object)),
+            None => {}
+        }
+    }
+    let [(kind, name, object)] = works.as_slice() else {
+        return Err(bad(format!(
+            "expected exactly one Run or Workflow (and optionally its Runtimes), found {}",
+            works.len()
+        )));
+    };
+    match object {
+        TypedObject::Run(run) => to_request(run, &runtimes).map(|r| Work::Run(Box::new(r))),
+        TypedObject::Workflow(workflow) => {
+            if workflow.spec.cancel == Some(true) {
+                return Err(bad(format!(
+                    "{kind}/{name}: spec.cancel is true: a cancelled Workflow does not run"
+                )));
+            }
+            to_plan(workflow, &runtimes, local_message).map(Work::Workflow)
+        }
+        TypedObject::Runtime(_) => Err(format!("{kind}/{name}: krt run takes a Run or a Workflow")),
+    }
+    .map_err(bad)
+}
+
+fn to_request(run: &Run, runtimes: &Runtimes) -> Result<proto::ExecuteRequest, String> {
+    if run.spec.cancel == Some(true) {
+        return Err("spec.cancel is true: a cancelled Run does not run".into());
+    }
+    let name = run.metadata.name.as_deref().unwrap_or("run");
+    let run_uid = run
+        .metadata
+        .uid
+        .clone()
+        .unwrap_or_else(|| format!("local-{name}-{}", std::process::id()));
+    let runtime = runtimes.get(&run.spec.runtime_ref.name);
+    let request = execute_request(&run.spec, run_uid, runtime).map_err(local_message)?;
+    check_credentials(&request, credential_set)?;
+    Ok(request)
+}
+
+/// A request error in the words of a local run, where Runtimes come from the same file.
+fn local_message(error: RequestError) -> String {
+    match error {
+        RequestError::RuntimeUnknown {
+            field,
+            runtime,
+            why,
+        } => format!("{field} needs Runtime {runtime:?} in the same file ({why})"),
+        other => other.to_string(),
+    }
+}
+
+/// Locally the sidecar signs uploads with krt's own environment: both variables must be
+/// set before anything runs.
+fn check_credentials(
+    request: &proto::ExecuteRequest,
+    credential: impl Fn(&str) -> bool,
+) -> Result<(), String> {
+    if request.artifacts.is_none() {
+        return Ok(());
+    }
+    match ARTIFACT_CREDENTIALS
+        .into_iter()
+        .find(|name| !credential(name))
+    {
+        Some(missing) => Err(format!(
+            "spec.artifacts: {missing} is not set; locally the upload is signed with {} from krt's environment (the Runtime's credentialsSecretRef is a cluster Secret)",
+            ARTIFACT_CREDENTIALS.join(" and ")
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Whether the environment variable `name` is set and not empty.
+fn credential_set(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|value| !value.is_empty())
+}
+
+async fn run_local(
+    runtimed: &Path,
+    work: Work,
+    keep: bool,
+    git_ca_file: Option<&Path>,
+) -> Result<i32, CliError> {
+    // Installed before anything starts, so a signal at any moment is krt's to handle.
+    let mut interrupts = Interrupts::install()
+        .map_err(|e| CliError::Platform(format!("cannot handle signals: {e}")))?;
+    let local = tokio::select! {
+        started = LocalRuntimed::start(runtimed, keep, git_ca_file) => started?,
+        got = interrupts.first() => return Ok(got.exit_code()),
+    };
+    let code = match work {
+        Work::Run(request) => execute(local.client.clone(), *request, &mut interrupts).await,
+        Work::Workflow(plan) => {
+            execute_workflow(local.client.clone(), plan, local.capacity, &mut interrupts).await
+        }
+    };
+    interrupts.force_on_next();
+    local.stop(keep).await;
+    Ok(code)
+}
+
+async fn execute(
+    mut client: RuntimedClient<Channel>,
+    request: proto::ExecuteRequest,
+    interrupts: &mut Interrupts,
+) -> i32 {
+    let id = request.run_uid.clone();
+    let mut events = match client.execute_and_follow(request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => {
+            eprintln!("krt run: execute: {}", status.message());
+            return if status.code() == tonic::Code::InvalidArgument {
+                EXIT_BAD_INPUT
+            } else {
+                EXIT_PLATFORM_ERROR
+            };
+        }
+    };
+    let cancel = |client: &mut RuntimedClient<Channel>| {
+        let id = id.clone();
+        let mut client = client.clone();
+        async move {
+            let _ = client
+                .cancel(proto::CancelRequest {
+                    execution_id: id,
+                    grace_ms: 0,
+                })
+                .await;
+        }
+    };
+    let mut interrupted = None;
+    let mut output = Output::new(None);
+    let ended = loop {
+        tokio::select! {
+            ended = follow(&mut events, &mut output) => break ended,
+            got = interrupts.first(), if interrupted.is_none() => {
+                interrupted = Some(got);
+                cancel(&mut client).await;
+            }
+        }
+    };
+    // The follow future is dropped when a signal comes; after the cancel, the rest of
+    // the call is followed from where it was (`output` and the stream keep their place).
+    match ended {
+        Ok(execution) => {
+            let code = interrupted.map_or(130, |s| s.exit_code());
+            with_artifacts(exit_code(&execution, code), &execution, None)
+        }
+        Err(FollowError::BrokenPipe) => {
+            cancel(&mut client).await;
+            EXIT_BROKEN_PIPE
+        }
+        Err(FollowError::Failed(message)) => {
+            eprintln!("krt run: {message}");
+            EXIT_PLATFORM_ERROR
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

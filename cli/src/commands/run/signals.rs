@@ -1,0 +1,92 @@
+//! The signals that end `krt run` early: Ctrl-C (SIGINT), SIGTERM (`timeout`, a CI
+//! cancel) and SIGHUP (a closed terminal). Each cancels what runs, waits for it to end
+//! and exits with 128 + the signal's number, as a shell reports it. A second signal
+//! while the cancel is under way exits at once: the runtimed children stop by
+//! themselves (`--exit-with-parent`).
+
+use tokio::signal::unix::{SignalKind, signal};
+
+/// A signal that asks krt to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Interrupt {
+    /// SIGINT (Ctrl-C): exit 130.
+    Int,
+    /// SIGTERM: exit 143.
+    Term,
+    /// SIGHUP: exit 129.
+    Hup,
+}
+
+impl Interrupt {
+    /// 128 + the signal's number.
+    pub(crate) fn exit_code(self) -> i32 {
+        match self {
+            Self::Int => 130,
+            Self::Term => 143,
+            Self::Hup => 129,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Int => "interrupted",
+            Self::Term => "terminated",
+            Self::Hup => "hung up",
+        }
+    }
+}
+
+/// The three signals, installed once: from then on they no longer end krt at once.
+#[derive(Debug)]
+pub(crate) struct Interrupts {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    first: Option<Interrupt>,
+}
+
+impl Interrupts {
+    /// Installs the handlers.
+    pub(crate) fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+            first: None,
+        })
+    }
+
+    /// The first signal that arrives (the same one again on later calls, at once).
+    /// After it, a watcher exits the process on the next signal.
+    pub(crate) async fn first(&mut self) -> Interrupt {
+        if let Some(first) = self.first {
+            return first;
+        }
+        let got = self.next().await;
+        eprintln!(
+            "krt run: {}; cancelling (again to exit at once)",
+            got.name()
+        );
+        self.first = Some(got);
+        got
+    }
+
+    async fn next(&mut self) -> Interrupt {
+        tokio::select! {
+            _ = self.int.recv() => Interrupt::Int,
+            _ = self.term.recv() => Interrupt::Term,
+            _ = self.hup.recv() => Interrupt::Hup,
+        }
+    }
+
+    /// After the first signal: exits the process when another one comes. Consumes the
+    /// handlers; the caller keeps the code of the first.
+    pub(crate) fn force_on_next(mut self) {
+        let Some(first) = self.first else { return };
+        tokio::spawn(async move {
+            self.next().await;
+            eprintln!("krt run: exiting without waiting for the cancel");
+            std::process::exit(first.exit_code());
+        });
+    }
+}
