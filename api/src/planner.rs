@@ -270,7 +270,9 @@ fn unstarted_job(job: &JobPlan, states: &[Option<JobState>], stop_new: bool) -> 
         phase: JobPhase::Skipped,
         step: None,
     };
-    if stop_new {
+    // A job without steps succeeds as soon as its needs do (there is nothing to stop),
+    // so it keeps that phase after a later failure or halt.
+    if stop_new && job.steps > 0 {
         return Some(skipped);
     }
     let mut all_succeeded = true;

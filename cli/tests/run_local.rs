@@ -3,13 +3,10 @@
 // Tests stop loudly on the first unexpected value.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "support/runtimed.rs"]
-mod support;
-
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use support::runtimed;
+use kruntimes_testkit::runtimed::binary as runtimed;
 
 fn krt_run(file: &std::path::Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_krt"))

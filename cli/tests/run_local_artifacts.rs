@@ -6,15 +6,13 @@
 
 #[path = "support/runtime_manifest.rs"]
 mod runtime_manifest;
-#[path = "support/runtimed.rs"]
-mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use kruntimes_testkit::runtimed::binary as runtimed;
 use kruntimes_testkit::s3::S3Server;
 use runtime_manifest::RUNTIME_BASH;
-use support::runtimed;
 
 /// A Runtime whose artifacts go to `bucket` under `team-a/`, and a Run whose script
 /// ends with `exit_code` after writing `out/a.txt`, `out/sub/b.txt` and `skip.txt`.

@@ -5,15 +5,13 @@
 
 #[path = "support/runtime_manifest.rs"]
 mod runtime_manifest;
-#[path = "support/runtimed.rs"]
-mod support;
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use kruntimes_testkit::git_server::{GitServer, Mode, Repo};
+use kruntimes_testkit::runtimed::binary as runtimed;
 use runtime_manifest::RUNTIME_BASH;
-use support::runtimed;
 
 fn manifest(dir: &std::path::Path, allowed_host: &str, url: &str) -> PathBuf {
     let path = dir.join("run.yaml");

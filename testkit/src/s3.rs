@@ -1,7 +1,8 @@
 //! A real S3-compatible server (moto's server mode) on 127.0.0.1 and a random free
 //! port, installed by `.ci/install-s3-server` when missing, stopped on drop. What the
-//! tests read back (keys, objects) goes over plain HTTP: moto serves unsigned requests,
-//! so no S3 client library is needed to check what was uploaded.
+//! tests read back (keys, objects) goes over plain HTTP: moto checks that a request
+//! names an access key but does not verify its signature, so no S3 client library is
+//! needed to check what was uploaded.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -102,7 +103,9 @@ impl S3Server {
             .ok()?;
         write!(
             stream,
-            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\n\r\n",
+            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\n\
+             Authorization: AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/20260101/us-east-1/s3/aws4_request, \
+             SignedHeaders=host, Signature=0\r\n\r\n",
             self.port
         )
         .ok()?;

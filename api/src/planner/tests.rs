@@ -228,7 +228,7 @@ fn a_cycle_or_an_unknown_need_never_panics() {
 fn jobs_of_resolves_needs_and_names_an_unknown_one() {
     let spec: WorkflowSpec = serde_json::from_value(serde_json::json!({
         "jobs": [
-            {"name": "a", "steps": [{"name": "s", "run": {"runtimeRef": {"name": "r"}, "script": "x"}}]},
+            {"name": "a", "steps": [{"name": "s", "run": {"runtimeRef": {"name": "r"}, "interpreter": "bash", "script": "x"}}]},
             {"name": "b", "needs": ["a"], "steps": []},
         ]
     }))

@@ -223,7 +223,6 @@ async fn run_local(
             execute_workflow(local.client.clone(), plan, local.capacity, &mut interrupts).await
         }
     };
-    interrupts.force_on_next();
     local.stop(keep).await;
     Ok(code)
 }

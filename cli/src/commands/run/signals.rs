@@ -57,7 +57,7 @@ impl Interrupts {
     }
 
     /// The first signal that arrives (the same one again on later calls, at once).
-    /// After it, a watcher exits the process on the next signal.
+    /// From then on, the next signal exits the process, whatever krt is waiting for.
     pub(crate) async fn first(&mut self) -> Interrupt {
         if let Some(first) = self.first {
             return first;
@@ -68,6 +68,16 @@ impl Interrupts {
             got.name()
         );
         self.first = Some(got);
+        match Self::install() {
+            Ok(mut watcher) => {
+                tokio::spawn(async move {
+                    watcher.next().await;
+                    eprintln!("krt run: exiting without waiting for the cancel");
+                    std::process::exit(got.exit_code());
+                });
+            }
+            Err(e) => eprintln!("krt run: a second signal will not force an exit: {e}"),
+        }
         got
     }
 
@@ -77,16 +87,5 @@ impl Interrupts {
             _ = self.term.recv() => Interrupt::Term,
             _ = self.hup.recv() => Interrupt::Hup,
         }
-    }
-
-    /// After the first signal: exits the process when another one comes. Consumes the
-    /// handlers; the caller keeps the code of the first.
-    pub(crate) fn force_on_next(mut self) {
-        let Some(first) = self.first else { return };
-        tokio::spawn(async move {
-            self.next().await;
-            eprintln!("krt run: exiting without waiting for the cancel");
-            std::process::exit(first.exit_code());
-        });
     }
 }

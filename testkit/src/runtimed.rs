@@ -1,0 +1,150 @@
+//! Real runtimed processes for tests of other crates (krt, the controller, the
+//! end-to-end suite): the binary of this build, and an agent with a sidecar whose
+//! network listener speaks TLS with a bearer token, as in a Runtime's pod.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The runtimed binary of this build: next to the test executable's `deps/` folder;
+/// built with cargo when this test run did not build it (`cargo nextest run -p X`).
+pub fn binary() -> &'static PathBuf {
+    static RUNTIMED: OnceLock<PathBuf> = OnceLock::new();
+    RUNTIMED.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        // target/<profile>/deps/<test>-<hash>
+        let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
+        let path = profile_dir.join("runtimed");
+        if !path.is_file() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let target_dir = profile_dir.parent().unwrap();
+            let status = Command::new(cargo)
+                .args(["build", "-p", "kruntimes-runtimed", "--bin", "runtimed"])
+                .env("CARGO_TARGET_DIR", target_dir)
+                .status()
+                .unwrap();
+            assert!(status.success(), "building runtimed failed");
+        }
+        assert!(path.is_file(), "no runtimed at {}", path.display());
+        path
+    })
+}
+
+/// A self-signed certificate for `name`: (certificate PEM, private key PEM).
+pub fn self_signed(name: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// An agent and a sidecar on loopback, the sidecar listening on TCP with TLS and a
+/// bearer token; both killed on drop.
+#[derive(Debug)]
+pub struct Pod {
+    dir: tempfile::TempDir,
+    agent: std::process::Child,
+    sidecar: std::process::Child,
+    /// Where the sidecar's network listener is.
+    pub addr: SocketAddr,
+    /// The listener's certificate PEM.
+    pub certificate_pem: String,
+    /// The name the certificate is issued for.
+    pub server_name: String,
+    /// The bearer token.
+    pub token: String,
+}
+
+impl Pod {
+    /// Starts both and waits until the listener accepts connections. `agent_args` are
+    /// added to the agent's command line (e.g. `--max-running 2`).
+    pub fn start(agent_args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let server_name = "runtimed.test".to_owned();
+        let (cert, key) = self_signed(&server_name);
+        let token = "test-token-".repeat(4);
+        let agent_socket = dir.path().join("agent.sock");
+        std::fs::write(dir.path().join("token"), format!("{token}\n")).unwrap();
+        std::fs::write(dir.path().join("tls.crt"), &cert).unwrap();
+        std::fs::write(dir.path().join("tls.key"), &key).unwrap();
+        let agent = Command::new(binary())
+            .args(["agent", "--socket"])
+            .arg(&agent_socket)
+            .arg("--workspace")
+            .arg(dir.path().join("ws"))
+            .args(agent_args)
+            .env("RUNTIMED_LOG", "error")
+            .spawn()
+            .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // The port is given to the sidecar, which binds it itself: a race with another
+        // process is retried by the caller's wait below failing loudly, not hidden.
+        drop(listener);
+        let sidecar = Command::new(binary())
+            .args(["sidecar", "--listen"])
+            .arg(dir.path().join("sidecar.sock"))
+            .arg("--agent-socket")
+            .arg(&agent_socket)
+            .arg("--grpc-bind-address")
+            .arg(addr.to_string())
+            .arg("--token-file")
+            .arg(dir.path().join("token"))
+            .arg("--tls-cert-file")
+            .arg(dir.path().join("tls.crt"))
+            .arg("--tls-private-key-file")
+            .arg(dir.path().join("tls.key"))
+            .env("RUNTIMED_LOG", "error")
+            .spawn()
+            .unwrap();
+        let pod = Self {
+            dir,
+            agent,
+            sidecar,
+            addr,
+            certificate_pem: cert,
+            server_name,
+            token,
+        };
+        pod.wait_listening(Duration::from_secs(30));
+        pod
+    }
+
+    fn wait_listening(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        let mut delay = Duration::from_millis(5);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(self.addr).is_ok()
+                && self.dir.path().join("agent.sock").exists()
+            {
+                return;
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_millis(100));
+        }
+        panic!("runtimed never listened on {}", self.addr);
+    }
+
+    /// The agent's process id (to kill it in a fault test).
+    pub fn agent_pid(&self) -> u32 {
+        self.agent.id()
+    }
+
+    /// The sidecar's process id.
+    pub fn sidecar_pid(&self) -> u32 {
+        self.sidecar.id()
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        for child in [&mut self.sidecar, &mut self.agent] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
