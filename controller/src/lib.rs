@@ -1,5 +1,12 @@
-//! the controller of kruntimes.
+//! The kruntimes controller: Runtimes become warm pools (a Deployment, a Secret with the
+//! sidecar's token and certificate, a NetworkPolicy), Runs are dispatched to a warm
+//! pod's runtimed in milliseconds, Workflows become child Runs along their DAG.
 //!
-//! Not implemented yet: this crate reserves its place in the workspace (see
-//! `docs/roadmap.md`). Its binary says so and exits with status 2 rather than
-//! pretending to work.
+//! Decisions are pure functions of state ([`scheduler`], [`naming`], the renderers);
+//! the reconcilers drive them against the API server.
+
+pub mod error;
+pub mod naming;
+pub mod scheduler;
+
+pub use error::Error;

