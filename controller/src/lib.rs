@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod naming;
+pub mod run_status;
 pub mod scheduler;
 
 pub use error::Error;

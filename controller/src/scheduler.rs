@@ -105,7 +105,10 @@ mod tests {
         let pods = [pod("a", 1), pod("b", 0)];
         let queue = [run("late", 5), run("early", 1), run("mid", 3)];
         let got = assign(&queue, &pods, 2);
-        let pairs: Vec<(&str, &str)> = got.iter().map(|a| (a.uid.as_str(), a.pod.as_str())).collect();
+        let pairs: Vec<(&str, &str)> = got
+            .iter()
+            .map(|a| (a.uid.as_str(), a.pod.as_str()))
+            .collect();
         assert_eq!(pairs, [("early", "b"), ("mid", "a"), ("late", "b")]);
     }
 
