@@ -5,8 +5,10 @@
 //! Decisions are pure functions of state ([`scheduler`], [`naming`], the renderers);
 //! the reconcilers drive them against the API server.
 
+pub mod dispatch;
 pub mod error;
 pub mod naming;
+pub mod reasons;
 pub mod run_status;
 pub mod scheduler;
 

@@ -42,6 +42,39 @@ pub fn self_signed(name: &str) -> (String, String) {
     (cert.pem(), key.serialize_pem())
 }
 
+/// What a Runtime's pods share: the sidecar's certificate and key, and the token.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The name the certificate is issued for.
+    pub server_name: String,
+    /// Certificate PEM.
+    pub certificate_pem: String,
+    /// Private key PEM.
+    pub key_pem: String,
+    /// The bearer token.
+    pub token: String,
+}
+
+impl Identity {
+    /// A fresh self-signed certificate for `runtimed.test` and a token.
+    pub fn new() -> Self {
+        let server_name = "runtimed.test".to_owned();
+        let (certificate_pem, key_pem) = self_signed(&server_name);
+        Self {
+            server_name,
+            certificate_pem,
+            key_pem,
+            token: "test-token-".repeat(4),
+        }
+    }
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// An agent and a sidecar on loopback, the sidecar listening on TCP with TLS and a
 /// bearer token; both killed on drop.
 #[derive(Debug)]
@@ -63,10 +96,16 @@ impl Pod {
     /// Starts both and waits until the listener accepts connections. `agent_args` are
     /// added to the agent's command line (e.g. `--max-running 2`).
     pub fn start(agent_args: &[&str]) -> Self {
+        Self::start_with(agent_args, &Identity::new())
+    }
+
+    /// As [`Pod::start`], with the certificate and token of `identity` (pods of one
+    /// Runtime share them).
+    pub fn start_with(agent_args: &[&str], identity: &Identity) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let server_name = "runtimed.test".to_owned();
-        let (cert, key) = self_signed(&server_name);
-        let token = "test-token-".repeat(4);
+        let server_name = identity.server_name.clone();
+        let (cert, key) = (identity.certificate_pem.clone(), identity.key_pem.clone());
+        let token = identity.token.clone();
         let agent_socket = dir.path().join("agent.sock");
         std::fs::write(dir.path().join("token"), format!("{token}\n")).unwrap();
         std::fs::write(dir.path().join("tls.crt"), &cert).unwrap();

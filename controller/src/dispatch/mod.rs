@@ -1,0 +1,446 @@
+//! Run dispatch: per Runtime, a bounded FIFO queue of Runs and the warm pods that run
+//! them. The [`scheduler`](crate::scheduler) decides which Run goes where; a task per
+//! dispatched Run makes one `ExecuteAndFollow` call to the pod's sidecar over TLS with
+//! the Runtime's token ([`execute`]), writes `Running` when runtimed accepted it and the
+//! terminal status when it ended, then frees the slot.
+//!
+//! The dispatcher knows nothing of the Kubernetes API: the Run reconciler submits Runs,
+//! the Runtime and Pod watchers set each pool, and statuses go to a [`StatusSink`].
+//! Slots are counted per Run uid, so a Run is never counted twice, and a pod's running
+//! executions are read from runtimed's `List` before the first Run goes to it: after a
+//! controller restart no pod gets more than `concurrency` Runs.
+
+mod execute;
+mod sink;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use kruntimes_api::v1alpha1::RunStatus;
+use kruntimes_runtimed_api::client::TlsTarget;
+use kruntimes_runtimed_api::proto;
+use tokio::sync::watch;
+
+pub use sink::{RunKey, StatusSink};
+
+use crate::scheduler::{self, MAX_QUEUED_RUNS_PER_RUNTIME, PodSlots, QueuedRun};
+
+/// How often a Run whose Execute provably did not reach runtimed (the connection
+/// failed before runtimed answered) is dispatched again before it ends in `Error`.
+pub const MAX_DISPATCH_ATTEMPTS: u32 = 5;
+
+/// First wait before such a retry; doubled on each attempt.
+pub const DISPATCH_BACKOFF: Duration = Duration::from_millis(200);
+
+/// How often following a started Run may fail in a row (the sidecar restarting, the
+/// network) before the Run ends in `Error`: a stale pod never leaves a Run `Running`.
+pub const MAX_FOLLOW_MISSES: u32 = 5;
+
+/// Time allowed for the TCP and TLS handshakes with a sidecar.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A Runtime, as the dispatcher knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RuntimeKey {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// How to reach and trust a Runtime's sidecars: from the Runtime's Secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The bearer token.
+    pub token: String,
+    /// The sidecars' certificate (PEM), the only root trusted for them.
+    pub certificate_pem: Vec<u8>,
+    /// The name it is issued for.
+    pub server_name: String,
+    /// runtimed's gRPC port.
+    pub port: u16,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("server_name", &self.server_name)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A warm pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodTarget {
+    /// Its name.
+    pub name: String,
+    /// Its IP (empty until it has one).
+    pub ip: String,
+    /// PodReady.
+    pub ready: bool,
+    /// Being deleted.
+    pub terminating: bool,
+}
+
+/// What the watchers know of a Runtime's pool.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PoolSpec {
+    /// Runs at once per pod.
+    pub concurrency: u32,
+    /// Its pods.
+    pub pods: Vec<PodTarget>,
+    /// Its Secret's credentials (`None` until the Secret exists).
+    pub credentials: Option<Credentials>,
+}
+
+/// A Run handed to the dispatcher.
+#[derive(Clone, Debug)]
+pub struct Submission {
+    /// Which Run.
+    pub key: RunKey,
+    /// Its creation time (Unix seconds), the FIFO order with the name.
+    pub created: i64,
+    /// What to execute.
+    pub request: proto::ExecuteRequest,
+    /// The status written so far (`Pending` with `queuedAt`), kept in later writes.
+    pub status: RunStatus,
+    /// A Run already `Running` on this pod (found after a controller restart): it is
+    /// followed there, never started again elsewhere.
+    pub running_on: Option<String>,
+    /// Dispatch attempts that failed before runtimed accepted the Run (0 when
+    /// submitted).
+    pub attempts: u32,
+}
+
+/// What [`Dispatcher::submit`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Submitted {
+    /// Queued (or re-attached); it will be dispatched.
+    Queued,
+    /// Already queued or running: nothing changed.
+    Known,
+    /// The Runtime's queue is full ([`MAX_QUEUED_RUNS_PER_RUNTIME`]); submit it again
+    /// later.
+    QueueFull,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    cancel: watch::Sender<bool>,
+}
+
+#[derive(Debug, Default)]
+struct Pool {
+    spec: PoolSpec,
+    queue: BTreeMap<(i64, String), Submission>,
+    /// Run uids this dispatcher runs, per pod.
+    busy: HashMap<String, HashSet<String>>,
+    /// Run uids runtimed's `List` reported running per pod that this dispatcher does
+    /// not run (after a restart: Runs not re-attached yet, or deleted ones still
+    /// ending). They take slots too; read again on every pool update while any are left.
+    foreign: HashMap<String, HashSet<String>>,
+    inflight: HashMap<String, InFlight>,
+    /// Pods whose running executions were read from runtimed.
+    synced: HashSet<String>,
+    /// Pods being read from runtimed now.
+    syncing: HashSet<String>,
+}
+
+impl Pool {
+    fn slots(&self) -> Vec<PodSlots> {
+        self.spec
+            .pods
+            .iter()
+            .map(|p| PodSlots {
+                name: p.name.clone(),
+                ready: p.ready && !p.ip.is_empty() && self.synced.contains(&p.name),
+                terminating: p.terminating,
+                busy: self.busy_in(&p.name),
+            })
+            .collect()
+    }
+
+    /// Runs executing in `pod`: its own and the foreign ones, each uid once.
+    fn busy_in(&self, pod: &str) -> u32 {
+        let own = self.busy.get(pod);
+        let foreign = self.foreign.get(pod).map_or(0, |f| {
+            f.iter()
+                .filter(|uid| own.is_none_or(|o| !o.contains(*uid)))
+                .count()
+        });
+        own.map_or(0, HashSet::len) as u32 + foreign as u32
+    }
+
+    fn is_known(&self, uid: &str) -> bool {
+        self.inflight.contains_key(uid) || self.queue.values().any(|s| s.key.uid == uid)
+    }
+}
+
+struct Inner {
+    pools: Mutex<HashMap<RuntimeKey, Pool>>,
+    sink: Arc<dyn StatusSink>,
+}
+
+/// The dispatcher; cheap to clone.
+#[derive(Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher").finish_non_exhaustive()
+    }
+}
+
+impl Dispatcher {
+    /// A dispatcher writing statuses to `sink`. Needs a tokio runtime.
+    pub fn new(sink: Arc<dyn StatusSink>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                pools: Mutex::new(HashMap::new()),
+                sink,
+            }),
+        }
+    }
+
+    fn pools(&self) -> MutexGuard<'_, HashMap<RuntimeKey, Pool>> {
+        match self.inner.pools.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Sets what is known of a Runtime's pool, and dispatches what now fits.
+    pub fn set_pool(&self, runtime: &RuntimeKey, spec: PoolSpec) {
+        {
+            let mut pools = self.pools();
+            let pool = pools.entry(runtime.clone()).or_default();
+            let names: HashSet<&str> = spec.pods.iter().map(|p| p.name.as_str()).collect();
+            pool.synced.retain(|p| names.contains(p.as_str()));
+            pool.foreign.retain(|p, _| names.contains(p.as_str()));
+            // Foreign slots are read again: they end without this dispatcher seeing it.
+            let stale: Vec<String> = pool
+                .foreign
+                .iter()
+                .filter(|(_, uids)| !uids.is_empty())
+                .map(|(pod, _)| pod.clone())
+                .collect();
+            for pod in stale {
+                pool.synced.remove(&pod);
+            }
+            if pool.spec.credentials != spec.credentials {
+                // New credentials (a rotation): read the pods again with them.
+                pool.synced.clear();
+            }
+            pool.spec = spec;
+        }
+        self.pump(runtime);
+    }
+
+    /// Whether `pod` of `runtime` is still in its pool and not being deleted.
+    fn pod_alive(&self, runtime: &RuntimeKey, pod: &str) -> bool {
+        self.pools()
+            .get(runtime)
+            .is_some_and(|p| p.spec.pods.iter().any(|t| t.name == pod && !t.terminating))
+    }
+
+    /// Runs of `runtime` executing now (for the Runtime's `status.capacity.busy`).
+    pub fn busy(&self, runtime: &RuntimeKey) -> u32 {
+        self.pools()
+            .get(runtime)
+            .map_or(0, |p| p.spec.pods.iter().map(|t| p.busy_in(&t.name)).sum())
+    }
+
+    /// Runs of `runtime` waiting for a slot.
+    pub fn queued(&self, runtime: &RuntimeKey) -> usize {
+        self.pools().get(runtime).map_or(0, |p| p.queue.len())
+    }
+
+    /// Hands a Run to the dispatcher.
+    pub fn submit(&self, runtime: &RuntimeKey, submission: Submission) -> Submitted {
+        let outcome = {
+            let mut pools = self.pools();
+            let pool = pools.entry(runtime.clone()).or_default();
+            if pool.is_known(&submission.key.uid) {
+                return Submitted::Known;
+            }
+            if let Some(pod) = submission.running_on.clone() {
+                self.start(runtime, pool, pod, submission);
+                return Submitted::Queued;
+            }
+            if pool.queue.len() >= MAX_QUEUED_RUNS_PER_RUNTIME {
+                Submitted::QueueFull
+            } else {
+                let order = (submission.created, submission.key.name.clone());
+                pool.queue.insert(order, submission);
+                Submitted::Queued
+            }
+        };
+        if outcome == Submitted::Queued {
+            self.pump(runtime);
+        }
+        outcome
+    }
+
+    /// Cancels a Run: a queued one is dropped (the caller writes `Cancelled`), a
+    /// dispatched one is cancelled in runtimed and ends `Cancelled` there. Whether the
+    /// Run was dispatched.
+    pub fn cancel(&self, runtime: &RuntimeKey, uid: &str) -> bool {
+        let mut pools = self.pools();
+        let Some(pool) = pools.get_mut(runtime) else {
+            return false;
+        };
+        pool.queue.retain(|_, s| s.key.uid != uid);
+        match pool.inflight.get(uid) {
+            Some(inflight) => {
+                let _ = inflight.cancel.send(true);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Assigns queued Runs to free slots and starts them; reads unsynced ready pods'
+    /// executions from runtimed first.
+    fn pump(&self, runtime: &RuntimeKey) {
+        let mut pools = self.pools();
+        let Some(pool) = pools.get_mut(runtime) else {
+            return;
+        };
+        let Some(credentials) = pool.spec.credentials.clone() else {
+            return;
+        };
+        for pod in pool.spec.pods.clone() {
+            let unsynced = !pool.synced.contains(&pod.name) && !pool.syncing.contains(&pod.name);
+            if pod.ready && !pod.terminating && !pod.ip.is_empty() && unsynced {
+                pool.syncing.insert(pod.name.clone());
+                let this = self.clone();
+                let runtime = runtime.clone();
+                let target = target(&pod, &credentials);
+                tokio::spawn(async move { this.sync(runtime, pod.name, target).await });
+            }
+        }
+        let queue: Vec<QueuedRun> = pool
+            .queue
+            .iter()
+            .map(|((created, name), s)| QueuedRun {
+                uid: s.key.uid.clone(),
+                created: (*created, name.clone()),
+            })
+            .collect();
+        let assignments = scheduler::assign(&queue, &pool.slots(), pool.spec.concurrency);
+        for assignment in assignments {
+            let Some(order) = pool
+                .queue
+                .iter()
+                .find(|(_, s)| s.key.uid == assignment.uid)
+                .map(|(k, _)| k.clone())
+            else {
+                continue;
+            };
+            if let Some(submission) = pool.queue.remove(&order) {
+                self.start(runtime, pool, assignment.pod, submission);
+            }
+        }
+    }
+
+    /// Occupies a slot of `pod` and starts the Run's task.
+    fn start(&self, runtime: &RuntimeKey, pool: &mut Pool, pod: String, submission: Submission) {
+        let uid = submission.key.uid.clone();
+        pool.busy
+            .entry(pod.clone())
+            .or_default()
+            .insert(uid.clone());
+        let (cancel, cancelled) = watch::channel(false);
+        pool.inflight.insert(uid, InFlight { cancel });
+        let this = self.clone();
+        let runtime = runtime.clone();
+        tokio::spawn(async move {
+            let outcome = this.run(&runtime, &pod, submission, cancelled).await;
+            this.finish(&runtime, &pod, outcome);
+        });
+    }
+
+    /// The task of one Run ended: a Run that provably never reached runtimed goes back
+    /// to the queue; the slot is freed either way.
+    fn finish(&self, runtime: &RuntimeKey, pod: &str, outcome: execute::Outcome) {
+        {
+            let mut pools = self.pools();
+            if let Some(pool) = pools.get_mut(runtime) {
+                let uid = outcome.uid().to_owned();
+                if let Some(busy) = pool.busy.get_mut(pod) {
+                    busy.remove(&uid);
+                }
+                if let Some(foreign) = pool.foreign.get_mut(pod) {
+                    foreign.remove(&uid);
+                }
+                pool.inflight.remove(&uid);
+                if let execute::Outcome::Retry(submission) = outcome {
+                    let order = (submission.created, submission.key.name.clone());
+                    pool.queue.insert(order, *submission);
+                }
+            }
+        }
+        self.pump(runtime);
+    }
+
+    /// Reads the executions running in `pod` into its busy slots, then marks it synced.
+    async fn sync(&self, runtime: RuntimeKey, pod: String, target: TlsTarget) {
+        let running = execute::running_executions(&target).await;
+        {
+            let mut pools = self.pools();
+            let Some(pool) = pools.get_mut(&runtime) else {
+                return;
+            };
+            pool.syncing.remove(&pod);
+            match running {
+                Ok(uids) => {
+                    let foreign = uids
+                        .into_iter()
+                        .filter(|uid| !pool.inflight.contains_key(uid))
+                        .collect();
+                    pool.foreign.insert(pod.clone(), foreign);
+                    pool.synced.insert(pod.clone());
+                }
+                Err(e) => {
+                    tracing::warn!(pod, error = %e, "cannot list the pod's executions; it takes no Run yet");
+                }
+            }
+        }
+        self.pump(&runtime);
+    }
+
+    fn credentials(&self, runtime: &RuntimeKey) -> Option<Credentials> {
+        self.pools()
+            .get(runtime)
+            .and_then(|p| p.spec.credentials.clone())
+    }
+
+    fn pod_ip(&self, runtime: &RuntimeKey, pod: &str) -> Option<String> {
+        self.pools().get(runtime).and_then(|p| {
+            p.spec
+                .pods
+                .iter()
+                .find(|t| t.name == pod && !t.ip.is_empty())
+                .map(|t| t.ip.clone())
+        })
+    }
+}
+
+/// The TLS target of `pod` with the Runtime's credentials.
+fn target(pod: &PodTarget, credentials: &Credentials) -> TlsTarget {
+    let authority = if pod.ip.contains(':') {
+        format!("[{}]:{}", pod.ip, credentials.port)
+    } else {
+        format!("{}:{}", pod.ip, credentials.port)
+    };
+    TlsTarget {
+        authority,
+        server_name: credentials.server_name.clone(),
+        certificate_pem: credentials.certificate_pem.clone(),
+        token: credentials.token.clone(),
+    }
+}

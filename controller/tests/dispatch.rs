@@ -1,0 +1,323 @@
+//! The dispatcher against real runtimed processes on loopback (agent and sidecar, TLS
+//! with the pinned certificate and the bearer token): a Run end to end with its status
+//! writes counted, failure and timeout, cancel, the agent killed mid-Run, a pod that
+//! goes away, a restarted dispatcher that re-attaches, and concurrency never exceeded.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use kruntimes_api::v1alpha1::{RunPhase, RunStatus};
+use kruntimes_controller::Error;
+use kruntimes_controller::dispatch::{
+    Credentials, Dispatcher, PodTarget, PoolSpec, RunKey, RuntimeKey, StatusSink, Submission,
+};
+use kruntimes_runtimed_api::proto;
+use kruntimes_testkit::runtimed::{Identity, Pod};
+
+/// Every status written, in order.
+#[derive(Default)]
+struct Recorder {
+    writes: Mutex<Vec<(RunKey, RunStatus)>>,
+    changed: tokio::sync::Notify,
+}
+
+impl StatusSink for Recorder {
+    fn write<'a>(
+        &'a self,
+        run: &'a RunKey,
+        status: &'a RunStatus,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            self.writes
+                .lock()
+                .unwrap()
+                .push((run.clone(), status.clone()));
+            self.changed.notify_waiters();
+            Ok(())
+        })
+    }
+}
+
+impl Recorder {
+    fn of(&self, uid: &str) -> Vec<RunStatus> {
+        self.writes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.uid == uid)
+            .map(|(_, s)| s.clone())
+            .collect()
+    }
+
+    /// Waits (60 s at most) until a status of `uid` satisfies `done`, and returns it.
+    async fn until(&self, uid: &str, done: impl Fn(&RunStatus) -> bool) -> RunStatus {
+        let wait = async {
+            loop {
+                let notified = self.changed.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if let Some(found) = self.of(uid).into_iter().find(|s| done(s)) {
+                    return found;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), wait)
+            .await
+            .unwrap_or_else(|_| panic!("{uid}: no such status: {:?}", self.of(uid)))
+    }
+
+    async fn terminal(&self, uid: &str) -> RunStatus {
+        self.until(uid, |s| s.phase.is_some_and(RunPhase::is_terminal))
+            .await
+    }
+
+    async fn running(&self, uid: &str) -> RunStatus {
+        self.until(uid, |s| s.phase == Some(RunPhase::Running))
+            .await
+    }
+}
+
+fn runtime() -> RuntimeKey {
+    RuntimeKey {
+        namespace: "team-a".into(),
+        name: "bash".into(),
+    }
+}
+
+fn pool(pods: &[(&str, &Pod)], concurrency: u32) -> PoolSpec {
+    let first = pods[0].1;
+    PoolSpec {
+        concurrency,
+        pods: pods
+            .iter()
+            .map(|(name, pod)| PodTarget {
+                name: (*name).into(),
+                ip: pod.addr.ip().to_string(),
+                ready: true,
+                terminating: false,
+            })
+            .collect(),
+        credentials: Some(Credentials {
+            token: first.token.clone(),
+            certificate_pem: first.certificate_pem.clone().into_bytes(),
+            server_name: first.server_name.clone(),
+            port: first.addr.port(),
+        }),
+    }
+}
+
+fn submission(uid: &str, script: &str, created: i64) -> Submission {
+    Submission {
+        key: RunKey {
+            namespace: "team-a".into(),
+            name: format!("run-{uid}"),
+            uid: uid.into(),
+        },
+        created,
+        request: proto::ExecuteRequest {
+            run_uid: uid.into(),
+            interpreter: proto::Interpreter::Bash as i32,
+            script: Some(script.into()),
+            ..Default::default()
+        },
+        status: RunStatus {
+            phase: Some(RunPhase::Pending),
+            ..Default::default()
+        },
+        running_on: None,
+        attempts: 0,
+    }
+}
+
+fn setup(pods: &[(&str, &Pod)], concurrency: u32) -> (Arc<Recorder>, Dispatcher) {
+    let sink = Arc::new(Recorder::default());
+    let dispatcher = Dispatcher::new(sink.clone());
+    dispatcher.set_pool(&runtime(), pool(pods, concurrency));
+    (sink, dispatcher)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_succeeds_with_its_tails_in_two_writes_after_the_queued_one() {
+    let pod = Pod::start(&[]);
+    let (sink, dispatcher) = setup(&[("p0", &pod)], 2);
+    dispatcher.submit(&runtime(), submission("u1", "echo out; echo err >&2", 1));
+    let end = sink.terminal("u1").await;
+    assert_eq!(end.phase, Some(RunPhase::Succeeded), "{end:?}");
+    assert_eq!(end.exit_code, Some(0));
+    assert_eq!(end.pod.as_deref(), Some("p0"));
+    assert_eq!(end.execution_id.as_deref(), Some("u1"));
+    let output = end.output.clone().unwrap();
+    assert_eq!(output.stdout_tail, "out\n");
+    assert_eq!(output.stderr_tail, "err\n");
+    assert!(end.start_time.is_some() && end.completion_time.is_some());
+    let writes: Vec<_> = sink.of("u1").iter().map(|s| s.phase).collect();
+    assert_eq!(writes, [Some(RunPhase::Running), Some(RunPhase::Succeeded)]);
+    // The slot is freed right after the terminal write.
+    let freed = async {
+        while dispatcher.busy(&runtime()) != 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), freed)
+        .await
+        .expect("the slot is freed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_program_and_a_timeout_end_in_their_phases() {
+    let pod = Pod::start(&[]);
+    let (sink, dispatcher) = setup(&[("p0", &pod)], 2);
+    dispatcher.submit(&runtime(), submission("fail", "exit 7", 1));
+    let mut slow = submission("slow", "sleep 100", 2);
+    slow.request.timeout_ms = 300;
+    dispatcher.submit(&runtime(), slow);
+    let failed = sink.terminal("fail").await;
+    assert_eq!(
+        (failed.phase, failed.exit_code),
+        (Some(RunPhase::Failed), Some(7))
+    );
+    let timed_out = sink.terminal("slow").await;
+    assert_eq!(timed_out.phase, Some(RunPhase::TimedOut), "{timed_out:?}");
+    assert_eq!(timed_out.reason.as_deref(), Some("DeadlineExceeded"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_ends_a_running_run_cancelled_and_a_queued_one_never_starts() {
+    let pod = Pod::start(&[]);
+    let (sink, dispatcher) = setup(&[("p0", &pod)], 1);
+    dispatcher.submit(&runtime(), submission("long", "sleep 100", 1));
+    dispatcher.submit(&runtime(), submission("queued", "echo never", 2));
+    sink.running("long").await;
+    assert_eq!(
+        dispatcher.queued(&runtime()),
+        1,
+        "one slot: the second waits"
+    );
+    assert!(
+        !dispatcher.cancel(&runtime(), "queued"),
+        "a queued Run is only dropped"
+    );
+    assert!(dispatcher.cancel(&runtime(), "long"));
+    let end = sink.terminal("long").await;
+    assert_eq!(end.phase, Some(RunPhase::Cancelled), "{end:?}");
+    assert!(
+        sink.of("queued").is_empty(),
+        "the dropped Run was never dispatched"
+    );
+    assert_eq!(dispatcher.queued(&runtime()), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_killed_mid_run_ends_it_in_error_never_running_forever() {
+    let pod = Pod::start(&[]);
+    let (sink, dispatcher) = setup(&[("p0", &pod)], 1);
+    dispatcher.submit(&runtime(), submission("doomed", "sleep 100", 1));
+    sink.running("doomed").await;
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pod.agent_pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let end = sink.terminal("doomed").await;
+    assert_eq!(end.phase, Some(RunPhase::Error), "{end:?}");
+    assert!(end.reason.is_some() && end.message.is_some(), "{end:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_that_goes_away_mid_run_ends_it_pod_lost() {
+    let pod = Pod::start(&[]);
+    let (sink, dispatcher) = setup(&[("p0", &pod)], 1);
+    dispatcher.submit(&runtime(), submission("lost", "sleep 100", 1));
+    sink.running("lost").await;
+    // The pod is deleted: gone from the pool, its processes killed.
+    let mut gone = pool(&[("p0", &pod)], 1);
+    gone.pods.clear();
+    dispatcher.set_pool(&runtime(), gone);
+    drop(pod);
+    let end = sink.terminal("lost").await;
+    assert_eq!(end.phase, Some(RunPhase::Error), "{end:?}");
+    assert_eq!(end.reason.as_deref(), Some("PodLost"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_dispatcher_reattaches_to_a_running_run_and_it_completes_once() {
+    let pod = Pod::start(&[]);
+    let (first_sink, first) = setup(&[("p0", &pod)], 1);
+    let script = "echo started; sleep 1; echo done";
+    first.submit(&runtime(), submission("again", script, 1));
+    let running = first_sink.running("again").await;
+    drop(first);
+    // A restarted controller: a new dispatcher finds the Run Running on p0.
+    let (sink, second) = setup(&[("p0", &pod)], 1);
+    let mut resumed = submission("again", script, 1);
+    resumed.status = running;
+    resumed.running_on = Some("p0".into());
+    second.submit(&runtime(), resumed);
+    // The pod's one slot is taken by it: this one waits until it ended.
+    second.submit(&runtime(), submission("next", "echo next", 2));
+    let end = sink.terminal("again").await;
+    assert_eq!(end.phase, Some(RunPhase::Succeeded), "{end:?}");
+    assert_eq!(
+        end.output.unwrap().stdout_tail,
+        "started\ndone\n",
+        "followed from its start, run once"
+    );
+    assert!(
+        sink.of("again")
+            .iter()
+            .all(|s| s.phase != Some(RunPhase::Running)),
+        "a re-attached Run is not written Running again"
+    );
+    let next = sink.terminal("next").await;
+    assert_eq!(next.phase, Some(RunPhase::Succeeded));
+    let next_started = next.start_time.unwrap();
+    assert!(
+        next_started >= end.completion_time.unwrap(),
+        "the slot was respected"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_runs_on_two_pods_never_exceed_their_concurrency() {
+    let identity = Identity::new();
+    let a = Pod::start_with(&[], &identity);
+    let b = Pod::start_with(&[], &identity);
+    // Both pods listen on 127.0.0.1 with their own ports; the pool gives one port, so
+    // each pod is its own Runtime here, with the same credentials.
+    let sink = Arc::new(Recorder::default());
+    let dispatcher = Dispatcher::new(sink.clone());
+    let rt_b = RuntimeKey {
+        namespace: "team-a".into(),
+        name: "bash-b".into(),
+    };
+    dispatcher.set_pool(&runtime(), pool(&[("a", &a)], 2));
+    dispatcher.set_pool(&rt_b, pool(&[("b", &b)], 2));
+    for i in 0..50 {
+        let rt = if i % 2 == 0 { runtime() } else { rt_b.clone() };
+        dispatcher.submit(&rt, submission(&format!("r{i:02}"), "sleep 0.05", i));
+    }
+    for i in 0..50 {
+        let end = sink.terminal(&format!("r{i:02}")).await;
+        assert_eq!(end.phase, Some(RunPhase::Succeeded), "r{i:02}: {end:?}");
+    }
+    // Replay the writes: per pod, the Runs between their Running and terminal writes.
+    let mut open: HashMap<String, i32> = HashMap::new();
+    let mut most: HashMap<String, i32> = HashMap::new();
+    for (_, status) in sink.writes.lock().unwrap().iter() {
+        let pod = status.pod.clone().unwrap();
+        let count = open.entry(pod.clone()).or_default();
+        *count += if status.phase == Some(RunPhase::Running) {
+            1
+        } else {
+            -1
+        };
+        let m = most.entry(pod).or_default();
+        *m = (*m).max(*count);
+    }
+    assert_eq!(most.get("a"), Some(&2), "{most:?}");
+    assert_eq!(most.get("b"), Some(&2), "{most:?}");
+}
