@@ -9,6 +9,7 @@ pub mod dispatch;
 pub mod error;
 pub mod naming;
 pub mod reasons;
+pub mod run;
 pub mod run_status;
 pub mod scheduler;
 

@@ -1,0 +1,144 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use super::*;
+use serde_json::json;
+
+const NOW: &str = "2026-01-01T00:00:00Z";
+
+fn run(extra: serde_json::Value) -> Run {
+    let mut run = json!({
+        "apiVersion": "kruntimes.io/v1alpha1", "kind": "Run",
+        "metadata": {"name": "r", "namespace": "ns", "uid": "u-1", "generation": 1},
+        "spec": {"runtimeRef": {"name": "bash"}, "interpreter": "bash", "script": "echo hi"},
+    });
+    merge(&mut run, extra);
+    serde_json::from_value(run).unwrap()
+}
+
+fn runtime() -> Runtime {
+    serde_json::from_value(json!({
+        "apiVersion": "kruntimes.io/v1alpha1", "kind": "Runtime",
+        "metadata": {"name": "bash", "namespace": "ns"},
+        "spec": {
+            "limits": {"maxTimeout": "1m"},
+            "template": {"spec": {"containers": [{"name": "main", "image": "bash"}]}}
+        },
+    }))
+    .unwrap()
+}
+
+fn merge(into: &mut serde_json::Value, extra: serde_json::Value) {
+    if let (Some(a), serde_json::Value::Object(b)) = (into.as_object_mut(), extra) {
+        for (k, v) in b {
+            match a.get_mut(&k) {
+                Some(existing) if existing.is_object() && v.is_object() => merge(existing, v),
+                _ => {
+                    a.insert(k, v);
+                }
+            }
+        }
+    }
+}
+
+fn decide_now(run: &Run, runtime: Option<&Runtime>) -> Decision {
+    decide(run, runtime, &SchemaCache::new(), NOW)
+}
+
+#[test]
+fn a_new_run_is_written_pending_with_its_queue_time_once_then_submitted() {
+    let rt = runtime();
+    let Decision::Submit {
+        pending: Some(pending),
+        running_on: None,
+    } = decide_now(&run(json!({})), Some(&rt))
+    else {
+        panic!("a new Run is submitted with a Pending write")
+    };
+    assert_eq!(pending.phase, Some(RunPhase::Pending));
+    assert_eq!(pending.queued_at.as_deref(), Some(NOW));
+    assert_eq!(pending.reason.as_deref(), Some("WaitingForCapacity"));
+    assert_eq!(pending.observed_generation, Some(1));
+    // Once written, the next reconcile writes nothing and submits again (idempotent).
+    let written = run(json!({"status": serde_json::to_value(&pending).unwrap()}));
+    assert_eq!(
+        decide_now(&written, Some(&rt)),
+        Decision::Submit {
+            pending: None,
+            running_on: None
+        }
+    );
+}
+
+#[test]
+fn a_missing_runtime_is_a_wait_with_a_clear_reason_not_an_error() {
+    let Decision::Wait(status) = decide_now(&run(json!({})), None) else {
+        panic!("a missing Runtime is waited for")
+    };
+    assert_eq!(status.phase, Some(RunPhase::Pending));
+    assert_eq!(status.reason.as_deref(), Some("RuntimeNotFound"));
+    assert!(status.message.unwrap().contains("not an error"));
+    let written =
+        run(json!({"status": serde_json::to_value(decide_status(&run(json!({})))).unwrap()}));
+    assert_eq!(
+        decide_now(&written, None),
+        Decision::Nothing,
+        "no write that changes nothing"
+    );
+}
+
+fn decide_status(r: &Run) -> RunStatus {
+    match decide_now(r, None) {
+        Decision::Wait(s) => s,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn an_invalid_run_fails_with_every_violation_and_never_runs() {
+    let bad = run(json!({"spec": {"timeout": "2h", "script": null}}));
+    let Decision::End(status) = decide_now(&bad, Some(&runtime())) else {
+        panic!("an invalid Run ends")
+    };
+    assert_eq!(status.phase, Some(RunPhase::Failed));
+    assert_eq!(status.reason.as_deref(), Some("Invalid"));
+    let message = status.message.unwrap();
+    assert!(message.contains("spec.timeout"), "{message}");
+    assert!(message.contains("spec"), "{message}");
+}
+
+#[test]
+fn cancel_before_dispatch_ends_it_cancelled_and_after_dispatch_cancels_it() {
+    let cancelled = run(json!({"spec": {"cancel": true}}));
+    let Decision::End(status) = decide_now(&cancelled, Some(&runtime())) else {
+        panic!()
+    };
+    assert_eq!(status.phase, Some(RunPhase::Cancelled));
+    assert_eq!(status.reason.as_deref(), Some("CancelledBeforeStart"));
+    let running =
+        run(json!({"spec": {"cancel": true}, "status": {"phase": "Running", "pod": "p"}}));
+    assert_eq!(decide_now(&running, Some(&runtime())), Decision::Cancel);
+}
+
+#[test]
+fn a_running_run_found_after_a_restart_is_reattached_to_its_pod() {
+    let running = run(json!({"status": {"phase": "Running", "pod": "p-1"}}));
+    assert_eq!(
+        decide_now(&running, Some(&runtime())),
+        Decision::Submit {
+            pending: None,
+            running_on: Some("p-1".into())
+        }
+    );
+}
+
+#[test]
+fn a_terminal_run_needs_nothing() {
+    for phase in ["Succeeded", "Failed", "TimedOut", "Cancelled", "Error"] {
+        let done = run(json!({"status": {"phase": phase}}));
+        assert_eq!(
+            decide_now(&done, Some(&runtime())),
+            Decision::Nothing,
+            "{phase}"
+        );
+    }
+}

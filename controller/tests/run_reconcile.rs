@@ -1,0 +1,154 @@
+//! The Run reconciler against a mocked API server: the exact requests a reconcile makes
+//! (one status apply for a new Run, none for a Run whose status already says it all),
+//! and what reaches the dispatcher.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use http::{Request, Response};
+use kruntimes_api::v1alpha1::{Run, RunStatus, Runtime};
+use kruntimes_api::validation::against_runtime::SchemaCache;
+use kruntimes_controller::Error;
+use kruntimes_controller::dispatch::{Dispatcher, RunKey, RuntimeKey, StatusSink};
+use kruntimes_controller::run::{Context, reconcile};
+use kube::client::Body;
+use kube::runtime::reflector;
+use kube::runtime::watcher;
+use serde_json::json;
+
+struct NoSink;
+
+impl StatusSink for NoSink {
+    fn write<'a>(&'a self, _: &'a RunKey, _: &'a RunStatus) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async { panic!("nothing is dispatched: the pool has no pod") })
+    }
+}
+
+fn run(status: Option<serde_json::Value>) -> Run {
+    let mut run = json!({
+        "apiVersion": "kruntimes.io/v1alpha1", "kind": "Run",
+        "metadata": {"name": "hello", "namespace": "team-a", "uid": "uid-1", "generation": 1,
+                     "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"runtimeRef": {"name": "bash"}, "interpreter": "bash", "script": "echo hi"},
+    });
+    if let Some(status) = status {
+        run["status"] = status;
+    }
+    serde_json::from_value(run).unwrap()
+}
+
+fn runtime() -> Runtime {
+    serde_json::from_value(json!({
+        "apiVersion": "kruntimes.io/v1alpha1", "kind": "Runtime",
+        "metadata": {"name": "bash", "namespace": "team-a"},
+        "spec": {"template": {"spec": {"containers": [{"name": "main", "image": "bash"}]}}},
+    }))
+    .unwrap()
+}
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+fn context() -> (Arc<Context>, Handle) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(service, "default");
+    let (store, mut writer) = reflector::store::<Runtime>();
+    writer.apply_watcher_event(&watcher::Event::Apply(runtime()));
+    let ctx = Context {
+        client,
+        dispatcher: Dispatcher::new(Arc::new(NoSink)),
+        runtimes: store,
+        schemas: SchemaCache::new(),
+    };
+    (Arc::new(ctx), handle)
+}
+
+/// Answers the next request after checking it, as the API server would.
+async fn expect_status_apply(handle: &mut Handle, answer: &Run) -> serde_json::Value {
+    let (request, send) = handle.next_request().await.expect("a request");
+    assert_eq!(request.method(), http::Method::PATCH);
+    assert_eq!(
+        request.uri().path(),
+        "/apis/kruntimes.io/v1alpha1/namespaces/team-a/runs/hello/status"
+    );
+    let query = request.uri().query().unwrap_or_default();
+    assert!(
+        query.contains("fieldManager=kruntimes-controller"),
+        "{query}"
+    );
+    assert!(query.contains("force=true"), "{query}");
+    assert_eq!(
+        request.headers().get("content-type").unwrap(),
+        "application/apply-patch+yaml"
+    );
+    let body = request.into_body().collect_bytes().await.unwrap();
+    let patch: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    send.send_response(
+        Response::builder()
+            .body(Body::from(serde_json::to_vec(answer).unwrap()))
+            .unwrap(),
+    );
+    patch
+}
+
+#[tokio::test]
+async fn a_new_run_gets_one_status_apply_and_is_queued() {
+    let (ctx, mut handle) = context();
+    let new = run(None);
+    let reconciled = tokio::spawn(reconcile(Arc::new(new.clone()), ctx.clone()));
+    let patch = expect_status_apply(&mut handle, &new).await;
+    assert_eq!(patch["kind"], "Run");
+    assert_eq!(patch["status"]["phase"], "Pending");
+    assert_eq!(patch["status"]["reason"], "WaitingForCapacity");
+    assert!(patch["status"]["queuedAt"].is_string(), "{patch}");
+    reconciled.await.unwrap().unwrap();
+    let runtime = RuntimeKey {
+        namespace: "team-a".into(),
+        name: "bash".into(),
+    };
+    assert_eq!(ctx.dispatcher.queued(&runtime), 1, "queued for a pod");
+}
+
+#[tokio::test]
+async fn a_pending_run_is_submitted_without_any_request() {
+    let (ctx, mut handle) = context();
+    let pending = run(Some(json!({
+        "phase": "Pending", "reason": "WaitingForCapacity",
+        "queuedAt": "2026-01-01T00:00:01Z", "observedGeneration": 1,
+    })));
+    reconcile(Arc::new(pending), ctx.clone()).await.unwrap();
+    let runtime = RuntimeKey {
+        namespace: "team-a".into(),
+        name: "bash".into(),
+    };
+    assert_eq!(ctx.dispatcher.queued(&runtime), 1);
+    // A second reconcile of the same Run changes nothing and asks nothing.
+    let again = run(Some(
+        json!({"phase": "Pending", "reason": "WaitingForCapacity",
+        "queuedAt": "2026-01-01T00:00:01Z", "observedGeneration": 1}),
+    ));
+    reconcile(Arc::new(again), ctx.clone()).await.unwrap();
+    assert_eq!(ctx.dispatcher.queued(&runtime), 1, "submitted once");
+    drop(ctx);
+    assert!(
+        handle.next_request().await.is_none(),
+        "no request for a Run whose status says it all"
+    );
+}
+
+#[tokio::test]
+async fn an_api_error_is_returned_with_a_bounded_label() {
+    let (ctx, mut handle) = context();
+    let reconciled = tokio::spawn(reconcile(Arc::new(run(None)), ctx));
+    let (_request, send) = handle.next_request().await.unwrap();
+    let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+        "message": "forbidden", "reason": "Forbidden", "code": 403});
+    send.send_response(
+        Response::builder()
+            .status(403)
+            .body(Body::from(serde_json::to_vec(&status).unwrap()))
+            .unwrap(),
+    );
+    let error = reconciled.await.unwrap().unwrap_err();
+    assert_eq!(error.metric_label(), "Forbidden", "{error}");
+}
