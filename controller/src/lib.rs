@@ -5,9 +5,13 @@
 //! Decisions are pure functions of state ([`scheduler`], [`naming`], the renderers);
 //! the reconcilers drive them against the API server.
 
+pub mod app;
+pub mod args;
 pub mod dispatch;
 pub mod error;
+pub mod metrics;
 pub mod naming;
+pub mod pool;
 pub mod reasons;
 pub mod run;
 pub mod run_status;

@@ -4,7 +4,7 @@
 //! ever followed again on the same pod (Execute is idempotent on the Run's uid), never
 //! started elsewhere.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kruntimes_api::v1alpha1::{RunPhase, RunStatus};
 use kruntimes_runtimed_api::client::{TlsClient, TlsTarget, connect_tls};
@@ -15,6 +15,7 @@ use super::{
     CONNECT_TIMEOUT, DISPATCH_BACKOFF, Dispatcher, MAX_DISPATCH_ATTEMPTS, MAX_FOLLOW_MISSES,
     PodTarget, RuntimeKey, Submission, target,
 };
+use crate::metrics::{PhaseLabels, PhaseReasonLabels};
 use crate::reasons::RunReason;
 use crate::run_status::{MAX_MESSAGE_BYTES, Tails, bounded, terminal_status};
 
@@ -224,6 +225,7 @@ impl Dispatcher {
         };
         let mut tails = Tails::default();
         let mut cancel_sent = false;
+        let called = Instant::now();
         loop {
             let message = tokio::select! {
                 message = events.message() => message,
@@ -241,6 +243,9 @@ impl Dispatcher {
                 Ok(Some(event)) => match event.event {
                     Some(Event::Started(started)) => {
                         if !progress.started {
+                            self.metrics()
+                                .dispatch_latency
+                                .observe(called.elapsed().as_secs_f64());
                             status.phase = Some(RunPhase::Running);
                             status.pod = Some(pod.to_owned());
                             status.execution_id = Some(started.execution_id.clone());
@@ -334,10 +339,41 @@ impl Dispatcher {
     }
 
     async fn write(&self, submission: &Submission, status: &RunStatus) {
+        if let Some(phase) = status.phase.filter(|p| p.is_terminal()) {
+            self.count_end(phase, status);
+        }
         if let Err(e) = self.inner.sink.write(&submission.key, status).await {
             // The Run reconciler sees the Run unchanged and tries again; the execution
             // itself is idempotent on the uid.
             tracing::warn!(run = %submission.key.name, error = %e, "cannot write the Run's status");
+        }
+    }
+}
+
+impl Dispatcher {
+    fn count_end(&self, phase: RunPhase, status: &RunStatus) {
+        let phase = format!("{phase:?}");
+        let reason = status.reason.clone().unwrap_or_default();
+        self.metrics()
+            .runs_total
+            .get_or_create(&PhaseReasonLabels {
+                phase: phase.clone(),
+                reason,
+            })
+            .inc();
+        let started = status
+            .start_time
+            .as_deref()
+            .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok());
+        if let Some(started) = started {
+            let seconds = k8s_openapi::jiff::Timestamp::now()
+                .duration_since(started)
+                .as_secs_f64()
+                .max(0.0);
+            self.metrics()
+                .run_duration
+                .get_or_create(&PhaseLabels { phase })
+                .observe(seconds);
         }
     }
 }

@@ -15,7 +15,7 @@ mod sink;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kruntimes_api::v1alpha1::RunStatus;
 use kruntimes_runtimed_api::client::TlsTarget;
@@ -24,6 +24,7 @@ use tokio::sync::watch;
 
 pub use sink::{RunKey, StatusSink};
 
+use crate::metrics::Metrics;
 use crate::scheduler::{self, MAX_QUEUED_RUNS_PER_RUNTIME, PodSlots, QueuedRun};
 
 /// How often a Run whose Execute provably did not reach runtimed (the connection
@@ -135,6 +136,8 @@ struct InFlight {
 struct Pool {
     spec: PoolSpec,
     queue: BTreeMap<(i64, String), Submission>,
+    /// When each queued Run (by uid) entered the queue.
+    queued_since: HashMap<String, Instant>,
     /// Run uids this dispatcher runs, per pod.
     busy: HashMap<String, HashSet<String>>,
     /// Run uids runtimed's `List` reported running per pod that this dispatcher does
@@ -181,6 +184,7 @@ impl Pool {
 struct Inner {
     pools: Mutex<HashMap<RuntimeKey, Pool>>,
     sink: Arc<dyn StatusSink>,
+    metrics: Arc<Metrics>,
 }
 
 /// The dispatcher; cheap to clone.
@@ -198,12 +202,22 @@ impl std::fmt::Debug for Dispatcher {
 impl Dispatcher {
     /// A dispatcher writing statuses to `sink`. Needs a tokio runtime.
     pub fn new(sink: Arc<dyn StatusSink>) -> Self {
+        Self::with_metrics(sink, Arc::new(Metrics::default()))
+    }
+
+    /// As [`Dispatcher::new`], recording into `metrics`.
+    pub fn with_metrics(sink: Arc<dyn StatusSink>, metrics: Arc<Metrics>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 pools: Mutex::new(HashMap::new()),
                 sink,
+                metrics,
             }),
         }
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     fn pools(&self) -> MutexGuard<'_, HashMap<RuntimeKey, Pool>> {
@@ -236,8 +250,32 @@ impl Dispatcher {
                 pool.synced.clear();
             }
             pool.spec = spec;
+            self.count_pods(&pools);
         }
         self.pump(runtime);
+    }
+
+    /// `kruntimes_pool_pods{state}` over every pool.
+    fn count_pods(&self, pools: &HashMap<RuntimeKey, Pool>) {
+        let mut counts = [0i64; 3];
+        for pod in pools.values().flat_map(|p| &p.spec.pods) {
+            let state = if pod.terminating {
+                2
+            } else if pod.ready {
+                0
+            } else {
+                1
+            };
+            counts[state] += 1;
+        }
+        for (state, count) in ["ready", "unready", "terminating"].iter().zip(counts) {
+            self.metrics()
+                .pool_pods
+                .get_or_create(&crate::metrics::PodStateLabels {
+                    state: (*state).to_owned(),
+                })
+                .set(count);
+        }
     }
 
     /// Whether `pod` of `runtime` is still in its pool and not being deleted.
@@ -275,6 +313,9 @@ impl Dispatcher {
                 Submitted::QueueFull
             } else {
                 let order = (submission.created, submission.key.name.clone());
+                pool.queued_since
+                    .entry(submission.key.uid.clone())
+                    .or_insert_with(Instant::now);
                 pool.queue.insert(order, submission);
                 Submitted::Queued
             }
@@ -294,6 +335,7 @@ impl Dispatcher {
             return false;
         };
         pool.queue.retain(|_, s| s.key.uid != uid);
+        pool.queued_since.remove(uid);
         match pool.inflight.get(uid) {
             Some(inflight) => {
                 let _ = inflight.cancel.send(true);
@@ -378,8 +420,11 @@ impl Dispatcher {
                     foreign.remove(&uid);
                 }
                 pool.inflight.remove(&uid);
+                self.metrics().runs_active.dec();
                 if let execute::Outcome::Retry(submission) = outcome {
+                    self.metrics().run_retries.inc();
                     let order = (submission.created, submission.key.name.clone());
+                    pool.queued_since.insert(uid, Instant::now());
                     pool.queue.insert(order, *submission);
                 }
             }

@@ -1,0 +1,111 @@
+//! `kruntimes-controller`'s flags, Kubernetes style; each is also an environment
+//! variable (`KRUNTIMES_CONTROLLER_*`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// kruntimes-controller: turns Runtimes into warm pools, dispatches Runs to them and
+/// drives Workflows.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "kruntimes-controller", version)]
+pub struct Args {
+    /// Path to a kubeconfig; without it, the in-cluster configuration (or
+    /// $KUBECONFIG, ~/.kube/config) is used.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// A namespace to watch (repeat for several); none: every namespace.
+    #[arg(
+        long = "namespace",
+        env = "KRUNTIMES_CONTROLLER_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub namespaces: Vec<String>,
+    /// Only the replica holding the lease reconciles; the others serve probes and wait.
+    #[arg(
+        long,
+        env = "KRUNTIMES_CONTROLLER_LEADER_ELECT",
+        default_value_t = false
+    )]
+    pub leader_elect: bool,
+    /// Name of the Lease.
+    #[arg(
+        long,
+        env = "KRUNTIMES_CONTROLLER_LEASE_NAME",
+        default_value = "kruntimes-controller"
+    )]
+    pub leader_elect_lease_name: String,
+    /// Namespace of the Lease (default: the pod's namespace, from
+    /// $POD_NAMESPACE, else `default`).
+    #[arg(long, env = "KRUNTIMES_CONTROLLER_LEASE_NAMESPACE")]
+    pub leader_elect_lease_namespace: Option<String>,
+    /// Seconds a lease is held without renewal before another replica may take it.
+    #[arg(long, env = "KRUNTIMES_CONTROLLER_LEASE_DURATION", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub leader_elect_lease_duration: u64,
+    /// Seconds before the lease's end at which the holder renews it.
+    #[arg(long, env = "KRUNTIMES_CONTROLLER_LEASE_GRACE", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub leader_elect_renew_grace: u64,
+    /// Where /livez, /readyz and /metrics are served.
+    #[arg(
+        long,
+        env = "KRUNTIMES_CONTROLLER_METRICS_BIND_ADDRESS",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub metrics_bind_address: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "KRUNTIMES_CONTROLLER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Reconciles of one kind running at once.
+    #[arg(long, env = "KRUNTIMES_CONTROLLER_WORKERS", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: u16,
+    /// runtimed's gRPC port in Runtime pods.
+    #[arg(long, env = "KRUNTIMES_CONTROLLER_RUNTIMED_PORT", default_value_t = crate::pool::RUNTIMED_GRPC_PORT, value_parser = clap::value_parser!(u16).range(1..))]
+    pub runtimed_port: u16,
+}
+
+impl Args {
+    /// The Lease's namespace.
+    pub fn lease_namespace(&self) -> String {
+        self.leader_elect_lease_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| "default".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use clap::{CommandFactory, Parser};
+
+    use super::Args;
+
+    #[test]
+    fn the_flags_are_consistent_and_have_defaults() {
+        Args::command().debug_assert();
+        let args = Args::try_parse_from(["kruntimes-controller"]).unwrap();
+        assert!(args.namespaces.is_empty(), "cluster-wide by default");
+        assert!(!args.leader_elect);
+        assert_eq!(args.runtimed_port, 9440);
+    }
+
+    #[test]
+    fn namespaces_repeat_and_bad_values_are_refused() {
+        let args = Args::try_parse_from(["c", "--namespace", "a", "--namespace", "b"]).unwrap();
+        assert_eq!(args.namespaces, ["a", "b"]);
+        assert!(Args::try_parse_from(["c", "--runtimed-port", "0"]).is_err());
+        assert!(Args::try_parse_from(["c", "--workers", "0"]).is_err());
+        assert!(Args::try_parse_from(["c", "--log-format", "xml"]).is_err());
+    }
+}
