@@ -16,5 +16,6 @@ pub mod reasons;
 pub mod run;
 pub mod run_status;
 pub mod scheduler;
+pub mod workflow;
 
 pub use error::Error;

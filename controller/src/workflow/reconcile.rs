@@ -1,0 +1,135 @@
+//! Drives a Workflow: lists its child Runs, plans, creates and cancels children, and
+//! writes the status when it changed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kruntimes_api::labels::WORKFLOW_LABEL;
+use kruntimes_api::v1alpha1::{Run, Workflow};
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+
+use super::plan::{is_done, plan};
+use crate::Error;
+use crate::naming::FIELD_MANAGER;
+
+/// What the Workflow reconciler needs.
+#[derive(Clone)]
+pub struct Context {
+    /// The API client.
+    pub client: kube::Client,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("workflow::Context")
+    }
+}
+
+/// The time left before `workflow`'s timeout (from its creation), if it has one.
+fn time_left(workflow: &Workflow) -> Option<Duration> {
+    let timeout = kruntimes_api::duration::parse(workflow.spec.timeout.as_deref()?).ok()?;
+    let created = workflow.metadata.creation_timestamp.as_ref()?.0;
+    let elapsed = k8s_openapi::jiff::Timestamp::now().duration_since(created);
+    let elapsed = Duration::try_from(elapsed).unwrap_or(Duration::ZERO);
+    Some(timeout.saturating_sub(elapsed))
+}
+
+/// Reconciles one Workflow.
+#[tracing::instrument(skip(workflow, ctx), fields(workflow = %workflow.name_any()))]
+pub async fn reconcile(workflow: Arc<Workflow>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if is_done(workflow.status.as_ref()) {
+        return Ok(Action::await_change());
+    }
+    let namespace = workflow
+        .namespace()
+        .ok_or(Error::MissingField("Workflow", "namespace"))?;
+    let name = workflow.name_any();
+    let runs: Api<Run> = Api::namespaced(ctx.client.clone(), &namespace);
+    let selector = format!("{WORKFLOW_LABEL}={name}");
+    let listed = runs
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| Error::kube(format!("list child Runs of Workflow {namespace}/{name}"), e))?;
+    // Only the Workflow's own children count: same label and owned by this uid.
+    let uid = workflow.uid();
+    let children: BTreeMap<String, Run> = listed
+        .items
+        .into_iter()
+        .filter(|r| {
+            r.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == uid.as_ref())
+        })
+        .map(|r| (r.name_any(), r))
+        .collect();
+    let left = time_left(&workflow);
+    let timed_out = left.is_some_and(|l| l.is_zero());
+    let planned = match plan(&workflow, &children, timed_out) {
+        Ok(planned) => planned,
+        Err(e) => {
+            // Validation refuses such a Workflow first; one that got past it fails.
+            let mut status = workflow.status.clone().unwrap_or_default();
+            status.phase = Some(kruntimes_api::v1alpha1::WorkflowPhase::Failed);
+            apply_status(&ctx.client, &namespace, &name, &status).await?;
+            tracing::warn!(error = %e, "the Workflow cannot be planned");
+            return Ok(Action::await_change());
+        }
+    };
+    for child in &planned.create {
+        match runs.create(&PostParams::default(), child).await {
+            Ok(_) => {}
+            // Created by an earlier reconcile whose list did not see it yet.
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => {
+                return Err(Error::kube(
+                    format!("create child Run {}", child.name_any()),
+                    e,
+                ));
+            }
+        }
+    }
+    for child in &planned.cancel {
+        let patch = serde_json::json!({"spec": {"cancel": true}});
+        runs.patch(child, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| Error::kube(format!("cancel child Run {child}"), e))?;
+    }
+    if workflow.status.as_ref() != Some(&planned.status) {
+        apply_status(&ctx.client, &namespace, &name, &planned.status).await?;
+    }
+    Ok(match left {
+        Some(left) if !left.is_zero() => Action::requeue(left),
+        _ => Action::await_change(),
+    })
+}
+
+async fn apply_status(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    status: &kruntimes_api::v1alpha1::WorkflowStatus,
+) -> Result<(), Error> {
+    let api: Api<Workflow> = Api::namespaced(client.clone(), namespace);
+    let patch = serde_json::json!({
+        "apiVersion": kruntimes_api::labels::API_VERSION,
+        "kind": "Workflow",
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| Error::kube(format!("apply status of Workflow {namespace}/{name}"), e))
+}
+
+/// Retries a failed reconcile with a short delay.
+pub fn error_policy(_workflow: Arc<Workflow>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(%error, reason = error.metric_label(), "Workflow reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
