@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod naming;
+pub mod runtime;
 pub mod scheduler;
 
 pub use error::Error;
