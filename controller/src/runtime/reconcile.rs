@@ -106,11 +106,11 @@ pub type Reconciled =
 /// [`builder`] run with [`reconcile`] and [`error_policy`] until `shutdown` completes
 /// (reconciles under way are finished first). The stream must be polled to run.
 pub fn controller(
-    client: &Client,
+    client: Client,
     ctx: Arc<Context>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Stream<Item = Reconciled> {
-    builder(client)
+    builder(&client)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
 }
