@@ -85,37 +85,30 @@ pub enum Unusable {
     },
 }
 
-/// What [`ensure`] decided.
-#[derive(Debug)]
-pub struct Ensured {
-    /// The credentials to apply.
-    pub credentials: Credentials,
-    /// `None`: the Secret's own material, kept. `Some(None)`: made because there was no
-    /// Secret. `Some(Some(why))`: made to replace the Secret's material.
-    pub replaced: Option<Option<Unusable>>,
+/// Where [`ensure`]'s credentials come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The Secret's own material, kept.
+    Kept,
+    /// New material: there was no Secret.
+    Created,
+    /// New material replacing the Secret's, for this reason.
+    Replaced(Unusable),
 }
 
 /// The Secret's credentials when they are usable at `now` for `server_name`, new ones
-/// otherwise.
+/// otherwise, and which of the three it was.
 pub fn ensure(
     existing: Option<&Secret>,
     server_name: &str,
     now: Timestamp,
-) -> Result<Ensured, Error> {
-    let why = match existing.map(|s| Credentials::from_secret(s, server_name, now)) {
-        Some(Ok(credentials)) => {
-            return Ok(Ensured {
-                credentials,
-                replaced: None,
-            });
-        }
-        Some(Err(why)) => Some(why),
-        None => None,
+) -> Result<(Credentials, Origin), Error> {
+    let origin = match existing.map(|s| Credentials::from_secret(s, server_name, now)) {
+        Some(Ok(credentials)) => return Ok((credentials, Origin::Kept)),
+        Some(Err(why)) => Origin::Replaced(why),
+        None => Origin::Created,
     };
-    Ok(Ensured {
-        credentials: Credentials::generate(server_name, now)?,
-        replaced: Some(why),
-    })
+    Ok((Credentials::generate(server_name, now)?, origin))
 }
 
 /// The current time in whole seconds: what the API server and X.509 store.
@@ -334,22 +327,26 @@ mod tests {
         };
         verify(NAME, t0()).unwrap();
         assert!(verify("other.team-a.runtimed.kruntimes.io", t0()).is_err());
-        assert!(verify(NAME, t0() + CERT_VALIDITY + SignedDuration::from_secs(1)).is_err());
+        let second = SignedDuration::from_secs(1);
+        verify(NAME, t0() + CERT_VALIDITY - second).unwrap();
+        assert!(verify(NAME, t0() + CERT_VALIDITY + second).is_err());
+        verify(NAME, t0() - NOT_BEFORE_BACKDATE + second).unwrap();
+        assert!(verify(NAME, t0() - NOT_BEFORE_BACKDATE - second).is_err());
     }
 
     #[test]
     fn usable_material_is_kept() {
         let creds = Credentials::generate(NAME, t0()).unwrap();
-        let got = ensure(Some(&secret_of(&creds)), NAME, t0()).unwrap();
-        assert!(got.replaced.is_none());
-        assert_eq!(got.credentials, creds);
+        let (got, origin) = ensure(Some(&secret_of(&creds)), NAME, t0()).unwrap();
+        assert_eq!(origin, Origin::Kept);
+        assert_eq!(got, creds);
     }
 
     #[test]
     fn no_secret_means_new_material() {
-        let got = ensure(None, NAME, t0()).unwrap();
-        assert_eq!(got.replaced, Some(None));
-        Credentials::from_secret(&secret_of(&got.credentials), NAME, t0()).unwrap();
+        let (got, origin) = ensure(None, NAME, t0()).unwrap();
+        assert_eq!(origin, Origin::Created);
+        Credentials::from_secret(&secret_of(&got), NAME, t0()).unwrap();
     }
 
     #[test]
@@ -360,15 +357,15 @@ mod tests {
         let lifetime = CERT_VALIDITY + NOT_BEFORE_BACKDATE;
         let not_after = t0() + CERT_VALIDITY;
         let boundary = not_after - lifetime / ROTATE_REMAINING_DIVISOR;
-        let kept = ensure(Some(&secret), NAME, boundary).unwrap();
-        assert!(kept.replaced.is_none(), "exactly a third left: kept");
+        let (_, origin) = ensure(Some(&secret), NAME, boundary).unwrap();
+        assert_eq!(origin, Origin::Kept, "exactly a third left: kept");
         let late = boundary + SignedDuration::from_secs(1);
-        let rotated = ensure(Some(&secret), NAME, late).unwrap();
+        let (rotated, origin) = ensure(Some(&secret), NAME, late).unwrap();
         assert!(matches!(
-            rotated.replaced,
-            Some(Some(Unusable::Expiring { .. }))
+            origin,
+            Origin::Replaced(Unusable::Expiring { .. })
         ));
-        assert_ne!(rotated.credentials, creds);
+        assert_ne!(rotated, creds);
         let expired = not_after + SignedDuration::from_secs(1);
         assert!(matches!(
             Credentials::from_secret(&secret, NAME, expired),

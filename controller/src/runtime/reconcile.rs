@@ -23,7 +23,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::context::Context;
-use super::credentials::{self, Ensured};
+use super::credentials::{self, Origin};
 use super::render::{self, MANAGED_BY, MANAGED_BY_LABEL, Owner};
 use super::status::{self, reason};
 use crate::Error;
@@ -149,20 +149,14 @@ async fn apply_secret(
         .await
         .map_err(|e| Error::kube(format!("get Secret {}/{name}", owner.namespace), e))?;
     let server_name = naming::server_name(&owner.name, &owner.namespace);
-    let Ensured {
-        credentials,
-        replaced,
-    } = credentials::ensure(existing.as_ref(), &server_name, now)?;
-    match replaced {
-        None => {}
-        Some(None) => {
-            tracing::info!(secret = %format!("{}/{name}", owner.namespace), "creating runtimed credentials")
+    let (credentials, origin) = credentials::ensure(existing.as_ref(), &server_name, now)?;
+    let secret = format!("{}/{name}", owner.namespace);
+    match origin {
+        Origin::Kept => {}
+        Origin::Created => tracing::info!(%secret, "creating runtimed credentials"),
+        Origin::Replaced(why) => {
+            tracing::info!(%secret, reason = %why, "replacing runtimed credentials");
         }
-        Some(Some(why)) => tracing::info!(
-            secret = %format!("{}/{name}", owner.namespace),
-            reason = %why,
-            "replacing runtimed credentials"
-        ),
     }
     apply(&api, &render::secret(runtime, &credentials)?).await?;
     Ok(())

@@ -385,3 +385,13 @@ fn a_stored_transition_time_is_kept_as_it_is() {
     let s = observed(&rt, &deployed(settled(2)), 0, t(5));
     assert_eq!(condition(&s, READY).last_transition_time, future);
 }
+
+#[test]
+fn event_notes_are_cut_at_their_limit() {
+    use crate::runtime::reconcile::MAX_EVENT_NOTE_BYTES;
+    let exact = "n".repeat(MAX_EVENT_NOTE_BYTES);
+    assert_eq!(cut_to(exact.clone(), MAX_EVENT_NOTE_BYTES), exact);
+    let got = cut_to(format!("{exact}n"), MAX_EVENT_NOTE_BYTES);
+    assert_eq!(got.len(), MAX_EVENT_NOTE_BYTES);
+    assert!(got.ends_with(CUT_MARK));
+}
