@@ -94,6 +94,12 @@ fn conditions(status: &Value) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// `err` has the bounded `reason` and says first what was being done.
+fn assert_error(err: &kruntimes_controller::Error, reason: &str, action: &str) {
+    assert_eq!(err.metric_label(), reason, "{err}");
+    assert!(err.to_string().starts_with(action), "{err}");
+}
+
 fn triple(a: &str, b: &str, c: &str) -> (String, String, String) {
     (a.into(), b.into(), c.into())
 }
@@ -398,12 +404,7 @@ async fn an_api_error_stops_the_reconcile_with_its_reason() {
     })
     .await;
     let err = result.unwrap_err();
-    assert_eq!(err.metric_label(), "Forbidden");
-    assert!(
-        err.to_string()
-            .starts_with("apply Deployment team-a/python: "),
-        "{err}"
-    );
+    assert_error(&err, "Forbidden", "apply Deployment team-a/python: ");
 
     let (ctx, _api) = context();
     let action = error_policy(Arc::new(runtime(runtime_json())), &err, ctx);
@@ -420,12 +421,7 @@ async fn a_failed_status_write_is_an_error() {
     })
     .await;
     let err = result.unwrap_err();
-    assert_eq!(err.metric_label(), "Conflict");
-    assert!(
-        err.to_string()
-            .starts_with("apply status of Runtime team-a/python: "),
-        "{err}"
-    );
+    assert_error(&err, "Conflict", "apply status of Runtime team-a/python: ");
 }
 
 #[tokio::test]
@@ -435,11 +431,10 @@ async fn an_unreachable_api_server_is_its_own_reason() {
     let err = reconcile(Arc::new(runtime(runtime_json())), ctx)
         .await
         .unwrap_err();
-    assert_eq!(err.metric_label(), "ApiUnreachable");
-    assert!(
-        err.to_string()
-            .starts_with("get Secret team-a/python-runtimed: "),
-        "{err}"
+    assert_error(
+        &err,
+        "ApiUnreachable",
+        "get Secret team-a/python-runtimed: ",
     );
 }
 

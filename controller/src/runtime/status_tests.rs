@@ -29,14 +29,17 @@ fn settled(ready: i32) -> DeploymentStatus {
     }
 }
 
-fn failure(type_: &str, status: &str, reason: &str, message: &str) -> DeploymentCondition {
-    DeploymentCondition {
+/// [`settled`] with `ready` pods and one Deployment condition.
+fn with_condition(ready: i32, [type_, status, reason, message]: [&str; 4]) -> DeploymentStatus {
+    let mut st = settled(ready);
+    st.conditions = Some(vec![DeploymentCondition {
         type_: Some(type_.into()),
         status: Some(status.into()),
         reason: Some(reason.into()),
         message: Some(message.into()),
         ..DeploymentCondition::default()
-    }
+    }]);
+    st
 }
 
 fn condition<'a>(s: &'a RuntimeStatus, type_: &str) -> &'a Condition {
@@ -144,13 +147,15 @@ fn rollout_waits_for_updates_old_pods_and_availability() {
 
 #[test]
 fn a_replica_failure_is_template_rejected_with_its_message() {
-    let mut st = settled(0);
-    st.conditions = Some(vec![failure(
-        "ReplicaFailure",
-        "True",
-        "FailedCreate",
-        "admission webhook \"inject.kruntimes.io\" denied the request: spec.hostNetwork: Forbidden",
-    )]);
+    let mut st = with_condition(
+        0,
+        [
+            "ReplicaFailure",
+            "True",
+            "FailedCreate",
+            "admission webhook \"inject.kruntimes.io\" denied the request: spec.hostNetwork: Forbidden",
+        ],
+    );
     let s = observed(&runtime(), &deployed(st.clone()), 0, t(0));
     let ready = condition(&s, READY);
     assert_eq!(
@@ -180,25 +185,21 @@ fn a_replica_failure_is_template_rejected_with_its_message() {
 
 #[test]
 fn a_rollout_past_its_deadline_is_degraded() {
-    let mut st = settled(1);
-    st.conditions = Some(vec![failure(
-        "Progressing",
-        "False",
-        "ProgressDeadlineExceeded",
-        "ReplicaSet \"python-abc\" has timed out progressing.",
-    )]);
+    let st = with_condition(
+        1,
+        [
+            "Progressing",
+            "False",
+            "ProgressDeadlineExceeded",
+            "ReplicaSet \"python-abc\" has timed out progressing.",
+        ],
+    );
     let s = observed(&runtime(), &deployed(st), 0, t(0));
     let degraded = condition(&s, DEGRADED);
     assert_eq!(degraded.reason, reason::PROGRESS_DEADLINE_EXCEEDED);
     assert_eq!(degraded.status, "True");
     // A ReplicaFailure condition that is False is no failure.
-    let mut st = settled(2);
-    st.conditions = Some(vec![failure(
-        "ReplicaFailure",
-        "False",
-        "FailedCreate",
-        "old",
-    )]);
+    let st = with_condition(2, ["ReplicaFailure", "False", "FailedCreate", "old"]);
     let s = observed(&runtime(), &deployed(st), 0, t(0));
     assert_eq!(condition(&s, DEGRADED).status, "False");
 }
@@ -243,13 +244,7 @@ fn a_reason_change_keeps_the_time_but_is_a_ready_transition() {
     let mut rt = runtime();
     let first = observed(&rt, &deployed(settled(0)), 0, t(0));
     rt.status = Some(first.clone());
-    let mut st = settled(0);
-    st.conditions = Some(vec![failure(
-        "ReplicaFailure",
-        "True",
-        "FailedCreate",
-        "quota",
-    )]);
+    let st = with_condition(0, ["ReplicaFailure", "True", "FailedCreate", "quota"]);
     let second = observed(&rt, &deployed(st), 0, t(30));
     let ready = condition(&second, READY);
     assert_eq!(ready.reason, reason::TEMPLATE_REJECTED);

@@ -81,6 +81,11 @@ mod tests {
         &d.spec.template
     }
 
+    fn annotations_of(d: &Deployment) -> std::collections::BTreeMap<String, String> {
+        let meta = template_of(d).metadata.as_ref().unwrap();
+        meta.annotations.clone().unwrap()
+    }
+
     #[test]
     fn named_labelled_and_owned_by_the_runtime() {
         let rt = runtime();
@@ -135,13 +140,7 @@ mod tests {
     fn annotations_for_the_injector() {
         let mut rt = runtime();
         let d = deployment(&rt).unwrap();
-        let annotations = template_of(&d)
-            .metadata
-            .as_ref()
-            .unwrap()
-            .annotations
-            .clone()
-            .unwrap();
+        let annotations = annotations_of(&d);
         assert_eq!(annotations[TOKEN_SECRET_ANNOTATION], "python-runtimed");
         assert!(
             !annotations.contains_key(CONTAINER_ANNOTATION),
@@ -157,13 +156,7 @@ mod tests {
             size_limit: Some(Quantity("5Gi".into())),
         });
         let d = deployment(&rt).unwrap();
-        let annotations = template_of(&d)
-            .metadata
-            .as_ref()
-            .unwrap()
-            .annotations
-            .clone()
-            .unwrap();
+        let annotations = annotations_of(&d);
         assert_eq!(annotations[CONTAINER_ANNOTATION], "main");
         assert_eq!(annotations[WORKSPACE_SIZE_ANNOTATION], "5Gi");
         assert_eq!(annotations.len(), 3);
