@@ -189,6 +189,19 @@ async fn reconcile_all(
                 }
             }
         };
+        tasks.spawn(runtime_controller(
+            client.clone(),
+            namespace.clone(),
+            dispatcher.clone(),
+            metrics.clone(),
+            args.workers,
+        ));
+        tasks.spawn(workflow_controller(
+            client.clone(),
+            namespace.clone(),
+            metrics.clone(),
+            args.workers,
+        ));
         tasks.spawn(run_controller(
             client.clone(),
             namespace,
@@ -240,6 +253,99 @@ async fn run_controller(
         .for_each(|result| {
             if let Err(kube::runtime::controller::Error::ReconcilerFailed(e, _)) = &result {
                 metrics.reconcile_failed("run", e);
+            }
+            std::future::ready(())
+        })
+        .await;
+}
+
+/// The controller's own pods, admitted to runtimed's port by each Runtime's
+/// NetworkPolicy: `app.kubernetes.io/name=kruntimes-controller` in the namespace
+/// `$POD_NAMESPACE` (the chart sets it), else in the Runtime's own namespace.
+fn controller_selector() -> Result<crate::runtime::ControllerSelector, crate::runtime::SelectorError>
+{
+    let pods = std::collections::BTreeMap::from([(
+        "app.kubernetes.io/name".to_owned(),
+        "kruntimes-controller".to_owned(),
+    )]);
+    let namespace = std::env::var("POD_NAMESPACE").ok().map(|ns| {
+        std::collections::BTreeMap::from([("kubernetes.io/metadata.name".to_owned(), ns)])
+    });
+    crate::runtime::ControllerSelector::new(pods, namespace)
+}
+
+async fn runtime_controller(
+    client: kube::Client,
+    namespace: Option<String>,
+    dispatcher: Dispatcher,
+    metrics: Arc<Metrics>,
+    workers: u16,
+) {
+    let selector = match controller_selector() {
+        Ok(selector) => selector,
+        Err(e) => {
+            tracing::error!(error = %e, "no NetworkPolicy selector for the controller; Runtimes are not reconciled");
+            return;
+        }
+    };
+    let reporter = kube::runtime::events::Reporter {
+        controller: crate::naming::FIELD_MANAGER.into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let busy = move |ns: &str, name: &str| {
+        dispatcher.busy(&crate::dispatch::RuntimeKey {
+            namespace: ns.to_owned(),
+            name: name.to_owned(),
+        })
+    };
+    let ctx = Arc::new(crate::runtime::Context {
+        client: client.clone(),
+        controller_selector: selector,
+        events: Arc::new(kube::runtime::events::Recorder::new(
+            client.clone(),
+            reporter,
+        )),
+        busy: Arc::new(busy),
+    });
+    crate::runtime::builder(&client, namespace.as_deref())
+        .with_config(kube::runtime::controller::Config::default().concurrency(workers))
+        .run(crate::runtime::reconcile, crate::runtime::error_policy, ctx)
+        .for_each(|result| {
+            if let Err(kube::runtime::controller::Error::ReconcilerFailed(e, _)) = &result {
+                metrics.reconcile_failed("runtime", e);
+            }
+            std::future::ready(())
+        })
+        .await;
+}
+
+async fn workflow_controller(
+    client: kube::Client,
+    namespace: Option<String>,
+    metrics: Arc<Metrics>,
+    workers: u16,
+) {
+    use kruntimes_api::v1alpha1::Workflow;
+    let (workflows, runs): (Api<Workflow>, Api<Run>) = match &namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let children = watcher::Config::default().labels(kruntimes_api::labels::WORKFLOW_LABEL);
+    let ctx = Arc::new(crate::workflow::Context { client });
+    Controller::new(workflows, watcher::Config::default())
+        .owns(runs, children)
+        .with_config(kube::runtime::controller::Config::default().concurrency(workers))
+        .run(
+            crate::workflow::reconcile,
+            crate::workflow::error_policy,
+            ctx,
+        )
+        .for_each(|result| {
+            if let Err(kube::runtime::controller::Error::ReconcilerFailed(e, _)) = &result {
+                metrics.reconcile_failed("workflow", e);
             }
             std::future::ready(())
         })

@@ -15,6 +15,7 @@ pub mod pool;
 pub mod reasons;
 pub mod run;
 pub mod run_status;
+pub mod runtime;
 pub mod scheduler;
 pub mod workflow;
 
