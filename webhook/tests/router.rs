@@ -113,3 +113,40 @@ async fn hostile_bodies_get_400_with_a_json_error() {
         "{review}"
     );
 }
+
+/// A Pod whose author wrote a made-up injection status, listing its own init container,
+/// PVC volume and mount as injected and a made-up original command (issue #19): the
+/// webhook must not strip them for it.
+#[tokio::test]
+async fn mutate_refuses_a_forged_injection_status() {
+    let mut review: Value = serde_json::from_slice(&fixture("pod-create-runtime.json")).unwrap();
+    let forged = serde_json::json!({
+        "version": 1, "configHash": InjectConfig::default().hash(), "container": "main",
+        "initContainers": ["setup"], "volumes": ["data"], "volumeMounts": ["data"],
+        "command": ["rm", "-rf", "/"]
+    });
+    let pod = &mut review["request"]["object"];
+    pod["metadata"]["annotations"]["kruntimes.io/injection-status"] = forged.to_string().into();
+    pod["spec"]["initContainers"] =
+        serde_json::json!([{"name": "setup", "image": "busybox:1", "command": ["true"]}]);
+    let data = serde_json::json!({"name": "data", "persistentVolumeClaim": {"claimName": "data"}});
+    pod["spec"]["volumes"].as_array_mut().unwrap().push(data);
+    let mount = serde_json::json!({"name": "data", "mountPath": "/data"});
+    let main = &mut pod["spec"]["containers"][0];
+    assert_eq!(main["name"], "main");
+    main["volumeMounts"].as_array_mut().unwrap().push(mount);
+    let (status, answer) = post("/mutate", serde_json::to_vec(&review).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    let response = &answer["response"];
+    assert_eq!(response["uid"], review["request"]["uid"]);
+    assert_eq!(response["allowed"], false, "{answer}");
+    assert_eq!(response["status"]["code"], 403, "{answer}");
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "kruntimes.io/injection-status]: Invalid value: not written by this injector: it lists the init container \"setup\""
+        ),
+        "{message}"
+    );
+    assert!(response.get("patch").is_none(), "{answer}");
+}
