@@ -42,6 +42,9 @@ pub const TOKEN_SECRET_ANNOTATION: &str = "kruntimes.io/runtimed-token-secret";
 pub const CA_BUNDLE_LABEL: &str = "kruntimes.io/ca-bundle";
 /// The value of [`CA_BUNDLE_LABEL`] selecting the self-managed configurations.
 pub const CA_BUNDLE_SELF_MANAGED: &str = "self-managed";
+/// The label selector `kruntimes.io/ca-bundle=self-managed` (a constant, so that it can
+/// be a flag's default value).
+pub const CA_BUNDLE_SELF_MANAGED_SELECTOR: &str = "kruntimes.io/ca-bundle=self-managed";
 
 /// The in-memory volume holding the runtimed binary copied for the agent.
 pub const BIN_VOLUME: &str = "krt-bin";

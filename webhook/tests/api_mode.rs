@@ -19,10 +19,10 @@ use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Namespace;
 use kruntimes_api::v1alpha1::Runtime;
 use kruntimes_pss::Level;
-use kruntimes_webhook::admission::{DeadlinePolicy, Endpoint, Handlers, Lookup, Runtimes};
+use kruntimes_webhook::admission::{Endpoint, Handlers, Lookup, Runtimes};
 use kruntimes_webhook::cluster::{Cluster, NamespaceCache, RuntimeCache};
 use kruntimes_webhook::inject::InjectConfig;
-use kruntimes_webhook::server::{ReadinessCheck, ServeConfig, start_with};
+use kruntimes_webhook::server::{ReadinessCheck, ServeConfig, serve};
 use kube::Client;
 use kube::client::Body;
 use kube::core::PartialObjectMeta;
@@ -427,19 +427,12 @@ async fn readyz_waits_for_tls_and_both_caches() {
     let (cert_file, key_file) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
     let m = mocked_cluster();
     let handlers = api_handlers(m.cluster.namespace_levels(), m.cluster.runtimes());
-    let config = ServeConfig {
-        cert_file: cert_file.clone(),
-        key_file: key_file.clone(),
-        pss_floor: Level::Baseline,
-        inject: InjectConfig::default(),
-        reload_interval: Duration::from_millis(20),
-        deadline_exceeded_policy: DeadlinePolicy::Deny,
-    };
     let readiness: Arc<dyn ReadinessCheck> = m.cluster.clone();
-    let running = start_with(
+    let config = ServeConfig::new(&cert_file, &key_file, handlers)
+        .with_reload_interval(Duration::from_millis(20))
+        .with_readiness(readiness);
+    let running = serve(
         config,
-        handlers,
-        Some(readiness),
         TcpListener::bind("127.0.0.1:0").unwrap(),
         TcpListener::bind("127.0.0.1:0").unwrap(),
     )

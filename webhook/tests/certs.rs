@@ -13,6 +13,7 @@ use std::time::Duration;
 use axum::http::{Method, Request, Response};
 use k8s_openapi::ByteString;
 use kruntimes_pss::Level;
+use kruntimes_webhook::admission::Handlers;
 use kruntimes_webhook::certs::{
     Action, CA_CERT_KEY, CA_KEY_KEY, CA_RENEW_BEFORE, CA_VALIDITY, Corruption, MAX_BUNDLE_CAS,
     MAX_LABEL_NAME_LEN, MAX_SECRET_NAME_LEN, NOT_BEFORE_BACKDATE, NameError, NamespacedName,
@@ -21,7 +22,7 @@ use kruntimes_webhook::certs::{
     ca_bundle_patch, plan, wait_after_success,
 };
 use kruntimes_webhook::inject::InjectConfig;
-use kruntimes_webhook::server::{ReadinessGate, ServeConfig, start_gated};
+use kruntimes_webhook::server::{ReadinessGate, ServeConfig, serve};
 use kube::client::Body;
 use rustls::client::danger::ServerCertVerifier as _;
 use rustls::pki_types::pem::PemObject;
@@ -1287,22 +1288,21 @@ async fn the_loop_makes_the_server_ready_and_a_client_trusting_only_the_bundle_c
         dir,
     } = cluster();
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
-    let config = ServeConfig {
-        cert_file: dir.path().join("tls.crt"),
-        key_file: dir.path().join("tls.key"),
-        pss_floor: Level::Baseline,
-        inject: InjectConfig::default(),
-        reload_interval: Duration::from_millis(50),
-        deadline_exceeded_policy: kruntimes_webhook::admission::DeadlinePolicy::Deny,
-    };
-    let running = start_gated(
+    let handlers = Handlers::standalone(InjectConfig::default(), Level::Baseline);
+    let config = ServeConfig::new(
+        dir.path().join("tls.crt"),
+        dir.path().join("tls.key"),
+        handlers,
+    )
+    .with_reload_interval(Duration::from_millis(50))
+    .with_gate(ReadinessGate {
+        name: "self-managed certificates",
+        ready: ready_rx,
+    });
+    let running = serve(
         config,
         TcpListener::bind("127.0.0.1:0").unwrap(),
         TcpListener::bind("127.0.0.1:0").unwrap(),
-        vec![ReadinessGate {
-            name: "self-managed certificates",
-            ready: ready_rx,
-        }],
     )
     .await
     .unwrap();

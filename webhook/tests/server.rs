@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use kruntimes_pss::Level;
 use kruntimes_webhook::admission::{DeadlinePolicy, Handlers, Lookup, MAX_REVIEW_BYTES, Runtimes};
 use kruntimes_webhook::inject::InjectConfig;
-use kruntimes_webhook::server::{Running, ServeConfig, start, start_with};
+use kruntimes_webhook::server::{Running, ServeConfig, serve};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
@@ -53,6 +53,7 @@ struct Server {
     cert_file: std::path::PathBuf,
     key_file: std::path::PathBuf,
     client: tokio_rustls::TlsConnector,
+    client_config: Arc<rustls::ClientConfig>,
 }
 
 /// Drains the server; a hang becomes a failure instead of a stuck test.
@@ -78,20 +79,14 @@ async fn server_with(ca: &Ca, handlers: Option<Handlers>, policy: DeadlinePolicy
     let (cert, key, _) = ca.leaf();
     std::fs::write(&cert_file, cert).unwrap();
     std::fs::write(&key_file, key).unwrap();
-    let config = ServeConfig {
-        cert_file: cert_file.clone(),
-        key_file: key_file.clone(),
-        pss_floor: Level::Baseline,
-        inject: InjectConfig::default(),
-        reload_interval: Duration::from_millis(50),
-        deadline_exceeded_policy: policy,
-    };
+    let handlers =
+        handlers.unwrap_or_else(|| Handlers::standalone(InjectConfig::default(), Level::Baseline));
+    let config = ServeConfig::new(&cert_file, &key_file, handlers)
+        .with_reload_interval(Duration::from_millis(50))
+        .with_deadline_exceeded_policy(policy);
     let https = TcpListener::bind("127.0.0.1:0").unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").unwrap();
-    let running = match handlers {
-        None => start(config, https, admin).await.unwrap(),
-        Some(h) => start_with(config, h, None, https, admin).await.unwrap(),
-    };
+    let running = serve(config, https, admin).await.unwrap();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.issuer.der().clone()).unwrap();
     let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -104,12 +99,14 @@ async fn server_with(ca: &Ca, handlers: Option<Handlers>, policy: DeadlinePolicy
     // Full handshakes only: a resumed session reports the certificate of the session it
     // resumes, which would hide which certificate is served now.
     client.resumption = rustls::client::Resumption::disabled();
+    let client_config = Arc::new(client);
     Server {
         running,
         _dir: dir,
         cert_file,
         key_file,
-        client: tokio_rustls::TlsConnector::from(Arc::new(client)),
+        client: tokio_rustls::TlsConnector::from(client_config.clone()),
+        client_config,
     }
 }
 
@@ -252,6 +249,150 @@ async fn bodies_above_7_mib_get_413_and_just_under_get_200() {
     assert_eq!(status, 413);
     let error: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(error["code"], 413);
+    stop(s).await;
+}
+
+/// A request body sent in 64 KiB frames that records whether the client got to send
+/// all of it: a server that answers early and resets the stream (HTTP/2) or closes the
+/// connection (HTTP/1.1) stops the client before the end.
+struct TrackedBody {
+    frames: std::collections::VecDeque<Bytes>,
+    sent_whole: Arc<AtomicBool>,
+}
+
+impl TrackedBody {
+    fn new(body: Vec<u8>) -> (TrackedBody, Arc<AtomicBool>) {
+        let sent_whole = Arc::new(AtomicBool::new(false));
+        let frames = body.chunks(64 * 1024).map(Bytes::copy_from_slice).collect();
+        let tracked = TrackedBody {
+            frames,
+            sent_whole: sent_whole.clone(),
+        };
+        (tracked, sent_whole)
+    }
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let next = self.frames.pop_front();
+        if next.is_none() {
+            self.sent_whole.store(true, Ordering::SeqCst);
+        }
+        std::task::Poll::Ready(next.map(|data| Ok(hyper::body::Frame::data(data))))
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// Posts each body in turn on ONE connection of `protocol`; for each: the status, the
+/// JSON answer, and whether the whole body was sent.
+async fn post_all(s: &Server, protocol: Protocol, bodies: Vec<Vec<u8>>) -> Vec<(u16, Value, bool)> {
+    let alpn: &[u8] = match protocol {
+        Protocol::Http1 => b"http/1.1",
+        Protocol::Http2 => b"h2",
+    };
+    let mut config = (*s.client_config).clone();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let tcp = tokio::net::TcpStream::connect(s.running.addr)
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn));
+    let io = TokioIo::new(tls);
+    let mut h1 = None;
+    let mut h2 = None;
+    match protocol {
+        Protocol::Http1 => {
+            let (sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+            tokio::spawn(conn);
+            h1 = Some(sender);
+        }
+        Protocol::Http2 => {
+            let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            h2 = Some(sender);
+        }
+    }
+    let mut answers = Vec::new();
+    for body in bodies {
+        let (body, sent_whole) = TrackedBody::new(body);
+        let request = hyper::Request::post("https://localhost/validate?timeout=10s")
+            .header("content-type", "application/json")
+            .body(body)
+            .unwrap();
+        let response = match (&mut h1, &mut h2) {
+            (Some(sender), _) => sender.send_request(request).await,
+            (_, Some(sender)) => sender.send_request(request).await,
+            _ => unreachable!(),
+        }
+        .unwrap_or_else(|e| panic!("{protocol:?}: {e}"));
+        let status = response.status().as_u16();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let json = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("{protocol:?} {status}: not JSON ({e}): {bytes:?}"));
+        answers.push((status, json, sent_whole.load(Ordering::SeqCst)));
+    }
+    answers
+}
+
+/// The apiserver talks HTTP/2: there as over HTTP/1.1, exactly the limit is decided and
+/// one byte over is a 413 with the JSON error body, and so are 8 and 12 MiB bodies, read
+/// to their end so that the client finishes sending (no stream reset, the connection
+/// kept).
+#[tokio::test]
+async fn the_body_limit_is_a_json_413_on_http2_and_http1() {
+    let ca = Ca::new();
+    let s = server(&ca).await;
+    for protocol in [Protocol::Http2, Protocol::Http1] {
+        let bodies = vec![
+            padded_review(MAX_REVIEW_BYTES),
+            padded_review(MAX_REVIEW_BYTES + 1),
+            padded_review(8 * 1024 * 1024),
+            // Past what the client can send ahead of the server's reading (the limit
+            // plus one flow-control window of 1 MiB): only a server that reads to the
+            // end lets it finish.
+            padded_review(12 * 1024 * 1024),
+            fixture("run-create.json"),
+        ];
+        let answers = post_all(&s, protocol, bodies).await;
+        let (status, review, sent_whole) = &answers[0];
+        assert_eq!(*status, 200, "{protocol:?}: {review}");
+        assert_eq!(review["response"]["allowed"], true, "{protocol:?}");
+        assert!(sent_whole, "{protocol:?}");
+        for (status, error, sent_whole) in &answers[1..4] {
+            assert_eq!(*status, 413, "{protocol:?}: {error}");
+            assert_eq!(error["code"], 413, "{protocol:?}");
+            assert_eq!(
+                error["error"],
+                format!(
+                    "the review body is larger than the webhook's limit of {MAX_REVIEW_BYTES} bytes"
+                ),
+                "{protocol:?}"
+            );
+            assert!(
+                sent_whole,
+                "{protocol:?}: the client was stopped before the end of its body"
+            );
+        }
+        // The same connection still answers.
+        let (status, review, _) = &answers[4];
+        assert_eq!(*status, 200, "{protocol:?}: {review}");
+    }
     stop(s).await;
 }
 

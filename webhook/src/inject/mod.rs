@@ -445,12 +445,13 @@ fn refuse_unsupported(template: &Map<String, Value>, prefix: &str) -> Result<(),
 /// Refuses a pod spec that already uses a volume or container name the injector owns:
 /// the predicates of `kruntimes_api::labels`, which Runtime validation uses too.
 fn refuse_reserved_names(spec: &Map<String, Value>, spec_path: &str) -> Result<(), InjectError> {
-    let is_reserved: [(&str, fn(&str) -> bool); 3] = [
+    type IsReserved = fn(&str) -> bool;
+    let lists: [(&str, IsReserved); 3] = [
         ("volumes", is_reserved_volume),
         ("initContainers", is_reserved_container),
         ("containers", is_reserved_container),
     ];
-    for (key, reserved) in is_reserved {
+    for (key, reserved) in lists {
         if let Some(items) = spec.get(key).and_then(Value::as_array) {
             for (i, item) in items.iter().enumerate() {
                 if let Some(name) = name_of(item).filter(|n| reserved(n)) {
