@@ -10,9 +10,10 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{Method, Request, Response};
+use axum::http::Method;
 use k8s_openapi::ByteString;
 use kruntimes_pss::Level;
+use kruntimes_testkit::apiserver::{self, ApiServerVerifier, status};
 use kruntimes_webhook::admission::Handlers;
 use kruntimes_webhook::certs::{
     Action, CA_CERT_KEY, CA_KEY_KEY, CA_RENEW_BEFORE, CA_VALIDITY, Corruption, MAX_BUNDLE_CAS,
@@ -23,7 +24,6 @@ use kruntimes_webhook::certs::{
 };
 use kruntimes_webhook::inject::InjectConfig;
 use kruntimes_webhook::server::{ReadinessGate, ServeConfig, serve};
-use kube::client::Body;
 use rustls::client::danger::ServerCertVerifier as _;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -663,7 +663,7 @@ fn waits_double_up_to_the_cap_and_successes_wait_until_due() {
 
 // ---- the cluster part, against a mocked API server ----
 
-type ApiHandle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+type ApiHandle = ApiServerVerifier;
 
 struct Cluster {
     reconciler: Reconciler,
@@ -672,8 +672,7 @@ struct Cluster {
 }
 
 fn cluster() -> Cluster {
-    let (mock_service, api) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(mock_service, "default");
+    let (client, api) = apiserver::client();
     let dir = tempfile::tempdir().unwrap();
     let reconciler = Reconciler::new(
         client,
@@ -698,105 +697,6 @@ fn cluster() -> Cluster {
 const SECRET_PATH: &str = "/api/v1/namespaces/kruntimes-system/secrets";
 const VWC_PATH: &str = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations";
 const MWC_PATH: &str = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations";
-
-/// One request as the API server saw it.
-struct Seen {
-    method: Method,
-    query: Vec<(String, String)>,
-    content_type: Option<String>,
-    body: Value,
-}
-
-/// Takes the next request, checks method and path, answers `status` with `answer`
-/// (`Null`: the request's own body).
-async fn expect(
-    api: &mut ApiHandle,
-    method: Method,
-    path: &str,
-    status: u16,
-    answer: Value,
-) -> Seen {
-    let (request, respond) = tokio::time::timeout(Duration::from_secs(10), api.next_request())
-        .await
-        .unwrap_or_else(|_| panic!("no request; expected {method} {path}"))
-        .unwrap_or_else(|| panic!("client gone; expected {method} {path}"));
-    let seen_method = request.method().clone();
-    let uri = request.uri().clone();
-    let content_type = request
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let bytes = request.into_body().collect_bytes().await.unwrap();
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap()
-    };
-    assert_eq!((&seen_method, uri.path()), (&method, path), "request {uri}");
-    let query = uri.query().map(url_decode_pairs).unwrap_or_default();
-    // `Null`: answer what was sent, as the API server does for a create or an update.
-    let answer = if answer.is_null() {
-        let mut echo = body.clone();
-        echo["metadata"]["resourceVersion"] = json!("100");
-        echo
-    } else {
-        answer
-    };
-    respond.send_response(
-        Response::builder()
-            .status(status)
-            .body(Body::from(serde_json::to_vec(&answer).unwrap()))
-            .unwrap(),
-    );
-    Seen {
-        method: seen_method,
-        query,
-        content_type,
-        body,
-    }
-}
-
-fn url_decode_pairs(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(k), decode(v))
-        })
-        .collect()
-}
-
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                out.push(
-                    u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap(), 16)
-                        .unwrap(),
-                );
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).unwrap()
-}
-
-fn status(code: u16, reason: &str) -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-           "message": format!("{reason} (test)"), "reason": reason, "code": code})
-}
 
 fn secret_object(contents: &SecretContents, resource_version: &str) -> Value {
     json!({
@@ -842,7 +742,7 @@ fn list(kind: &str, items: Vec<Value>) -> Value {
 
 /// Expects the LIST of one configuration kind, by the label selector.
 async fn expect_list(api: &mut ApiHandle, path: &str, kind: &str, items: Vec<Value>) {
-    let seen = expect(api, Method::GET, path, 200, list(kind, items)).await;
+    let seen = api.expect(Method::GET, path, 200, list(kind, items)).await;
     assert!(
         seen.query.contains(&(
             "labelSelector".to_owned(),
@@ -891,7 +791,7 @@ async fn expect_patch(
     bundle: &[u8],
     answer: Value,
 ) {
-    let seen = expect(api, Method::PATCH, path, 200, answer).await;
+    let seen = api.expect(Method::PATCH, path, 200, answer).await;
     assert_eq!(
         seen.content_type.as_deref(),
         Some("application/json-patch+json")
@@ -905,12 +805,9 @@ async fn expect_patch(
 }
 
 /// Drops the client and checks that no request is left.
-async fn no_more_requests(reconciler: Reconciler, mut api: ApiHandle) {
+async fn no_more_requests(reconciler: Reconciler, api: ApiHandle) {
     drop(reconciler);
-    assert!(
-        api.next_request().await.is_none(),
-        "unexpected extra request"
-    );
+    api.no_more_requests().await;
 }
 
 #[tokio::test]
@@ -923,15 +820,16 @@ async fn first_start_creates_the_secret_patches_the_ca_bundles_and_writes_the_fi
     let c_dir = dir.path().to_owned();
     let now = T0;
     let server = tokio::spawn(async move {
-        expect(
-            &mut api,
+        api.expect(
             Method::GET,
             &format!("{SECRET_PATH}/{SECRET}"),
             404,
             status(404, "NotFound"),
         )
         .await;
-        let created = expect(&mut api, Method::POST, SECRET_PATH, 201, Value::Null).await;
+        let created = api
+            .expect(Method::POST, SECRET_PATH, 201, Value::Null)
+            .await;
         assert_eq!(created.body["metadata"]["name"], SECRET);
         assert_eq!(created.body["metadata"]["namespace"], NAMESPACE);
         assert_eq!(created.body["type"], "kubernetes.io/tls");
@@ -1032,8 +930,7 @@ async fn a_restart_with_a_valid_secret_writes_nothing_to_the_api_when_ca_bundles
     let answer = stored.clone();
     let server = tokio::spawn(async move {
         for _ in 0..2 {
-            expect(
-                &mut api,
+            api.expect(
                 Method::GET,
                 &format!("{SECRET_PATH}/{SECRET}"),
                 200,
@@ -1097,23 +994,13 @@ async fn a_create_conflict_rereads_and_uses_the_other_replicas_ca() {
     let answer = theirs.clone();
     let server = tokio::spawn(async move {
         let path = format!("{SECRET_PATH}/{SECRET}");
-        expect(&mut api, Method::GET, &path, 404, status(404, "NotFound")).await;
-        let ours = expect(
-            &mut api,
-            Method::POST,
-            SECRET_PATH,
-            409,
-            status(409, "AlreadyExists"),
-        )
-        .await;
-        expect(
-            &mut api,
-            Method::GET,
-            &path,
-            200,
-            secret_object(&answer, "5"),
-        )
-        .await;
+        api.expect(Method::GET, &path, 404, status(404, "NotFound"))
+            .await;
+        let ours = api
+            .expect(Method::POST, SECRET_PATH, 409, status(409, "AlreadyExists"))
+            .await;
+        api.expect(Method::GET, &path, 200, secret_object(&answer, "5"))
+            .await;
         expect_validating_patched(
             &mut api,
             None,
@@ -1158,26 +1045,16 @@ async fn ca_rotation_updates_the_secret_with_its_resource_version_and_keeps_the_
     let answer = stored.clone();
     let server = tokio::spawn(async move {
         let path = format!("{SECRET_PATH}/{SECRET}");
-        expect(
-            &mut api,
-            Method::GET,
-            &path,
-            200,
-            secret_object(&answer, "41"),
-        )
-        .await;
+        api.expect(Method::GET, &path, 200, secret_object(&answer, "41"))
+            .await;
         // A concurrent write by another replica: the update is refused, read again.
-        let refused = expect(&mut api, Method::PUT, &path, 409, status(409, "Conflict")).await;
+        let refused = api
+            .expect(Method::PUT, &path, 409, status(409, "Conflict"))
+            .await;
         assert_eq!(refused.body["metadata"]["resourceVersion"], "41");
-        expect(
-            &mut api,
-            Method::GET,
-            &path,
-            200,
-            secret_object(&answer, "42"),
-        )
-        .await;
-        let updated = expect(&mut api, Method::PUT, &path, 200, Value::Null).await;
+        api.expect(Method::GET, &path, 200, secret_object(&answer, "42"))
+            .await;
+        let updated = api.expect(Method::PUT, &path, 200, Value::Null).await;
         assert_eq!(updated.body["metadata"]["resourceVersion"], "42");
         assert_eq!(updated.body["type"], "kubernetes.io/tls");
         let rotated = contents_of(&updated.body);
@@ -1212,8 +1089,7 @@ async fn api_errors_are_typed_and_name_the_step() {
         dir: _dir,
     } = cluster();
     let server = tokio::spawn(async move {
-        expect(
-            &mut api,
+        api.expect(
             Method::GET,
             &format!("{SECRET_PATH}/{SECRET}"),
             403,
@@ -1316,15 +1192,16 @@ async fn the_loop_makes_the_server_ready_and_a_client_trusting_only_the_bundle_c
     let loop_task = tokio::spawn(kruntimes_webhook::certs::run(reconciler, ready_tx));
     // The API server of a first start, with no configuration carrying the label yet.
     let created = {
-        expect(
-            &mut api,
+        api.expect(
             Method::GET,
             &format!("{SECRET_PATH}/{SECRET}"),
             404,
             status(404, "NotFound"),
         )
         .await;
-        let created = expect(&mut api, Method::POST, SECRET_PATH, 201, Value::Null).await;
+        let created = api
+            .expect(Method::POST, SECRET_PATH, 201, Value::Null)
+            .await;
         expect_list(&mut api, VWC_PATH, "ValidatingWebhookConfiguration", vec![]).await;
         expect_list(&mut api, MWC_PATH, "MutatingWebhookConfiguration", vec![]).await;
         contents_of(&created.body)
@@ -1417,20 +1294,17 @@ async fn the_loop_retries_after_a_failure_and_becomes_ready_only_after_a_success
     let (ready_tx, mut ready_rx) = tokio::sync::watch::channel(false);
     let loop_task = tokio::spawn(kruntimes_webhook::certs::run(reconciler, ready_tx));
     let path = format!("{SECRET_PATH}/{SECRET}");
-    expect(
-        &mut api,
-        Method::GET,
-        &path,
-        500,
-        status(500, "InternalError"),
-    )
-    .await;
+    api.expect(Method::GET, &path, 500, status(500, "InternalError"))
+        .await;
     // The retry (after RETRY_BACKOFF_INITIAL) starts over with a read of the Secret; until
     // it has succeeded, the loop cannot be ready.
     let created = {
-        expect(&mut api, Method::GET, &path, 404, status(404, "NotFound")).await;
+        api.expect(Method::GET, &path, 404, status(404, "NotFound"))
+            .await;
         assert!(!*ready_rx.borrow(), "ready before any success");
-        let created = expect(&mut api, Method::POST, SECRET_PATH, 201, Value::Null).await;
+        let created = api
+            .expect(Method::POST, SECRET_PATH, 201, Value::Null)
+            .await;
         expect_list(&mut api, VWC_PATH, "ValidatingWebhookConfiguration", vec![]).await;
         expect_list(&mut api, MWC_PATH, "MutatingWebhookConfiguration", vec![]).await;
         contents_of(&created.body)
@@ -1463,18 +1337,15 @@ async fn write_conflicts_up_to_max_write_attempts_then_the_round_fails() {
         let path = path.clone();
         tokio::spawn(async move {
             for _ in 1..MAX_WRITE_ATTEMPTS {
-                expect(&mut api, Method::GET, &path, 404, status(404, "NotFound")).await;
-                expect(
-                    &mut api,
-                    Method::POST,
-                    SECRET_PATH,
-                    409,
-                    status(409, "AlreadyExists"),
-                )
-                .await;
+                api.expect(Method::GET, &path, 404, status(404, "NotFound"))
+                    .await;
+                api.expect(Method::POST, SECRET_PATH, 409, status(409, "AlreadyExists"))
+                    .await;
             }
-            expect(&mut api, Method::GET, &path, 404, status(404, "NotFound")).await;
-            expect(&mut api, Method::POST, SECRET_PATH, 201, Value::Null).await;
+            api.expect(Method::GET, &path, 404, status(404, "NotFound"))
+                .await;
+            api.expect(Method::POST, SECRET_PATH, 201, Value::Null)
+                .await;
             expect_list(&mut api, VWC_PATH, "ValidatingWebhookConfiguration", vec![]).await;
             expect_list(&mut api, MWC_PATH, "MutatingWebhookConfiguration", vec![]).await;
             api
@@ -1492,15 +1363,10 @@ async fn write_conflicts_up_to_max_write_attempts_then_the_round_fails() {
     } = cluster();
     let server = tokio::spawn(async move {
         for _ in 0..MAX_WRITE_ATTEMPTS {
-            expect(&mut api, Method::GET, &path, 404, status(404, "NotFound")).await;
-            expect(
-                &mut api,
-                Method::POST,
-                SECRET_PATH,
-                409,
-                status(409, "AlreadyExists"),
-            )
-            .await;
+            api.expect(Method::GET, &path, 404, status(404, "NotFound"))
+                .await;
+            api.expect(Method::POST, SECRET_PATH, 409, status(409, "AlreadyExists"))
+                .await;
         }
         api
     });

@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -15,37 +14,13 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use kruntimes_pss::Level;
+use kruntimes_testkit::certs::TestCa;
+use kruntimes_testkit::fixtures;
 use kruntimes_webhook::admission::{DeadlinePolicy, Handlers, Lookup, MAX_REVIEW_BYTES, Runtimes};
 use kruntimes_webhook::inject::InjectConfig;
 use kruntimes_webhook::server::{Running, ServeConfig, serve};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
-
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new() -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        Ca {
-            issuer: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
-        }
-    }
-
-    /// A serving pair for localhost and 127.0.0.1: (cert PEM, key PEM, cert DER).
-    fn leaf(&self) -> (String, String, CertificateDer<'static>) {
-        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-        params
-            .subject_alt_names
-            .push(SanType::IpAddress([127, 0, 0, 1].into()));
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem(), cert.der().clone())
-    }
-}
 
 struct Server {
     running: Running,
@@ -67,18 +42,14 @@ async fn stop(s: Server) {
     .unwrap();
 }
 
-async fn server(ca: &Ca) -> Server {
+async fn server(ca: &TestCa) -> Server {
     server_with(ca, None, DeadlinePolicy::Deny).await
 }
 
 /// A server on `handlers` (standalone ones when `None`).
-async fn server_with(ca: &Ca, handlers: Option<Handlers>, policy: DeadlinePolicy) -> Server {
+async fn server_with(ca: &TestCa, handlers: Option<Handlers>, policy: DeadlinePolicy) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let cert_file = dir.path().join("tls.crt");
-    let key_file = dir.path().join("tls.key");
-    let (cert, key, _) = ca.leaf();
-    std::fs::write(&cert_file, cert).unwrap();
-    std::fs::write(&key_file, key).unwrap();
+    let (cert_file, key_file) = ca.leaf().write_to(dir.path());
     let handlers =
         handlers.unwrap_or_else(|| Handlers::standalone(InjectConfig::default(), Level::Baseline));
     let config = ServeConfig::new(&cert_file, &key_file, handlers)
@@ -87,18 +58,7 @@ async fn server_with(ca: &Ca, handlers: Option<Handlers>, policy: DeadlinePolicy
     let https = TcpListener::bind("127.0.0.1:0").unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").unwrap();
     let running = serve(config, https, admin).await.unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.issuer.der().clone()).unwrap();
-    let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    // Full handshakes only: a resumed session reports the certificate of the session it
-    // resumes, which would hide which certificate is served now.
-    client.resumption = rustls::client::Resumption::disabled();
+    let client = ca.client_config();
     let client_config = Arc::new(client);
     Server {
         running,
@@ -166,30 +126,22 @@ async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name),
-    )
-    .unwrap()
-}
-
 /// A valid review padded with trailing whitespace to exactly `len` bytes.
 fn padded_review(len: usize) -> Vec<u8> {
-    let mut body = fixture("run-create.json");
-    assert!(body.len() <= len);
-    body.resize(len, b' ');
-    body
+    fixtures::padded("run-create.json", len)
 }
 
 #[tokio::test]
 async fn a_review_round_trips_over_tls() {
-    let ca = Ca::new();
+    let ca = TestCa::new();
     let s = server(&ca).await;
-    let (status, body, _) = post(&s, "/validate", fixture("workflow-create-invalid.json"))
-        .await
-        .unwrap();
+    let (status, body, _) = post(
+        &s,
+        "/validate",
+        fixtures::bytes("workflow-create-invalid.json"),
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 200);
     let review: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(
@@ -197,7 +149,7 @@ async fn a_review_round_trips_over_tls() {
         "4b4c6a2e-0c1f-4f6e-9f3b-000000000001"
     );
     assert_eq!(review["response"]["allowed"], false);
-    let (status, body, _) = post(&s, "/mutate", fixture("pod-create-runtime.json"))
+    let (status, body, _) = post(&s, "/mutate", fixtures::bytes("pod-create-runtime.json"))
         .await
         .unwrap();
     assert_eq!(status, 200);
@@ -237,7 +189,7 @@ async fn a_review_round_trips_over_tls() {
 
 #[tokio::test]
 async fn bodies_above_7_mib_get_413_and_just_under_get_200() {
-    let ca = Ca::new();
+    let ca = TestCa::new();
     let s = server(&ca).await;
     let (status, body, _) = post(&s, "/validate", padded_review(MAX_REVIEW_BYTES))
         .await
@@ -356,7 +308,7 @@ async fn post_all(s: &Server, protocol: Protocol, bodies: Vec<Vec<u8>>) -> Vec<(
 /// kept).
 #[tokio::test]
 async fn the_body_limit_is_a_json_413_on_http2_and_http1() {
-    let ca = Ca::new();
+    let ca = TestCa::new();
     let s = server(&ca).await;
     for protocol in [Protocol::Http2, Protocol::Http1] {
         let bodies = vec![
@@ -367,7 +319,7 @@ async fn the_body_limit_is_a_json_413_on_http2_and_http1() {
             // plus one flow-control window of 1 MiB): only a server that reads to the
             // end lets it finish.
             padded_review(12 * 1024 * 1024),
-            fixture("run-create.json"),
+            fixtures::bytes("run-create.json"),
         ];
         let answers = post_all(&s, protocol, bodies).await;
         let (status, review, sent_whole) = &answers[0];
@@ -398,10 +350,10 @@ async fn the_body_limit_is_a_json_413_on_http2_and_http1() {
 
 #[tokio::test]
 async fn broken_reviews_get_400_with_a_json_error() {
-    let ca = Ca::new();
+    let ca = TestCa::new();
     let s = server(&ca).await;
     let deep = format!("{}{}", "[".repeat(50_000), "]".repeat(50_000)).into_bytes();
-    let mut no_uid: Value = serde_json::from_slice(&fixture("run-create.json")).unwrap();
+    let mut no_uid: Value = serde_json::from_slice(&fixtures::bytes("run-create.json")).unwrap();
     no_uid["request"]["uid"] = Value::String(String::new());
     for body in [
         b"garbage".to_vec(),
@@ -421,9 +373,9 @@ async fn broken_reviews_get_400_with_a_json_error() {
 
 #[tokio::test]
 async fn rotating_the_certificate_files_fails_no_request() {
-    let ca = Ca::new();
+    let ca = TestCa::new();
     let s = Arc::new(server(&ca).await);
-    let (_, _, first) = post(&s, "/validate", fixture("run-create.json"))
+    let (_, _, first) = post(&s, "/validate", fixtures::bytes("run-create.json"))
         .await
         .unwrap();
 
@@ -432,7 +384,7 @@ async fn rotating_the_certificate_files_fails_no_request() {
         tokio::spawn(async move {
             let (mut ok, mut failed) = (0usize, Vec::new());
             for _ in 0..150 {
-                match post(&s, "/validate", fixture("run-create.json")).await {
+                match post(&s, "/validate", fixtures::bytes("run-create.json")).await {
                     Ok((200, _, _)) => ok += 1,
                     Ok((status, body, _)) => {
                         failed.push(format!("{status}: {}", String::from_utf8_lossy(&body)));
@@ -449,11 +401,11 @@ async fn rotating_the_certificate_files_fails_no_request() {
     let mut last = first.clone();
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_millis(150)).await;
-        let (cert, key, der) = ca.leaf();
-        std::fs::write(&s.cert_file, cert).unwrap();
+        let pair = ca.leaf();
+        std::fs::write(&s.cert_file, pair.cert_pem).unwrap();
         tokio::time::sleep(Duration::from_millis(60)).await;
-        std::fs::write(&s.key_file, key).unwrap();
-        last = der;
+        std::fs::write(&s.key_file, pair.key_pem).unwrap();
+        last = pair.der;
     }
     let (ok, failed) = load.await.unwrap();
     assert!(
@@ -464,7 +416,7 @@ async fn rotating_the_certificate_files_fails_no_request() {
     // The new pair is served once the watcher has seen it.
     let mut served = None;
     for _ in 0..50 {
-        let (_, _, peer) = post(&s, "/validate", fixture("run-create.json"))
+        let (_, _, peer) = post(&s, "/validate", fixtures::bytes("run-create.json"))
             .await
             .unwrap();
         if peer == last {
@@ -479,7 +431,7 @@ async fn rotating_the_certificate_files_fails_no_request() {
     // A broken pair is refused: the current one stays, the error is counted.
     std::fs::write(&s.key_file, "not a key").unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (status, _, peer) = post(&s, "/validate", fixture("run-create.json"))
+    let (status, _, peer) = post(&s, "/validate", fixtures::bytes("run-create.json"))
         .await
         .unwrap();
     assert_eq!(status, 200);
@@ -498,17 +450,9 @@ async fn rotating_the_certificate_files_fails_no_request() {
 
 #[tokio::test]
 async fn http2_is_negotiated_with_alpn_and_answers_reviews() {
-    let ca = Ca::new();
+    let ca = TestCa::new();
     let s = server(&ca).await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.issuer.der().clone()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut config = ca.client_config();
     // What the apiserver's Go client offers.
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
@@ -547,9 +491,12 @@ async fn http2_is_negotiated_with_alpn_and_answers_reviews() {
     let (validate, mutate) = tokio::join!(
         send(
             "/validate?timeout=10s",
-            fixture("workflow-create-invalid.json")
+            fixtures::bytes("workflow-create-invalid.json")
         ),
-        send("/mutate?timeout=10s", fixture("pod-create-runtime.json")),
+        send(
+            "/mutate?timeout=10s",
+            fixtures::bytes("pod-create-runtime.json")
+        ),
     );
     let (version, status, review) = validate;
     assert_eq!(version, hyper::Version::HTTP_2);
@@ -588,14 +535,18 @@ impl Runtimes for Stalled {
 }
 
 async fn deadline_case(policy: DeadlinePolicy) -> (Value, String) {
-    let ca = Ca::new();
+    let ca = TestCa::new();
     let stalled = Arc::new(Stalled::default());
     let handlers = Handlers::standalone(InjectConfig::default(), Level::Baseline)
         .with_runtimes(stalled.clone());
     let s = server_with(&ca, Some(handlers), policy).await;
-    let (status, body, _) = post(&s, "/validate?timeout=1s", fixture("run-create.json"))
-        .await
-        .unwrap();
+    let (status, body, _) = post(
+        &s,
+        "/validate?timeout=1s",
+        fixtures::bytes("run-create.json"),
+    )
+    .await
+    .unwrap();
     // The answer came while the lookup was still blocked: the deadline decided it.
     assert_eq!(stalled.calls.load(Ordering::SeqCst), 1);
     assert!(!stalled.released.load(Ordering::SeqCst));

@@ -278,39 +278,9 @@ fn typed_pods_work() {
     assert_eq!(out.spec.unwrap().init_containers.unwrap().len(), 2);
 }
 
-/// A pod with its own init container, PVC volume and mount, carrying a made-up status
-/// that lists them as injected and records a made-up original command.
-fn pod_with_forged_status() -> Value {
-    let forged = json!({
-        "version": STATUS_VERSION,
-        "configHash": InjectConfig::default().hash(),
-        "container": "main",
-        "initContainers": ["setup"],
-        "volumes": ["data"],
-        "volumeMounts": ["data"],
-        "command": ["rm", "-rf", "/"]
-    });
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {
-            "name": "p",
-            "labels": {"kruntimes.io/runtime": "py"},
-            "annotations": {INJECTION_STATUS_ANNOTATION: forged.to_string()}
-        },
-        "spec": {
-            "initContainers": [{"name": "setup", "image": "busybox:1", "command": ["true"]}],
-            "containers": [{
-                "name": "main", "image": "python:3.13", "command": ["python"],
-                "volumeMounts": [{"name": "data", "mountPath": "/data"}]
-            }],
-            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]
-        }
-    })
-}
-
 #[test]
 fn a_forged_status_cannot_strip_what_the_injector_did_not_add() {
-    let forged = pod_with_forged_status();
+    let forged = kruntimes_testkit::fixtures::pod_with_forged_injection_status();
     let err = inject_pod(&forged, &InjectConfig::default()).unwrap_err();
     assert!(matches!(err, InjectError::BadStatus(_)), "{err:?}");
     let message = err.to_string();

@@ -1,0 +1,18 @@
+//! Helpers shared by the tests of several kruntimes crates. A dev-dependency only: no
+//! library or binary depends on it.
+//!
+//! - [`fixtures`]: the AdmissionReview fixtures of `webhook/tests/fixtures` and builders
+//!   of test objects;
+//! - [`certs`]: a test CA and serving certificates (rcgen), and a rustls client that
+//!   trusts only that CA;
+//! - [`apiserver`]: a mocked Kubernetes API server behind a real `kube::Client`
+//!   (tower-test), driven by scenarios of the exact requests expected and their answers.
+//!
+//! A helper that cannot do its job panics: in a test that is a failed test, with the
+//! reason, which is what a test wants.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod apiserver;
+pub mod certs;
+pub mod fixtures;
