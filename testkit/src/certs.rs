@@ -70,22 +70,29 @@ impl TestCa {
         }
     }
 
-    /// A rustls client configuration trusting only this CA, with the ring provider and
-    /// without session resumption (a resumed session reports the certificate of the
-    /// session it resumes, which would hide which certificate is served now).
+    /// A rustls client configuration trusting only this CA ([`client_config`]).
     pub fn client_config(&self) -> rustls::ClientConfig {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.der().clone()).unwrap();
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        config.resumption = rustls::client::Resumption::disabled();
-        config
+        client_config(std::slice::from_ref(self.der()))
     }
+}
+
+/// A rustls client configuration trusting only `roots`, with the ring provider and
+/// without session resumption (a resumed session reports the certificate of the session
+/// it resumes, which would hide which certificate is served now).
+pub fn client_config(roots: &[CertificateDer<'static>]) -> rustls::ClientConfig {
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store.add(root.clone()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(store)
+    .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    config
 }
 
 /// A self-signed serving pair for `localhost`.

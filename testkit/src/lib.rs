@@ -6,7 +6,8 @@
 //! - [`certs`]: a test CA and serving certificates (rcgen), and a rustls client that
 //!   trusts only that CA;
 //! - [`apiserver`]: a mocked Kubernetes API server behind a real `kube::Client`
-//!   (tower-test), driven by scenarios of the exact requests expected and their answers.
+//!   (tower-test), driven by scenarios of the exact requests expected and their answers;
+//! - [`http`]: plain HTTP/1.1 GETs (admin ports).
 //!
 //! A helper that cannot do its job panics: in a test that is a failed test, with the
 //! reason, which is what a test wants.
@@ -16,3 +17,4 @@
 pub mod apiserver;
 pub mod certs;
 pub mod fixtures;
+pub mod http;

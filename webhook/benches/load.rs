@@ -51,7 +51,6 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use kruntimes_webhook::admission::{DEFAULT_PSS_FLOOR, Endpoint, Handlers, parse_review};
 use kruntimes_webhook::inject::InjectConfig;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
 use rustls::pki_types::ServerName;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -106,17 +105,8 @@ struct Certs {
 impl Certs {
     fn new() -> anyhow::Result<Certs> {
         let dir = tempfile::tempdir()?;
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
-        let mut params = CertificateParams::new(vec!["localhost".to_owned()])?;
-        params
-            .subject_alt_names
-            .push(SanType::IpAddress([127, 0, 0, 1].into()));
-        let key = KeyPair::generate()?;
-        let cert = params.signed_by(&key, &ca)?;
-        std::fs::write(dir.path().join("tls.crt"), cert.pem())?;
-        std::fs::write(dir.path().join("tls.key"), key.serialize_pem())?;
+        let ca = kruntimes_testkit::certs::TestCa::new();
+        ca.leaf().write_to(dir.path());
         Ok(Certs {
             ca_der: ca.der().clone(),
             dir,

@@ -12,14 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Namespace;
 use kruntimes_api::v1alpha1::Runtime;
 use kruntimes_pss::Level;
 use kruntimes_testkit::apiserver::{self, RequestLog, Seen};
-use kruntimes_testkit::{certs, fixtures};
+use kruntimes_testkit::{certs, fixtures, http};
 use kruntimes_webhook::admission::{Endpoint, Handlers, Lookup, Runtimes};
 use kruntimes_webhook::cluster::{Cluster, NamespaceCache, RuntimeCache};
 use kruntimes_webhook::inject::InjectConfig;
@@ -379,19 +376,7 @@ fn a_runtime_cache_not_synced_yet_warns_instead_of_denying() {
 }
 
 async fn readyz(addr: std::net::SocketAddr) -> (u16, String) {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let request = hyper::Request::get("/readyz")
-        .header("host", "localhost")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    http::get(addr, "/readyz").await
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 // Tests fail loudly (clippy.toml allows unwrap/expect/panic in tests; helpers too).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use kruntimes_pss::Level;
 use kruntimes_testkit::certs::TestCa;
-use kruntimes_testkit::fixtures;
+use kruntimes_testkit::{fixtures, http};
 use kruntimes_webhook::admission::{DeadlinePolicy, Handlers, Lookup, MAX_REVIEW_BYTES, Runtimes};
 use kruntimes_webhook::inject::InjectConfig;
 use kruntimes_webhook::server::{Running, ServeConfig, serve};
@@ -110,22 +110,6 @@ async fn post(
     Ok((status, body, peer))
 }
 
-async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let request = hyper::Request::get(path)
-        .header("host", "localhost")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
-}
-
 /// A valid review padded with trailing whitespace to exactly `len` bytes.
 fn padded_review(len: usize) -> Vec<u8> {
     fixtures::padded("run-create.json", len)
@@ -156,9 +140,9 @@ async fn a_review_round_trips_over_tls() {
     let review: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(review["response"]["patchType"], "JSONPatch");
 
-    assert_eq!(admin_get(s.running.admin_addr, "/livez").await.0, 200);
-    assert_eq!(admin_get(s.running.admin_addr, "/readyz").await.0, 200);
-    let (status, metrics) = admin_get(s.running.admin_addr, "/metrics").await;
+    assert_eq!(http::get(s.running.admin_addr, "/livez").await.0, 200);
+    assert_eq!(http::get(s.running.admin_addr, "/readyz").await.0, 200);
+    let (status, metrics) = http::get(s.running.admin_addr, "/metrics").await;
     assert_eq!(status, 200);
     assert!(
         metrics.contains(
@@ -436,7 +420,7 @@ async fn rotating_the_certificate_files_fails_no_request() {
         .unwrap();
     assert_eq!(status, 200);
     assert_eq!(peer, last);
-    let (_, metrics) = admin_get(s.running.admin_addr, "/metrics").await;
+    let (_, metrics) = http::get(s.running.admin_addr, "/metrics").await;
     assert!(
         metrics.contains("kruntimes_webhook_tls_reloads_total{result=\"success\"} 3"),
         "{metrics}"
@@ -445,7 +429,7 @@ async fn rotating_the_certificate_files_fails_no_request() {
         metrics.contains("kruntimes_webhook_tls_reloads_total{result=\"error\"}"),
         "{metrics}"
     );
-    assert_eq!(admin_get(s.running.admin_addr, "/readyz").await.0, 200);
+    assert_eq!(http::get(s.running.admin_addr, "/readyz").await.0, 200);
 }
 
 #[tokio::test]
@@ -552,7 +536,7 @@ async fn deadline_case(policy: DeadlinePolicy) -> (Value, String) {
     assert!(!stalled.released.load(Ordering::SeqCst));
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let review: Value = serde_json::from_slice(&body).unwrap();
-    let (_, metrics) = admin_get(s.running.admin_addr, "/metrics").await;
+    let (_, metrics) = http::get(s.running.admin_addr, "/metrics").await;
     stalled.released.store(true, Ordering::SeqCst);
     stop(s).await;
     assert_eq!(

@@ -1,25 +1,9 @@
 //! The written files served by the real server over TLS, to a client that trusts only the
 //! bundle; the flags of the self-managed mode.
 
-use crate::support::*;
+use kruntimes_testkit::http;
 
-async fn admin_status(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use http_body_util::BodyExt as _;
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let request = hyper::Request::get(path)
-        .header("host", "localhost")
-        .body(http_body_util::Full::new(hyper::body::Bytes::new()))
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let code = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (code, String::from_utf8_lossy(&body).into_owned())
-}
+use crate::support::*;
 
 /// A TLS handshake with a client that trusts only `roots`, naming the Service as the API
 /// server does; returns the certificate presented.
@@ -27,18 +11,7 @@ async fn handshake(
     addr: std::net::SocketAddr,
     roots: &[CertificateDer<'static>],
 ) -> Result<CertificateDer<'static>, String> {
-    let mut store = rustls::RootCertStore::empty();
-    for root in roots {
-        store.add(root.clone()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(store)
-    .with_no_client_auth();
-    config.resumption = rustls::client::Resumption::disabled();
+    let config = kruntimes_testkit::certs::client_config(roots);
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from(SERVER_NAME).unwrap(), tcp)
@@ -73,7 +46,7 @@ async fn the_loop_makes_the_server_ready_and_a_client_trusting_only_the_bundle_c
     )
     .await
     .unwrap();
-    let (code, body) = admin_status(running.admin_addr, "/readyz").await;
+    let (code, body) = http::get(running.admin_addr, "/readyz").await;
     assert_eq!(code, 503);
     assert!(
         body.contains("waiting for self-managed certificates"),
@@ -99,7 +72,7 @@ async fn the_loop_makes_the_server_ready_and_a_client_trusting_only_the_bundle_c
     };
     let mut ready = false;
     for _ in 0..200 {
-        if admin_status(running.admin_addr, "/readyz").await.0 == 200 {
+        if http::get(running.admin_addr, "/readyz").await.0 == 200 {
             ready = true;
             break;
         }
