@@ -152,6 +152,13 @@ fn causes(response: &Value) -> Vec<(String, String)> {
 
 /// The reviews every API-mode source of namespaces and Runtimes must answer alike.
 fn check_reviews(handlers: &Handlers) {
+    check_pod_security_by_namespace(handlers);
+    check_runs_against_the_runtime(handlers);
+    check_missing_runtimes_and_workflow_steps(handlers);
+}
+
+/// Pod Security of Runtime templates follows the namespaces' labels.
+fn check_pod_security_by_namespace(handlers: &Handlers) {
     // Pod Security from the namespace's labels: `strict` enforces restricted, so a
     // template that only meets baseline is refused there and allowed in team-a.
     let r = respond(
@@ -169,7 +176,10 @@ fn check_reviews(handlers: &Handlers) {
     unlabeled["request"]["object"]["metadata"]["namespace"] = json!("team-a");
     let r = respond(handlers, unlabeled);
     assert_eq!(r["allowed"], true, "{r}");
+}
 
+/// A Run against its Runtime: timeout, input schema, git hosts.
+fn check_runs_against_the_runtime(handlers: &Handlers) {
     // A valid Run: allowed, and no standalone warning.
     let r = respond(handlers, run_review(|_| {}));
     assert_eq!(r["allowed"], true, "{r}");
@@ -227,7 +237,10 @@ fn check_reviews(handlers: &Handlers) {
     assert_eq!(c.len(), 1, "{c:?}");
     assert_eq!(c[0].0, "spec.git.url");
     assert!(c[0].1.starts_with("Forbidden: \"gitlab.com\""), "{c:?}");
+}
 
+/// Runtimes not found, Workflow steps, and cancellations.
+fn check_missing_runtimes_and_workflow_steps(handlers: &Handlers) {
     // A Runtime that does not exist (yet): a warning, not a denial.
     let r = respond(
         handlers,
