@@ -18,8 +18,13 @@ mod plan;
 mod reconcile;
 
 pub use args::{CertArgs, CertMode, NameError, NamespacedName};
-pub use plan::*;
-pub use reconcile::*;
+pub use plan::{
+    Action, CertError, Corruption, Plan, SecretContents, ServingReason, ca_bundle_patch, plan,
+};
+pub use reconcile::{
+    Outcome, ReconcileError, Reconciler, SelfManaged, SelfManagedConfig, StartError, backoff, run,
+    start_self_managed, wait_after_success,
+};
 
 /// Lifetime of a generated CA: a year, so rotations are rare enough to watch, and a leaked
 /// `ca.key` stops being useful within a year.

@@ -15,7 +15,11 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use time::OffsetDateTime;
 
-use super::*;
+use super::{
+    CA_BUNDLE_KEY, CA_CERT_KEY, CA_KEY_KEY, CA_RENEW_BEFORE, CA_VALIDITY, MAX_BUNDLE_CAS,
+    NOT_BEFORE_BACKDATE, NamespacedName, SERVING_RENEW_BEFORE, SERVING_VALIDITY, TLS_CERT_KEY,
+    TLS_KEY_KEY,
+};
 
 /// The five values of the Secret, as PEM bytes; a missing key is empty.
 #[derive(Clone, Default, PartialEq, Eq)]

@@ -14,7 +14,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use time::OffsetDateTime;
 
-use super::*;
+use super::plan::{Action, CertError, Plan, SecretContents, ca_bundle_patch, plan};
+use super::{
+    CertArgs, MAX_WRITE_ATTEMPTS, NamespacedName, RESYNC_INTERVAL, RETRY_BACKOFF_INITIAL,
+    RETRY_BACKOFF_MAX, SECRET_TYPE,
+};
 
 /// What the cluster part works on.
 #[derive(Clone, Debug)]
