@@ -1,4 +1,7 @@
-//! Label and annotation keys owned by kruntimes.
+//! Label and annotation keys owned by kruntimes, and the volume and container names the
+//! injector adds to pods. Every component reads them from here, so the injector, the
+//! validation of Runtime templates and the controller can never disagree on a key or on
+//! which names are reserved.
 
 /// The API group of every kruntimes kind.
 pub const GROUP: &str = "kruntimes.io";
@@ -24,12 +27,89 @@ pub const JOB_LABEL: &str = "kruntimes.io/job";
 pub const STEP_LABEL: &str = "kruntimes.io/step";
 /// Annotation recording what the webhook injected, and the config hash.
 pub const INJECTION_STATUS_ANNOTATION: &str = "kruntimes.io/injection-status";
+/// Annotation naming the container that runs Runs (the controller copies the Runtime's
+/// `spec.container` into it); without it the first container is the target.
+pub const CONTAINER_ANNOTATION: &str = "kruntimes.io/container";
+/// Annotation holding the `sizeLimit` of the `workspace` emptyDir (the controller copies
+/// the Runtime's `spec.workspace.sizeLimit` into it).
+pub const WORKSPACE_SIZE_ANNOTATION: &str = "kruntimes.io/workspace-size-limit";
+/// Annotation naming the Secret with the bearer token the controller uses to call the
+/// runtimed sidecar over the network; the controller sets it on the pods it renders.
+/// Without it the sidecar serves only its unix socket.
+pub const TOKEN_SECRET_ANNOTATION: &str = "kruntimes.io/runtimed-token-secret";
+/// Label on the Validating/MutatingWebhookConfigurations whose `caBundle` the webhook's
+/// self-managed certificate mode keeps up to date.
+pub const CA_BUNDLE_LABEL: &str = "kruntimes.io/ca-bundle";
+/// The value of [`CA_BUNDLE_LABEL`] selecting the self-managed configurations.
+pub const CA_BUNDLE_SELF_MANAGED: &str = "self-managed";
+/// The label selector `kruntimes.io/ca-bundle=self-managed` (a constant, so that it can
+/// be a flag's default value).
+pub const CA_BUNDLE_SELF_MANAGED_SELECTOR: &str = "kruntimes.io/ca-bundle=self-managed";
 
+/// The in-memory volume holding the runtimed binary copied for the agent.
+pub const BIN_VOLUME: &str = "krt-bin";
+/// The volume shared by the agent and the sidecar (sockets, small state files).
+pub const RUN_VOLUME: &str = "krt-run";
+/// The volume holding the sidecar's bearer token (mounted into the sidecar only).
+pub const TOKEN_VOLUME: &str = "krt-token";
+/// The Runs' working directory, shared by the agent and the sidecar.
+pub const WORKSPACE_VOLUME: &str = "workspace";
 /// Volumes (and mounts) the injector adds; a template may not use these names.
-pub const RESERVED_VOLUMES: [&str; 4] = ["krt-bin", "krt-run", "krt-token", "workspace"];
+pub const RESERVED_VOLUMES: [&str; 4] = [BIN_VOLUME, RUN_VOLUME, TOKEN_VOLUME, WORKSPACE_VOLUME];
+/// The init container that copies the runtimed binary.
+pub const INSTALL_CONTAINER: &str = "krt-install";
+/// The native sidecar.
+pub const SIDECAR_CONTAINER: &str = "runtimed";
+/// Containers the injector adds; a template may not use these names.
+pub const RESERVED_CONTAINERS: [&str; 2] = [SIDECAR_CONTAINER, INSTALL_CONTAINER];
 /// Any volume or container name starting with this prefix is reserved for injection.
 pub const RESERVED_NAME_PREFIX: &str = "krt-";
-/// Containers the injector adds; a template may not use these names.
-pub const RESERVED_CONTAINERS: [&str; 2] = ["runtimed", "krt-install"];
 /// Environment variables set by runtimed for every Run start with this prefix.
 pub const RESERVED_ENV_PREFIX: &str = "KRT_";
+
+/// Whether `name` is a volume (or volume mount) name the injector owns: one of
+/// [`RESERVED_VOLUMES`] or any name under [`RESERVED_NAME_PREFIX`]. Runtime templates
+/// may not use these names, and the injector strips nothing else from a pod.
+pub fn is_reserved_volume(name: &str) -> bool {
+    RESERVED_VOLUMES.contains(&name) || name.starts_with(RESERVED_NAME_PREFIX)
+}
+
+/// Whether `name` is a container name the injector owns: one of
+/// [`RESERVED_CONTAINERS`] or any name under [`RESERVED_NAME_PREFIX`].
+pub fn is_reserved_container(name: &str) -> bool {
+    RESERVED_CONTAINERS.contains(&name) || name.starts_with(RESERVED_NAME_PREFIX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reserved_names_are_the_injected_ones_and_the_prefix() {
+        for name in RESERVED_VOLUMES {
+            assert!(is_reserved_volume(name), "{name}");
+        }
+        for name in RESERVED_CONTAINERS {
+            assert!(is_reserved_container(name), "{name}");
+        }
+        assert!(is_reserved_volume("krt-cache"));
+        assert!(is_reserved_container("krt-helper"));
+        for name in ["data", "setup", "krt", "workspaces", "runtimed-2"] {
+            assert!(!is_reserved_volume(name), "{name}");
+            assert!(!is_reserved_container(name), "{name}");
+        }
+        // `workspace` is a volume name only; `runtimed` a container name only.
+        assert!(!is_reserved_container(WORKSPACE_VOLUME));
+        assert!(!is_reserved_volume(SIDECAR_CONTAINER));
+        assert!(
+            [
+                CONTAINER_ANNOTATION,
+                WORKSPACE_SIZE_ANNOTATION,
+                TOKEN_SECRET_ANNOTATION,
+                CA_BUNDLE_LABEL
+            ]
+            .iter()
+            .all(|k| k.starts_with(RESERVED_PREFIX))
+        );
+    }
+}

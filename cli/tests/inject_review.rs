@@ -39,7 +39,10 @@ fn repo() -> PathBuf {
 }
 
 fn fixture(name: &str) -> String {
-    format!("webhook/tests/fixtures/{name}")
+    kruntimes_testkit::fixtures::path(name)
+        .to_str()
+        .unwrap()
+        .to_owned()
 }
 
 fn stderr(output: &Output) -> String {
@@ -112,6 +115,25 @@ fn inject_is_idempotent_through_the_cli() {
     let twice = krt_stdin(&["inject", "-f", "-"], Some(&once.stdout));
     assert_eq!(twice.status.code(), Some(0));
     assert_eq!(documents(&once), documents(&twice));
+}
+
+/// A Pod carrying a made-up injection status (issue #19): `krt inject` refuses it and
+/// prints it unchanged, its own init container, volume and command kept.
+#[test]
+fn inject_refuses_a_forged_injection_status() {
+    let pod = kruntimes_testkit::fixtures::pod_with_forged_injection_status();
+    let out = krt_stdin(
+        &["inject", "-f", "-"],
+        Some(&serde_json::to_vec(&pod).unwrap()),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains("not written by this injector: it lists the init container \"setup\""),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(documents(&out), [pod]);
 }
 
 #[test]

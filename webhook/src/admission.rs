@@ -18,8 +18,10 @@ use kruntimes_api::validation::against_runtime::{
     SchemaCache, check_run_against_runtime, workflow_run_specs,
 };
 use kruntimes_api::validation::document::TypedObject;
-use kruntimes_api::validation::{FieldPath, Reason, Violation, check_json_as};
-use kruntimes_pss::{Level, NamespacePolicy, Policy, Version};
+use kruntimes_api::validation::immutability::check_update;
+use kruntimes_api::validation::pod_security::{check_pod_security, enforced_policy};
+use kruntimes_api::validation::{FieldPath, Violation, check_json_as};
+use kruntimes_pss::{Level, Policy, Version};
 use kube::core::admission::{AdmissionResponse, AdmissionReview, Operation};
 use kube::core::response::{Status, StatusCause, StatusDetails};
 use kube::core::{DynamicObject, GroupVersionKind};
@@ -378,16 +380,9 @@ impl Handlers {
     /// The Pod Security policy enforced for Runtime templates in `namespace`: the
     /// namespace's enforce level, or the floor when that is stricter or absent.
     pub fn policy_for(&self, namespace: Option<&str>) -> (Policy, Vec<String>) {
-        let Some(labels) = namespace.and_then(|ns| self.namespaces.labels(ns)) else {
-            return (self.floor, Vec::new());
-        };
-        let (ns, errors) = NamespacePolicy::from_labels(&labels, self.floor);
+        let labels = namespace.and_then(|ns| self.namespaces.labels(ns));
+        let (policy, errors) = enforced_policy(labels.as_ref(), self.floor);
         let warnings = errors.iter().map(|e| truncate(&e.to_string())).collect();
-        let policy = if ns.enforce.level >= self.floor.level {
-            ns.enforce
-        } else {
-            self.floor
-        };
         (policy, warnings)
     }
 
@@ -432,7 +427,7 @@ impl Handlers {
         if checked.kind == "Runtime" && checked.object.is_some() {
             let (policy, label_warnings) = self.policy_for(req.namespace.as_deref());
             warnings.extend(label_warnings);
-            violations.extend(pod_security(tree(), policy));
+            violations.extend(check_pod_security(tree(), policy));
         }
         // Against the Runtime only when the spec is new (a create, or a Workflow update
         // that changes its spec), so that cancelling a Run, or an update that leaves a
@@ -448,7 +443,7 @@ impl Handlers {
             match old {
                 Some(old) => {
                     let new = tree();
-                    violations.extend(immutability(checked.kind, &old, new));
+                    violations.extend(check_update(checked.kind, &old, new));
                     spec_changed = checked.kind == "Workflow" && old.get("spec") != new.get("spec");
                 }
                 None => spec_changed = checked.kind == "Workflow",
@@ -657,7 +652,7 @@ pub fn deadline_exceeded_answer(
     }
 }
 
-/// Longest warning kept (the apiserver truncates longer ones; ADMISSION.md: under 120).
+/// Longest warning kept (the apiserver truncates longer ones, so a warning is kept under 120).
 pub const MAX_WARNING_CHARS: usize = 119;
 
 fn truncate(s: &str) -> String {
@@ -673,92 +668,6 @@ fn with_warnings(mut response: AdmissionResponse, warnings: Vec<String>) -> Admi
         response.warnings = Some(warnings.iter().map(|w| truncate(w)).collect());
     }
     response
-}
-
-/// A Runtime's pod template against `policy`, as admission violations. `krt check`
-/// calls this too, so offline and admission messages are the same.
-pub fn pod_security(document: &Value, policy: Policy) -> Vec<Violation> {
-    match kruntimes_pss::evaluate_object(document, policy) {
-        Ok(evaluation) => evaluation
-            .violations
-            .into_iter()
-            .map(|v| {
-                Violation::new(
-                    v.field,
-                    Reason::Forbidden,
-                    format!(
-                        "violates PodSecurity \"{policy}\": {} ({})",
-                        v.reason, v.detail
-                    ),
-                )
-            })
-            .collect(),
-        Err(e) => vec![Violation::new(
-            "spec.template.spec",
-            Reason::Required,
-            e.to_string(),
-        )],
-    }
-}
-
-/// Run: `spec` immutable except `cancel`. Workflow: `spec` immutable once it has left
-/// `Pending`.
-fn immutability(kind: &str, old: &Value, new: &Value) -> Vec<Violation> {
-    let spec = |v: &Value| v.get("spec").cloned().unwrap_or(Value::Null);
-    match kind {
-        "Run" => {
-            let without_cancel = |v: &Value| {
-                let mut s = spec(v);
-                if let Some(m) = s.as_object_mut() {
-                    m.remove("cancel");
-                }
-                s
-            };
-            let (old, new) = (without_cancel(old), without_cancel(new));
-            if old == new {
-                return Vec::new();
-            }
-            let empty = serde_json::Map::new();
-            let (o, n) = (
-                old.as_object().unwrap_or(&empty),
-                new.as_object().unwrap_or(&empty),
-            );
-            let mut fields: Vec<&String> = o
-                .keys()
-                .chain(n.keys())
-                .filter(|k| o.get(*k) != n.get(*k))
-                .collect();
-            fields.sort();
-            fields.dedup();
-            fields
-                .into_iter()
-                .map(|f| {
-                    Violation::new(
-                        format!("spec.{f}"),
-                        Reason::Forbidden,
-                        "Run spec is immutable after create, except cancel",
-                    )
-                })
-                .collect()
-        }
-        "Workflow" => {
-            let phase = old
-                .get("status")
-                .and_then(|s| s.get("phase"))
-                .and_then(Value::as_str)
-                .unwrap_or("Pending");
-            if phase != "Pending" && spec(old) != spec(new) {
-                vec![Violation::new(
-                    "spec",
-                    Reason::Forbidden,
-                    format!("Workflow spec is immutable once it has started (phase {phase})"),
-                )]
-            } else {
-                Vec::new()
-            }
-        }
-        _ => Vec::new(),
-    }
 }
 
 /// A policy decision to deny: the one place that shapes denials.
@@ -859,38 +768,27 @@ mod tests {
         );
     }
 
+    /// The policy itself is `enforced_policy`'s (tested in kruntimes-api); this is the
+    /// plumbing: the handlers' namespace source, the floor, and label errors as warnings.
     #[test]
-    fn the_floor_is_a_minimum() {
-        let mut ns = BTreeMap::new();
-        ns.insert(
-            "strict".to_owned(),
+    fn namespace_labels_reach_the_policy_and_their_errors_the_warnings() {
+        let label = |level: &str| {
             BTreeMap::from([(
                 "pod-security.kubernetes.io/enforce".to_owned(),
-                "restricted".to_owned(),
-            )]),
-        );
-        ns.insert(
-            "lax".to_owned(),
-            BTreeMap::from([(
-                "pod-security.kubernetes.io/enforce".to_owned(),
-                "privileged".to_owned(),
-            )]),
-        );
-        ns.insert(
-            "typo".to_owned(),
-            BTreeMap::from([(
-                "pod-security.kubernetes.io/enforce".to_owned(),
-                "strict".to_owned(),
-            )]),
-        );
+                level.to_owned(),
+            )])
+        };
+        let ns = BTreeMap::from([
+            ("strict".to_owned(), label("restricted")),
+            ("typo".to_owned(), label("strict")),
+        ]);
         let h = Handlers::standalone(InjectConfig::default(), Level::Baseline)
             .with_namespaces(Arc::new(ns));
         assert_eq!(h.policy_for(Some("strict")).0.level, Level::Restricted);
-        assert_eq!(h.policy_for(Some("lax")).0.level, Level::Baseline);
         assert_eq!(h.policy_for(Some("unknown")).0.level, Level::Baseline);
-        assert_eq!(h.policy_for(None).0.level, Level::Baseline);
         let (p, warnings) = h.policy_for(Some("typo"));
         assert_eq!(p.level, Level::Restricted);
         assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("\"strict\""), "{warnings:?}");
     }
 }

@@ -8,16 +8,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kruntimes_pss::{Level, Policy, Version, evaluate_object};
+use kruntimes_testkit::fixtures;
 use kruntimes_webhook::admission::{
     AnswerJson, Endpoint, Handlers, ReviewError, STANDALONE_WARNING, parse_review,
 };
 use kruntimes_webhook::inject::{InjectConfig, inject_pod};
 use serde_json::{Value, json};
-
-fn fixture(name: &str) -> Vec<u8> {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
 
 fn handlers() -> Handlers {
     let namespaces: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::from([
@@ -61,7 +57,7 @@ fn answer_bytes(body: &[u8]) -> Value {
 }
 
 fn answer(name: &str) -> (Value, Value) {
-    let body = fixture(name);
+    let body = fixtures::bytes(name);
     let request: Value = serde_json::from_slice(&body).unwrap();
     let out = answer_bytes(&body);
     let response = out["response"].clone();
@@ -237,7 +233,7 @@ fn other_kinds_are_denied_at_validate() {
             .contains("got v1 ConfigMap")
     );
     // and a Workflow sent to /mutate is denied too
-    let review = parse_review(&fixture("run-create.json")).unwrap();
+    let review = parse_review(&fixtures::bytes("run-create.json")).unwrap();
     let out = serde_json::to_value(handlers().mutate(review).unwrap()).unwrap();
     assert_eq!(out["response"]["allowed"], false);
 }
@@ -285,7 +281,8 @@ fn labeled_pods_get_runtimed_injected() {
 
 #[test]
 fn an_injected_pod_reinvoked_gets_no_patch() {
-    let mut request: Value = serde_json::from_slice(&fixture("pod-create-runtime.json")).unwrap();
+    let mut request: Value =
+        serde_json::from_slice(&fixtures::bytes("pod-create-runtime.json")).unwrap();
     let object = request["request"]["object"].clone();
     request["request"]["object"] = inject_pod(&object, &InjectConfig::default()).unwrap();
     let out = answer_bytes(&serde_json::to_vec(&request).unwrap());
@@ -320,7 +317,7 @@ fn broken_reviews_are_errors_not_decisions() {
         Err(ReviewError::Json(_))
     ));
     assert!(matches!(parse_review(b"[]"), Err(ReviewError::Json(_))));
-    let mut review: Value = serde_json::from_slice(&fixture("run-create.json")).unwrap();
+    let mut review: Value = serde_json::from_slice(&fixtures::bytes("run-create.json")).unwrap();
     review["request"]["uid"] = json!("");
     assert!(matches!(
         parse_review(&serde_json::to_vec(&review).unwrap()),
@@ -351,7 +348,7 @@ fn only_api_mode_runs_and_workflows_may_block() {
         ("runtime-create-privileged.json", false),
         ("pod-create-runtime.json", false),
     ] {
-        let review = parse_review(&fixture(name)).unwrap();
+        let review = parse_review(&fixtures::bytes(name)).unwrap();
         assert!(!standalone.may_block(&review), "{name}: standalone");
         assert_eq!(
             api_mode.may_block(&review),

@@ -8,33 +8,24 @@
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Namespace;
 use kruntimes_api::v1alpha1::Runtime;
 use kruntimes_pss::Level;
-use kruntimes_webhook::admission::{DeadlinePolicy, Endpoint, Handlers, Lookup, Runtimes};
+use kruntimes_testkit::apiserver::{self, RequestLog, Seen};
+use kruntimes_testkit::{certs, fixtures, http};
+use kruntimes_webhook::admission::{Endpoint, Handlers, Lookup, Runtimes};
 use kruntimes_webhook::cluster::{Cluster, NamespaceCache, RuntimeCache};
 use kruntimes_webhook::inject::InjectConfig;
-use kruntimes_webhook::server::{ReadinessCheck, ServeConfig, start_with};
-use kube::Client;
-use kube::client::Body;
+use kruntimes_webhook::server::{ReadinessCheck, ServeConfig, serve};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector;
 use kube::runtime::watcher::Event;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
-
-fn fixture(name: &str) -> Value {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))).unwrap()
-}
 
 fn namespaces() -> Vec<Value> {
     vec![
@@ -65,64 +56,42 @@ fn runtime_bash() -> Value {
     })
 }
 
-/// Every request the mocked API server saw: (method, path and query, Accept header).
-type Seen = Arc<Mutex<Vec<(String, String, String)>>>;
-
-/// Answers the reflectors' list requests (after `gate` is notified) and holds their
-/// watch requests open without events, as an API server with no changes does.
-async fn api_server(
-    mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>,
-    gate: Arc<Notify>,
-    seen: Seen,
-) {
-    gate.notified().await;
-    let mut watches = Vec::new();
-    while let Some((request, send)) = handle.next_request().await {
-        let uri = request.uri().to_string();
-        let accept = request
-            .headers()
-            .get("accept")
-            .map(|a| a.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        seen.lock()
-            .unwrap()
-            .push((request.method().to_string(), uri.clone(), accept));
-        assert_eq!(request.method(), "GET", "{uri}");
-        if uri.contains("watch=true") {
-            watches.push(send);
-            continue;
-        }
-        let list = if uri.starts_with("/api/v1/namespaces?") {
+/// The lists the mocked API server answers the reflectors with: the namespaces and the
+/// Runtime `bash`.
+fn lists() -> Vec<(String, Value)> {
+    vec![
+        (
+            "/api/v1/namespaces".to_owned(),
             json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
-                "metadata": {"resourceVersion": "100"}, "items": namespaces()})
-        } else if uri.starts_with("/apis/kruntimes.io/v1alpha1/runtimes?") {
+                "metadata": {"resourceVersion": "100"}, "items": namespaces()}),
+        ),
+        (
+            "/apis/kruntimes.io/v1alpha1/runtimes".to_owned(),
             json!({"apiVersion": "kruntimes.io/v1alpha1", "kind": "RuntimeList",
-                "metadata": {"resourceVersion": "200"}, "items": [runtime_bash()]})
-        } else {
-            panic!("unexpected request {uri}");
-        };
-        send.send_response(
-            Response::builder()
-                .header("content-type", "application/json")
-                .body(Body::from(serde_json::to_vec(&list).unwrap()))
-                .unwrap(),
-        );
-    }
+                "metadata": {"resourceVersion": "200"}, "items": [runtime_bash()]}),
+        ),
+    ]
 }
 
 struct Mocked {
     cluster: Arc<Cluster>,
+    /// The API server answers once this is notified.
     gate: Arc<Notify>,
-    seen: Seen,
+    seen: RequestLog,
     server: tokio::task::JoinHandle<()>,
 }
 
 fn mocked_cluster() -> Mocked {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
+    let (client, api) = apiserver::client();
     let gate = Arc::new(Notify::new());
-    let seen = Seen::default();
-    let server = tokio::spawn(api_server(handle, gate.clone(), seen.clone()));
+    let seen = RequestLog::default();
+    let server = tokio::spawn({
+        let (gate, seen) = (gate.clone(), seen.clone());
+        async move {
+            gate.notified().await;
+            api.serve_lists(lists(), seen).await;
+        }
+    });
     Mocked {
         cluster: Arc::new(Cluster::start(client)),
         gate,
@@ -160,7 +129,7 @@ fn respond(handlers: &Handlers, review: Value) -> Value {
 /// run-create.json (Run "hello" in team-a, Runtime "bash", timeout 1m) with its spec
 /// changed by `edit`.
 fn run_review(edit: impl FnOnce(&mut Value)) -> Value {
-    let mut review = fixture("run-create.json");
+    let mut review = fixtures::json("run-create.json");
     edit(&mut review["request"]["object"]["spec"]);
     review
 }
@@ -183,11 +152,18 @@ fn causes(response: &Value) -> Vec<(String, String)> {
 
 /// The reviews every API-mode source of namespaces and Runtimes must answer alike.
 fn check_reviews(handlers: &Handlers) {
+    check_pod_security_by_namespace(handlers);
+    check_runs_against_the_runtime(handlers);
+    check_missing_runtimes_and_workflow_steps(handlers);
+}
+
+/// Pod Security of Runtime templates follows the namespaces' labels.
+fn check_pod_security_by_namespace(handlers: &Handlers) {
     // Pod Security from the namespace's labels: `strict` enforces restricted, so a
     // template that only meets baseline is refused there and allowed in team-a.
     let r = respond(
         handlers,
-        fixture("runtime-create-restricted-namespace.json"),
+        fixtures::json("runtime-create-restricted-namespace.json"),
     );
     assert_eq!(r["allowed"], false, "{r}");
     let message = r["status"]["message"].as_str().unwrap();
@@ -195,12 +171,15 @@ fn check_reviews(handlers: &Handlers) {
         message.contains("violates PodSecurity \"restricted:latest\""),
         "{message}"
     );
-    let mut unlabeled = fixture("runtime-create-restricted-namespace.json");
+    let mut unlabeled = fixtures::json("runtime-create-restricted-namespace.json");
     unlabeled["request"]["namespace"] = json!("team-a");
     unlabeled["request"]["object"]["metadata"]["namespace"] = json!("team-a");
     let r = respond(handlers, unlabeled);
     assert_eq!(r["allowed"], true, "{r}");
+}
 
+/// A Run against its Runtime: timeout, input schema, git hosts.
+fn check_runs_against_the_runtime(handlers: &Handlers) {
     // A valid Run: allowed, and no standalone warning.
     let r = respond(handlers, run_review(|_| {}));
     assert_eq!(r["allowed"], true, "{r}");
@@ -258,7 +237,10 @@ fn check_reviews(handlers: &Handlers) {
     assert_eq!(c.len(), 1, "{c:?}");
     assert_eq!(c[0].0, "spec.git.url");
     assert!(c[0].1.starts_with("Forbidden: \"gitlab.com\""), "{c:?}");
+}
 
+/// Runtimes not found, Workflow steps, and cancellations.
+fn check_missing_runtimes_and_workflow_steps(handlers: &Handlers) {
     // A Runtime that does not exist (yet): a warning, not a denial.
     let r = respond(
         handlers,
@@ -284,7 +266,7 @@ fn check_reviews(handlers: &Handlers) {
     );
 
     // A Workflow step: the same rules at the step's path.
-    let mut wf = fixture("workflow-create-invalid.json");
+    let mut wf = fixtures::json("workflow-create-invalid.json");
     wf["request"]["namespace"] = json!("team-a");
     let object = &mut wf["request"]["object"];
     object["metadata"]["namespace"] = json!("team-a");
@@ -302,7 +284,7 @@ fn check_reviews(handlers: &Handlers) {
 
     // Cancelling a Run is not checked against the Runtime again: the Runtime may have
     // lowered its maxTimeout since the Run was admitted.
-    let mut cancel = fixture("run-update-cancel.json");
+    let mut cancel = fixtures::json("run-update-cancel.json");
     cancel["request"]["namespace"] = json!("team-a");
     for object in ["object", "oldObject"] {
         cancel["request"][object]["spec"]["runtimeRef"]["name"] = json!("bash");
@@ -319,30 +301,31 @@ async fn reflectors_from_a_mocked_api_server_drive_the_reviews() {
     m.gate.notify_one();
     wait_synced(&m.cluster).await;
     let handlers = api_handlers(m.cluster.namespace_levels(), m.cluster.runtimes());
-    let requests_after_sync = m.seen.lock().unwrap().len();
+    let requests_after_sync = m.seen.requests().len();
     check_reviews(&handlers);
 
-    let seen = m.seen.lock().unwrap().clone();
+    let seen = m.seen.requests();
     // Reviews read the caches: no API request was made for any of them.
     assert_eq!(seen.len(), requests_after_sync, "{seen:#?}");
     // One list and one watch per cache; the namespace one asks for metadata only.
-    let lists: Vec<&(String, String, String)> = seen
+    let lists: Vec<&Seen> = seen
         .iter()
-        .filter(|(_, uri, _)| !uri.contains("watch=true"))
+        .filter(|r| r.query_value("watch") != Some("true"))
         .collect();
     assert_eq!(lists.len(), 2, "{seen:#?}");
     let namespace_list = lists
         .iter()
-        .find(|(_, uri, _)| uri.starts_with("/api/v1/namespaces?"))
+        .find(|r| r.path == "/api/v1/namespaces" && !r.query.is_empty())
         .unwrap();
+    let accept = namespace_list.accept.as_deref().unwrap_or_default();
     assert!(
-        namespace_list.2.contains("as=PartialObjectMetadataList"),
+        accept.contains("as=PartialObjectMetadataList"),
         "{namespace_list:?}"
     );
     assert!(
         lists
             .iter()
-            .any(|(_, uri, _)| uri.starts_with("/apis/kruntimes.io/v1alpha1/runtimes?")),
+            .any(|r| r.path == "/apis/kruntimes.io/v1alpha1/runtimes" && !r.query.is_empty()),
         "{seen:#?}"
     );
     m.server.abort();
@@ -406,19 +389,7 @@ fn a_runtime_cache_not_synced_yet_warns_instead_of_denying() {
 }
 
 async fn readyz(addr: std::net::SocketAddr) -> (u16, String) {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let request = hyper::Request::get("/readyz")
-        .header("host", "localhost")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    http::get(addr, "/readyz").await
 }
 
 #[tokio::test]
@@ -427,19 +398,12 @@ async fn readyz_waits_for_tls_and_both_caches() {
     let (cert_file, key_file) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
     let m = mocked_cluster();
     let handlers = api_handlers(m.cluster.namespace_levels(), m.cluster.runtimes());
-    let config = ServeConfig {
-        cert_file: cert_file.clone(),
-        key_file: key_file.clone(),
-        pss_floor: Level::Baseline,
-        inject: InjectConfig::default(),
-        reload_interval: Duration::from_millis(20),
-        deadline_exceeded_policy: DeadlinePolicy::Deny,
-    };
     let readiness: Arc<dyn ReadinessCheck> = m.cluster.clone();
-    let running = start_with(
+    let config = ServeConfig::new(&cert_file, &key_file, handlers)
+        .with_reload_interval(Duration::from_millis(20))
+        .with_readiness(readiness);
+    let running = serve(
         config,
-        handlers,
-        Some(readiness),
         TcpListener::bind("127.0.0.1:0").unwrap(),
         TcpListener::bind("127.0.0.1:0").unwrap(),
     )
@@ -452,13 +416,7 @@ async fn readyz_waits_for_tls_and_both_caches() {
     assert!(body.contains("runtimes cache not synced"), "{body}");
 
     // The certificate, but not the caches: still 503.
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    std::fs::write(&cert_file, cert.pem()).unwrap();
-    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    certs::self_signed().write_to(dir.path());
     let body = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             let (status, body) = readyz(running.admin_addr).await;

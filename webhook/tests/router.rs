@@ -9,16 +9,12 @@ use axum::http::{Request, StatusCode};
 use base64::Engine as _;
 use http_body_util::BodyExt;
 use kruntimes_pss::Level;
+use kruntimes_testkit::fixtures;
 use kruntimes_webhook::admission::{Handlers, MAX_REVIEW_BYTES};
 use kruntimes_webhook::inject::{InjectConfig, inject_pod};
 use kruntimes_webhook::server::review_router;
 use serde_json::Value;
 use tower::ServiceExt;
-
-fn fixture(name: &str) -> Vec<u8> {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
 
 async fn post(path: &str, body: Vec<u8>) -> (StatusCode, Value) {
     let router = review_router(Handlers::standalone(
@@ -43,7 +39,7 @@ async fn post(path: &str, body: Vec<u8>) -> (StatusCode, Value) {
 
 #[tokio::test]
 async fn mutate_answers_with_a_patch_that_yields_the_injected_pod() {
-    let body = fixture("pod-create-runtime.json");
+    let body = fixtures::bytes("pod-create-runtime.json");
     let request: Value = serde_json::from_slice(&body).unwrap();
     let (status, review) = post("/mutate", body).await;
     assert_eq!(status, StatusCode::OK);
@@ -63,15 +59,14 @@ async fn mutate_answers_with_a_patch_that_yields_the_injected_pod() {
 
 #[tokio::test]
 async fn validate_denies_with_http_200() {
-    let (status, review) = post("/validate", fixture("workflow-create-invalid.json")).await;
+    let (status, review) = post("/validate", fixtures::bytes("workflow-create-invalid.json")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(review["response"]["allowed"], false);
 }
 
 #[tokio::test]
 async fn the_body_limit_is_7_mib() {
-    let mut body = fixture("run-create.json");
-    body.resize(MAX_REVIEW_BYTES, b' ');
+    let mut body = fixtures::padded("run-create.json", MAX_REVIEW_BYTES);
     let (status, review) = post("/validate", body.clone()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(review["response"]["allowed"], true);
@@ -84,9 +79,11 @@ async fn the_body_limit_is_7_mib() {
 #[tokio::test]
 async fn hostile_bodies_get_400_with_a_json_error() {
     let deep_object = format!("{}1{}", "{\"a\":".repeat(10_000), "}".repeat(10_000));
-    let mut wrong_types: Value = serde_json::from_slice(&fixture("run-create.json")).unwrap();
+    let mut wrong_types: Value =
+        serde_json::from_slice(&fixtures::bytes("run-create.json")).unwrap();
     wrong_types["request"]["operation"] = Value::from(7);
-    let mut bad_object: Value = serde_json::from_slice(&fixture("run-create.json")).unwrap();
+    let mut bad_object: Value =
+        serde_json::from_slice(&fixtures::bytes("run-create.json")).unwrap();
     bad_object["request"]["object"]["metadata"] = Value::from("not a map");
     for body in [
         b"\xff\xfe".to_vec(),
@@ -112,4 +109,27 @@ async fn hostile_bodies_get_400_with_a_json_error() {
         response["status"]["details"]["causes"][0]["field"], "metadata",
         "{review}"
     );
+}
+
+/// A Pod whose author wrote a made-up injection status, listing its own init container,
+/// PVC volume and mount as injected and a made-up original command (issue #19): the
+/// webhook must not strip them for it.
+#[tokio::test]
+async fn mutate_refuses_a_forged_injection_status() {
+    let pod = fixtures::pod_with_forged_injection_status();
+    let review = fixtures::pod_create_review("forged-1", "team-a", pod);
+    let (status, answer) = post("/mutate", serde_json::to_vec(&review).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    let response = &answer["response"];
+    assert_eq!(response["uid"], review["request"]["uid"]);
+    assert_eq!(response["allowed"], false, "{answer}");
+    assert_eq!(response["status"]["code"], 403, "{answer}");
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "kruntimes.io/injection-status]: Invalid value: not written by this injector: it lists the init container \"setup\""
+        ),
+        "{message}"
+    );
+    assert!(response.get("patch").is_none(), "{answer}");
 }

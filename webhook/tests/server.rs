@@ -5,8 +5,7 @@
 // Tests fail loudly (clippy.toml allows unwrap/expect/panic in tests; helpers too).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -15,37 +14,13 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use kruntimes_pss::Level;
+use kruntimes_testkit::certs::TestCa;
+use kruntimes_testkit::{fixtures, http};
 use kruntimes_webhook::admission::{DeadlinePolicy, Handlers, Lookup, MAX_REVIEW_BYTES, Runtimes};
 use kruntimes_webhook::inject::InjectConfig;
-use kruntimes_webhook::server::{Running, ServeConfig, start, start_with};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
+use kruntimes_webhook::server::{Running, ServeConfig, serve};
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
-
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new() -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        Ca {
-            issuer: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
-        }
-    }
-
-    /// A serving pair for localhost and 127.0.0.1: (cert PEM, key PEM, cert DER).
-    fn leaf(&self) -> (String, String, CertificateDer<'static>) {
-        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-        params
-            .subject_alt_names
-            .push(SanType::IpAddress([127, 0, 0, 1].into()));
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem(), cert.der().clone())
-    }
-}
 
 struct Server {
     running: Running,
@@ -53,6 +28,7 @@ struct Server {
     cert_file: std::path::PathBuf,
     key_file: std::path::PathBuf,
     client: tokio_rustls::TlsConnector,
+    client_config: Arc<rustls::ClientConfig>,
 }
 
 /// Drains the server; a hang becomes a failure instead of a stuck test.
@@ -66,50 +42,31 @@ async fn stop(s: Server) {
     .unwrap();
 }
 
-async fn server(ca: &Ca) -> Server {
+async fn server(ca: &TestCa) -> Server {
     server_with(ca, None, DeadlinePolicy::Deny).await
 }
 
 /// A server on `handlers` (standalone ones when `None`).
-async fn server_with(ca: &Ca, handlers: Option<Handlers>, policy: DeadlinePolicy) -> Server {
+async fn server_with(ca: &TestCa, handlers: Option<Handlers>, policy: DeadlinePolicy) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let cert_file = dir.path().join("tls.crt");
-    let key_file = dir.path().join("tls.key");
-    let (cert, key, _) = ca.leaf();
-    std::fs::write(&cert_file, cert).unwrap();
-    std::fs::write(&key_file, key).unwrap();
-    let config = ServeConfig {
-        cert_file: cert_file.clone(),
-        key_file: key_file.clone(),
-        pss_floor: Level::Baseline,
-        inject: InjectConfig::default(),
-        reload_interval: Duration::from_millis(50),
-        deadline_exceeded_policy: policy,
-    };
+    let (cert_file, key_file) = ca.leaf().write_to(dir.path());
+    let handlers =
+        handlers.unwrap_or_else(|| Handlers::standalone(InjectConfig::default(), Level::Baseline));
+    let config = ServeConfig::new(&cert_file, &key_file, handlers)
+        .with_reload_interval(Duration::from_millis(50))
+        .with_deadline_exceeded_policy(policy);
     let https = TcpListener::bind("127.0.0.1:0").unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").unwrap();
-    let running = match handlers {
-        None => start(config, https, admin).await.unwrap(),
-        Some(h) => start_with(config, h, None, https, admin).await.unwrap(),
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.issuer.der().clone()).unwrap();
-    let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    // Full handshakes only: a resumed session reports the certificate of the session it
-    // resumes, which would hide which certificate is served now.
-    client.resumption = rustls::client::Resumption::disabled();
+    let running = serve(config, https, admin).await.unwrap();
+    let client = ca.client_config();
+    let client_config = Arc::new(client);
     Server {
         running,
         _dir: dir,
         cert_file,
         key_file,
-        client: tokio_rustls::TlsConnector::from(Arc::new(client)),
+        client: tokio_rustls::TlsConnector::from(client_config.clone()),
+        client_config,
     }
 }
 
@@ -153,46 +110,22 @@ async fn post(
     Ok((status, body, peer))
 }
 
-async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let request = hyper::Request::get(path)
-        .header("host", "localhost")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name),
-    )
-    .unwrap()
-}
-
 /// A valid review padded with trailing whitespace to exactly `len` bytes.
 fn padded_review(len: usize) -> Vec<u8> {
-    let mut body = fixture("run-create.json");
-    assert!(body.len() <= len);
-    body.resize(len, b' ');
-    body
+    fixtures::padded("run-create.json", len)
 }
 
 #[tokio::test]
 async fn a_review_round_trips_over_tls() {
-    let ca = Ca::new();
+    let ca = TestCa::new();
     let s = server(&ca).await;
-    let (status, body, _) = post(&s, "/validate", fixture("workflow-create-invalid.json"))
-        .await
-        .unwrap();
+    let (status, body, _) = post(
+        &s,
+        "/validate",
+        fixtures::bytes("workflow-create-invalid.json"),
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 200);
     let review: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(
@@ -200,16 +133,16 @@ async fn a_review_round_trips_over_tls() {
         "4b4c6a2e-0c1f-4f6e-9f3b-000000000001"
     );
     assert_eq!(review["response"]["allowed"], false);
-    let (status, body, _) = post(&s, "/mutate", fixture("pod-create-runtime.json"))
+    let (status, body, _) = post(&s, "/mutate", fixtures::bytes("pod-create-runtime.json"))
         .await
         .unwrap();
     assert_eq!(status, 200);
     let review: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(review["response"]["patchType"], "JSONPatch");
 
-    assert_eq!(admin_get(s.running.admin_addr, "/livez").await.0, 200);
-    assert_eq!(admin_get(s.running.admin_addr, "/readyz").await.0, 200);
-    let (status, metrics) = admin_get(s.running.admin_addr, "/metrics").await;
+    assert_eq!(http::get(s.running.admin_addr, "/livez").await.0, 200);
+    assert_eq!(http::get(s.running.admin_addr, "/readyz").await.0, 200);
+    let (status, metrics) = http::get(s.running.admin_addr, "/metrics").await;
     assert_eq!(status, 200);
     assert!(
         metrics.contains(
@@ -240,7 +173,7 @@ async fn a_review_round_trips_over_tls() {
 
 #[tokio::test]
 async fn bodies_above_7_mib_get_413_and_just_under_get_200() {
-    let ca = Ca::new();
+    let ca = TestCa::new();
     let s = server(&ca).await;
     let (status, body, _) = post(&s, "/validate", padded_review(MAX_REVIEW_BYTES))
         .await
@@ -255,12 +188,156 @@ async fn bodies_above_7_mib_get_413_and_just_under_get_200() {
     stop(s).await;
 }
 
+/// A request body sent in 64 KiB frames that records whether the client got to send
+/// all of it: a server that answers early and resets the stream (HTTP/2) or closes the
+/// connection (HTTP/1.1) stops the client before the end.
+struct TrackedBody {
+    frames: std::collections::VecDeque<Bytes>,
+    sent_whole: Arc<AtomicBool>,
+}
+
+impl TrackedBody {
+    fn new(body: Vec<u8>) -> (TrackedBody, Arc<AtomicBool>) {
+        let sent_whole = Arc::new(AtomicBool::new(false));
+        let frames = body.chunks(64 * 1024).map(Bytes::copy_from_slice).collect();
+        let tracked = TrackedBody {
+            frames,
+            sent_whole: sent_whole.clone(),
+        };
+        (tracked, sent_whole)
+    }
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let next = self.frames.pop_front();
+        if next.is_none() {
+            self.sent_whole.store(true, Ordering::SeqCst);
+        }
+        std::task::Poll::Ready(next.map(|data| Ok(hyper::body::Frame::data(data))))
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// Posts each body in turn on ONE connection of `protocol`; for each: the status, the
+/// JSON answer, and whether the whole body was sent.
+async fn post_all(s: &Server, protocol: Protocol, bodies: Vec<Vec<u8>>) -> Vec<(u16, Value, bool)> {
+    let alpn: &[u8] = match protocol {
+        Protocol::Http1 => b"http/1.1",
+        Protocol::Http2 => b"h2",
+    };
+    let mut config = (*s.client_config).clone();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let tcp = tokio::net::TcpStream::connect(s.running.addr)
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn));
+    let io = TokioIo::new(tls);
+    let mut h1 = None;
+    let mut h2 = None;
+    match protocol {
+        Protocol::Http1 => {
+            let (sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+            tokio::spawn(conn);
+            h1 = Some(sender);
+        }
+        Protocol::Http2 => {
+            let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            h2 = Some(sender);
+        }
+    }
+    let mut answers = Vec::new();
+    for body in bodies {
+        let (body, sent_whole) = TrackedBody::new(body);
+        let request = hyper::Request::post("https://localhost/validate?timeout=10s")
+            .header("content-type", "application/json")
+            .body(body)
+            .unwrap();
+        let response = match (&mut h1, &mut h2) {
+            (Some(sender), _) => sender.send_request(request).await,
+            (_, Some(sender)) => sender.send_request(request).await,
+            _ => unreachable!(),
+        }
+        .unwrap_or_else(|e| panic!("{protocol:?}: {e}"));
+        let status = response.status().as_u16();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let json = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("{protocol:?} {status}: not JSON ({e}): {bytes:?}"));
+        answers.push((status, json, sent_whole.load(Ordering::SeqCst)));
+    }
+    answers
+}
+
+/// The apiserver talks HTTP/2: there as over HTTP/1.1, exactly the limit is decided and
+/// one byte over is a 413 with the JSON error body, and so are 8 and 12 MiB bodies, read
+/// to their end so that the client finishes sending (no stream reset, the connection
+/// kept).
+#[tokio::test]
+async fn the_body_limit_is_a_json_413_on_http2_and_http1() {
+    let ca = TestCa::new();
+    let s = server(&ca).await;
+    for protocol in [Protocol::Http2, Protocol::Http1] {
+        let bodies = vec![
+            padded_review(MAX_REVIEW_BYTES),
+            padded_review(MAX_REVIEW_BYTES + 1),
+            padded_review(8 * 1024 * 1024),
+            // Past what the client can send ahead of the server's reading (the limit
+            // plus one flow-control window of 1 MiB): only a server that reads to the
+            // end lets it finish.
+            padded_review(12 * 1024 * 1024),
+            fixtures::bytes("run-create.json"),
+        ];
+        let answers = post_all(&s, protocol, bodies).await;
+        let (status, review, sent_whole) = &answers[0];
+        assert_eq!(*status, 200, "{protocol:?}: {review}");
+        assert_eq!(review["response"]["allowed"], true, "{protocol:?}");
+        assert!(sent_whole, "{protocol:?}");
+        for (status, error, sent_whole) in &answers[1..4] {
+            assert_eq!(*status, 413, "{protocol:?}: {error}");
+            assert_eq!(error["code"], 413, "{protocol:?}");
+            assert_eq!(
+                error["error"],
+                format!(
+                    "the review body is larger than the webhook's limit of {MAX_REVIEW_BYTES} bytes"
+                ),
+                "{protocol:?}"
+            );
+            assert!(
+                sent_whole,
+                "{protocol:?}: the client was stopped before the end of its body"
+            );
+        }
+        // The same connection still answers.
+        let (status, review, _) = &answers[4];
+        assert_eq!(*status, 200, "{protocol:?}: {review}");
+    }
+    stop(s).await;
+}
+
 #[tokio::test]
 async fn broken_reviews_get_400_with_a_json_error() {
-    let ca = Ca::new();
+    let ca = TestCa::new();
     let s = server(&ca).await;
     let deep = format!("{}{}", "[".repeat(50_000), "]".repeat(50_000)).into_bytes();
-    let mut no_uid: Value = serde_json::from_slice(&fixture("run-create.json")).unwrap();
+    let mut no_uid: Value = serde_json::from_slice(&fixtures::bytes("run-create.json")).unwrap();
     no_uid["request"]["uid"] = Value::String(String::new());
     for body in [
         b"garbage".to_vec(),
@@ -280,9 +357,9 @@ async fn broken_reviews_get_400_with_a_json_error() {
 
 #[tokio::test]
 async fn rotating_the_certificate_files_fails_no_request() {
-    let ca = Ca::new();
+    let ca = TestCa::new();
     let s = Arc::new(server(&ca).await);
-    let (_, _, first) = post(&s, "/validate", fixture("run-create.json"))
+    let (_, _, first) = post(&s, "/validate", fixtures::bytes("run-create.json"))
         .await
         .unwrap();
 
@@ -291,7 +368,7 @@ async fn rotating_the_certificate_files_fails_no_request() {
         tokio::spawn(async move {
             let (mut ok, mut failed) = (0usize, Vec::new());
             for _ in 0..150 {
-                match post(&s, "/validate", fixture("run-create.json")).await {
+                match post(&s, "/validate", fixtures::bytes("run-create.json")).await {
                     Ok((200, _, _)) => ok += 1,
                     Ok((status, body, _)) => {
                         failed.push(format!("{status}: {}", String::from_utf8_lossy(&body)));
@@ -308,11 +385,11 @@ async fn rotating_the_certificate_files_fails_no_request() {
     let mut last = first.clone();
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_millis(150)).await;
-        let (cert, key, der) = ca.leaf();
-        std::fs::write(&s.cert_file, cert).unwrap();
+        let pair = ca.leaf();
+        std::fs::write(&s.cert_file, pair.cert_pem).unwrap();
         tokio::time::sleep(Duration::from_millis(60)).await;
-        std::fs::write(&s.key_file, key).unwrap();
-        last = der;
+        std::fs::write(&s.key_file, pair.key_pem).unwrap();
+        last = pair.der;
     }
     let (ok, failed) = load.await.unwrap();
     assert!(
@@ -323,7 +400,7 @@ async fn rotating_the_certificate_files_fails_no_request() {
     // The new pair is served once the watcher has seen it.
     let mut served = None;
     for _ in 0..50 {
-        let (_, _, peer) = post(&s, "/validate", fixture("run-create.json"))
+        let (_, _, peer) = post(&s, "/validate", fixtures::bytes("run-create.json"))
             .await
             .unwrap();
         if peer == last {
@@ -338,12 +415,12 @@ async fn rotating_the_certificate_files_fails_no_request() {
     // A broken pair is refused: the current one stays, the error is counted.
     std::fs::write(&s.key_file, "not a key").unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (status, _, peer) = post(&s, "/validate", fixture("run-create.json"))
+    let (status, _, peer) = post(&s, "/validate", fixtures::bytes("run-create.json"))
         .await
         .unwrap();
     assert_eq!(status, 200);
     assert_eq!(peer, last);
-    let (_, metrics) = admin_get(s.running.admin_addr, "/metrics").await;
+    let (_, metrics) = http::get(s.running.admin_addr, "/metrics").await;
     assert!(
         metrics.contains("kruntimes_webhook_tls_reloads_total{result=\"success\"} 3"),
         "{metrics}"
@@ -352,22 +429,14 @@ async fn rotating_the_certificate_files_fails_no_request() {
         metrics.contains("kruntimes_webhook_tls_reloads_total{result=\"error\"}"),
         "{metrics}"
     );
-    assert_eq!(admin_get(s.running.admin_addr, "/readyz").await.0, 200);
+    assert_eq!(http::get(s.running.admin_addr, "/readyz").await.0, 200);
 }
 
 #[tokio::test]
 async fn http2_is_negotiated_with_alpn_and_answers_reviews() {
-    let ca = Ca::new();
+    let ca = TestCa::new();
     let s = server(&ca).await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.issuer.der().clone()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut config = ca.client_config();
     // What the apiserver's Go client offers.
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
@@ -406,9 +475,12 @@ async fn http2_is_negotiated_with_alpn_and_answers_reviews() {
     let (validate, mutate) = tokio::join!(
         send(
             "/validate?timeout=10s",
-            fixture("workflow-create-invalid.json")
+            fixtures::bytes("workflow-create-invalid.json")
         ),
-        send("/mutate?timeout=10s", fixture("pod-create-runtime.json")),
+        send(
+            "/mutate?timeout=10s",
+            fixtures::bytes("pod-create-runtime.json")
+        ),
     );
     let (version, status, review) = validate;
     assert_eq!(version, hyper::Version::HTTP_2);
@@ -447,20 +519,24 @@ impl Runtimes for Stalled {
 }
 
 async fn deadline_case(policy: DeadlinePolicy) -> (Value, String) {
-    let ca = Ca::new();
+    let ca = TestCa::new();
     let stalled = Arc::new(Stalled::default());
     let handlers = Handlers::standalone(InjectConfig::default(), Level::Baseline)
         .with_runtimes(stalled.clone());
     let s = server_with(&ca, Some(handlers), policy).await;
-    let (status, body, _) = post(&s, "/validate?timeout=1s", fixture("run-create.json"))
-        .await
-        .unwrap();
+    let (status, body, _) = post(
+        &s,
+        "/validate?timeout=1s",
+        fixtures::bytes("run-create.json"),
+    )
+    .await
+    .unwrap();
     // The answer came while the lookup was still blocked: the deadline decided it.
     assert_eq!(stalled.calls.load(Ordering::SeqCst), 1);
     assert!(!stalled.released.load(Ordering::SeqCst));
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let review: Value = serde_json::from_slice(&body).unwrap();
-    let (_, metrics) = admin_get(s.running.admin_addr, "/metrics").await;
+    let (_, metrics) = http::get(s.running.admin_addr, "/metrics").await;
     stalled.released.store(true, Ordering::SeqCst);
     stop(s).await;
     assert_eq!(

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
+use kruntimes_api::validation::pod_security::check_pod_security;
 use kruntimes_api::validation::{check_document, document::describe};
 use kruntimes_pss::{Level, Policy, Version};
 
@@ -132,7 +133,7 @@ fn check_one(document: &serde_json::Value, floor: Policy) -> Vec<String> {
     };
     let mut violations = checked.violations;
     if checked.kind == "Runtime" && checked.object.is_some() {
-        violations.extend(kruntimes_webhook::admission::pod_security(document, floor));
+        violations.extend(check_pod_security(document, floor));
     }
     violations
         .iter()
