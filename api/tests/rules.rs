@@ -391,13 +391,23 @@ fn timeout_boundaries() {
         )
     };
     assert_eq!(lines(spec("24h")), Vec::<String>::new());
+    assert_eq!(lines(spec("1s")), Vec::<String>::new());
+    // Under a millisecond, runtimed would read the timeout as 0, its default: refused.
+    for short in ["999ms", "1ns"] {
+        assert_eq!(
+            lines(spec(short)),
+            [format!(
+                "spec.timeout: Invalid value: \"{short}\" (must be at least 1s)"
+            )]
+        );
+    }
     assert_eq!(
         lines(spec("24h0m0.000000001s")),
         ["spec.timeout: Invalid value: \"24h0m0.000000001s\" (must be at most 24h)"]
     );
     assert_eq!(
         lines(spec("0s")),
-        ["spec.timeout: Invalid value: \"0s\" (must be greater than zero)"]
+        ["spec.timeout: Invalid value: \"0s\" (must be at least 1s)"]
     );
     let long = format!("{}1s", "0".repeat(31));
     assert_eq!(long.len(), 33);
