@@ -104,6 +104,47 @@ fn run_program_sources() {
     );
 }
 
+/// A `files` key under another one would need that file as a directory too: refused at
+/// validation, naming both, instead of failing in runtimed at write time.
+#[test]
+fn files_may_not_nest_under_another_file() {
+    let spec = |files: Value, script: bool| {
+        let mut spec = json!({"runtimeRef": {"name": "b"}, "interpreter": "bash", "files": files});
+        if script {
+            spec["script"] = json!("x");
+        } else {
+            spec["entrypoint"] = json!("a");
+        }
+        run(spec)
+    };
+    assert_eq!(
+        lines(spec(json!({"a": "", "a/b": ""}), false)),
+        [
+            "spec.files[a/b]: Invalid value: \"a/b\" (files[a] is a file, so it cannot also be the directory of a/b)"
+        ]
+    );
+    assert_eq!(
+        lines(spec(json!({"a": "", "a/b/c": ""}), false)),
+        [
+            "spec.files[a/b/c]: Invalid value: \"a/b/c\" (files[a] is a file, so it cannot also be the directory of a/b/c)"
+        ]
+    );
+    assert_eq!(
+        lines(spec(json!({"main.sh/x": ""}), true)),
+        [
+            "spec.files[main.sh/x]: Invalid value: \"main.sh/x\" (script is written to main.sh, so it cannot also be the directory of main.sh/x)"
+        ]
+    );
+    // Siblings, shared directories and names that only share a prefix are fine.
+    assert_eq!(
+        lines(spec(
+            json!({"a": "", "ab/c": "", "d/e": "", "d/f": "", "a.d/x": ""}),
+            false
+        )),
+        Vec::<String>::new()
+    );
+}
+
 #[test]
 fn run_paths_urls_and_env() {
     let got = lines(run(json!({

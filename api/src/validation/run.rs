@@ -1,6 +1,6 @@
 //! Rules for a Run's program: one source, supported interpreter, safe paths and URLs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::git::{check_git_ref, check_git_url};
 use super::names::check_c_identifier;
@@ -180,6 +180,8 @@ fn check_sources(spec: &RunSpec, path: &FieldPath, v: &mut Vec<Violation>) {
             let entry = files_path.key(name);
             if let Err(why) = check_relative_path(name, PathKind::Plain) {
                 v.push(Violation::with_value(&entry, Reason::Invalid, name, why));
+            } else if let Some(why) = file_under_a_file(name, files, script_file) {
+                v.push(Violation::with_value(&entry, Reason::Invalid, name, why));
             }
             if Some(name.as_str()) == script_file {
                 v.push(Violation::with_value(
@@ -273,6 +275,31 @@ fn check_sources(spec: &RunSpec, path: &FieldPath, v: &mut Vec<Violation>) {
             }
         }
     }
+}
+
+/// Why `name` cannot be written: one of its parent directories is itself a file (another
+/// `files` key, or the script's file). The workspace would need `a` as a file and as the
+/// directory of `a/b` at once; runtimed could only fail at write time, as if it were its
+/// own fault.
+fn file_under_a_file(
+    name: &str,
+    files: &BTreeMap<String, String>,
+    script_file: Option<&str>,
+) -> Option<String> {
+    name.match_indices('/').find_map(|(end, _)| {
+        let parent = &name[..end];
+        if files.contains_key(parent) {
+            Some(format!(
+                "files[{parent}] is a file, so it cannot also be the directory of {name}"
+            ))
+        } else if Some(parent) == script_file {
+            Some(format!(
+                "script is written to {parent}, so it cannot also be the directory of {name}"
+            ))
+        } else {
+            None
+        }
+    })
 }
 
 fn check_argv(spec: &RunSpec, path: &FieldPath, v: &mut Vec<Violation>) {
