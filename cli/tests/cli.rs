@@ -229,3 +229,49 @@ fn check_pss_text_json_and_exit_codes() {
         assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", stderr(&out));
     }
 }
+
+/// `args` then `file`: how each command that reads manifests is given one.
+fn reading_commands(file: &str) -> [Vec<&str>; 4] {
+    [
+        vec!["check", file],
+        vec!["check", "pss", "--level", "baseline", file],
+        vec!["run", "--local", "-f", file],
+        vec!["inject", "-f", file],
+    ]
+}
+
+/// YAML forbids a repeated key, and parsers disagree on which value wins: every command
+/// refuses it, naming the file, the key and its line, before doing anything else.
+#[test]
+fn a_repeated_key_is_refused_by_check_run_and_inject() {
+    let path = temp_file(
+        "repeated.yaml",
+        "apiVersion: kruntimes.io/v1alpha1\nkind: Run\nmetadata: {name: r}\nspec:\n  runtimeRef: {name: b}\n  interpreter: bash\n  script: echo one\n  script: echo two\n",
+    );
+    let file = path.to_str().unwrap();
+    for args in reading_commands(file) {
+        let out = krt(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let expected = format!(
+            "{file}: cannot parse document 0: spec: duplicate key \"script\": a mapping may set each key once at line 8 column 3"
+        );
+        assert!(
+            stderr(&out).contains(&expected),
+            "{args:?}: expected {expected:?} in {}",
+            stderr(&out)
+        );
+    }
+    // The reported case: a Pod's hostNetwork set twice, through inject.
+    let pod = temp_file(
+        "repeated-pod.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  hostNetwork: true\n  hostNetwork: false\n  containers: [{name: c, image: x}]\n",
+    );
+    let out = krt(&["inject", "-f", pod.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+    assert!(
+        stderr(&out).contains("spec: duplicate key \"hostNetwork\": a mapping may set each key once at line 6 column 3"),
+        "{}",
+        stderr(&out)
+    );
+}
