@@ -23,6 +23,19 @@ pub enum LoadError {
     /// Not UTF-8.
     #[error("cannot parse: not UTF-8 text")]
     NotUtf8,
+    /// No document at all: an empty file, or only comments and `---`. Refused rather
+    /// than passed: nothing in it was checked.
+    #[error("holds no YAML document (the file is empty, or has only comments and ---)")]
+    NoDocuments,
+    /// A byte order mark after the start of the text, where YAML does not expect one
+    /// (the usual cause: files joined with `cat`, each with its own mark).
+    #[error(
+        "cannot parse: a byte order mark (U+FEFF) at line {line}; only the start of a file may have one"
+    )]
+    ByteOrderMark {
+        /// 1-based line.
+        line: usize,
+    },
     /// Not YAML.
     #[error("cannot parse document {index}: {source}")]
     Yaml {
@@ -62,8 +75,19 @@ fn read_limited(reader: impl Read, limit: u64) -> Result<String, LoadError> {
     String::from_utf8(bytes).map_err(|_| LoadError::NotUtf8)
 }
 
-/// Splits YAML text into its non-empty documents.
+/// The byte order mark some editors (Windows Notepad among them) put at the start of a
+/// UTF-8 file. It marks the encoding and is not part of the text.
+const BYTE_ORDER_MARK: char = '\u{feff}';
+
+/// Splits YAML text into its non-empty documents; there must be at least one. A leading
+/// byte order mark is skipped; one anywhere else is refused with its line, since the
+/// parser's own error for it points elsewhere.
 pub fn parse(text: &str) -> Result<Vec<Document>, LoadError> {
+    let text = text.strip_prefix(BYTE_ORDER_MARK).unwrap_or(text);
+    if let Some(at) = text.find(BYTE_ORDER_MARK) {
+        let line = 1 + text[..at].matches('\n').count();
+        return Err(LoadError::ByteOrderMark { line });
+    }
     let mut documents = Vec::new();
     for (index, document) in serde_norway::Deserializer::from_str(text).enumerate() {
         let value = DistinctKeys
@@ -76,7 +100,30 @@ pub fn parse(text: &str) -> Result<Vec<Document>, LoadError> {
             });
         }
     }
+    if documents.is_empty() {
+        return Err(LoadError::NoDocuments);
+    }
     Ok(documents)
+}
+
+/// `text` with its control characters (newlines, escapes, C1 codes) written as Rust
+/// escapes (`\n`, `\u{1b}`), for printing text that comes from a manifest: a name or a
+/// key holding a raw escape sequence must not drive the terminal, nor one value break
+/// the one-line-per-violation output into several.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 /// Reads a YAML value as JSON, as `serde_json::Value`'s own `Deserialize` does, except
@@ -251,6 +298,50 @@ mod tests {
         let yaml = "s: text\ni: -3\nu: 18446744073709551615\nf: 1.5\nb: true\nn: null\ne: ~\nl: [1, two]\n1: numeric key\nnan: .nan\n";
         let expected: Value = serde_norway::from_str(yaml).unwrap();
         assert_eq!(parse(yaml).unwrap()[0].value, expected);
+    }
+
+    #[test]
+    fn a_file_with_no_document_is_an_error() {
+        for empty in [
+            "",
+            "\n",
+            "# only a comment\n",
+            "---\n",
+            "---\n# c\n---\n...\n",
+            "~\n",
+        ] {
+            assert!(
+                matches!(parse(empty), Err(LoadError::NoDocuments)),
+                "{empty:?}: {:?}",
+                parse(empty)
+            );
+        }
+        assert_eq!(parse("# c\n---\na: 1\n").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_skipped_any_other_is_refused_with_its_line() {
+        let docs = parse("\u{feff}a: 1\n---\nb: 2\n").unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].value, serde_json::json!({"a": 1}));
+        let err = parse("\u{feff}a: 1\n---\n\u{feff}b: 2\n").unwrap_err();
+        assert!(
+            matches!(err, LoadError::ByteOrderMark { line: 3 }),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "cannot parse: a byte order mark (U+FEFF) at line 3; only the start of a file may have one"
+        );
+    }
+
+    #[test]
+    fn printable_escapes_control_characters_only() {
+        assert_eq!(printable("plain \"quoted\" é ✓"), "plain \"quoted\" é ✓");
+        assert_eq!(
+            printable("a\u{1b}[31mb\nc\td\u{9b}e\u{7f}"),
+            "a\\u{1b}[31mb\\nc\\td\\u{9b}e\\u{7f}"
+        );
     }
 
     #[test]
