@@ -171,22 +171,78 @@ fn git_replaces_inline_sources_and_entrypoint_needs_a_tree() {
     );
 }
 
+/// Every duration field at its bounds, in every place one is: the CEL rule and the
+/// validation library must give the same answer (`MIN_TIMEOUT_SECONDS`,
+/// `MAX_TIMEOUT_SECONDS`).
 #[test]
-fn timeouts_are_bounded() {
-    for (timeout, ok) in [
-        ("5m", true),
-        ("24h", true),
-        ("1h30m", true),
-        ("24h1s", false),
-        ("0s", false),
-    ] {
+fn timeouts_are_bounded_alike_by_cel_and_the_library() {
+    let workflow = |timeout: &str| {
+        json!({"apiVersion": "kruntimes.io/v1alpha1", "kind": "Workflow", "metadata": {"name": "w"},
+               "spec": {"timeout": timeout, "jobs": [{"name": "j", "steps": [{"name": "s", "run": bash_script()}]}]}})
+    };
+    let run_timeout = |timeout: &str| {
         let mut spec = bash_script();
         spec["timeout"] = json!(timeout);
-        let got = failures("Run", &run(spec), None);
-        if ok {
-            assert_eq!(got, Vec::<String>::new(), "{timeout}");
-        } else {
-            assert_one_failure(got, "positive duration of at most 24h");
+        run(spec)
+    };
+    /// Kind, field path, and the object with that field set to a duration.
+    type Place = (&'static str, &'static str, fn(&str) -> Value);
+    let places: [Place; 5] = [
+        ("Run", "spec.timeout", run_timeout),
+        ("Workflow", "spec.timeout", workflow),
+        ("Runtime", "spec.limits.defaultTimeout", |t| {
+            runtime(json!({"limits": {"defaultTimeout": t}}))
+        }),
+        ("Runtime", "spec.limits.maxTimeout", |t| {
+            runtime(json!({"limits": {"maxTimeout": t}}))
+        }),
+        ("Runtime", "spec.git.timeout", |t| {
+            runtime(json!({"git": {"allowedHosts": ["github.com"], "timeout": t}}))
+        }),
+    ];
+    for (timeout, ok) in [
+        ("1s", true),
+        ("1000ms", true),
+        ("5m", true),
+        ("1h30m", true),
+        ("24h", true),
+        ("999ms", false),
+        ("999999999ns", false),
+        ("1ns", false),
+        ("0s", false),
+        ("24h0m0.000000001s", false),
+        ("24h1s", false),
+    ] {
+        for (kind, field, object) in &places {
+            let object = object(timeout);
+            let cel = failures(kind, &object, None);
+            let library: Vec<String> = kruntimes_api::validation::check_document(&object)
+                .unwrap()
+                .violations
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            if ok {
+                assert_eq!(cel, Vec::<String>::new(), "CEL, {kind} {field}: {timeout}");
+                assert_eq!(
+                    library,
+                    Vec::<String>::new(),
+                    "library, {kind} {field}: {timeout}"
+                );
+            } else {
+                assert_one_failure(cel, "must be a duration from 1s to 24h");
+                assert_eq!(
+                    library.len(),
+                    1,
+                    "library, {kind} {field}: {timeout}: {library:?}"
+                );
+                assert!(
+                    library[0].starts_with(&format!(
+                        "{field}: Invalid value: \"{timeout}\" (must be at "
+                    )),
+                    "library, {kind} {field}: {timeout}: {library:?}"
+                );
+            }
         }
     }
 }
@@ -375,9 +431,12 @@ fn schema_bounds_match_the_limit_constants() {
         MAX_PATH_BYTES
     );
     assert_eq!(n(&spec["timeout"]["maxLength"]), MAX_DURATION_BYTES);
-    let max_timeout = format!("duration('{}h')", MAX_TIMEOUT_SECONDS / 3600);
-    assert!(
-        spec["timeout"].to_string().contains(&max_timeout),
+    let bounds = format!(
+        "duration(self) >= duration('{MIN_TIMEOUT_SECONDS}s') && duration(self) <= duration('{}h')",
+        MAX_TIMEOUT_SECONDS / 3600
+    );
+    assert_eq!(
+        spec["timeout"]["x-kubernetes-validations"][0]["rule"], bounds,
         "{}",
         spec["timeout"]
     );

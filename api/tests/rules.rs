@@ -104,6 +104,47 @@ fn run_program_sources() {
     );
 }
 
+/// A `files` key under another one would need that file as a directory too: refused at
+/// validation, naming both, instead of failing in runtimed at write time.
+#[test]
+fn files_may_not_nest_under_another_file() {
+    let spec = |files: Value, script: bool| {
+        let mut spec = json!({"runtimeRef": {"name": "b"}, "interpreter": "bash", "files": files});
+        if script {
+            spec["script"] = json!("x");
+        } else {
+            spec["entrypoint"] = json!("a");
+        }
+        run(spec)
+    };
+    assert_eq!(
+        lines(spec(json!({"a": "", "a/b": ""}), false)),
+        [
+            "spec.files[a/b]: Invalid value: \"a/b\" (files[a] is a file, so it cannot also be the directory of a/b)"
+        ]
+    );
+    assert_eq!(
+        lines(spec(json!({"a": "", "a/b/c": ""}), false)),
+        [
+            "spec.files[a/b/c]: Invalid value: \"a/b/c\" (files[a] is a file, so it cannot also be the directory of a/b/c)"
+        ]
+    );
+    assert_eq!(
+        lines(spec(json!({"main.sh/x": ""}), true)),
+        [
+            "spec.files[main.sh/x]: Invalid value: \"main.sh/x\" (script is written to main.sh, so it cannot also be the directory of main.sh/x)"
+        ]
+    );
+    // Siblings, shared directories and names that only share a prefix are fine.
+    assert_eq!(
+        lines(spec(
+            json!({"a": "", "ab/c": "", "d/e": "", "d/f": "", "a.d/x": ""}),
+            false
+        )),
+        Vec::<String>::new()
+    );
+}
+
 #[test]
 fn run_paths_urls_and_env() {
     let got = lines(run(json!({
@@ -383,6 +424,52 @@ fn env_boundaries() {
     );
 }
 
+/// `command`, `args` and `env` together at `MAX_ARGV_ENV_BYTES` (1 MiB, each string
+/// counted with 9 bytes for its NUL and pointer) and one byte over. Each entry is within
+/// its own bound, so only the total refuses it, before exec would (`Argument list too
+/// long`).
+#[test]
+fn argv_and_env_size_boundary() {
+    // 32 args of 32759 bytes: 32 x (32759 + 9) = 1048576.
+    let at_limit = vec!["a".repeat(32 * 1024 - 9); 32];
+    let spec = |args: &[String], env: Value| {
+        run(
+            json!({"runtimeRef": {"name": "b"}, "interpreter": "bash", "script": "x", "args": args, "env": env}),
+        )
+    };
+    assert_eq!(lines(spec(&at_limit, json!([]))), Vec::<String>::new());
+    let mut over = at_limit.clone();
+    over[0].push('a');
+    assert_eq!(
+        lines(spec(&over, json!([]))),
+        [
+            "spec.args: Too long: command, args and env must take at most 1048576 bytes together (each string counted with its NUL and pointer, as exec counts them: Linux refuses more with Argument list too long); they take 1048577 (command 0, args 1048577, env 0)"
+        ]
+    );
+    // An env entry counts as NAME=value: `A=v` and its 9 bytes take 12 of the last arg's.
+    let mut with_env = at_limit.clone();
+    with_env[31] = "a".repeat(32 * 1024 - 9 - 12);
+    let env = |value: &str| json!([{"name": "A", "value": value}]);
+    assert_eq!(lines(spec(&with_env, env("v"))), Vec::<String>::new());
+    let got = lines(spec(&with_env, env("vv")));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].ends_with("they take 1048577 (command 0, args 1048564, env 13)"),
+        "{got:?}"
+    );
+    // The largest of the three is named: here env, 40 values of 32 KiB.
+    let big_env: Vec<Value> = (0..40)
+        .map(|i| json!({"name": format!("V{i}"), "value": "v".repeat(32 * 1024)}))
+        .collect();
+    let got = lines(spec(&[], json!(big_env)));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].starts_with("spec.env: Too long: "), "{got:?}");
+    // The reported case: 256 args of 32 KiB (8 MiB), each within MAX_ARG_BYTES.
+    let got = lines(spec(&vec!["a".repeat(32 * 1024); 256], json!([])));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].starts_with("spec.args: Too long: "), "{got:?}");
+}
+
 #[test]
 fn timeout_boundaries() {
     let spec = |timeout: &str| {
@@ -391,13 +478,23 @@ fn timeout_boundaries() {
         )
     };
     assert_eq!(lines(spec("24h")), Vec::<String>::new());
+    assert_eq!(lines(spec("1s")), Vec::<String>::new());
+    // Under a millisecond, runtimed would read the timeout as 0, its default: refused.
+    for short in ["999ms", "1ns"] {
+        assert_eq!(
+            lines(spec(short)),
+            [format!(
+                "spec.timeout: Invalid value: \"{short}\" (must be at least 1s)"
+            )]
+        );
+    }
     assert_eq!(
         lines(spec("24h0m0.000000001s")),
         ["spec.timeout: Invalid value: \"24h0m0.000000001s\" (must be at most 24h)"]
     );
     assert_eq!(
         lines(spec("0s")),
-        ["spec.timeout: Invalid value: \"0s\" (must be greater than zero)"]
+        ["spec.timeout: Invalid value: \"0s\" (must be at least 1s)"]
     );
     let long = format!("{}1s", "0".repeat(31));
     assert_eq!(long.len(), 33);

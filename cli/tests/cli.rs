@@ -229,3 +229,122 @@ fn check_pss_text_json_and_exit_codes() {
         assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", stderr(&out));
     }
 }
+
+/// Every command that reads manifests refuses `file` as bad input (exit 2), with
+/// `expected` on stderr and nothing on stdout.
+fn every_reader_refuses(file: &str, expected: &str) {
+    for args in [
+        vec!["check", file],
+        vec!["check", "pss", "--level", "baseline", file],
+        vec!["run", "--local", "-f", file],
+        vec!["inject", "-f", file],
+    ] {
+        let out = krt(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "", "{args:?}");
+        assert!(
+            stderr(&out).contains(expected),
+            "{args:?}: expected {expected:?} in {}",
+            stderr(&out)
+        );
+    }
+}
+
+/// YAML forbids a repeated key, and parsers disagree on which value wins: every command
+/// refuses it, naming the file, the key and its line, before doing anything else.
+#[test]
+fn a_repeated_key_is_refused_by_check_run_and_inject() {
+    let path = temp_file(
+        "repeated.yaml",
+        "apiVersion: kruntimes.io/v1alpha1\nkind: Run\nmetadata: {name: r}\nspec:\n  runtimeRef: {name: b}\n  interpreter: bash\n  script: echo one\n  script: echo two\n",
+    );
+    let file = path.to_str().unwrap();
+    every_reader_refuses(
+        file,
+        &format!(
+            "{file}: cannot parse document 0: spec: duplicate key \"script\": a mapping may set each key once at line 8 column 3"
+        ),
+    );
+    // The reported case: a Pod's hostNetwork set twice.
+    let pod = temp_file(
+        "repeated-pod.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  hostNetwork: true\n  hostNetwork: false\n  containers: [{name: c, image: x}]\n",
+    );
+    every_reader_refuses(
+        pod.to_str().unwrap(),
+        "spec: duplicate key \"hostNetwork\": a mapping may set each key once at line 6 column 3",
+    );
+}
+
+/// `krt check` never passes a file it did not check: a file with no document at all is
+/// bad input, named, for every command that reads manifests.
+#[test]
+fn a_file_with_no_document_is_refused() {
+    for (name, content) in [
+        ("empty.yaml", ""),
+        ("comments.yaml", "# nothing here yet\n---\n---\n"),
+    ] {
+        let path = temp_file(name, content);
+        let file = path.to_str().unwrap();
+        every_reader_refuses(
+            file,
+            &format!(
+                "{file}: holds no YAML document (the file is empty, or has only comments and ---)"
+            ),
+        );
+    }
+}
+
+/// A leading UTF-8 byte order mark (Windows editors write one) is skipped; one further
+/// in is refused with its line instead of the parser's misleading error.
+#[test]
+fn a_leading_byte_order_mark_is_accepted() {
+    let run = "apiVersion: kruntimes.io/v1alpha1\nkind: Run\nmetadata: {name: r}\nspec: {runtimeRef: {name: b}, interpreter: bash, script: x}\n";
+    let path = temp_file("bom.yaml", &format!("\u{feff}{run}"));
+    let out = krt(&["check", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("1 object(s), 0 with violations"),
+        "{}",
+        stderr(&out)
+    );
+    let joined = temp_file("joined.yaml", &format!("{run}---\n\u{feff}{run}"));
+    let out = krt(&["check", joined.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "cannot parse: a byte order mark (U+FEFF) at line 6; only the start of a file may have one"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Names, keys and values are printed with their control characters escaped: a name
+/// holding an escape sequence cannot drive the terminal, nor a newline split a line.
+#[test]
+fn check_escapes_control_characters_from_the_file() {
+    let path = temp_file(
+        "control.yaml",
+        "apiVersion: kruntimes.io/v1alpha1\nkind: Run\nmetadata: {name: \"r\\e[31m\"}\nspec:\n  runtimeRef: {name: b}\n  interpreter: bash\n  entrypoint: main.sh\n  files: {\"main.sh\": x, \"a\\nb\": x}\n",
+    );
+    let out = krt(&["check", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let printed = stdout(&out);
+    assert!(
+        !printed.contains('\u{1b}') && !stderr(&out).contains('\u{1b}'),
+        "{printed:?}"
+    );
+    let file = path.to_str().unwrap();
+    assert_eq!(
+        printed.lines().collect::<Vec<_>>(),
+        [
+            format!(
+                "{file}: Run/r\\u{{1b}}[31m: metadata.name: Invalid value: \"r\\u{{1b}}[31m\" (a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name' or '123-abc'), with '.' between labels)"
+            ),
+            format!(
+                "{file}: Run/r\\u{{1b}}[31m: spec.files[a\\nb]: Invalid value: \"a\\nb\" (must not contain control characters)"
+            ),
+        ]
+    );
+}

@@ -76,15 +76,24 @@ pub(crate) fn quantity_schema(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
-/// A Go-style duration (`30s`, `10m`, `1h30m`), bounded in length; its value is checked
-/// by CEL (`duration(self)`) and by the validation library.
+/// A Go-style duration (`30s`, `10m`, `1h30m`), bounded in length; its value, from
+/// `MIN_TIMEOUT_SECONDS` to `MAX_TIMEOUT_SECONDS`, is checked by CEL (`duration(self)`)
+/// and by the validation library (`check_timeout`), with the same constants.
 pub(crate) fn duration_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "string",
         "maxLength": limits::MAX_DURATION_BYTES,
         "x-kubernetes-validations": [{
-            "rule": "duration(self) > duration('0s') && duration(self) <= duration('24h')",
-            "message": "must be a positive duration of at most 24h, such as 30s, 10m or 1h30m",
+            "rule": format!(
+                "duration(self) >= duration('{}s') && duration(self) <= duration('{}h')",
+                limits::MIN_TIMEOUT_SECONDS,
+                limits::MAX_TIMEOUT_SECONDS / 3600,
+            ),
+            "message": format!(
+                "must be a duration from {}s to {}h, such as 30s, 10m or 1h30m",
+                limits::MIN_TIMEOUT_SECONDS,
+                limits::MAX_TIMEOUT_SECONDS / 3600,
+            ),
         }],
     })
 }

@@ -51,6 +51,11 @@ pub mod limits {
     pub const MAX_GIT_REF_BYTES: usize = 255;
     /// Longest duration string such as `1h30m`.
     pub const MAX_DURATION_BYTES: usize = 32;
+    /// Shortest timeout (Run, Workflow, the Runtime's `limits` and `git.timeout`).
+    /// runtimed counts whole milliseconds and reads 0 as "the default", so anything
+    /// under 1 ms would silently become the default; whole seconds, like Kubernetes'
+    /// own `activeDeadlineSeconds`, keep a limit clear of interpreter start-up jitter.
+    pub const MIN_TIMEOUT_SECONDS: u64 = 1;
     /// Longest Run or Workflow timeout. Longer work is not what warm pods are for, and
     /// it bounds how long a slot can be held.
     pub const MAX_TIMEOUT_SECONDS: u64 = 24 * 60 * 60;

@@ -24,7 +24,7 @@ pub use workflow::check_workflow_spec;
 
 use kube::{Resource, ResourceExt};
 
-use crate::v1alpha1::limits::{MAX_DURATION_BYTES, MAX_TIMEOUT_SECONDS};
+use crate::v1alpha1::limits::{MAX_DURATION_BYTES, MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS};
 use crate::v1alpha1::{Run, Runtime, Workflow};
 
 /// An object the rules know how to check. Implemented once per kind and called by
@@ -105,7 +105,8 @@ fn check_object_name(
     }
 }
 
-/// Checks a timeout string: a Go duration, positive, at most 24h.
+/// Checks a timeout string: a Go duration from `MIN_TIMEOUT_SECONDS` (1s) to
+/// `MAX_TIMEOUT_SECONDS` (24h), the bounds the CRD's CEL rule uses too.
 pub fn check_timeout(value: &str, path: &FieldPath) -> Vec<Violation> {
     if value.len() > MAX_DURATION_BYTES {
         return vec![Violation::new(
@@ -121,11 +122,11 @@ pub fn check_timeout(value: &str, path: &FieldPath) -> Vec<Violation> {
             value,
             e.to_string(),
         )],
-        Ok(d) if d.is_zero() => vec![Violation::with_value(
+        Ok(d) if d.as_secs() < MIN_TIMEOUT_SECONDS => vec![Violation::with_value(
             path,
             Reason::Invalid,
             value,
-            "must be greater than zero",
+            format!("must be at least {MIN_TIMEOUT_SECONDS}s"),
         )],
         Ok(d)
             if d.as_secs() > MAX_TIMEOUT_SECONDS

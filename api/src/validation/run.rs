@@ -1,6 +1,6 @@
 //! Rules for a Run's program: one source, supported interpreter, safe paths and URLs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::git::{check_git_ref, check_git_url};
 use super::names::check_c_identifier;
@@ -12,6 +12,17 @@ use crate::v1alpha1::limits::{
     MAX_FILES, MAX_INLINE_SOURCE_BYTES,
 };
 use crate::v1alpha1::{Interpreter, RunSpec};
+
+/// Most bytes `command`, `args` and `env` may take together, counted as the kernel counts
+/// them against `ARG_MAX` at exec: each string with its NUL terminator and its 8-byte
+/// pointer, an env entry as `NAME=value`. Linux refuses an exec whose argv and environment
+/// exceed a quarter of the stack limit (2 MiB under the usual 8 MiB stack) with
+/// `Argument list too long`; half of that leaves room for the interpreter, the script
+/// path and the few variables runtimed sets. The per-entry bounds alone allow about 20 MiB.
+pub(crate) const MAX_ARGV_ENV_BYTES: usize = 1024 * 1024;
+
+/// Bytes one string takes in the argument and environment space of an exec.
+const EXEC_STRING_OVERHEAD: usize = 1 + std::mem::size_of::<u64>();
 
 /// Where a RunSpec sits: a Run of its own, or the `run` of a Workflow step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +40,7 @@ pub fn check_run_spec(spec: &RunSpec, path: &FieldPath, context: RunSpecContext)
     check_sources(spec, path, &mut v);
     check_argv(spec, path, &mut v);
     check_env(spec, path, &mut v);
+    check_exec_size(spec, path, &mut v);
     if spec.runtime_ref.name.is_empty() {
         v.push(Violation::new(
             path.child("runtimeRef").child("name"),
@@ -180,6 +192,8 @@ fn check_sources(spec: &RunSpec, path: &FieldPath, v: &mut Vec<Violation>) {
             let entry = files_path.key(name);
             if let Err(why) = check_relative_path(name, PathKind::Plain) {
                 v.push(Violation::with_value(&entry, Reason::Invalid, name, why));
+            } else if let Some(why) = file_under_a_file(name, files, script_file) {
+                v.push(Violation::with_value(&entry, Reason::Invalid, name, why));
             }
             if Some(name.as_str()) == script_file {
                 v.push(Violation::with_value(
@@ -275,6 +289,31 @@ fn check_sources(spec: &RunSpec, path: &FieldPath, v: &mut Vec<Violation>) {
     }
 }
 
+/// Why `name` cannot be written: one of its parent directories is itself a file (another
+/// `files` key, or the script's file). The workspace would need `a` as a file and as the
+/// directory of `a/b` at once; runtimed could only fail at write time, as if it were its
+/// own fault.
+fn file_under_a_file(
+    name: &str,
+    files: &BTreeMap<String, String>,
+    script_file: Option<&str>,
+) -> Option<String> {
+    name.match_indices('/').find_map(|(end, _)| {
+        let parent = &name[..end];
+        if files.contains_key(parent) {
+            Some(format!(
+                "files[{parent}] is a file, so it cannot also be the directory of {name}"
+            ))
+        } else if Some(parent) == script_file {
+            Some(format!(
+                "script is written to {parent}, so it cannot also be the directory of {name}"
+            ))
+        } else {
+            None
+        }
+    })
+}
+
 fn check_argv(spec: &RunSpec, path: &FieldPath, v: &mut Vec<Violation>) {
     for (field, list) in [("command", &spec.command), ("args", &spec.args)] {
         let Some(list) = list else { continue };
@@ -303,6 +342,44 @@ fn check_argv(spec: &RunSpec, path: &FieldPath, v: &mut Vec<Violation>) {
             }
         }
     }
+}
+
+/// `command`, `args` and `env` together within [`MAX_ARGV_ENV_BYTES`], reported on the
+/// largest of the three, since that is the one to shrink.
+fn check_exec_size(spec: &RunSpec, path: &FieldPath, v: &mut Vec<Violation>) {
+    let strings = |list: &Option<Vec<String>>| -> usize {
+        list.iter()
+            .flatten()
+            .map(|s| s.len() + EXEC_STRING_OVERHEAD)
+            .sum()
+    };
+    let env: usize = spec
+        .env
+        .iter()
+        .flatten()
+        .map(|var| var.name.len() + 1 + var.value.len() + EXEC_STRING_OVERHEAD)
+        .sum();
+    let sizes = [
+        ("command", strings(&spec.command)),
+        ("args", strings(&spec.args)),
+        ("env", env),
+    ];
+    let total: usize = sizes.iter().map(|(_, size)| size).sum();
+    if total <= MAX_ARGV_ENV_BYTES {
+        return;
+    }
+    let largest = sizes
+        .iter()
+        .max_by_key(|(_, size)| *size)
+        .map_or("args", |(field, _)| field);
+    let [command, args, env] = sizes.map(|(_, size)| size);
+    v.push(Violation::new(
+        path.child(largest),
+        Reason::TooLong,
+        format!(
+            "command, args and env must take at most {MAX_ARGV_ENV_BYTES} bytes together (each string counted with its NUL and pointer, as exec counts them: Linux refuses more with Argument list too long); they take {total} (command {command}, args {args}, env {env})"
+        ),
+    ));
 }
 
 fn check_env(spec: &RunSpec, path: &FieldPath, v: &mut Vec<Violation>) {

@@ -98,7 +98,7 @@ fn run_rules(args: &CheckArgs) -> Status {
         let documents = match manifest::load(path) {
             Ok(documents) => documents,
             Err(e) => {
-                eprintln!("{file}: {e}");
+                eprintln!("{}", manifest::printable(&format!("{file}: {e}")));
                 status = worst(status, Status::BadInput);
                 continue;
             }
@@ -111,7 +111,9 @@ fn run_rules(args: &CheckArgs) -> Status {
                 status = worst(status, Status::Violations);
             }
             for line in lines {
-                println!("{file}: {line}");
+                // Names, keys and values come from the file: no raw control character
+                // reaches the terminal.
+                println!("{}", manifest::printable(&format!("{file}: {line}")));
             }
         }
     }
@@ -163,7 +165,7 @@ fn run_pss(args: &PssArgs) -> Status {
         let documents = match manifest::load(path) {
             Ok(documents) => documents,
             Err(e) => {
-                eprintln!("{file}: {e}");
+                eprintln!("{}", manifest::printable(&format!("{file}: {e}")));
                 status = worst(status, Status::BadInput);
                 continue;
             }
@@ -175,7 +177,7 @@ fn run_pss(args: &PssArgs) -> Status {
                         status = worst(status, Status::Violations);
                     }
                     match args.output {
-                        Output::Text => println!("{line}"),
+                        Output::Text => println!("{}", manifest::printable(&line.to_string())),
                         Output::Json => match serde_json::to_string(&line) {
                             Ok(json) => println!("{json}"),
                             Err(e) => {
@@ -188,12 +190,12 @@ fn run_pss(args: &PssArgs) -> Status {
                 Err(no_pod_spec) => match args.output {
                     Output::Text => println!(
                         "{}",
-                        kruntimes_pss::render_skipped(
+                        manifest::printable(&kruntimes_pss::render_skipped(
                             &file,
                             document.index,
                             &document.value,
                             &no_pod_spec
-                        )
+                        ))
                     ),
                     Output::Json => {
                         let (kind, name) = kruntimes_pss::kind_and_name(&document.value);
