@@ -260,3 +260,19 @@ fn a_missing_runtimed_is_named_with_the_command_that_builds_it() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn the_longest_run_name_runs() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    // 243 characters: a DNS subdomain of four labels (63 + 63 + 63 + 51, dots included).
+    let name = format!("{0}.{0}.{0}.{1}", "a".repeat(63), "b".repeat(51));
+    assert_eq!(name.len(), 243);
+    std::fs::write(
+        file.path(),
+        format!("apiVersion: kruntimes.io/v1alpha1\nkind: Run\nmetadata:\n  name: {name}\nspec:\n  runtimeRef: {{name: bash}}\n  interpreter: bash\n  script: echo ok\n"),
+    )
+    .unwrap();
+    let out = krt_run(file.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "ok\n");
+}

@@ -18,11 +18,11 @@ pub fn network_policy_name(runtime: &str) -> String {
 }
 
 /// Key of the bearer token in the Secret.
-pub const TOKEN_KEY: &str = "token";
+pub const TOKEN_KEY: &str = kruntimes_api::labels::TOKEN_SECRET_KEY;
 /// Key of the sidecar's certificate (PEM) in the Secret.
-pub const TLS_CERT_KEY: &str = "tls.crt";
+pub const TLS_CERT_KEY: &str = kruntimes_api::labels::TLS_CERT_SECRET_KEY;
 /// Key of the sidecar's private key (PEM) in the Secret.
-pub const TLS_KEY_KEY: &str = "tls.key";
+pub const TLS_KEY_KEY: &str = kruntimes_api::labels::TLS_KEY_SECRET_KEY;
 
 /// The name the sidecar's certificate is issued for. The controller connects to a pod's
 /// IP and checks the certificate against this name and against the certificate in the

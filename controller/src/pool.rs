@@ -17,7 +17,7 @@ use crate::dispatch::{Credentials, Dispatcher, PodTarget, PoolSpec, RuntimeKey};
 use crate::naming;
 
 /// runtimed's gRPC port in a Runtime's pods (the injector's `--grpc-bind-address`).
-pub const RUNTIMED_GRPC_PORT: u16 = 9440;
+pub use kruntimes_api::labels::RUNTIMED_GRPC_PORT;
 
 /// The pool of `runtime` from its pods and its Secret.
 pub fn pool_spec<'a>(

@@ -8,6 +8,10 @@ use kruntimes_api::{duration, quantity};
 
 use crate::proto;
 
+/// Longest `run_uid` runtimed accepts (a Kubernetes uid is 36 characters; the bound
+/// keeps workspace paths and state small). Letters, digits, `-`, `_` and `.` only.
+pub const MAX_RUN_UID_BYTES: usize = 128;
+
 /// Why a Run could not become a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {

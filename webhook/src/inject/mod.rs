@@ -60,15 +60,17 @@ pub const WORKSPACE_DIR: &str = "/workspace";
 /// Everything the injector mounts lives under this directory; a pod may not mount
 /// anything there itself.
 pub const KRT_DIR: &str = "/krt";
-/// Key of the bearer token in the Secret named by the `kruntimes.io/runtimed-token-secret`
-/// annotation.
-pub const TOKEN_SECRET_KEY: &str = "token";
+pub use kruntimes_api::labels::{
+    RUNTIMED_GRPC_PORT, TLS_CERT_SECRET_KEY, TLS_KEY_SECRET_KEY, TOKEN_SECRET_KEY,
+};
 /// Where the token volume is mounted in the sidecar.
 pub const TOKEN_DIR: &str = "/krt/token";
 /// The token file the sidecar reads.
 pub const TOKEN_FILE: &str = "/krt/token/token";
-/// Port of the sidecar's network listener (gRPC behind the bearer token).
-pub const RUNTIMED_GRPC_PORT: u16 = 9440;
+/// The certificate the sidecar's network listener serves.
+pub const TLS_CERT_FILE: &str = "/krt/token/tls.crt";
+/// Its private key.
+pub const TLS_KEY_FILE: &str = "/krt/token/tls.key";
 /// Mode of the agent's socket. The agent runs as the user's uid and the sidecar as
 /// [`RUNTIMED_UID`], so an owner-only socket would lock the sidecar out; who can reach
 /// the socket at all is decided by who mounts `krt-run`: the target container and the

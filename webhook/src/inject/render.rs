@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use super::{
     AGENT_BINARY, AGENT_SOCKET, AGENT_SOCKET_MODE, BIN_DIR, IMAGE_BINARY, InjectConfig,
     KRT_BIN_SIZE_LIMIT, KRT_RUN_SIZE_LIMIT, RUN_DIR, RUNTIMED_GRPC_PORT, RUNTIMED_UID,
-    SIDECAR_SOCKET, TOKEN_DIR, TOKEN_FILE, TOKEN_SECRET_KEY, WORKSPACE_DIR,
+    SIDECAR_SOCKET, TLS_CERT_FILE, TLS_CERT_SECRET_KEY, TLS_KEY_FILE, TLS_KEY_SECRET_KEY,
+    TOKEN_DIR, TOKEN_FILE, TOKEN_SECRET_KEY, WORKSPACE_DIR,
 };
 
 /// The volumes mounted into the user container, in the order they are added.
@@ -62,6 +63,12 @@ pub(super) fn sidecar_container(config: &InjectConfig, token_secret: Option<&str
             json!(format!("0.0.0.0:{RUNTIMED_GRPC_PORT}")),
             json!("--token-file"),
             json!(TOKEN_FILE),
+            // TLS with the Runtime's own certificate: the controller trusts exactly it,
+            // so the token never crosses the pod network in clear text.
+            json!("--tls-cert-file"),
+            json!(TLS_CERT_FILE),
+            json!("--tls-private-key-file"),
+            json!(TLS_KEY_FILE),
         ]);
         mounts.push(json!({"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true}));
         ports.push(json!({"name": "runtimed-grpc", "containerPort": RUNTIMED_GRPC_PORT, "protocol": "TCP"}));
@@ -109,7 +116,11 @@ pub(super) fn volumes(workspace_limit: &str, token_secret: Option<&str>) -> Vec<
             "name": TOKEN_VOLUME,
             "secret": {
                 "secretName": secret,
-                "items": [{"key": TOKEN_SECRET_KEY, "path": TOKEN_SECRET_KEY}],
+                "items": [
+                    {"key": TOKEN_SECRET_KEY, "path": TOKEN_SECRET_KEY},
+                    {"key": TLS_CERT_SECRET_KEY, "path": TLS_CERT_SECRET_KEY},
+                    {"key": TLS_KEY_SECRET_KEY, "path": TLS_KEY_SECRET_KEY}
+                ],
                 // Readable by the sidecar's uid; only the sidecar mounts it.
                 "defaultMode": 0o444
             }

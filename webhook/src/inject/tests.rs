@@ -56,7 +56,11 @@ fn token_secret_annotation_opens_the_network_listener() {
         "--grpc-bind-address",
         "0.0.0.0:9440",
         "--token-file",
-        TOKEN_FILE
+        TOKEN_FILE,
+        "--tls-cert-file",
+        TLS_CERT_FILE,
+        "--tls-private-key-file",
+        TLS_KEY_FILE,
     ]));
     assert_eq!(sidecar["ports"][0]["containerPort"], RUNTIMED_GRPC_PORT);
     assert!(
@@ -72,6 +76,15 @@ fn token_secret_annotation_opens_the_network_listener() {
         .find(|v| name_of(v) == Some(TOKEN_VOLUME))
         .unwrap();
     assert_eq!(token_volume["secret"]["secretName"], "py-runtimed-token");
+    // The token and the listener's certificate and key, from the Runtime's Secret.
+    assert_eq!(
+        token_volume["secret"]["items"],
+        json!([
+            {"key": "token", "path": "token"},
+            {"key": "tls.crt", "path": "tls.crt"},
+            {"key": "tls.key", "path": "tls.key"}
+        ])
+    );
     // Only the sidecar sees the token.
     let target_mounts = out["spec"]["containers"][0]["volumeMounts"]
         .as_array()

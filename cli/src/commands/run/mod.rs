@@ -23,7 +23,7 @@ use clap::Args;
 use kruntimes_api::v1alpha1::{Run, RuntimeSpec};
 use kruntimes_api::validation::check_document;
 use kruntimes_api::validation::document::{TypedObject, describe};
-use kruntimes_runtimed_api::request::{RequestError, execute_request};
+use kruntimes_runtimed_api::request::{MAX_RUN_UID_BYTES, RequestError, execute_request};
 use kruntimes_runtimed_api::{RuntimedClient, proto};
 use tonic::transport::Channel;
 
@@ -155,15 +155,25 @@ fn to_request(run: &Run, runtimes: &Runtimes) -> Result<proto::ExecuteRequest, S
         return Err("spec.cancel is true: a cancelled Run does not run".into());
     }
     let name = run.metadata.name.as_deref().unwrap_or("run");
-    let run_uid = run
-        .metadata
-        .uid
-        .clone()
-        .unwrap_or_else(|| format!("local-{name}-{}", std::process::id()));
+    // A uid given in the file is not used: in a cluster the API server assigns it, and
+    // locally one made from the name fits runtimed's bounds for any valid name.
+    let run_uid = local_run_uid(name, std::process::id());
     let runtime = runtimes.get(&run.spec.runtime_ref.name);
     let request = execute_request(&run.spec, run_uid, runtime).map_err(local_message)?;
     check_credentials(&request, credential_set)?;
     Ok(request)
+}
+
+/// The execution id of a local Run: `local-<name>-<pid>`, the name cut so the whole fits
+/// runtimed's [`MAX_RUN_UID_BYTES`] (a Run name may have 253 characters). Names are
+/// ASCII (DNS subdomains), so cutting by bytes keeps them whole characters; within one
+/// krt process the names it runs differ within their first 100 characters (Workflow
+/// child names have at most 63).
+pub(crate) fn local_run_uid(name: &str, pid: u32) -> String {
+    let suffix = format!("-{pid}");
+    let room = MAX_RUN_UID_BYTES - "local-".len() - suffix.len();
+    let cut = name.get(..room.min(name.len())).unwrap_or(name);
+    format!("local-{cut}{suffix}")
 }
 
 /// A request error in the words of a local run, where Runtimes come from the same file.

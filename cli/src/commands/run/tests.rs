@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use super::{Runtimes, check_credentials, to_request};
+use super::{Runtimes, check_credentials, local_run_uid, to_request};
 use kruntimes_api::v1alpha1::Run;
+use kruntimes_runtimed_api::request::MAX_RUN_UID_BYTES;
 use serde_json::json;
 
 fn run(artifacts: bool) -> Run {
@@ -70,4 +71,21 @@ fn a_cancelled_run_is_refused_before_anything_runs() {
     cancelled.spec.cancel = Some(true);
     let error = to_request(&cancelled, &Runtimes::new()).unwrap_err();
     assert_eq!(error, "spec.cancel is true: a cancelled Run does not run");
+}
+
+#[test]
+fn a_local_uid_fits_runtimed_for_the_longest_run_name() {
+    let longest = "a".repeat(253);
+    let uid = local_run_uid(&longest, u32::MAX);
+    assert_eq!(uid.len(), MAX_RUN_UID_BYTES);
+    assert!(uid.starts_with("local-aaa") && uid.ends_with(&format!("-{}", u32::MAX)));
+    assert!(
+        uid.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    );
+    assert_eq!(
+        local_run_uid("arts", 7),
+        "local-arts-7",
+        "a short name is kept whole"
+    );
 }

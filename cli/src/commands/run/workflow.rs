@@ -51,7 +51,7 @@ pub(crate) fn to_plan(
                 return Err(format!("job {}: step {}: needs run", job.name, step.name));
             };
             let child = child_run_name(name, &job.name, &step.name);
-            let uid = format!("local-{child}-{}", std::process::id());
+            let uid = super::local_run_uid(&child, std::process::id());
             let runtime = runtimes.get(&run_spec.runtime_ref.name);
             let request = execute_request(run_spec, uid, runtime).map_err(&on_error)?;
             requests.push((format!("{}/{}", job.name, step.name), request));

@@ -19,21 +19,9 @@ use kube::Resource;
 
 use crate::Error;
 
-// TODO(lead): the three annotation keys and the port below are defined in
-// `kruntimes_webhook::inject` (CONTAINER_ANNOTATION, WORKSPACE_SIZE_ANNOTATION,
-// TOKEN_SECRET_ANNOTATION, RUNTIMED_GRPC_PORT), which the controller may not depend on.
-// They belong in `kruntimes_api::labels`; once they are there, import them and delete
-// these four.
-
-/// Annotation naming the container that runs Runs (read by the injector).
-pub const CONTAINER_ANNOTATION: &str = "kruntimes.io/container";
-/// Annotation holding the `sizeLimit` of the `workspace` emptyDir (read by the injector).
-pub const WORKSPACE_SIZE_ANNOTATION: &str = "kruntimes.io/workspace-size-limit";
-/// Annotation naming the Secret with the sidecar's bearer token (read by the injector,
-/// which then opens the sidecar's network listener).
-pub const TOKEN_SECRET_ANNOTATION: &str = "kruntimes.io/runtimed-token-secret";
-/// Port of the sidecar's network listener (gRPC behind the bearer token).
-pub const RUNTIMED_GRPC_PORT: u16 = 9440;
+pub use kruntimes_api::labels::{
+    CONTAINER_ANNOTATION, RUNTIMED_GRPC_PORT, TOKEN_SECRET_ANNOTATION, WORKSPACE_SIZE_ANNOTATION,
+};
 
 /// The standard label naming what manages an object.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
