@@ -80,6 +80,17 @@ pub fn is_reserved_container(name: &str) -> bool {
     RESERVED_CONTAINERS.contains(&name) || name.starts_with(RESERVED_NAME_PREFIX)
 }
 
+/// Key of the sidecar's bearer token in the Secret named by
+/// [`TOKEN_SECRET_ANNOTATION`] (the Runtime's Secret, which the controller writes).
+pub const TOKEN_SECRET_KEY: &str = "token";
+/// Key of the sidecar's TLS certificate (PEM) in that Secret.
+pub const TLS_CERT_SECRET_KEY: &str = "tls.crt";
+/// Key of the sidecar's TLS private key (PEM) in that Secret.
+pub const TLS_KEY_SECRET_KEY: &str = "tls.key";
+/// Port of the sidecar's network listener (gRPC over TLS behind the bearer token), in
+/// every Runtime pod: the injector opens it, the controller dials it.
+pub const RUNTIMED_GRPC_PORT: u16 = 9440;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,14 +124,3 @@ mod tests {
         );
     }
 }
-
-/// Key of the sidecar's bearer token in the Secret named by
-/// [`TOKEN_SECRET_ANNOTATION`] (the Runtime's Secret, which the controller writes).
-pub const TOKEN_SECRET_KEY: &str = "token";
-/// Key of the sidecar's TLS certificate (PEM) in that Secret.
-pub const TLS_CERT_SECRET_KEY: &str = "tls.crt";
-/// Key of the sidecar's TLS private key (PEM) in that Secret.
-pub const TLS_KEY_SECRET_KEY: &str = "tls.key";
-/// Port of the sidecar's network listener (gRPC over TLS behind the bearer token), in
-/// every Runtime pod: the injector opens it, the controller dials it.
-pub const RUNTIMED_GRPC_PORT: u16 = 9440;

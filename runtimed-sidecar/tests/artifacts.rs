@@ -362,7 +362,7 @@ impl Pod {
 }
 
 async fn start_pod(server: &S3Server) -> Pod {
-    let (creds_dir, _) = credentials_dir(&server);
+    let (creds_dir, _) = credentials_dir(server);
     let dir = tempfile::tempdir().unwrap();
     let agent_socket = dir.path().join("agent.sock");
     let sidecar_socket = dir.path().join("sidecar.sock");
