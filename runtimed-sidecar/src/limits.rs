@@ -71,7 +71,7 @@ pub const WORKSPACE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 pub const WORKSPACE_MODE: u32 = 0o755;
 
 /// Emptied workspace directories an agent keeps for the next Runs (see
-/// [`crate::spares`]): renaming one into place costs a tenth of making a new one. As
+/// [`crate::agent::spares`]): renaming one into place costs a tenth of making a new one. As
 /// many as Runs that end close together on a busy agent; each is an empty directory
 /// (one inode, one block).
 pub const SPARE_WORKSPACES: usize = 16;

@@ -8,12 +8,14 @@
 use std::path::Path;
 use std::time::Duration;
 
-use kruntimes_runtimed::artifacts::{self, ArtifactError, Matched, upload, upload_workspace};
 use kruntimes_runtimed::grpc::connect_unix;
 use kruntimes_runtimed::proto;
+use kruntimes_runtimed::sidecar::artifacts::{
+    self, ArtifactError, Matched, upload, upload_workspace,
+};
 use std::sync::Arc;
 
-use kruntimes_runtimed::artifacts::{CredentialSource, Credentials, build_store};
+use kruntimes_runtimed::sidecar::artifacts::{CredentialSource, Credentials, build_store};
 use kruntimes_testkit::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
 use object_store::ObjectStore;
 use sha2::{Digest, Sha256};
@@ -362,7 +364,7 @@ impl Pod {
 }
 
 async fn start_pod(server: &S3Server) -> Pod {
-    let (creds_dir, _) = credentials_dir(&server);
+    let (creds_dir, _) = credentials_dir(server);
     let dir = tempfile::tempdir().unwrap();
     let agent_socket = dir.path().join("agent.sock");
     let sidecar_socket = dir.path().join("sidecar.sock");

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kruntimes_runtimed::agent::lifecycle::{Config, ExecSpec, Interpreter};
 use kruntimes_runtimed::agent::{Agent, Bounds};
 use kruntimes_runtimed::grpc::{RuntimedClient, connect_unix, serve_unix};
-use kruntimes_runtimed::lifecycle::{Config, ExecSpec, Interpreter};
 use kruntimes_runtimed::proto;
 use tonic::transport::Channel;
 
@@ -504,7 +504,7 @@ async fn the_sidecar_proxy_forwards_every_call_to_the_agent() {
     let mut agent = start(Bounds::default()).await;
     let sidecar_socket = agent.dir.path().join("sidecar.sock");
     let agent_socket = agent.dir.path().join("runtimed.sock");
-    let proxy = kruntimes_runtimed::grpc::Proxy::new(&agent_socket).unwrap();
+    let proxy = kruntimes_runtimed::sidecar::Proxy::new(&agent_socket).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let listen = sidecar_socket.clone();
     tokio::spawn(async move {
@@ -553,7 +553,7 @@ async fn the_sidecar_proxy_forwards_every_call_to_the_agent() {
 #[tokio::test]
 async fn the_sidecar_is_not_ready_without_an_agent() {
     let dir = tempfile::tempdir().unwrap();
-    let proxy = kruntimes_runtimed::grpc::Proxy::new(&dir.path().join("absent.sock")).unwrap();
+    let proxy = kruntimes_runtimed::sidecar::Proxy::new(&dir.path().join("absent.sock")).unwrap();
     let socket = dir.path().join("sidecar.sock");
     let listen = socket.clone();
     tokio::spawn(async move {

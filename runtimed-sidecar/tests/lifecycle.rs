@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use kruntimes_runtimed::Reason;
-use kruntimes_runtimed::lifecycle::{Config, ExecSpec, Interpreter, Phase, Supervisor};
-use kruntimes_runtimed::workspace::{WriteError, write_files};
+use kruntimes_runtimed::agent::lifecycle::{Config, ExecSpec, Interpreter, Phase, Supervisor};
+use kruntimes_runtimed::agent::workspace::{WriteError, write_files};
 
 /// How a supervisor starts processes: through the spawner process (what the agent
 /// does) or forked from this process (the library's default).
@@ -51,12 +51,12 @@ fn bash(uid: &str, script: &str) -> ExecSpec {
     }
 }
 
-fn stdout_of(e: &kruntimes_runtimed::lifecycle::Execution) -> String {
+fn stdout_of(e: &kruntimes_runtimed::agent::lifecycle::Execution) -> String {
     String::from_utf8(e.stdout.kept_bytes()).unwrap()
 }
 
 /// Waits up to 2 s for the Run's first line of output (the pid a script reports).
-async fn wait_for_first_line(e: &kruntimes_runtimed::lifecycle::Execution) {
+async fn wait_for_first_line(e: &kruntimes_runtimed::agent::lifecycle::Execution) {
     for _ in 0..200 {
         if stdout_of(e).lines().count() == 1 {
             return;
@@ -696,7 +696,7 @@ async fn the_largest_workspace_fails_when_together_they_exceed_the_limit() {
 
 #[test]
 fn over_the_limit_means_more_than_the_limit_and_the_largest_fails() {
-    use kruntimes_runtimed::lifecycle::over_limit;
+    use kruntimes_runtimed::agent::lifecycle::over_limit;
     use std::collections::HashMap;
     let sizes: HashMap<String, u64> = [("a".to_owned(), 60), ("b".to_owned(), 40)].into();
     assert_eq!(over_limit(&sizes, 100), None, "at the limit nothing fails");
@@ -749,7 +749,7 @@ async fn inline_files_are_checked_against_the_workspace_size_limit() {
 
 #[test]
 fn a_full_filesystem_or_quota_is_told_apart_from_other_write_errors() {
-    use kruntimes_runtimed::workspace::is_no_space;
+    use kruntimes_runtimed::agent::workspace::is_no_space;
     use nix::errno::Errno;
     assert!(is_no_space(&std::io::Error::from_raw_os_error(
         Errno::ENOSPC as i32
@@ -806,8 +806,8 @@ async fn a_killed_spawner_fails_its_runs_and_is_started_again() {
 
 #[tokio::test]
 async fn an_orphan_of_a_run_is_seen_by_the_children_proof_until_it_is_killed() {
-    use kruntimes_runtimed::procs::holds_only_known_children;
-    use kruntimes_runtimed::reaper::Reaper;
+    use kruntimes_runtimed::agent::procs::holds_only_known_children;
+    use kruntimes_runtimed::agent::reaper::Reaper;
     let root = tempfile::tempdir().unwrap();
     let sup = supervisor(root.path());
     let reaper = Reaper::global().unwrap();

@@ -1,7 +1,11 @@
 //! Bounded output of one stream: the first and the last bytes are kept, the middle is
-//! dropped and counted, so memory stays flat whatever a program writes.
+//! dropped and counted, so memory stays flat whatever a program writes; and the
+//! [`OutputStream`] an execution's readers share.
 
 use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use tokio::sync::watch;
 
 /// The kept bytes of one stream. Offsets are positions in the full stream as written.
 #[derive(Debug)]
@@ -105,6 +109,69 @@ impl BoundedOutput {
         let mut out = self.head.clone();
         out.extend(self.tail.iter());
         out
+    }
+}
+
+/// One output stream of an execution.
+#[derive(Debug)]
+pub struct OutputStream {
+    buffer: Mutex<BoundedOutput>,
+    changed: watch::Sender<u64>,
+}
+
+impl OutputStream {
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            buffer: Mutex::new(BoundedOutput::new(limit)),
+            changed: watch::Sender::new(0),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut BoundedOutput) -> T) -> T {
+        let mut guard = match self.buffer.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guard)
+    }
+
+    pub(crate) fn push(&self, data: &[u8]) {
+        let total = self.with(|b| {
+            b.push(data);
+            b.total()
+        });
+        self.changed.send_replace(total);
+    }
+
+    pub(crate) fn close(&self) {
+        self.with(BoundedOutput::close);
+        self.changed.send_modify(|_| {});
+    }
+
+    /// Reads kept bytes at or after `offset` (see [`BoundedOutput::read`]) and whether
+    /// the stream has ended.
+    pub fn read(&self, offset: u64, max: usize) -> (Option<(u64, Vec<u8>)>, bool) {
+        self.with(|b| (b.read(offset, max), b.is_closed()))
+    }
+
+    /// A receiver notified on every change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// (total, dropped, truncated).
+    pub fn stats(&self) -> (u64, u64, bool) {
+        self.with(|b| (b.total(), b.dropped(), b.truncated()))
+    }
+
+    /// Every kept byte.
+    pub fn kept_bytes(&self) -> Vec<u8> {
+        self.with(|b| b.kept_bytes())
+    }
+
+    /// Bytes kept in memory.
+    pub fn kept(&self) -> usize {
+        self.with(|b| b.kept())
     }
 }
 

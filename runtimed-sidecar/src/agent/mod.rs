@@ -1,13 +1,33 @@
-//! The executions an agent holds, with bounded state: at most `max_running` running,
-//! terminal ones forgotten after `retention` and beyond `max_retained` (oldest first).
+//! `runtimed agent`: the executions an agent holds, with bounded state: at most
+//! `max_running` running, terminal ones forgotten after `retention` and beyond
+//! `max_retained` (oldest first). The modules below are the agent's process:
+//!
+//! - [`lifecycle`]: one Run as processes;
+//! - [`spawner`]: the helper process that starts the Runs' processes;
+//! - [`reaper`]: the one place that waits for children;
+//! - [`procs`]: finding and killing every process of a Run;
+//! - [`spares`]: emptied workspace directories kept for the next Runs;
+//! - [`workspace`]: writing a Run's files into its workspace;
+//! - [`output`]: a Run's bounded output streams;
+//! - [`service`]: the agent's gRPC service.
+
+pub mod lifecycle;
+pub mod output;
+pub mod procs;
+pub mod reaper;
+mod sandbox;
+pub mod service;
+pub mod spares;
+pub mod spawner;
+pub mod workspace;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::lifecycle::{Config, ExecSpec, Execution, Supervisor};
 use crate::limits;
 use crate::{Error, lock};
+use lifecycle::{Config, ExecSpec, Execution, Supervisor};
 
 /// Bounds on the agent's state.
 #[derive(Debug, Clone, Copy)]
