@@ -195,7 +195,7 @@ async fn total_size_at_the_limit_uploads_and_one_byte_over_uploads_nothing() {
     );
     assert_eq!(
         error.reason(),
-        kruntimes_runtimed::Reason::ArtifactsTooLarge
+        Some(kruntimes_runtimed::Reason::ArtifactsTooLarge)
     );
     assert!(
         server.keys("over-limit").is_empty(),
@@ -231,7 +231,7 @@ async fn a_failure_after_some_uploads_deletes_every_uploaded_object() {
         .unwrap_err();
     assert_eq!(
         error.reason(),
-        kruntimes_runtimed::Reason::ArtifactUploadFailed,
+        Some(kruntimes_runtimed::Reason::ArtifactUploadFailed),
         "{error}"
     );
     let ArtifactError::UploadFailed { key, rollback, .. } = &error else {
@@ -267,7 +267,7 @@ async fn a_missing_bucket_fails_with_a_clear_reason() {
     .unwrap_err();
     assert_eq!(
         error.reason(),
-        kruntimes_runtimed::Reason::ArtifactUploadFailed,
+        Some(kruntimes_runtimed::Reason::ArtifactUploadFailed),
         "{error}"
     );
     assert!(error.to_string().contains("out/a"), "{error}");
@@ -318,7 +318,7 @@ async fn plain_http_to_a_non_loopback_endpoint_is_refused() {
     let error = artifacts::check_request(&r, false).unwrap_err();
     assert_eq!(
         error.reason(),
-        kruntimes_runtimed::Reason::ArtifactStoreInvalid
+        Some(kruntimes_runtimed::Reason::ArtifactStoreInvalid)
     );
     assert!(error.to_string().contains("store.endpoint"), "{error}");
     assert!(artifacts::check_request(&r, true).is_ok());

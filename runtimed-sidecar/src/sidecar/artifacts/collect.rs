@@ -156,7 +156,7 @@ mod tests {
         std::fs::write(dir.path().join("f-extra"), b"x").unwrap();
         assert_eq!(
             collect(dir.path(), &set, u64::MAX).unwrap_err().reason(),
-            Reason::ArtifactsTooMany
+            Some(Reason::ArtifactsTooMany)
         );
     }
 }

@@ -87,7 +87,7 @@ mod tests {
         let source = CredentialSource::Dir(dir.path().to_owned());
         assert_eq!(
             source.load().unwrap_err().reason(),
-            Reason::NoArtifactCredentials
+            Some(Reason::NoArtifactCredentials)
         );
         std::fs::write(dir.path().join(ACCESS_KEY_NAME), "AKID\n").unwrap();
         std::fs::write(dir.path().join(SECRET_KEY_NAME), "secret").unwrap();

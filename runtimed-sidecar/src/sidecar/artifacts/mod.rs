@@ -83,8 +83,10 @@ pub const MAX_TRACKED_RUNS: usize =
 /// output ended, or when the agent is unreachable).
 pub const STATUS_POLL_INTERVAL: Duration = Duration::from_millis(50);
 
-/// Why artifacts were refused or not uploaded. [`ArtifactError::reason`] is the
-/// CamelCase reason reported in `Execution.artifacts_reason`.
+/// Why artifacts were refused or not uploaded, or a call about them refused.
+/// [`ArtifactError::reason`] is the reason reported in `Execution.artifacts_reason`
+/// (and in the `krt-reason` metadata of a refused call); `crate::error` maps each
+/// variant to its gRPC status.
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
     /// A glob breaks the path rules or does not parse.
@@ -137,12 +139,20 @@ pub enum ArtifactError {
         /// What the rollback did.
         rollback: String,
     },
+    /// Execute refused: [`MAX_TRACKED_RUNS`] Runs with artifacts are tracked and none
+    /// of them is finished (so none can be forgotten to make room).
+    #[error("{max} Runs with artifacts are in progress", max = MAX_TRACKED_RUNS)]
+    TooManyInProgress,
+    /// Forget refused: the Run's artifacts are uploading (upload first, then forget).
+    #[error("the artifacts of {0:?} are still uploading")]
+    StillUploading(String),
 }
 
 impl ArtifactError {
-    /// CamelCase reason for status.
-    pub fn reason(&self) -> Reason {
-        match self {
+    /// The reason for the artifacts' state; `None` for the refusals of a call that
+    /// leave the Run's artifacts as they were.
+    pub fn reason(&self) -> Option<Reason> {
+        Some(match self {
             Self::PatternInvalid { .. } => Reason::ArtifactPatternInvalid,
             Self::StoreInvalid { .. } => Reason::ArtifactStoreInvalid,
             Self::NoCredentials(_) => Reason::NoArtifactCredentials,
@@ -150,7 +160,8 @@ impl ArtifactError {
             Self::TooMany(_) => Reason::ArtifactsTooMany,
             Self::ReadFailed { .. } => Reason::ArtifactReadFailed,
             Self::UploadFailed { .. } => Reason::ArtifactUploadFailed,
-        }
+            Self::TooManyInProgress | Self::StillUploading(_) => return None,
+        })
     }
 }
 

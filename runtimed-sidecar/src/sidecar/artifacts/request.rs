@@ -151,7 +151,7 @@ mod tests {
         assert!(set.is_match("out/sub/a.json"));
         for bad in ["../x", "/etc/passwd", "a/../b", "", "a//b"] {
             let e = globs(&[bad.into()]).unwrap_err();
-            assert_eq!(e.reason(), Reason::ArtifactPatternInvalid, "{bad}");
+            assert_eq!(e.reason(), Some(Reason::ArtifactPatternInvalid), "{bad}");
         }
         assert!(globs(&[]).is_err());
         let many: Vec<String> = (0..MAX_PATTERNS).map(|i| format!("f{i}")).collect();
@@ -175,13 +175,13 @@ mod tests {
         r.max_bytes = MAX_BYTES_CEILING + 1;
         assert_eq!(
             check_request(&r, false).unwrap_err().reason(),
-            Reason::ArtifactStoreInvalid
+            Some(Reason::ArtifactStoreInvalid)
         );
         r.max_bytes = 0;
         r.store = None;
         assert_eq!(
             check_request(&r, false).unwrap_err().reason(),
-            Reason::ArtifactStoreInvalid
+            Some(Reason::ArtifactStoreInvalid)
         );
     }
 }

@@ -49,19 +49,16 @@ impl Uploads {
     pub fn prepare(
         &self,
         request: &mut proto::ExecuteRequest,
-    ) -> Result<Option<proto::ArtifactRequest>, tonic::Status> {
+    ) -> Result<Option<proto::ArtifactRequest>, ArtifactError> {
         let Some(artifacts) = request.artifacts.take() else {
             return Ok(None);
         };
-        check_request(&artifacts, self.settings.allow_http)
-            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+        check_request(&artifacts, self.settings.allow_http)?;
         let runs = lock(&self.runs);
         if !runs.1.contains_key(&request.run_uid) && runs.1.len() >= MAX_TRACKED_RUNS {
             let finished = runs.1.values().filter(|t| is_final(t.state)).count();
             if finished == 0 {
-                return Err(tonic::Status::resource_exhausted(format!(
-                    "{MAX_TRACKED_RUNS} Runs with artifacts are in progress"
-                )));
+                return Err(ArtifactError::TooManyInProgress);
             }
         }
         request.keep_workspace = true;
@@ -202,7 +199,7 @@ impl Uploads {
                 tracing::warn!(run_uid, error = %e, "artifacts not uploaded");
                 self.set(&run_uid, |t| {
                     t.state = proto::ArtifactsState::Failed;
-                    t.reason = Some(e.reason());
+                    t.reason = e.reason();
                     t.message = e.to_string();
                 });
             }
@@ -222,12 +219,10 @@ impl Uploads {
     }
 
     /// Before Forget: refused while the Run's artifacts are uploading (upload first).
-    pub fn check_forget(&self, run_uid: &str) -> Result<(), tonic::Status> {
+    pub fn check_forget(&self, run_uid: &str) -> Result<(), ArtifactError> {
         match lock(&self.runs).1.get(run_uid) {
             Some(t) if t.state == proto::ArtifactsState::Uploading => {
-                Err(tonic::Status::failed_precondition(format!(
-                    "the artifacts of {run_uid:?} are still uploading"
-                )))
+                Err(ArtifactError::StillUploading(run_uid.to_owned()))
             }
             _ => Ok(()),
         }

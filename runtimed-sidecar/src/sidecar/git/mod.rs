@@ -14,9 +14,6 @@ use std::time::Duration;
 use kruntimes_api::validation::git::{check_allowed_host, check_git_ref, check_git_url};
 use kruntimes_api::validation::paths::{PathKind, check_relative_path};
 
-use tonic::Status;
-use tonic::metadata::{MetadataMap, MetadataValue};
-
 use crate::Reason;
 use crate::proto;
 
@@ -115,30 +112,6 @@ impl GitError {
             Self::Timeout(_) => Reason::GitTimeout,
             Self::FetchFailed(_) | Self::CaFile(_) => Reason::GitFetchFailed,
         }
-    }
-
-    fn code(&self) -> tonic::Code {
-        use tonic::Code;
-        match self {
-            Self::SourceInvalid(_) => Code::InvalidArgument,
-            Self::HostNotAllowed(_) => Code::PermissionDenied,
-            Self::RefNotFound(_) | Self::PathNotFound(_) => Code::NotFound,
-            // Not RESOURCE_EXHAUSTED: that code means "agent at capacity, retry".
-            Self::TooLarge(_) | Self::TreeRefused(_) => Code::FailedPrecondition,
-            Self::Timeout(_) => Code::DeadlineExceeded,
-            Self::FetchFailed(_) | Self::CaFile(_) => Code::Unavailable,
-        }
-    }
-}
-
-impl From<GitError> for Status {
-    fn from(error: GitError) -> Self {
-        let mut metadata = MetadataMap::new();
-        metadata.insert(
-            REASON_METADATA,
-            MetadataValue::from_static(error.reason().as_str()),
-        );
-        Status::with_metadata(error.code(), bounded(&error.to_string()), metadata)
     }
 }
 
@@ -436,20 +409,5 @@ mod tests {
             (d.max_bytes, d.timeout),
             (DEFAULT_GIT_MAX_BYTES, DEFAULT_GIT_TIMEOUT)
         );
-    }
-
-    #[test]
-    fn errors_are_bounded_and_carry_the_reason() {
-        let status = Status::from(GitError::FetchFailed("é".repeat(5000)));
-        assert!(status.message().len() <= MAX_GIT_ERROR_BYTES);
-        assert!(status.message().starts_with("GitFetchFailed: "));
-        assert_eq!(
-            status.metadata().get(REASON_METADATA).unwrap(),
-            "GitFetchFailed"
-        );
-        assert_eq!(status.code(), tonic::Code::Unavailable);
-        let exact = "x".repeat(MAX_GIT_ERROR_BYTES);
-        assert_eq!(bounded(&exact), exact);
-        assert_eq!(bounded(&format!("{exact}x")).len(), MAX_GIT_ERROR_BYTES);
     }
 }
