@@ -4,7 +4,8 @@
 //! Not `PR_SET_PDEATHSIG`: that signal comes when the parent *thread* that forked this
 //! process ends, which in a multi-threaded parent need not be the process ending. Not
 //! a pidfd either: waiting on one through tokio takes an `unsafe` registration, and
-//! this crate keeps its one `unsafe` for the code between fork and exec. A check of
+//! this crate forbids `unsafe` (the workspace's one is the code between fork and exec,
+//! in `kruntimes-preexec`). A check of
 //! the parent pid every [`limits::PARENT_POLL_INTERVAL`] is enough for a parent that
 //! ends once.
 

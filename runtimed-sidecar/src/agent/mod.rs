@@ -15,7 +15,6 @@ pub mod lifecycle;
 pub mod output;
 pub mod procs;
 pub mod reaper;
-mod sandbox;
 pub mod service;
 pub mod spares;
 pub mod spawner;

@@ -19,8 +19,8 @@ use super::{
     REPLY_HEADER_BYTES, REPLY_SIGNALED, REPLY_SPAWNED, check_request_len, encode_request,
 };
 use crate::agent::reaper::{Exit, Reaper};
-use crate::agent::sandbox::confine_command;
 use crate::lock;
+use kruntimes_preexec::confine_before_exec;
 
 type SpawnReply = io::Result<u32>;
 
@@ -70,7 +70,7 @@ impl Spawner {
         // The spawner itself is confined (own session, no new privileges, every
         // capability dropped): the Runs' processes inherit all of it, so each needs
         // only a new session, which `posix_spawn` gives without a fork (see `serve`).
-        confine_command(&mut command);
+        confine_before_exec(&mut command);
         let (child, _exit) = reaper.spawn(&mut command)?;
         let pid = child.id() as i32;
         drop(child);

@@ -7,8 +7,9 @@
 //! Run's output, so per Run that cost was a large share of its CPU (profile in
 //! `docs/benchmarks.md`). The spawner is single-purpose and small: two threads, a
 //! heap of a few pages, so its `fork` is cheap. The confinement between fork and exec
-//! is the same (`sandbox::confine_command`, the crate's one `unsafe`): own session and
-//! process group, no new privileges, every capability dropped.
+//! is the same (`kruntimes_preexec::confine_before_exec`, the workspace's one
+//! `unsafe`): own session and process group, no new privileges, every capability
+//! dropped.
 //!
 //! Protocol, on a unix stream socket pair (the spawner's stdin):
 //! - request (agent → spawner): a header (body length, flags) carrying the Run's stdin
@@ -33,7 +34,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use crate::agent::sandbox::confine_command;
+use kruntimes_preexec::confine_before_exec;
 
 mod client;
 mod server;
@@ -90,7 +91,7 @@ impl Launch {
             .stdin(stdin)
             .stdout(stdout)
             .stderr(stderr);
-        confine_command(&mut command);
+        confine_before_exec(&mut command);
         command
     }
 }
