@@ -13,6 +13,7 @@ use clap::Parser;
 use kruntimes_runtimed::agent::lifecycle::Config;
 use kruntimes_runtimed::agent::{Agent, Bounds};
 use kruntimes_runtimed::cli::{AgentArgs, Cli, Mode, ProbeArgs, ProbeKind, SidecarArgs};
+use kruntimes_runtimed::parent::Parent;
 use kruntimes_runtimed::sidecar::{Proxy, artifacts, auth, git, net};
 use kruntimes_runtimed::{grpc, limits};
 use tokio::sync::watch;
@@ -40,10 +41,17 @@ fn main() -> ExitCode {
     };
     match cli.mode {
         Mode::Agent(args) => {
-            let parent = args.exit_with_parent.then_some(parent);
+            let parent = args
+                .exit_with_parent
+                .then(|| Parent::new(args.parent_pid, parent));
             agent(args, parent)
         }
-        Mode::Sidecar(args) => sidecar(&args, args.exit_with_parent.then_some(parent)),
+        Mode::Sidecar(args) => {
+            let parent = args
+                .exit_with_parent
+                .then(|| Parent::new(args.parent_pid, parent));
+            sidecar(&args, parent)
+        }
         Mode::Install { dest } => install(&dest),
         Mode::Probe(args) => probe(&args),
         Mode::Spawner => spawner(),
@@ -139,7 +147,7 @@ fn probe(args: &ProbeArgs) -> ExitCode {
     })
 }
 
-fn sidecar(args: &SidecarArgs, parent: Option<u32>) -> ExitCode {
+fn sidecar(args: &SidecarArgs, parent: Option<Parent>) -> ExitCode {
     // Checked before anything listens: a bad token file is a configuration error.
     let auth = match &args.token_file {
         Some(path) => match auth::BearerAuth::from_file(path) {
@@ -188,7 +196,7 @@ fn sidecar_proxy(args: &SidecarArgs) -> anyhow::Result<Proxy> {
 async fn serve_sidecar(
     args: &SidecarArgs,
     auth: Option<(auth::BearerAuth, PathBuf)>,
-    parent: Option<u32>,
+    parent: Option<Parent>,
 ) -> anyhow::Result<()> {
     let proxy = sidecar_proxy(args)?;
     // One signal stops both listeners.
@@ -266,7 +274,7 @@ fn serve_network(
     })
 }
 
-fn agent(args: AgentArgs, parent: Option<u32>) -> ExitCode {
+fn agent(args: AgentArgs, parent: Option<Parent>) -> ExitCode {
     let runtime = match current_thread_runtime("agent") {
         Ok(r) => r,
         Err(code) => return code,
@@ -321,16 +329,19 @@ fn agent(args: AgentArgs, parent: Option<u32>) -> ExitCode {
 }
 
 /// SIGTERM or SIGINT, or the end of `parent` when given (`--exit-with-parent`).
-async fn wait_for_stop(parent: Option<u32>) {
+async fn wait_for_stop(parent: Option<Parent>) {
     let parent_exited = async {
         match parent {
-            Some(parent) => kruntimes_runtimed::parent::exited(parent).await,
+            Some(parent) => parent.ended().await,
             None => std::future::pending().await,
         }
     };
     tokio::select! {
         () = wait_for_signal() => {}
-        () = parent_exited => tracing::info!(parent, "stopping: the parent process ended"),
+        () = parent_exited => tracing::info!(
+            parent = parent.map(Parent::pid),
+            "stopping: the parent process ended"
+        ),
     }
 }
 

@@ -274,3 +274,119 @@ async fn an_agent_running_as_another_user_runs_runs_without_capabilities() {
     agent.start_kill().unwrap();
     agent.wait().await.unwrap();
 }
+
+/// Starts `runtimed ARGS` from a shell that has ended, and been reaped, before runtimed
+/// starts: the parent it is started by is gone before its first look, as when
+/// `krt run --local` is killed right after its fork. With `name_parent`, the shell's
+/// pid is given as `--parent-pid`. Returns runtimed's pid and the pid of the process
+/// that adopted it; its stderr goes to `log`.
+fn start_orphaned(args: &[&str], name_parent: bool, log: &Path) -> (i32, i32) {
+    let script = r#"
+        parent=$$
+        runtimed=$1; log=$2; name_parent=$3; shift 3
+        if [ "$name_parent" = yes ]; then set -- "$@" --parent-pid "$parent"; fi
+        ( while kill -0 "$parent" 2>/dev/null; do sleep 0.01; done
+          exec "$runtimed" "$@" ) </dev/null >/dev/null 2>"$log" &
+        echo $!
+    "#;
+    let output = Command::new("sh")
+        .args(["-c", script, "sh", RUNTIMED])
+        .arg(log)
+        .arg(if name_parent { "yes" } else { "no" })
+        .args(args)
+        .env("RUNTIMED_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let pid: i32 = String::from_utf8(output.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The shell is reaped: its child has been handed to a subreaper or to init.
+    let adopter = stat_fields(pid).map_or(0, |f| f[1].parse().unwrap());
+    (pid, adopter)
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name (state, ppid, ...).
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    Some(after_comm.split_whitespace().map(str::to_owned).collect())
+}
+
+/// Waits up to 20 s for `pid` to be gone (or a zombie its adopter has not reaped yet);
+/// kills it and fails when it is not.
+async fn assert_exits(pid: i32, log: &Path) {
+    for _ in 0..1000 {
+        match stat_fields(pid) {
+            None => return,
+            Some(fields) if fields[0] == "Z" => return,
+            Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    panic!(
+        "runtimed {pid} outlived its parent: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+#[tokio::test]
+async fn an_agent_whose_parent_ended_before_it_started_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (socket, workspace, log) = (
+        dir.path().join("agent.sock"),
+        dir.path().join("ws"),
+        dir.path().join("agent.log"),
+    );
+    let args = [
+        "agent",
+        "--exit-with-parent",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--workspace",
+        workspace.to_str().unwrap(),
+    ];
+    let (pid, adopter) = start_orphaned(&args, false, &log);
+    if adopter != 1 {
+        // Not a failure of runtimed's: without --parent-pid, only adoption by init
+        // tells a parent that ended before the start (see the next test).
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        eprintln!(
+            "skipped: needs orphans adopted by init: here process {adopter} (a subreaper) adopts them"
+        );
+        return;
+    }
+    assert_exits(pid, &log).await;
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("stopping: the parent process ended"), "{log}");
+}
+
+#[tokio::test]
+async fn a_sidecar_told_its_parent_pid_exits_when_that_parent_ended_before_it_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let (socket, agent_socket, log) = (
+        dir.path().join("sidecar.sock"),
+        dir.path().join("agent.sock"),
+        dir.path().join("sidecar.log"),
+    );
+    let args = [
+        "sidecar",
+        "--exit-with-parent",
+        "--listen",
+        socket.to_str().unwrap(),
+        "--agent-socket",
+        agent_socket.to_str().unwrap(),
+    ];
+    let (pid, _) = start_orphaned(&args, true, &log);
+    assert_exits(pid, &log).await;
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("stopping: the parent process ended"), "{log}");
+}
