@@ -627,3 +627,31 @@ async fn sustained_runs_leave_tasks_fds_state_and_workspaces_flat() {
         "workspaces or input files left: {entries:?}"
     );
 }
+
+/// An exec Run of a program that does not exist ends as a shell would report it: the
+/// Execution on the wire is Failed with exit code 127, reason ProgramNotFound, and a
+/// message naming the program.
+#[tokio::test]
+async fn a_missing_program_is_failed_with_127_on_the_wire() {
+    let mut server = start(Bounds::default()).await;
+    let request = proto::ExecuteRequest {
+        run_uid: "missing".into(),
+        interpreter: proto::Interpreter::Exec as i32,
+        command: vec!["krt-missing-tool".into(), "--flag".into()],
+        timeout_ms: 10_000,
+        ..Default::default()
+    };
+    server.client.execute(request).await.unwrap();
+    let end = wait_terminal(&mut server.client, "missing").await;
+    assert_eq!(
+        (end.phase, end.exit_code, end.reason.as_str()),
+        (proto::Phase::Failed as i32, Some(127), "ProgramNotFound"),
+        "{end:?}"
+    );
+    assert!(
+        end.message
+            .contains("\"krt-missing-tool\" not found in PATH"),
+        "{}",
+        end.message
+    );
+}

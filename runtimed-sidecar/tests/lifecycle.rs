@@ -901,18 +901,168 @@ async fn programs_are_found_and_started_as_execvp_does() {
         .wait()
         .await;
     assert_eq!(
-        (
-            missing.phase,
-            missing.reason.map(Reason::as_str).unwrap_or_default()
-        ),
-        (Phase::Error, "SpawnFailed"),
+        (missing.phase, missing.reason, missing.exit_code),
+        (Phase::Failed, Some(Reason::ProgramNotFound), Some(127)),
         "{missing:?}"
     );
     assert!(
-        missing.message.contains("No such file or directory"),
+        missing
+            .message
+            .contains("\"no-such-program-krt\" not found in PATH"),
         "{}",
         missing.message
     );
+}
+
+fn exec_spec(uid: &str, command: &[&str], env: &[(&str, &str)]) -> ExecSpec {
+    ExecSpec {
+        run_uid: uid.into(),
+        interpreter: Some(Interpreter::Exec),
+        command: command.iter().map(|c| (*c).to_owned()).collect(),
+        env: env
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect(),
+        timeout: Some(Duration::from_secs(10)),
+        ..ExecSpec::default()
+    }
+}
+
+/// A missing program, or a `PATH` that hides one that exists, ends Failed with exit code
+/// 127 (as a shell reports it) and a message naming the program and where it was looked
+/// for; a file without execute permission, Failed with 126.
+async fn a_program_that_cannot_be_started_fails_naming_it_in(mode: Spawn) {
+    let root = tempfile::tempdir().unwrap();
+    let sup = supervisor_in(root.path(), mode);
+    let missing = sup
+        .start(exec_spec(
+            &mode.uid("nosuch"),
+            &["krt-no-such-program"],
+            &[],
+        ))
+        .await
+        .unwrap()
+        .wait()
+        .await;
+    assert_eq!(
+        (missing.phase, missing.reason, missing.exit_code),
+        (Phase::Failed, Some(Reason::ProgramNotFound), Some(127)),
+        "{missing:?}"
+    );
+    let expected = format!(
+        "program \"krt-no-such-program\" not found in PATH \"{}\"",
+        kruntimes_runtimed::limits::DEFAULT_PATH
+    );
+    assert!(missing.message.contains(&expected), "{}", missing.message);
+
+    // `ls` exists, but not on the Run's own PATH.
+    let hidden = sup
+        .start(exec_spec(
+            &mode.uid("hidden"),
+            &["ls"],
+            &[("PATH", "/nonexistent")],
+        ))
+        .await
+        .unwrap()
+        .wait()
+        .await;
+    assert_eq!(
+        (hidden.phase, hidden.reason, hidden.exit_code),
+        (Phase::Failed, Some(Reason::ProgramNotFound), Some(127)),
+        "{hidden:?}"
+    );
+    assert!(
+        hidden
+            .message
+            .contains("program \"ls\" not found in PATH \"/nonexistent\""),
+        "{}",
+        hidden.message
+    );
+
+    let absolute = sup
+        .start(exec_spec(
+            &mode.uid("absolute"),
+            &["/nonexistent/tool"],
+            &[],
+        ))
+        .await
+        .unwrap()
+        .wait()
+        .await;
+    assert_eq!(absolute.exit_code, Some(127), "{absolute:?}");
+    assert!(
+        absolute
+            .message
+            .contains("program \"/nonexistent/tool\" not found: no such file"),
+        "{}",
+        absolute.message
+    );
+
+    let mut not_executable = exec_spec(&mode.uid("noexec"), &["./tool"], &[]);
+    not_executable.files = vec![("tool".into(), b"#!/bin/sh\necho hi\n".to_vec())];
+    let not_executable = sup.start(not_executable).await.unwrap().wait().await;
+    assert_eq!(
+        (
+            not_executable.phase,
+            not_executable.reason,
+            not_executable.exit_code
+        ),
+        (Phase::Failed, Some(Reason::ProgramNotExecutable), Some(126)),
+        "{not_executable:?}"
+    );
+    assert!(
+        not_executable
+            .message
+            .contains("program \"./tool\" cannot be executed: permission denied"),
+        "{}",
+        not_executable.message
+    );
+}
+
+#[tokio::test]
+async fn a_program_that_cannot_be_started_fails_naming_it() {
+    a_program_that_cannot_be_started_fails_naming_it_in(Spawn::Spawner).await;
+}
+
+#[tokio::test]
+async fn a_program_that_cannot_be_started_fails_naming_it_when_forked_here() {
+    a_program_that_cannot_be_started_fails_naming_it_in(Spawn::Fork).await;
+}
+
+/// 8 MiB of arguments is more than `exec` takes (a quarter of an 8 MiB stack limit by
+/// default): Failed with exit code 126 and a message naming the cause and the sizes.
+async fn an_argument_list_too_long_fails_naming_the_cause_and_sizes_in(mode: Spawn) {
+    let root = tempfile::tempdir().unwrap();
+    let sup = supervisor_in(root.path(), mode);
+    // Each argument below the kernel's 128 KiB limit for one string: the total is over.
+    let argument = "x".repeat(64 * 1024);
+    let mut spec = exec_spec(&mode.uid("e2big"), &["true"], &[]);
+    spec.args = vec![argument; 128];
+    let end = sup.start(spec).await.unwrap().wait().await;
+    assert_eq!(
+        (end.phase, end.reason, end.exit_code),
+        (Phase::Failed, Some(Reason::ArgumentListTooLong), Some(126)),
+        "{end:?}"
+    );
+    // 129 strings (true and its 128 arguments) of their length plus a NUL each.
+    let argv_bytes = 5 + 128 * (64 * 1024 + 1);
+    for part in [
+        "argument list too long to start \"true\"".to_owned(),
+        format!("its 129 arguments take {argv_bytes} bytes"),
+        "a quarter of the stack size limit".to_owned(),
+    ] {
+        assert!(end.message.contains(&part), "{part:?} in {}", end.message);
+    }
+}
+
+#[tokio::test]
+async fn an_argument_list_too_long_fails_naming_the_cause_and_sizes() {
+    an_argument_list_too_long_fails_naming_the_cause_and_sizes_in(Spawn::Spawner).await;
+}
+
+#[tokio::test]
+async fn an_argument_list_too_long_fails_naming_the_cause_and_sizes_when_forked_here() {
+    an_argument_list_too_long_fails_naming_the_cause_and_sizes_in(Spawn::Fork).await;
 }
 
 /// A request larger than the socket's buffer (2 MB of arguments and environment) goes

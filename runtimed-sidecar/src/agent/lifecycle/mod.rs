@@ -4,12 +4,14 @@
 //! - [`spec`]: what to run, checked before anything is created;
 //! - [`execution`]: one execution's state, output and cancel handle;
 //! - [`supervisor`]: starts Runs (workspace, files, input, spawn);
+//! - [`failure`]: how a Run whose program could not be started ends;
 //! - `driver`: supervises one running execution to its end (exit, timeout, cancel,
 //!   workspace size, the kill of every process of the Run);
 //! - `usage`: the workspace size limit shared by the running Runs.
 
 mod driver;
 pub mod execution;
+pub mod failure;
 pub mod spec;
 pub mod supervisor;
 mod usage;

@@ -17,6 +17,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::driver::Driver;
 use super::execution::{Execution, Phase, Snapshot, finish};
+use super::failure::{SpawnError, StartFailure};
 use super::spec::{ExecSpec, Interpreter, check_spec};
 use super::usage::WorkspaceUsage;
 use crate::Reason;
@@ -210,15 +211,13 @@ impl Supervisor {
             .input
             .is_some()
             .then(|| input_path(&self.config.workspace_root, &spec.run_uid));
-        let prepared = self.prepare(&spec, &execution);
-        let spawned = match prepared {
-            Ok(p) => self.spawn(p).await.map_err(|e| {
-                (
-                    Reason::SpawnFailed,
-                    format!("cannot start the program: {e}"),
-                )
-            }),
-            Err(e) => Err(e),
+        let interpreter = spec.interpreter.unwrap_or(Interpreter::Bash);
+        let spawned = match self.prepare(&spec, &execution) {
+            Ok(Prepared { launch, stdin }) => self
+                .spawn(&launch, stdin)
+                .await
+                .map_err(|e| StartFailure::of(e, &launch, interpreter)),
+            Err((reason, message)) => Err(StartFailure::platform(reason, message)),
         };
         match spawned {
             Ok(started) => {
@@ -247,14 +246,20 @@ impl Supervisor {
                     started.stderr,
                 ));
             }
-            Err((reason, message)) => {
+            Err(failure) => {
                 if let Some(input) = input_file {
                     let _ = fs::remove_file(input);
                 }
                 if !keep {
                     execution.remove_workspace().await;
                 }
-                finish(&execution, Phase::Error, None, reason, message);
+                let StartFailure {
+                    phase,
+                    reason,
+                    exit,
+                    message,
+                } = failure;
+                finish(&execution, phase, exit, reason, message);
                 execution.stdout.close();
                 execution.stderr.close();
             }
@@ -285,29 +290,26 @@ impl Supervisor {
 
     /// Starts the prepared program: through the spawner process when there is one
     /// (no fork of this process), else forked from here through the reaper.
-    async fn spawn(&self, prepared: Prepared) -> io::Result<Started> {
-        let (stdout_read, stdout_write) = pipe2(OFlag::O_CLOEXEC)?;
-        let (stderr_read, stderr_write) = pipe2(OFlag::O_CLOEXEC)?;
-        let spawner = self.current_spawner()?;
+    async fn spawn(&self, launch: &Launch, stdin: Option<fs::File>) -> Result<Started, SpawnError> {
+        let platform = |e: io::Error| SpawnError::Platform(e);
+        let (stdout_read, stdout_write) =
+            pipe2(OFlag::O_CLOEXEC).map_err(|e| platform(e.into()))?;
+        let (stderr_read, stderr_write) =
+            pipe2(OFlag::O_CLOEXEC).map_err(|e| platform(e.into()))?;
+        let spawner = self.current_spawner().map_err(platform)?;
         let (pid, exit) = match &spawner {
-            Some(spawner) => {
-                spawner
-                    .spawn(
-                        &prepared.launch,
-                        prepared.stdin.map(OwnedFd::from),
-                        stdout_write,
-                        stderr_write,
-                    )
-                    .await?
-            }
+            Some(spawner) => spawner
+                .spawn(launch, stdin.map(OwnedFd::from), stdout_write, stderr_write)
+                .await
+                .map_err(SpawnError::Program)?,
             None => {
-                let stdin = prepared.stdin.map_or_else(Stdio::null, Stdio::from);
-                let mut command = prepared.launch.command(
-                    stdin,
-                    Stdio::from(stdout_write),
-                    Stdio::from(stderr_write),
-                );
-                let (child, exit) = self.reaper.spawn(&mut command)?;
+                let stdin = stdin.map_or_else(Stdio::null, Stdio::from);
+                let mut command =
+                    launch.command(stdin, Stdio::from(stdout_write), Stdio::from(stderr_write));
+                let (child, exit) = self
+                    .reaper
+                    .spawn(&mut command)
+                    .map_err(SpawnError::Program)?;
                 // Never waited on: the reaper delivers its exit. Dropping the command
                 // closes this process's copies of the writing ends.
                 (child.id(), exit)

@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use nix::errno::Errno;
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use tokio::sync::oneshot;
 
@@ -122,7 +123,9 @@ impl Spawner {
     ) -> io::Result<(u32, oneshot::Receiver<Exit>)> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let body = encode_request(id, launch);
-        check_request_len(body.len())?;
+        // Over the spawner's limit is over what exec accepts too: the same error as the
+        // kernel's, so that the Run fails the same way either side of the limit.
+        check_request_len(body.len()).map_err(|_| io::Error::from(Errno::E2BIG))?;
         let (reply_tx, reply_rx) = oneshot::channel();
         let (exit_tx, exit_rx) = oneshot::channel();
         {

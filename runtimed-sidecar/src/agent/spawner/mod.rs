@@ -94,6 +94,16 @@ impl Launch {
         confine_before_exec(&mut command);
         command
     }
+
+    /// The `PATH` a program name without `/` is looked up on: the launch's own (the last
+    /// entry of that name), else `/bin:/usr/bin`, as `execvp` does.
+    pub fn search_path(&self) -> &OsStr {
+        self.env
+            .iter()
+            .rev()
+            .find(|(name, _)| name == "PATH")
+            .map_or(OsStr::new("/bin:/usr/bin"), |(_, value)| value.as_os_str())
+    }
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {

@@ -215,7 +215,14 @@ fn spawn_session(launch: &Launch, stdio: [BorrowedFd<'_>; 3]) -> io::Result<i32>
         pair.extend_from_slice(value.as_bytes());
         envp.push(cstring(&pair)?);
     }
-    nix::unistd::chdir(&launch.cwd)?;
+    // Not the program's errno: a failure here is the platform's (see the lifecycle's
+    // `StartFailure`), so the reply carries a message, not an errno.
+    nix::unistd::chdir(&launch.cwd).map_err(|e| {
+        io::Error::other(format!(
+            "cannot enter the workspace {}: {e}",
+            launch.cwd.display()
+        ))
+    })?;
     let spawned = spawn_in_cwd(launch, &argv, &envp, stdio);
     // Leave the workspace at once. A working directory keeps its inode alive: once the
     // agent deleted the workspace, the spawner's next `chdir` would free it (on ext4,
@@ -257,12 +264,7 @@ fn spawn_in_cwd(
     let candidates: Vec<Vec<u8>> = if program.contains(&b'/') {
         vec![program.to_vec()]
     } else {
-        let path = launch
-            .env
-            .iter()
-            .rev()
-            .find(|(name, _)| name == "PATH")
-            .map_or(&b"/bin:/usr/bin"[..], |(_, value)| value.as_bytes());
+        let path = launch.search_path().as_bytes();
         path.split(|b| *b == b':')
             .map(|dir| {
                 let dir = if dir.is_empty() { &b"."[..] } else { dir };
