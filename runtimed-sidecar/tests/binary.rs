@@ -11,6 +11,9 @@ use std::time::Duration;
 use kruntimes_runtimed::grpc::connect_unix;
 use kruntimes_runtimed::proto;
 
+mod common;
+use common::{follow_stdout, pattern};
+
 const RUNTIMED: &str = env!("CARGO_BIN_EXE_runtimed");
 
 #[test]
@@ -389,4 +392,78 @@ async fn a_sidecar_told_its_parent_pid_exits_when_that_parent_ended_before_it_st
     assert_exits(pid, &log).await;
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(log.contains("stopping: the parent process ended"), "{log}");
+}
+
+/// A follower that reads as fast as it can, through the sidecar to a separate agent
+/// process (what `krt run --local` does), gets every byte of 64 MiB, 64 times what
+/// the agent retains of a stream: the program waits for it.
+#[tokio::test]
+async fn a_fast_follower_through_the_sidecar_gets_every_byte_of_a_large_output() {
+    const BYTES: usize = 64 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let (agent_socket, sidecar_socket) = (
+        dir.path().join("agent.sock"),
+        dir.path().join("sidecar.sock"),
+    );
+    let agent = tokio::process::Command::new(RUNTIMED)
+        .args(["agent", "--socket"])
+        .arg(&agent_socket)
+        .arg("--workspace")
+        .arg(dir.path().join("ws"))
+        .env("RUNTIMED_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let _sidecar = tokio::process::Command::new(RUNTIMED)
+        .args(["sidecar", "--listen"])
+        .arg(&sidecar_socket)
+        .arg("--agent-socket")
+        .arg(&agent_socket)
+        .env("RUNTIMED_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    connect(&agent_socket).await;
+    let mut client = connect(&sidecar_socket).await;
+    // A first Run, so that the peak measured before the large one includes what any
+    // Run costs (the spawner's replies, the first allocations).
+    let (small, _) = pattern(4096);
+    let small = proto::ExecuteRequest {
+        run_uid: "small".into(),
+        ..small
+    };
+    follow_stdout(&mut client, small, |_| async {}).await;
+    let agent_pid = agent.id().unwrap();
+    let peak_before = peak_kib(agent_pid);
+    let (request, expected) = pattern(BYTES);
+    let followed = follow_stdout(&mut client, request, |_| async {}).await;
+    let ended = followed.ended.as_ref().unwrap();
+    assert_eq!(ended.phase, proto::Phase::Succeeded as i32, "{ended:?}");
+    assert_eq!(followed.gaps, vec![], "no byte may be missing");
+    assert_eq!(followed.received, BYTES as u64);
+    assert_eq!(followed.sha256, expected);
+    // What the agent keeps is bounded as before: the follower got the rest live.
+    let stats = ended.stdout.unwrap();
+    assert_eq!(stats.total_bytes, BYTES as u64);
+    assert_eq!(
+        stats.dropped_bytes,
+        (BYTES - kruntimes_runtimed::limits::DEFAULT_OUTPUT_LIMIT) as u64
+    );
+    // Nor did the agent hold the output for the follower: its peak resident memory grew
+    // by a fraction of what went through it (bounded output, follow buffer, channels).
+    let grown = peak_kib(agent_pid).saturating_sub(peak_before);
+    assert!(
+        grown * 1024 < BYTES / 8,
+        "the agent's peak grew by {grown} KiB"
+    );
+}
+
+/// The peak resident memory of `pid` (`VmHWM`), in KiB.
+fn peak_kib(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
 }

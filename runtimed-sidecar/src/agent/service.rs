@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::agent::Agent;
 use crate::agent::lifecycle::{ExecSpec, Execution, Interpreter, Phase, unix_ms};
-use crate::agent::output::OutputStream;
+use crate::agent::output::{Follower, OutputStream};
 use crate::{Error, Reason, limits, proto};
 
 /// Log chunks buffered per Logs call before the server waits for the client.
@@ -30,14 +30,14 @@ impl Service {
         Self { agent }
     }
 
-    /// Execute's work: the execution of the request's run uid, and whether it is new.
-    async fn start(&self, request: proto::ExecuteRequest) -> Result<(Arc<Execution>, bool), Error> {
+    /// Execute's check: the agent's view of the request.
+    fn spec(request: proto::ExecuteRequest) -> Result<ExecSpec, Error> {
         if request.artifacts.is_some() {
             return Err(Error::InvalidArgument(
                 "artifacts are uploaded by the sidecar; send this request to it".into(),
             ));
         }
-        self.agent.execute(to_spec(request)?).await
+        to_spec(request)
     }
 }
 
@@ -133,53 +133,47 @@ pub(crate) type LogStream = Pin<Box<dyn Stream<Item = Result<proto::LogChunk, St
 pub(crate) type EventStream =
     Pin<Box<dyn Stream<Item = Result<proto::ExecutionEvent, Status>> + Send>>;
 
-/// Sends `execution`'s output (both streams, or the one `which` names) from `offsets`
-/// (stdout, stderr) on, each chunk as `wrap` makes it: with `follow` until both streams
-/// have ended, else what is there now. One task for both streams. Returns false when
-/// the receiver went away.
+/// Sends the output `followers` read (stdout's, stderr's: each, or none), each chunk
+/// as `wrap` makes it: with `follow` until both streams have ended, else what is there
+/// now. One task for both streams; a follower is dropped (the program no longer waits
+/// for it) once its stream is done. Returns false when the receiver went away.
 async fn pump_output<T>(
     execution: &Execution,
-    which: proto::Stream,
-    mut offsets: [u64; 2],
+    mut followers: [Option<Follower>; 2],
     follow: bool,
     tx: &mpsc::Sender<Result<T, Status>>,
     wrap: impl Fn(proto::LogChunk) -> T,
 ) -> bool {
-    let streams = [
-        (&execution.stdout, proto::Stream::Stdout),
-        (&execution.stderr, proto::Stream::Stderr),
-    ];
-    let mut wanted = [
-        which != proto::Stream::Stderr,
-        which != proto::Stream::Stdout,
-    ];
+    let kinds = [proto::Stream::Stdout, proto::Stream::Stderr];
     let mut changes = [execution.stdout.subscribe(), execution.stderr.subscribe()];
     loop {
         let mut sent = false;
-        for (i, (stream, kind)) in streams.iter().enumerate() {
-            if !wanted[i] {
+        for (i, slot) in followers.iter_mut().enumerate() {
+            let Some(follower) = slot else {
                 continue;
-            }
+            };
             // Marked seen before the read: data that comes after it wakes the wait.
             changes[i].borrow_and_update();
-            let (chunk, closed) = stream.read(offsets[i], limits::READ_CHUNK_BYTES);
+            let (chunk, closed) = follower.read(limits::READ_CHUNK_BYTES);
             match chunk {
                 Some((at, data)) => {
-                    offsets[i] = at + data.len() as u64;
                     let chunk = proto::LogChunk {
-                        stream: *kind as i32,
+                        stream: kinds[i] as i32,
                         offset: at,
                         data,
                     };
+                    // Waiting here is the backpressure: the follower reads no more, and
+                    // the program waits for it (within the stream's follow limits).
                     if tx.send(Ok(wrap(chunk))).await.is_err() {
                         return false;
                     }
                     sent = true;
                 }
-                None if closed || !follow => wanted[i] = false,
+                None if closed || !follow => *slot = None,
                 None => {}
             }
         }
+        let wanted = [followers[0].is_some(), followers[1].is_some()];
         if wanted == [false, false] {
             return true;
         }
@@ -206,7 +200,8 @@ impl proto::runtimed_server::Runtimed for Service {
         &self,
         request: Request<proto::ExecuteRequest>,
     ) -> Result<Response<proto::ExecuteResponse>, Status> {
-        let (execution, created) = self.start(request.into_inner()).await?;
+        let spec = Self::spec(request.into_inner())?;
+        let (execution, created) = self.agent.execute(spec).await?;
         Ok(Response::new(started(&execution, created)))
     }
 
@@ -228,9 +223,12 @@ impl proto::runtimed_server::Runtimed for Service {
         let execution = self.agent.get(&r.execution_id)?;
         let which = proto::Stream::try_from(r.stream).unwrap_or(proto::Stream::Unspecified);
         let (tx, rx) = mpsc::channel(LOG_CHANNEL_CAPACITY);
-        let offsets = [r.stdout_offset, r.stderr_offset];
+        let followers = [
+            (which != proto::Stream::Stderr).then(|| execution.stdout.follow(r.stdout_offset)),
+            (which != proto::Stream::Stdout).then(|| execution.stderr.follow(r.stderr_offset)),
+        ];
         tokio::spawn(async move {
-            pump_output(&execution, which, offsets, r.follow, &tx, |chunk| chunk).await;
+            pump_output(&execution, followers, r.follow, &tx, |chunk| chunk).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -300,7 +298,9 @@ impl proto::runtimed_server::Runtimed for Service {
         &self,
         request: Request<proto::ExecuteRequest>,
     ) -> Result<Response<Self::ExecuteAndFollowStream>, Status> {
-        let (execution, created) = self.start(request.into_inner()).await?;
+        let spec = Self::spec(request.into_inner())?;
+        // Following from before the program starts: it waits for this call's reader.
+        let (execution, created, [stdout, stderr]) = self.agent.execute_and_follow(spec).await?;
         let started = started(&execution, created);
         let (tx, rx) = mpsc::channel(LOG_CHANNEL_CAPACITY);
         tokio::spawn(async move {
@@ -309,15 +309,7 @@ impl proto::runtimed_server::Runtimed for Service {
                 .send(Ok(event(proto::execution_event::Event::Started(started))))
                 .await
                 .is_err()
-                || !pump_output(
-                    &execution,
-                    proto::Stream::Unspecified,
-                    [0, 0],
-                    true,
-                    &tx,
-                    output,
-                )
-                .await
+                || !pump_output(&execution, [Some(stdout), Some(stderr)], true, &tx, output).await
             {
                 return;
             }

@@ -34,6 +34,10 @@ pub(super) struct Driver {
     pub(super) keep: bool,
     pub(super) workspace_limit: Option<u64>,
     pub(super) check_interval: Duration,
+    /// How long the pipes are drained once every process is gone: what the output's
+    /// followers may hold the pipe's reader up ([`crate::agent::output::FollowLimits`])
+    /// plus [`limits::PIPE_DRAIN_TIMEOUT`].
+    pub(super) drain_timeout: Duration,
     pub(super) usage: Arc<WorkspaceUsage>,
     pub(super) reaper: Arc<Reaper>,
     pub(super) spawner: Option<Arc<Spawner>>,
@@ -129,7 +133,7 @@ impl Driver {
         }
         for task in [out_task, err_task].into_iter().flatten() {
             let abort = task.abort_handle();
-            if tokio::time::timeout(limits::PIPE_DRAIN_TIMEOUT, task)
+            if tokio::time::timeout(self.drain_timeout, task)
                 .await
                 .is_err()
             {
@@ -274,7 +278,11 @@ async fn pump(fd: std::os::fd::OwnedFd, stream: Arc<OutputStream>) {
     // stream), doubled while reads fill it, up to READ_CHUNK_BYTES.
     let mut buf = vec![0u8; FIRST_READ_BYTES];
     loop {
-        match pipe.read(&mut buf).await {
+        // Only what the stream can take without dropping bytes a follower that keeps up
+        // has not read: until then the pipe fills and the program waits.
+        let room = stream.room(buf.len()).await;
+        let want = buf.len().min(room);
+        match pipe.read(&mut buf[..want]).await {
             Ok(0) => return,
             Ok(n) => {
                 stream.push(&buf[..n]);

@@ -21,7 +21,7 @@ use super::failure::{SpawnError, StartFailure};
 use super::spec::{ExecSpec, Interpreter, check_spec};
 use super::usage::WorkspaceUsage;
 use crate::Reason;
-use crate::agent::output::OutputStream;
+use crate::agent::output::{FollowLimits, OutputStream};
 use crate::agent::procs::RUN_MARKER;
 use crate::agent::reaper::{Exit, Reaper};
 use crate::agent::spares::Spares;
@@ -38,6 +38,9 @@ pub struct Config {
     pub grace: Duration,
     /// Bytes kept per output stream.
     pub output_limit: usize,
+    /// How far the output's followers may lag and how long the program waits for one
+    /// that takes nothing (see [`crate::agent::output::OutputStream`]).
+    pub follow: FollowLimits,
     /// The bash binary.
     pub bash: String,
     /// The python binary.
@@ -65,6 +68,10 @@ impl Config {
             workspace_root: workspace_root.into(),
             grace: limits::DEFAULT_GRACE,
             output_limit: limits::DEFAULT_OUTPUT_LIMIT,
+            follow: FollowLimits {
+                buffer: limits::FOLLOW_BUFFER_BYTES,
+                stall: limits::FOLLOW_STALL_TIMEOUT,
+            },
             bash: "bash".into(),
             python: "python3".into(),
             path: limits::DEFAULT_PATH.into(),
@@ -181,8 +188,14 @@ impl Supervisor {
                 message: String::new(),
                 workspace_present: false,
             }),
-            stdout: Arc::new(OutputStream::new(self.config.output_limit)),
-            stderr: Arc::new(OutputStream::new(self.config.output_limit)),
+            stdout: Arc::new(OutputStream::new(
+                self.config.output_limit,
+                self.config.follow,
+            )),
+            stderr: Arc::new(OutputStream::new(
+                self.config.output_limit,
+                self.config.follow,
+            )),
             cancel: Mutex::new(Some(cancel_tx)),
             spares: self.spares.clone(),
             reusable: AtomicBool::new(true),
@@ -233,6 +246,7 @@ impl Supervisor {
                     keep,
                     workspace_limit: self.config.workspace_size_limit,
                     check_interval: self.config.workspace_check_interval,
+                    drain_timeout: limits::PIPE_DRAIN_TIMEOUT + self.config.follow.stall,
                     usage: self.usage.clone(),
                     reaper: self.reaper.clone(),
                     spawner: started.spawner,
