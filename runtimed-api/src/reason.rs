@@ -42,6 +42,15 @@ reasons! {
     Cancelled,
     /// Failed: the workspace ran out of space (its size limit or the disk).
     WorkspaceFull,
+    /// Failed, exit code 127: the program of an exec Run does not exist (on its `PATH`,
+    /// or at the path given), as a shell reports a command it cannot find.
+    ProgramNotFound,
+    /// Failed, exit code 126: the program exists but cannot be executed (no execute
+    /// permission, a directory, a file system mounted noexec).
+    ProgramNotExecutable,
+    /// Failed, exit code 126: the arguments and environment are more than `exec`
+    /// accepts (in all, or in one string).
+    ArgumentListTooLong,
     /// Error: the program could not be started.
     SpawnFailed,
     /// Error: the spawner process ended before the Run's exit was known.

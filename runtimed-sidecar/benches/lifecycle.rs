@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kruntimes_runtimed::lifecycle::{Config, ExecSpec, Interpreter, Phase, Supervisor};
+use kruntimes_runtimed::agent::lifecycle::{Config, ExecSpec, Interpreter, Phase, Supervisor};
 
 const SEQUENTIAL: usize = 300;
 const CONCURRENT: usize = 1000;

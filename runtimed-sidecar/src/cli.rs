@@ -80,6 +80,11 @@ pub struct SidecarArgs {
     /// that cannot stop it when it dies itself (`krt run --local` killed with SIGKILL).
     #[arg(long)]
     pub exit_with_parent: bool,
+    /// With `--exit-with-parent`: the pid of the parent to watch, which then counts as
+    /// ended as soon as this process is not its child (also when it ended before this
+    /// process started). Without it, the parent this process has when it starts.
+    #[arg(long, requires = "exit_with_parent")]
+    pub parent_pid: Option<u32>,
     /// The agent's workspace root as mounted in the sidecar; without it, the path the
     /// agent reports (both containers mount the volume at the same path).
     #[arg(long)]
@@ -127,6 +132,11 @@ pub struct AgentArgs {
     /// that cannot stop it when it dies itself (`krt run --local` killed with SIGKILL).
     #[arg(long)]
     pub exit_with_parent: bool,
+    /// With `--exit-with-parent`: the pid of the parent to watch, which then counts as
+    /// ended as soon as this process is not its child (also when it ended before this
+    /// process started). Without it, the parent this process has when it starts.
+    #[arg(long, requires = "exit_with_parent")]
+    pub parent_pid: Option<u32>,
 }
 
 /// Which probe.

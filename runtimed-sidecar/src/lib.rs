@@ -1,33 +1,26 @@
-//! runtimed: executes Runs inside the user's image.
+//! runtimed: executes Runs inside the user's image. One binary, grouped by the process
+//! that runs the code:
 //!
-//! - [`lifecycle`]: one Run as processes (confined spawn, bounded output, timeout and
-//!   cancel, kill of every process of the Run, workspace removal);
-//! - [`agent`]: the executions a `runtimed agent` holds, with bounded state;
-//! - [`grpc`]: the `runtimed.v1` API over tonic, and a unix-socket client;
-//! - [`spares`]: emptied workspace directories kept for the next Runs;
-//! - [`artifacts`]: the sidecar's upload of a terminal Run's files to S3.
-//! - [`git`]: git sources, fetched by the sidecar and handed to the agent as files.
+//! - [`agent`] (`runtimed agent`, PID 1 of the user container): the executions it
+//!   holds, with bounded state; [`agent::lifecycle`], one Run as processes (confined
+//!   spawn, bounded output, timeout and cancel, kill of every process of the Run,
+//!   workspace removal); the spawner process, the reaper, the look through `/proc`, the
+//!   spare workspaces, and the agent's gRPC service;
+//! - [`sidecar`] (`runtimed sidecar`): the gRPC proxy to the agent, git sources,
+//!   artifact uploads to S3, the network listener and its bearer token;
+//! - shared by both: the errors and their one mapping to gRPC statuses ([`Error`]),
+//!   the [`limits`], the command line ([`cli`]), the serving of the API on a unix
+//!   socket ([`grpc`]) and `--exit-with-parent` ([`parent`]).
 //!
 //! See `docs/runtimed.md`.
 
 pub mod agent;
-pub mod artifacts;
-pub mod auth;
 pub mod cli;
 mod error;
-pub mod git;
 pub mod grpc;
-pub mod lifecycle;
 pub mod limits;
-pub mod net;
-pub mod output;
 pub mod parent;
-pub mod procs;
-pub mod reaper;
-mod sandbox;
-pub mod spares;
-pub mod spawner;
-pub mod workspace;
+pub mod sidecar;
 
 pub use error::Error;
 

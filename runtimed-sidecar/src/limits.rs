@@ -10,6 +10,20 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 /// tail, the middle dropped and counted. Bounds memory whatever a program writes.
 pub const DEFAULT_OUTPUT_LIMIT: usize = 1024 * 1024;
 
+/// Output a follower (Logs with follow, ExecuteAndFollow) may lag behind the program,
+/// per stream, beyond the retained tail (half of [`DEFAULT_OUTPUT_LIMIT`]), before the
+/// program waits for it (backpressure: the pipe fills and its `write` blocks). Absorbs
+/// the follower's bursts without holding the program back at each chunk; bounds what
+/// one stream holds at the retained limit plus this, whatever the follower does.
+pub const FOLLOW_BUFFER_BYTES: usize = 1024 * 1024;
+
+/// How long the program waits for a follower that takes nothing (a client that stopped
+/// reading but not the call): then that follower is detached, the program goes on, and
+/// the follower's next read jumps over what it missed (one gap, counted in its offsets).
+/// Long enough for a client's pause (a terminal scrolled back, a collector restarting
+/// its read), short enough that a stuck client holds a Run up only briefly.
+pub const FOLLOW_STALL_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Timeout used when a request gives none (the controller always sends the Run's
 /// timeout or the Runtime's `defaultTimeout`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
@@ -33,7 +47,7 @@ pub const DEFAULT_MAX_RETAINED: usize = 128;
 pub const DEFAULT_MAX_RUNNING: usize = 64;
 
 /// Largest `run_uid` accepted (Kubernetes uids are 36 bytes).
-pub const MAX_RUN_UID_BYTES: usize = 128;
+pub use kruntimes_runtimed_api::request::MAX_RUN_UID_BYTES;
 
 /// Largest input accepted, in bytes.
 pub const MAX_INPUT_BYTES: usize = 1024 * 1024;
@@ -42,8 +56,9 @@ pub const MAX_INPUT_BYTES: usize = 1024 * 1024;
 /// largest log chunk sent to a client.
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 
-/// How long to keep draining pipes after every process of a Run is gone; a pipe still
-/// open after that belongs to a process that escaped detection and is abandoned.
+/// How long to keep draining pipes after every process of a Run is gone (plus what a
+/// follower may hold the output up, [`FOLLOW_STALL_TIMEOUT`]); a pipe still open after
+/// that belongs to a process that escaped detection and is abandoned.
 pub const PIPE_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Rounds of "find the Run's processes, SIGKILL them" before giving up (each round
@@ -71,7 +86,7 @@ pub const WORKSPACE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 pub const WORKSPACE_MODE: u32 = 0o755;
 
 /// Emptied workspace directories an agent keeps for the next Runs (see
-/// [`crate::spares`]): renaming one into place costs a tenth of making a new one. As
+/// [`crate::agent::spares`]): renaming one into place costs a tenth of making a new one. As
 /// many as Runs that end close together on a busy agent; each is an empty directory
 /// (one inode, one block).
 pub const SPARE_WORKSPACES: usize = 16;

@@ -6,11 +6,17 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::path::PathBuf;
+
+use anyhow::anyhow;
 use clap::Parser;
+use kruntimes_runtimed::agent::lifecycle::Config;
 use kruntimes_runtimed::agent::{Agent, Bounds};
 use kruntimes_runtimed::cli::{AgentArgs, Cli, Mode, ProbeArgs, ProbeKind, SidecarArgs};
-use kruntimes_runtimed::lifecycle::Config;
-use kruntimes_runtimed::{auth, grpc, limits, net};
+use kruntimes_runtimed::parent::Parent;
+use kruntimes_runtimed::sidecar::{Proxy, artifacts, auth, git, net};
+use kruntimes_runtimed::{grpc, limits};
+use tokio::sync::watch;
 
 fn main() -> ExitCode {
     // Read first: `--exit-with-parent` watches the process that started this one.
@@ -35,10 +41,17 @@ fn main() -> ExitCode {
     };
     match cli.mode {
         Mode::Agent(args) => {
-            let parent = args.exit_with_parent.then_some(parent);
+            let parent = args
+                .exit_with_parent
+                .then(|| Parent::new(args.parent_pid, parent));
             agent(args, parent)
         }
-        Mode::Sidecar(args) => sidecar(&args, args.exit_with_parent.then_some(parent)),
+        Mode::Sidecar(args) => {
+            let parent = args
+                .exit_with_parent
+                .then(|| Parent::new(args.parent_pid, parent));
+            sidecar(&args, parent)
+        }
         Mode::Install { dest } => install(&dest),
         Mode::Probe(args) => probe(&args),
         Mode::Spawner => spawner(),
@@ -55,7 +68,7 @@ fn spawner() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match kruntimes_runtimed::spawner::serve(socket) {
+    match kruntimes_runtimed::agent::spawner::serve(socket) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("runtimed spawner: {e}");
@@ -77,19 +90,29 @@ fn install(dest: &std::path::Path) -> ExitCode {
     }
 }
 
+/// A tokio runtime on the calling thread only. One thread for every mode: the sidecar
+/// only forwards calls and the agent's work per Run is many small steps (the call, the
+/// start, output, exit); on worker threads each step crossed threads, and those
+/// wake-ups were about half of their CPU per Run (docs/benchmarks.md). Their blocking
+/// work (git fetches, artifact reads, large workspace removals, walks of /proc) goes to
+/// the blocking pool.
+fn current_thread_runtime(mode: &str) -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("runtimed {mode}: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
 /// Exit 0 when the API on the socket answers Health (startup) or answers ready
 /// (readiness: the agent behind a sidecar is reachable), 1 otherwise. Used as the
 /// injected sidecar's exec probes, so no port is opened for them.
 fn probe(args: &ProbeArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match current_thread_runtime("probe") {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("runtimed probe: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         let call = async {
@@ -124,7 +147,7 @@ fn probe(args: &ProbeArgs) -> ExitCode {
     })
 }
 
-fn sidecar(args: &SidecarArgs, parent: Option<u32>) -> ExitCode {
+fn sidecar(args: &SidecarArgs, parent: Option<Parent>) -> ExitCode {
     // Checked before anything listens: a bad token file is a configuration error.
     let auth = match &args.token_file {
         Some(path) => match auth::BearerAuth::from_file(path) {
@@ -136,131 +159,125 @@ fn sidecar(args: &SidecarArgs, parent: Option<u32>) -> ExitCode {
         },
         None => None,
     };
-    // One thread: the sidecar only forwards calls (its blocking work, git fetches and
-    // artifact reads, goes to the blocking pool), and a single thread avoids the
-    // wake-ups between worker threads that cost about half of its CPU per Run
-    // (docs/benchmarks.md).
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match current_thread_runtime("sidecar") {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("runtimed sidecar: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
-    runtime.block_on(async move {
-        let settings = kruntimes_runtimed::artifacts::Settings {
-            credentials: match &args.s3_credentials_dir {
-                Some(dir) => kruntimes_runtimed::artifacts::CredentialSource::Dir(dir.clone()),
-                None => kruntimes_runtimed::artifacts::CredentialSource::Env,
-            },
-            allow_http: args.s3_allow_http,
-            workspace_root: args.workspace.clone(),
-        };
-        let proxy = match grpc::Proxy::new(&args.agent_socket) {
-            Ok(p) => p.with_artifacts(settings),
-            Err(e) => {
-                eprintln!("runtimed sidecar: {}: {e}", args.agent_socket.display());
-                return ExitCode::FAILURE;
-            }
-        };
-        let fetcher = match kruntimes_runtimed::git::Fetcher::new(args.git_ca_file.as_deref()) {
-            Ok(f) => f,
-            Err(e) => {
-                eprintln!("runtimed sidecar: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        tracing::info!(trust = fetcher.trust(), "git fetches trust");
-        let proxy = proxy.with_git(fetcher);
-        // One signal stops both listeners.
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let stop = Arc::new(stop);
-        let on_signal = stop.clone();
-        tokio::spawn(async move {
-            wait_for_stop(parent).await;
-            let _ = on_signal.send(true);
-        });
-        let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        };
-        let network = match (args.grpc_bind_address, auth) {
-            (Some(addr), Some((auth, token_path))) => {
-                let listener = match net::Listener::bind(addr).await {
-                    Ok(l) => l,
-                    Err(e) => {
-                        eprintln!("runtimed sidecar: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                };
-                let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-                let tls = args
-                    .tls_cert_file
-                    .clone()
-                    .zip(args.tls_private_key_file.clone())
-                    .map(|(cert, key)| net::TlsFiles { cert, key });
-                if tls.is_none() {
-                    tracing::warn!(
-                        "network listener without TLS: the token crosses the network in clear text"
-                    );
-                }
-                tokio::spawn(auth.clone().watch(token_path, auth::TOKEN_RELOAD_INTERVAL));
-                tracing::info!(address = %bound, tls = tls.is_some(), "runtimed sidecar listening on the network");
-                let service = proxy.clone();
-                let shutdown = until_stopped(stopped.clone());
-                let stop = stop.clone();
-                Some(tokio::spawn(async move {
-                    let result = listener.serve(service, auth, tls.as_ref(), shutdown).await;
-                    // A network listener that cannot serve (unreadable TLS material)
-                    // takes the sidecar down rather than leaving it half-working.
-                    if result.is_err() {
-                        let _ = stop.send(true);
-                    }
-                    result
-                }))
-            }
-            _ => None,
-        };
-        tracing::info!(socket = %args.listen.display(), "runtimed sidecar listening");
-        let local =
-            grpc::serve_service_unix(proxy, &args.listen, until_stopped(stopped.clone())).await;
-        let network = match network {
-            Some(task) => match task.await {
-                Ok(result) => result,
-                Err(e) => Err(kruntimes_runtimed::Error::io(
-                    "network listener task",
-                    std::io::Error::other(e),
-                )),
-            },
-            None => Ok(()),
-        };
-        match local.and(network) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("runtimed sidecar: {e}");
-                ExitCode::FAILURE
-            }
+    let result = runtime.block_on(serve_sidecar(args, auth, parent));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("runtimed sidecar: {e}");
+            ExitCode::FAILURE
         }
+    }
+}
+
+/// The sidecar's proxy to the agent, with its git fetcher and artifact settings.
+fn sidecar_proxy(args: &SidecarArgs) -> anyhow::Result<Proxy> {
+    let settings = artifacts::Settings {
+        credentials: match &args.s3_credentials_dir {
+            Some(dir) => artifacts::CredentialSource::Dir(dir.clone()),
+            None => artifacts::CredentialSource::Env,
+        },
+        allow_http: args.s3_allow_http,
+        workspace_root: args.workspace.clone(),
+    };
+    let proxy = Proxy::new(&args.agent_socket)
+        .map_err(|e| anyhow!("{}: {e}", args.agent_socket.display()))?
+        .with_artifacts(settings);
+    let fetcher = git::Fetcher::new(args.git_ca_file.as_deref())?;
+    tracing::info!(trust = fetcher.trust(), "git fetches trust");
+    Ok(proxy.with_git(fetcher))
+}
+
+/// Serves the sidecar on its unix socket and, with a bind address and a token, on the
+/// network, until a signal (or the parent's end) stops both.
+async fn serve_sidecar(
+    args: &SidecarArgs,
+    auth: Option<(auth::BearerAuth, PathBuf)>,
+    parent: Option<Parent>,
+) -> anyhow::Result<()> {
+    let proxy = sidecar_proxy(args)?;
+    // One signal stops both listeners.
+    let (stop, stopped) = watch::channel(false);
+    let stop = Arc::new(stop);
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        wait_for_stop(parent).await;
+        let _ = on_signal.send(true);
+    });
+    let network = match (args.grpc_bind_address, auth) {
+        (Some(addr), Some((auth, token_path))) => {
+            let listener = net::Listener::bind(addr).await?;
+            let tls = args
+                .tls_cert_file
+                .clone()
+                .zip(args.tls_private_key_file.clone())
+                .map(|(cert, key)| net::TlsFiles { cert, key });
+            Some(serve_network(
+                listener,
+                proxy.clone(),
+                (auth, token_path),
+                tls,
+                stop.clone(),
+                stopped.clone(),
+            ))
+        }
+        _ => None,
+    };
+    tracing::info!(socket = %args.listen.display(), "runtimed sidecar listening");
+    let local = grpc::serve_service_unix(proxy, &args.listen, until_stopped(stopped)).await;
+    let network = match network {
+        Some(task) => task
+            .await
+            .map_err(|e| anyhow!("network listener task: {e}"))?,
+        None => Ok(()),
+    };
+    local.and(network)?;
+    Ok(())
+}
+
+/// Resolves once `stopped` says so.
+async fn until_stopped(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+/// Starts the network listener's task (and its token's reload); a listener that cannot
+/// serve (unreadable TLS material) stops the sidecar rather than leaving it
+/// half-working.
+fn serve_network(
+    listener: net::Listener,
+    proxy: Proxy,
+    (auth, token_path): (auth::BearerAuth, PathBuf),
+    tls: Option<net::TlsFiles>,
+    stop: Arc<watch::Sender<bool>>,
+    stopped: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<Result<(), kruntimes_runtimed::Error>> {
+    if tls.is_none() {
+        tracing::warn!("network listener without TLS: the token crosses the network in clear text");
+    }
+    let bound = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tokio::spawn(auth.clone().watch(token_path, auth::TOKEN_RELOAD_INTERVAL));
+    tracing::info!(address = %bound, tls = tls.is_some(), "runtimed sidecar listening on the network");
+    tokio::spawn(async move {
+        let result = listener
+            .serve(proxy, auth, tls.as_ref(), until_stopped(stopped))
+            .await;
+        if result.is_err() {
+            let _ = stop.send(true);
+        }
+        result
     })
 }
 
-fn agent(args: AgentArgs, parent: Option<u32>) -> ExitCode {
-    // One thread, as the sidecar: the agent's work per Run is short and spread over many
-    // small steps (the call, the start, output, exit); on worker threads each step
-    // crossed threads, and those wake-ups were a large share of its CPU. Nothing here
-    // blocks for long: the spawner's answer is awaited, large removals and walks of
-    // the disk go to the blocking pool.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+fn agent(args: AgentArgs, parent: Option<Parent>) -> ExitCode {
+    let runtime = match current_thread_runtime("agent") {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("runtimed agent: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         let mut config = Config::new(&args.workspace);
@@ -312,16 +329,19 @@ fn agent(args: AgentArgs, parent: Option<u32>) -> ExitCode {
 }
 
 /// SIGTERM or SIGINT, or the end of `parent` when given (`--exit-with-parent`).
-async fn wait_for_stop(parent: Option<u32>) {
+async fn wait_for_stop(parent: Option<Parent>) {
     let parent_exited = async {
         match parent {
-            Some(parent) => kruntimes_runtimed::parent::exited(parent).await,
+            Some(parent) => parent.ended().await,
             None => std::future::pending().await,
         }
     };
     tokio::select! {
         () = wait_for_signal() => {}
-        () = parent_exited => tracing::info!(parent, "stopping: the parent process ended"),
+        () = parent_exited => tracing::info!(
+            parent = parent.map(Parent::pid),
+            "stopping: the parent process ended"
+        ),
     }
 }
 

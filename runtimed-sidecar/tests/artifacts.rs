@@ -8,12 +8,14 @@
 use std::path::Path;
 use std::time::Duration;
 
-use kruntimes_runtimed::artifacts::{self, ArtifactError, Matched, upload, upload_workspace};
 use kruntimes_runtimed::grpc::connect_unix;
 use kruntimes_runtimed::proto;
+use kruntimes_runtimed::sidecar::artifacts::{
+    self, ArtifactError, Matched, upload, upload_workspace,
+};
 use std::sync::Arc;
 
-use kruntimes_runtimed::artifacts::{CredentialSource, Credentials, build_store};
+use kruntimes_runtimed::sidecar::artifacts::{CredentialSource, Credentials, build_store};
 use kruntimes_testkit::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
 use object_store::ObjectStore;
 use sha2::{Digest, Sha256};
@@ -193,7 +195,7 @@ async fn total_size_at_the_limit_uploads_and_one_byte_over_uploads_nothing() {
     );
     assert_eq!(
         error.reason(),
-        kruntimes_runtimed::Reason::ArtifactsTooLarge
+        Some(kruntimes_runtimed::Reason::ArtifactsTooLarge)
     );
     assert!(
         server.keys("over-limit").is_empty(),
@@ -229,7 +231,7 @@ async fn a_failure_after_some_uploads_deletes_every_uploaded_object() {
         .unwrap_err();
     assert_eq!(
         error.reason(),
-        kruntimes_runtimed::Reason::ArtifactUploadFailed,
+        Some(kruntimes_runtimed::Reason::ArtifactUploadFailed),
         "{error}"
     );
     let ArtifactError::UploadFailed { key, rollback, .. } = &error else {
@@ -265,7 +267,7 @@ async fn a_missing_bucket_fails_with_a_clear_reason() {
     .unwrap_err();
     assert_eq!(
         error.reason(),
-        kruntimes_runtimed::Reason::ArtifactUploadFailed,
+        Some(kruntimes_runtimed::Reason::ArtifactUploadFailed),
         "{error}"
     );
     assert!(error.to_string().contains("out/a"), "{error}");
@@ -316,7 +318,7 @@ async fn plain_http_to_a_non_loopback_endpoint_is_refused() {
     let error = artifacts::check_request(&r, false).unwrap_err();
     assert_eq!(
         error.reason(),
-        kruntimes_runtimed::Reason::ArtifactStoreInvalid
+        Some(kruntimes_runtimed::Reason::ArtifactStoreInvalid)
     );
     assert!(error.to_string().contains("store.endpoint"), "{error}");
     assert!(artifacts::check_request(&r, true).is_ok());

@@ -10,8 +10,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use kruntimes_runtimed::Reason;
-use kruntimes_runtimed::git::{self, Fetched, Fetcher, GitError};
 use kruntimes_runtimed::proto;
+use kruntimes_runtimed::sidecar::git::{self, Fetched, Fetcher, GitError};
 use kruntimes_testkit::git_server::{GitServer, Mode, Repo, git};
 
 /// A repository with a branch, an annotated tag on the first commit and a second commit

@@ -6,11 +6,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kruntimes_runtimed::agent::lifecycle::{Config, ExecSpec, Interpreter};
 use kruntimes_runtimed::agent::{Agent, Bounds};
 use kruntimes_runtimed::grpc::{RuntimedClient, connect_unix, serve_unix};
-use kruntimes_runtimed::lifecycle::{Config, ExecSpec, Interpreter};
 use kruntimes_runtimed::proto;
 use tonic::transport::Channel;
+
+mod common;
+use common::{follow_stdout, pattern};
 
 struct Server {
     dir: tempfile::TempDir,
@@ -33,10 +36,17 @@ impl Drop for Server {
 }
 
 async fn start(bounds: Bounds) -> Server {
+    start_with(bounds, |_| {}).await.0
+}
+
+/// A server whose agent's configuration `configure` adjusts; the agent too.
+async fn start_with(bounds: Bounds, configure: impl FnOnce(&mut Config)) -> (Server, Arc<Agent>) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::new(dir.path().join("ws"));
     config.grace = Duration::from_millis(200);
+    configure(&mut config);
     let agent = Arc::new(Agent::new(config, bounds).unwrap());
+    let held = agent.clone();
     let socket = dir.path().join("runtimed.sock");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server_socket = socket.clone();
@@ -48,11 +58,12 @@ async fn start(bounds: Bounds) -> Server {
         .unwrap();
     });
     let client = connect_with_retry(&socket).await;
-    Server {
+    let server = Server {
         dir,
         client,
         stop: Some(stop),
-    }
+    };
+    (server, held)
 }
 
 async fn connect_with_retry(socket: &Path) -> RuntimedClient<Channel> {
@@ -504,7 +515,7 @@ async fn the_sidecar_proxy_forwards_every_call_to_the_agent() {
     let mut agent = start(Bounds::default()).await;
     let sidecar_socket = agent.dir.path().join("sidecar.sock");
     let agent_socket = agent.dir.path().join("runtimed.sock");
-    let proxy = kruntimes_runtimed::grpc::Proxy::new(&agent_socket).unwrap();
+    let proxy = kruntimes_runtimed::sidecar::Proxy::new(&agent_socket).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let listen = sidecar_socket.clone();
     tokio::spawn(async move {
@@ -553,7 +564,7 @@ async fn the_sidecar_proxy_forwards_every_call_to_the_agent() {
 #[tokio::test]
 async fn the_sidecar_is_not_ready_without_an_agent() {
     let dir = tempfile::tempdir().unwrap();
-    let proxy = kruntimes_runtimed::grpc::Proxy::new(&dir.path().join("absent.sock")).unwrap();
+    let proxy = kruntimes_runtimed::sidecar::Proxy::new(&dir.path().join("absent.sock")).unwrap();
     let socket = dir.path().join("sidecar.sock");
     let listen = socket.clone();
     tokio::spawn(async move {
@@ -626,4 +637,122 @@ async fn sustained_runs_leave_tasks_fds_state_and_workspaces_flat() {
         entries.is_empty(),
         "workspaces or input files left: {entries:?}"
     );
+}
+
+/// An exec Run of a program that does not exist ends as a shell would report it: the
+/// Execution on the wire is Failed with exit code 127, reason ProgramNotFound, and a
+/// message naming the program.
+#[tokio::test]
+async fn a_missing_program_is_failed_with_127_on_the_wire() {
+    let mut server = start(Bounds::default()).await;
+    let request = proto::ExecuteRequest {
+        run_uid: "missing".into(),
+        interpreter: proto::Interpreter::Exec as i32,
+        command: vec!["krt-missing-tool".into(), "--flag".into()],
+        timeout_ms: 10_000,
+        ..Default::default()
+    };
+    server.client.execute(request).await.unwrap();
+    let end = wait_terminal(&mut server.client, "missing").await;
+    assert_eq!(
+        (end.phase, end.exit_code, end.reason.as_str()),
+        (proto::Phase::Failed as i32, Some(127), "ProgramNotFound"),
+        "{end:?}"
+    );
+    assert!(
+        end.message
+            .contains("\"krt-missing-tool\" not found in PATH"),
+        "{}",
+        end.message
+    );
+}
+
+/// A follower slower than the program, that keeps reading (a pause after each of its
+/// chunks), still gets every byte: the program goes at its pace.
+#[tokio::test]
+async fn a_slow_follower_that_keeps_reading_gets_every_byte() {
+    const BYTES: usize = 4 << 20;
+    let (mut server, _agent) = start_with(Bounds::default(), |config| {
+        config.output_limit = 64 * 1024;
+    })
+    .await;
+    let (request, expected) = pattern(BYTES);
+    let pace = |_| tokio::time::sleep(Duration::from_millis(2));
+    let followed = follow_stdout(&mut server.client, request, pace).await;
+    assert_eq!(followed.gaps, vec![], "no byte may be missing");
+    assert_eq!(followed.received, BYTES as u64);
+    assert_eq!(followed.sha256, expected);
+}
+
+/// A follower that stops reading holds the program up for the stall bound only: then
+/// it is detached, the Run goes on to its end, the stream holds no more than its limit
+/// and the follow buffer, and the follower, reading again, finds one gap, the bytes it
+/// missed, all counted.
+#[tokio::test]
+async fn a_stalled_follower_is_detached_and_finds_one_gap() {
+    const BYTES: usize = 16 << 20;
+    const LIMIT: usize = 64 * 1024;
+    const BUFFER: usize = 256 * 1024;
+    let (mut server, agent) = start_with(Bounds::default(), |config| {
+        config.output_limit = LIMIT;
+        config.follow.buffer = BUFFER;
+        config.follow.stall = Duration::from_millis(300);
+    })
+    .await;
+    let (request, _) = pattern(BYTES);
+    let status_client = server.client.clone();
+    let paused = std::cell::Cell::new(false);
+    let followed = follow_stdout(&mut server.client, request, |_| {
+        let first = !paused.replace(true);
+        let (agent, status_client) = (agent.clone(), status_client.clone());
+        async move {
+            if !first {
+                return;
+            }
+            // Not reading: the Run must still end, within a bound.
+            let end = wait_status_terminal(status_client, "pattern", Duration::from_secs(30)).await;
+            assert_eq!(end.phase, proto::Phase::Succeeded as i32, "{end:?}");
+            let kept = agent.get("pattern").unwrap().stdout.kept();
+            assert!(kept <= LIMIT + BUFFER, "{kept} bytes kept");
+        }
+    })
+    .await;
+    assert_eq!(followed.gaps.len(), 1, "{:?}", followed.gaps);
+    let missed = followed.gaps[0].1;
+    assert!(missed > 0);
+    assert_eq!(followed.received + missed, BYTES as u64);
+    let stats = followed.ended.unwrap().stdout.unwrap();
+    assert_eq!(stats.total_bytes, BYTES as u64);
+    // The follower missed no more than runtimed dropped of what it retains.
+    assert!(
+        missed <= stats.dropped_bytes,
+        "{missed} > {}",
+        stats.dropped_bytes
+    );
+}
+
+/// Polls Status (not Logs) until the execution is terminal, for at most `bound`.
+async fn wait_status_terminal(
+    mut client: RuntimedClient<Channel>,
+    id: &str,
+    bound: Duration,
+) -> proto::Execution {
+    let deadline = Instant::now() + bound;
+    loop {
+        let status = client
+            .status(proto::StatusRequest {
+                execution_id: id.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if status.phase != proto::Phase::Running as i32 {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running after {bound:?}: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

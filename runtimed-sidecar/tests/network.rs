@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use kruntimes_runtimed::auth::MIN_TOKEN_BYTES;
 use kruntimes_runtimed::grpc::{RuntimedClient, connect_unix};
 use kruntimes_runtimed::proto;
+use kruntimes_runtimed::sidecar::auth::MIN_TOKEN_BYTES;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 const RUNTIMED: &str = env!("CARGO_BIN_EXE_runtimed");

@@ -1,5 +1,5 @@
 //! The sidecar's network listener: the same `runtimed.v1` API as on its unix socket,
-//! for the controller, behind a bearer token ([`crate::auth`]) and optionally TLS.
+//! for the controller, behind a bearer token ([`crate::sidecar::auth`]) and optionally TLS.
 //! runtimed never serves the network unauthenticated: the binary refuses a bind
 //! address without a token file. The TLS certificate and key are read again when the
 //! files change (cert-manager or a Secret volume replacing them), without a restart.
@@ -21,9 +21,9 @@ use tokio_rustls::server::TlsStream;
 use tonic::transport::Server;
 
 use crate::Error;
-use crate::auth::BearerAuth;
 use crate::grpc::RuntimedServer;
 use crate::proto;
+use crate::sidecar::auth::BearerAuth;
 
 /// PEM files of the listener's certificate chain and private key.
 #[derive(Clone, Debug)]

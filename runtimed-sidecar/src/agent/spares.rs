@@ -22,7 +22,7 @@
 //! could reach it by path while it existed.
 //!
 //! [`WORKSPACE_MODE`]: crate::limits::WORKSPACE_MODE
-//! [`check_run_uid`]: crate::lifecycle::check_run_uid
+//! [`check_run_uid`]: crate::agent::lifecycle::check_run_uid
 
 use std::fs;
 use std::io;

@@ -1,13 +1,33 @@
-//! The executions an agent holds, with bounded state: at most `max_running` running,
-//! terminal ones forgotten after `retention` and beyond `max_retained` (oldest first).
+//! `runtimed agent`: the executions an agent holds, with bounded state: at most
+//! `max_running` running, terminal ones forgotten after `retention` and beyond
+//! `max_retained` (oldest first). The modules below are the agent's process:
+//!
+//! - [`lifecycle`]: one Run as processes;
+//! - [`spawner`]: the helper process that starts the Runs' processes;
+//! - [`reaper`]: the one place that waits for children;
+//! - [`procs`]: finding and killing every process of a Run;
+//! - [`spares`]: emptied workspace directories kept for the next Runs;
+//! - [`workspace`]: writing a Run's files into its workspace;
+//! - [`output`]: a Run's bounded output streams;
+//! - [`service`]: the agent's gRPC service.
+
+pub mod lifecycle;
+pub mod output;
+pub mod procs;
+pub mod reaper;
+pub mod service;
+pub mod spares;
+pub mod spawner;
+pub mod workspace;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::lifecycle::{Config, ExecSpec, Execution, Supervisor};
 use crate::limits;
 use crate::{Error, lock};
+use lifecycle::{Config, ExecSpec, Execution, Supervisor};
+use output::Follower;
 
 /// Bounds on the agent's state.
 #[derive(Debug, Clone, Copy)]
@@ -88,6 +108,27 @@ impl Agent {
     /// Starts `spec`, or returns the execution that already has its run uid.
     /// The bool is true when a new execution was created.
     pub async fn execute(&self, spec: ExecSpec) -> Result<(Arc<Execution>, bool), Error> {
+        let (execution, created, _) = self.start(spec, false).await?;
+        Ok((execution, created))
+    }
+
+    /// [`Agent::execute`], with followers of stdout and stderr from offset 0. For a new
+    /// execution they are registered before its program starts, so the program waits
+    /// for them from its first byte (see [`output::OutputStream`]).
+    pub async fn execute_and_follow(
+        &self,
+        spec: ExecSpec,
+    ) -> Result<(Arc<Execution>, bool, [Follower; 2]), Error> {
+        let (execution, created, followers) = self.start(spec, true).await?;
+        let followers = followers.unwrap_or_else(|| follow_from_start(&execution));
+        Ok((execution, created, followers))
+    }
+
+    async fn start(
+        &self,
+        spec: ExecSpec,
+        follow: bool,
+    ) -> Result<(Arc<Execution>, bool, Option<[Follower; 2]>), Error> {
         // The execution is published (phase Running, no process yet) before it is
         // launched: a second Execute of the uid meanwhile gets it, and the lock is not
         // held while the workspace is written and the spawner answers, so Runs are
@@ -96,7 +137,7 @@ impl Agent {
             let mut held = lock(&self.held);
             self.sweep_held(&mut held, Instant::now());
             if let Some(existing) = held.all.get(&spec.run_uid) {
-                return Ok((existing.clone(), false));
+                return Ok((existing.clone(), false, None));
             }
             let running = held.live.len();
             if running >= self.bounds.max_running {
@@ -109,12 +150,13 @@ impl Agent {
             held.live.push(execution);
             created
         };
+        let followers = follow.then(|| follow_from_start(created.execution()));
         // In a task of its own: a caller that goes away (a client that reset its call)
         // must not leave the execution half-started (see `Supervisor::launch`).
         let supervisor = self.supervisor.clone();
         let launched = tokio::spawn(async move { supervisor.launch(created).await });
         match launched.await {
-            Ok(execution) => Ok((execution, true)),
+            Ok(execution) => Ok((execution, true, followers)),
             Err(e) => Err(Error::io(
                 "starting the execution",
                 std::io::Error::other(e),
@@ -209,4 +251,9 @@ impl Agent {
             e.wait().await;
         }
     }
+}
+
+/// Followers of both output streams of `execution` from their first byte.
+fn follow_from_start(execution: &Execution) -> [Follower; 2] {
+    [execution.stdout.follow(0), execution.stderr.follow(0)]
 }

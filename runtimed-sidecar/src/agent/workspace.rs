@@ -67,7 +67,7 @@ pub fn write_files_with_modes<'a>(
 }
 
 /// Like [`write_files_with_modes`], in a workspace that already holds `existing`: an
-/// empty file directly in it, left by a recycled workspace (see `crate::spares`).
+/// empty file directly in it, left by a recycled workspace (see `crate::agent::spares`).
 /// A file to write by that name (not executable) is written into it, checked first
 /// (opened without following a link; a regular file, one link, empty); otherwise it
 /// is removed before anything is written.

@@ -4,7 +4,7 @@
 //!
 //! Where to look: this process is a child subreaper, so every process ever started by a
 //! Run stays inside this process's subtree (a Run's first process is a child of the
-//! spawner process, itself a child of this one; see [`crate::spawner`]) (an orphan is re-parented to the nearest
+//! spawner process, itself a child of this one; see [`crate::agent::spawner`]) (an orphan is re-parented to the nearest
 //! subreaper ancestor, which is this process or one of its descendants). The Run's
 //! processes are therefore found by walking that subtree through
 //! `/proc/<pid>/task/<tid>/children`: a handful of reads for this process's children
@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::reaper::Reaper;
+use crate::agent::reaper::Reaper;
 
 /// The environment variable that marks a Run's processes (`KRT_RUN_ID=<uid>`).
 pub const RUN_MARKER: &str = "KRT_RUN_ID";
@@ -107,7 +107,7 @@ pub(crate) fn own_children_exactly() -> Option<Vec<i32>> {
 /// Whether this process provably has no children but its spawners and the first
 /// processes it spawned itself (through `reaper`), and so holds no orphan of any Run.
 /// With the spawner's word that a Run's first process left no stray child of the
-/// spawner (see [`crate::spawner::STRAYS`]) this proves that no process of that Run is
+/// spawner (see [`crate::agent::spawner::STRAYS`]) this proves that no process of that Run is
 /// left, without reading the rest of `/proc`. Why it is a proof: every process a Run
 /// ever starts stays in this (child subreaper) process's subtree; once the Run's first
 /// process is reaped, the topmost of any that are left is an orphan adopted by this
@@ -131,7 +131,7 @@ pub fn holds_only_known_children(reaper: &Reaper) -> bool {
     let known: HashSet<i32> = reaper
         .waiting_pids()
         .into_iter()
-        .chain(crate::spawner::spawner_pids())
+        .chain(crate::agent::spawner::spawner_pids())
         .collect();
     children.iter().all(|c| known.contains(c))
 }
@@ -176,7 +176,7 @@ fn in_subtree(leader: i32, marker: &[u8]) -> Vec<i32> {
     let me = std::process::id() as i32;
     // A Run's first process is a child of this process's spawner (when it has one),
     // its adopted orphans are children of this process: both lists are looked at.
-    let spawners = crate::spawner::spawner_pids();
+    let spawners = crate::agent::spawner::spawner_pids();
     let mut pending: Vec<i32> = children_of(me)
         .into_iter()
         .chain(spawners.iter().flat_map(|s| children_of(*s)))
@@ -196,7 +196,7 @@ fn in_subtree(leader: i32, marker: &[u8]) -> Vec<i32> {
 fn in_all_of_proc(leader: i32, marker: &[u8]) -> Vec<i32> {
     let me = std::process::id() as i32;
     let procs = all_processes();
-    let spawners = crate::spawner::spawner_pids();
+    let spawners = crate::agent::spawner::spawner_pids();
     let mut members: HashSet<i32> = procs
         .iter()
         .filter(|(pid, s)| is_member(**pid, **s, leader, me, marker))

@@ -29,7 +29,15 @@ impl BoundedOutput {
     }
 
     /// Appends bytes the program wrote.
-    pub fn push(&mut self, mut data: &[u8]) {
+    pub fn push(&mut self, data: &[u8]) {
+        self.push_keeping(data, None);
+    }
+
+    /// Appends bytes the program wrote, dropping from the tail's front only bytes
+    /// before `keep_from` (a follower's next position: see `super::stream`), so that
+    /// the tail may hold more than its share until that follower has read them. The
+    /// caller bounds how much more (see [`BoundedOutput::tail_len`]).
+    pub fn push_keeping(&mut self, mut data: &[u8], keep_from: Option<u64>) {
         if self.head.len() < self.head_limit {
             let n = (self.head_limit - self.head.len()).min(data.len());
             self.head.extend_from_slice(&data[..n]);
@@ -40,14 +48,33 @@ impl BoundedOutput {
             return;
         }
         self.total += data.len() as u64;
-        if data.len() >= self.tail_limit {
+        if keep_from.is_none() && data.len() >= self.tail_limit {
             self.tail.clear();
             self.tail.extend(&data[data.len() - self.tail_limit..]);
-        } else {
-            let overflow = (self.tail.len() + data.len()).saturating_sub(self.tail_limit);
-            self.tail.drain(..overflow);
-            self.tail.extend(data);
+            return;
         }
+        self.tail.extend(data);
+        self.trim(keep_from);
+    }
+
+    /// Drops the tail's oldest bytes beyond its share, but none at or after `keep_from`.
+    pub fn trim(&mut self, keep_from: Option<u64>) {
+        let overflow = self.tail.len().saturating_sub(self.tail_limit);
+        let allowed = match keep_from {
+            Some(position) => position.saturating_sub(self.tail_start()) as usize,
+            None => usize::MAX,
+        };
+        self.tail.drain(..overflow.min(allowed));
+    }
+
+    /// The position of the first byte the tail holds.
+    pub fn tail_start(&self) -> u64 {
+        self.total - self.tail.len() as u64
+    }
+
+    /// Bytes the tail holds.
+    pub fn tail_len(&self) -> usize {
+        self.tail.len()
     }
 
     /// Marks the end of the stream.
@@ -90,7 +117,7 @@ impl BoundedOutput {
             let end = self.head.len().min(start + max);
             return Some((offset, self.head[start..end].to_vec()));
         }
-        let tail_start = self.total - self.tail.len() as u64;
+        let tail_start = self.tail_start();
         let start = offset.max(tail_start);
         if start >= self.total {
             return None;
@@ -138,6 +165,21 @@ mod tests {
         // A reader inside the dropped middle jumps to the tail.
         assert_eq!(out.read(5, 100), Some((31, b"vwxyz".to_vec())));
         assert_eq!(out.read(33, 1), Some((33, b"x".to_vec())));
+    }
+
+    #[test]
+    fn bytes_a_follower_has_not_read_are_kept_past_the_tails_share() {
+        let mut out = BoundedOutput::new(4);
+        out.push(b"ab");
+        // The follower is at 2: nothing after it may go.
+        out.push_keeping(b"cdefgh", Some(2));
+        assert_eq!(out.kept_bytes(), b"abcdefgh");
+        assert_eq!(out.dropped(), 0);
+        // It read up to 6: the tail goes back to its share, but keeps 6 onwards.
+        out.trim(Some(6));
+        assert_eq!(out.kept_bytes(), b"abgh");
+        assert_eq!(out.dropped(), 4);
+        assert_eq!(out.read(2, 100), Some((6, b"gh".to_vec())));
     }
 
     #[test]
