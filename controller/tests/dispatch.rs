@@ -81,6 +81,27 @@ impl Recorder {
     }
 }
 
+/// Kills every process whose environment carries the Run's marker.
+fn kill_marked(uid: &str) {
+    let marker = format!("KRT_RUN_ID={uid}").into_bytes();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let marked = std::fs::read(format!("/proc/{pid}/environ"))
+            .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == marker));
+        if marked {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
 fn runtime() -> RuntimeKey {
     RuntimeKey {
         namespace: "team-a".into(),
@@ -223,6 +244,7 @@ async fn the_agent_killed_mid_run_ends_it_in_error_never_running_forever() {
         .unwrap();
     assert!(killed.success());
     let end = sink.terminal("doomed").await;
+    kill_marked("doomed");
     assert_eq!(end.phase, Some(RunPhase::Error), "{end:?}");
     assert!(end.reason.is_some() && end.message.is_some(), "{end:?}");
 }
@@ -231,14 +253,23 @@ async fn the_agent_killed_mid_run_ends_it_in_error_never_running_forever() {
 async fn a_pod_that_goes_away_mid_run_ends_it_pod_lost() {
     let pod = Pod::start(&[]);
     let (sink, dispatcher) = setup(&[("p0", &pod)], 1);
-    dispatcher.submit(&runtime(), submission("lost", "sleep 100", 1));
-    sink.running("lost").await;
-    // The pod is deleted: gone from the pool, its processes killed.
+    dispatcher.submit(&runtime(), submission("pod-gone", "sleep 100", 1));
+    sink.running("pod-gone").await;
+    // The pod is lost with its node: gone from the pool, runtimed killed outright.
     let mut gone = pool(&[("p0", &pod)], 1);
     gone.pods.clear();
     dispatcher.set_pool(&runtime(), gone);
+    for pid in [pod.sidecar_pid(), pod.agent_pid()] {
+        std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap();
+    }
+    let end = sink.terminal("pod-gone").await;
+    // The Run's own process outlives a killed agent here (no PID namespace to end
+    // with it, as in a pod): end it so nothing of the test is left.
+    kill_marked("pod-gone");
     drop(pod);
-    let end = sink.terminal("lost").await;
     assert_eq!(end.phase, Some(RunPhase::Error), "{end:?}");
     assert_eq!(end.reason.as_deref(), Some("PodLost"));
 }

@@ -180,8 +180,19 @@ impl Pod {
 }
 
 impl Drop for Pod {
+    /// As a kubelet deletes a pod: SIGTERM (the agent cancels its Runs), a grace period,
+    /// then SIGKILL; so no Run of a test outlives it.
     fn drop(&mut self) {
+        for child in [&self.sidecar, &self.agent] {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
         for child in [&mut self.sidecar, &mut self.agent] {
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
