@@ -2,7 +2,7 @@
 
 /// Exit status: the input could not be used (unreadable, invalid, a bad flag value).
 pub const EXIT_BAD_INPUT: i32 = 2;
-/// Exit status: the platform failed (runtimed, the API server, this machine).
+/// Exit status: the platform failed (runtimed, the API server, the local system).
 pub const EXIT_PLATFORM_ERROR: i32 = 1;
 /// Exit status: the Run or Workflow timed out.
 pub const EXIT_TIMED_OUT: i32 = 124;

@@ -1,4 +1,4 @@
-//! `krt run --local -f FILE`: executes a Run or a Workflow on this machine through the
+//! `krt run --local -f FILE`: executes a Run or a Workflow on the local machine through the
 //! same gRPC API the controller uses. It validates like the webhook, starts `runtimed
 //! agent` and `runtimed sidecar` as children on private sockets and a private
 //! workspace ([`local`]), executes through the sidecar, streams stdout to stdout and
@@ -39,7 +39,7 @@ use workflow::{WorkflowPlan, execute_workflow, to_plan};
 /// Arguments of `krt run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Run on this machine, with a runtimed agent and sidecar started for the purpose.
+    /// Run on the local machine, with a runtimed agent and sidecar started for the purpose.
     /// Required: running against a cluster is not available in this version.
     #[arg(long)]
     local: bool,
@@ -70,7 +70,8 @@ pub fn run(args: RunArgs) -> ExitCode {
 fn run_code(args: &RunArgs) -> Result<i32, CliError> {
     if !args.local {
         return Err(CliError::BadInput(
-            "only --local is available in this version: add --local to run on this machine".into(),
+            "only --local is available in this version: add --local to run on the local machine"
+                .into(),
         ));
     }
     let work = load(&args.file)?;
