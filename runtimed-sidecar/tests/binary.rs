@@ -467,3 +467,80 @@ fn peak_kib(pid: u32) -> usize {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
 }
+
+/// The pids of processes whose command line has `marker` as an argument.
+fn processes_with_argument(marker: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmd| cmd.split(|b| *b == 0).any(|arg| arg == marker.as_bytes()))
+        })
+        .collect()
+}
+
+/// An agent killed with SIGKILL cannot end its Runs; its spawner, seeing it gone, kills
+/// what they left, down to a process that left the Run's session and cleared its
+/// environment (through the Run's cgroup).
+#[tokio::test]
+async fn the_processes_of_a_run_do_not_outlive_a_killed_agent() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root: Run cgroups are made in the agent's cgroup");
+        return;
+    }
+    // The agent is in this process's cgroup: where it can make Run cgroups, so can this.
+    if let Err(why) = kruntimes_runtimed::agent::cgroup::RunCgroups::discover(0) {
+        eprintln!("skipped: needs a writable cgroup v2 hierarchy: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let mut agent = tokio::process::Command::new(RUNTIMED)
+        .args(["agent", "--socket"])
+        .arg(&socket)
+        .arg("--workspace")
+        .arg(dir.path().join("ws"))
+        .env("RUNTIMED_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut client = connect(&socket).await;
+    let marker = format!("1000.{}3", std::process::id());
+    client
+        .execute(proto::ExecuteRequest {
+            run_uid: "orphaned".into(),
+            interpreter: proto::Interpreter::Bash as i32,
+            script: Some(format!("setsid env -i sleep {marker} & sleep 1000")),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut escaped = Vec::new();
+    for _ in 0..500 {
+        escaped = processes_with_argument(&marker);
+        if !escaped.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        escaped.len(),
+        1,
+        "the Run's background process never started"
+    );
+    agent.kill().await.unwrap();
+    for _ in 0..1000 {
+        if processes_with_argument(&marker).is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for pid in processes_with_argument(&marker) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    panic!("a process of the Run outlived the killed agent");
+}

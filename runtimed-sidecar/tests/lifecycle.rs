@@ -767,8 +767,11 @@ fn a_full_filesystem_or_quota_is_told_apart_from_other_write_errors() {
 async fn a_killed_spawner_fails_its_runs_and_is_started_again() {
     let root = tempfile::tempdir().unwrap();
     let sup = supervisor(root.path());
+    // Named after this process: the marker is looked for in every process on the
+    // machine, where another test run may have a Run of the same name.
+    let uid = &format!("lost-{}", std::process::id());
     let execution = sup
-        .start(bash("lost", "( setsid sleep 1000 & echo $! ); sleep 1000"))
+        .start(bash(uid, "( setsid sleep 1000 & echo $! ); sleep 1000"))
         .await
         .unwrap();
     wait_for_first_line(&execution).await;
@@ -793,7 +796,7 @@ async fn a_killed_spawner_fails_its_runs_and_is_started_again() {
         .collect();
     assert_eq!(pids.len(), 1);
     pids.push(leader);
-    assert_gone(&pids, "lost");
+    assert_gone(&pids, uid);
     // The next Run gets a new spawner.
     let next = sup
         .start(bash("after-lost", "echo again"))
@@ -1108,4 +1111,57 @@ async fn an_existing_directory_at_the_workspace_path_is_refused_and_left_alone()
         std::fs::read_to_string(taken.join("keep.txt")).unwrap(),
         "mine"
     );
+}
+
+/// The pids of processes whose command line has `marker` as an argument.
+fn processes_with_argument(marker: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmd| cmd.split(|b| *b == 0).any(|arg| arg == marker.as_bytes()))
+        })
+        .collect()
+}
+
+/// A process that leaves the Run's session and clears its environment (`setsid env -i`)
+/// and an env-cleared double fork carry nothing that tells them apart as the Run's once
+/// the Run's shell has exited; its cgroup does: after the Run, none of them exists.
+#[tokio::test]
+async fn processes_that_clear_their_environment_do_not_outlive_the_run() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root: Run cgroups are made in this process's cgroup");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let sup = supervisor(root.path());
+    if let Err(why) = kruntimes_runtimed::agent::cgroup::RunCgroups::discover(0) {
+        eprintln!("skipped: needs a writable cgroup v2 hierarchy: {why}");
+        return;
+    }
+    // Durations no other process uses: how they are found in /proc.
+    let escaped = format!("1000.{}1", std::process::id());
+    let forked = format!("1000.{}2", std::process::id());
+    let script = format!(
+        "setsid env -i sleep {escaped} &\n\
+         env -i sh -c '(sleep {forked} &) &'\n\
+         while [ ! -e gate ]; do sleep 0.01; done"
+    );
+    let execution = sup.start(bash("env-cleared", &script)).await.unwrap();
+    let mut started = false;
+    for _ in 0..500 {
+        started = processes_with_argument(&escaped).len() == 1
+            && processes_with_argument(&forked).len() == 1;
+        if started {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(started, "the Run's background processes never started");
+    std::fs::write(root.path().join("env-cleared/gate"), b"").unwrap();
+    let end = execution.wait().await;
+    assert_eq!(end.phase, Phase::Succeeded, "{end:?}");
+    assert_eq!(processes_with_argument(&escaped), Vec::<i32>::new());
+    assert_eq!(processes_with_argument(&forked), Vec::<i32>::new());
 }
