@@ -12,9 +12,7 @@ use kruntimes_runtimed::grpc::connect_unix;
 use kruntimes_runtimed::proto;
 
 mod common;
-use common::{follow_stdout, pattern};
-
-const RUNTIMED: &str = env!("CARGO_BIN_EXE_runtimed");
+use common::{RUNTIMED, agent, follow_stdout, pattern, processes_with_argument, sidecar};
 
 #[test]
 fn install_copies_the_executable_with_mode_0755() {
@@ -318,24 +316,30 @@ fn stat_fields(pid: i32) -> Option<Vec<String>> {
     Some(after_comm.split_whitespace().map(str::to_owned).collect())
 }
 
-/// Waits up to 20 s for `pid` to be gone (or a zombie its adopter has not reaped yet);
-/// kills it and fails when it is not.
-async fn assert_exits(pid: i32, log: &Path) {
+/// Waits up to 20 s for `pid` to be gone (or a zombie its adopter has not reaped yet),
+/// then checks that its log says it stopped for its parent; kills it and fails when it
+/// is not gone.
+async fn assert_stops_for_its_parent(pid: i32, log: &Path) {
+    let log_text = || std::fs::read_to_string(log).unwrap_or_default();
     for _ in 0..1000 {
         match stat_fields(pid) {
-            None => return,
-            Some(fields) if fields[0] == "Z" => return,
-            Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Some(fields) if fields[0] != "Z" => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            _ => {
+                let log = log_text();
+                assert!(log.contains("stopping: the parent process ended"), "{log}");
+                return;
+            }
         }
     }
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-    panic!(
-        "runtimed {pid} outlived its parent: {}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
+    signal(pid, nix::sys::signal::Signal::SIGKILL);
+    panic!("runtimed {pid} outlived its parent: {}", log_text());
+}
+
+/// Sends `signal` to `pid`, gone or not.
+fn signal(pid: i32, signal: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
 }
 
 #[tokio::test]
@@ -358,18 +362,13 @@ async fn an_agent_whose_parent_ended_before_it_started_exits() {
     if adopter != 1 {
         // Not a failure of runtimed's: without --parent-pid, only adoption by init
         // tells a parent that ended before the start (see the next test).
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGTERM,
-        );
+        signal(pid, nix::sys::signal::Signal::SIGTERM);
         eprintln!(
             "skipped: needs orphans adopted by init: here process {adopter} (a subreaper) adopts them"
         );
         return;
     }
-    assert_exits(pid, &log).await;
-    let log = std::fs::read_to_string(&log).unwrap();
-    assert!(log.contains("stopping: the parent process ended"), "{log}");
+    assert_stops_for_its_parent(pid, &log).await;
 }
 
 #[tokio::test]
@@ -389,9 +388,7 @@ async fn a_sidecar_told_its_parent_pid_exits_when_that_parent_ended_before_it_st
         agent_socket.to_str().unwrap(),
     ];
     let (pid, _) = start_orphaned(&args, true, &log);
-    assert_exits(pid, &log).await;
-    let log = std::fs::read_to_string(&log).unwrap();
-    assert!(log.contains("stopping: the parent process ended"), "{log}");
+    assert_stops_for_its_parent(pid, &log).await;
 }
 
 /// A follower that reads as fast as it can, through the sidecar to a separate agent
@@ -401,28 +398,8 @@ async fn a_sidecar_told_its_parent_pid_exits_when_that_parent_ended_before_it_st
 async fn a_fast_follower_through_the_sidecar_gets_every_byte_of_a_large_output() {
     const BYTES: usize = 64 << 20;
     let dir = tempfile::tempdir().unwrap();
-    let (agent_socket, sidecar_socket) = (
-        dir.path().join("agent.sock"),
-        dir.path().join("sidecar.sock"),
-    );
-    let agent = tokio::process::Command::new(RUNTIMED)
-        .args(["agent", "--socket"])
-        .arg(&agent_socket)
-        .arg("--workspace")
-        .arg(dir.path().join("ws"))
-        .env("RUNTIMED_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let _sidecar = tokio::process::Command::new(RUNTIMED)
-        .args(["sidecar", "--listen"])
-        .arg(&sidecar_socket)
-        .arg("--agent-socket")
-        .arg(&agent_socket)
-        .env("RUNTIMED_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let (agent, agent_socket) = agent(dir.path(), &[]);
+    let (_sidecar, sidecar_socket) = sidecar(dir.path(), &agent_socket, &[]);
     connect(&agent_socket).await;
     let mut client = connect(&sidecar_socket).await;
     // A first Run, so that the peak measured before the large one includes what any
@@ -466,4 +443,57 @@ fn peak_kib(pid: u32) -> usize {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
+}
+
+/// An agent killed with SIGKILL cannot end its Runs; its spawner, seeing it gone, kills
+/// what they left, down to a process that left the Run's session and cleared its
+/// environment (through the Run's cgroup).
+#[tokio::test]
+async fn the_processes_of_a_run_do_not_outlive_a_killed_agent() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root: Run cgroups are made in the agent's cgroup");
+        return;
+    }
+    // The agent is in this process's cgroup: where it can make Run cgroups, so can this.
+    if let Err(why) = kruntimes_runtimed::agent::cgroup::RunCgroups::discover(0) {
+        eprintln!("skipped: needs a writable cgroup v2 hierarchy: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut agent, socket) = agent(dir.path(), &[]);
+    let mut client = connect(&socket).await;
+    let marker = format!("1000.{}3", std::process::id());
+    client
+        .execute(proto::ExecuteRequest {
+            run_uid: "orphaned".into(),
+            interpreter: proto::Interpreter::Bash as i32,
+            script: Some(format!("setsid env -i sleep {marker} & sleep 1000")),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut escaped = Vec::new();
+    for _ in 0..500 {
+        escaped = processes_with_argument(&marker);
+        if !escaped.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        escaped.len(),
+        1,
+        "the Run's background process never started"
+    );
+    agent.kill().await.unwrap();
+    for _ in 0..1000 {
+        if processes_with_argument(&marker).is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for pid in processes_with_argument(&marker) {
+        signal(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+    panic!("a process of the Run outlived the killed agent");
 }

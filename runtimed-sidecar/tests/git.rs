@@ -14,6 +14,9 @@ use kruntimes_runtimed::proto;
 use kruntimes_runtimed::sidecar::git::{self, Fetched, Fetcher, GitError};
 use kruntimes_testkit::git_server::{GitServer, Mode, Repo, git};
 
+mod common;
+use common::RUNTIMED;
+
 /// A repository with a branch, an annotated tag on the first commit and a second commit
 /// on main. Returns (first commit, second commit).
 fn tools_repo(root: &Path) -> (Repo, String, String) {
@@ -295,8 +298,6 @@ async fn symlinks_are_refused_submodules_skipped_and_lfs_pointers_kept() {
 
 // ---- through a real sidecar and agent ----
 
-const RUNTIMED: &str = env!("CARGO_BIN_EXE_runtimed");
-
 struct Pod {
     dir: tempfile::TempDir,
     client: kruntimes_runtimed::grpc::RuntimedClient<tonic::transport::Channel>,
@@ -306,28 +307,12 @@ struct Pod {
 
 async fn pod(ca: &Path) -> Pod {
     let dir = tempfile::tempdir().unwrap();
-    let agent_socket = dir.path().join("agent.sock");
-    let sidecar_socket = dir.path().join("sidecar.sock");
-    let agent = tokio::process::Command::new(RUNTIMED)
-        .args(["agent", "--keep-workspaces", "--socket"])
-        .arg(&agent_socket)
-        .arg("--workspace")
-        .arg(dir.path().join("ws"))
-        .env("RUNTIMED_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let sidecar = tokio::process::Command::new(RUNTIMED)
-        .args(["sidecar", "--listen"])
-        .arg(&sidecar_socket)
-        .arg("--agent-socket")
-        .arg(&agent_socket)
-        .arg("--git-ca-file")
-        .arg(ca)
-        .env("RUNTIMED_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let (agent, agent_socket) = common::agent(dir.path(), &["--keep-workspaces"]);
+    let (sidecar, sidecar_socket) = common::sidecar(
+        dir.path(),
+        &agent_socket,
+        &["--git-ca-file".as_ref(), ca.as_os_str()],
+    );
     for _ in 0..500 {
         if agent_socket.exists()
             && sidecar_socket.exists()

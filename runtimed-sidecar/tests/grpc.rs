@@ -99,19 +99,7 @@ async fn wait_terminal(client: &mut RuntimedClient<Channel>, id: &str) -> proto:
         .unwrap()
         .into_inner();
     while follow.message().await.unwrap().is_some() {}
-    loop {
-        let status = client
-            .status(proto::StatusRequest {
-                execution_id: id.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        if status.phase != proto::Phase::Running as i32 {
-            return status;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_status_terminal(client.clone(), id, Duration::from_secs(30)).await
 }
 
 async fn logs(

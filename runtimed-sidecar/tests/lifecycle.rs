@@ -1,93 +1,20 @@
 //! The process lifecycle on real processes: exit codes and signals, timeout and cancel
 //! killing everything (escaped processes included, checked in /proc), bounded output,
-//! capabilities, environment, sources and workspace cleanup.
+//! capabilities, environment, sources, the spawner and programs that cannot be started.
+//! The workspace's tests are in `workspace.rs`.
 // Tests stop loudly on the first unexpected value.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
 use std::time::Duration;
 
 use kruntimes_runtimed::Reason;
 use kruntimes_runtimed::agent::lifecycle::{Config, ExecSpec, Interpreter, Phase, Supervisor};
-use kruntimes_runtimed::agent::workspace::{WriteError, write_files};
 
-/// How a supervisor starts processes: through the spawner process (what the agent
-/// does) or forked from this process (the library's default).
-#[derive(Debug, Clone, Copy)]
-enum Spawn {
-    Spawner,
-    Fork,
-}
-
-impl Spawn {
-    /// A run uid distinct per mode, so both can run at once.
-    fn uid(self, name: &str) -> String {
-        format!("{name}-{self:?}").to_lowercase()
-    }
-}
-
-fn supervisor_in(root: &Path, mode: Spawn) -> Supervisor {
-    let mut config = Config::new(root);
-    config.grace = Duration::from_millis(300);
-    config.output_limit = 64 * 1024;
-    if let Spawn::Spawner = mode {
-        config.spawner = Some(env!("CARGO_BIN_EXE_runtimed").into());
-    }
-    Supervisor::new(config).unwrap()
-}
-
-/// The agent's way: Runs started by the spawner process.
-fn supervisor(root: &Path) -> Supervisor {
-    supervisor_in(root, Spawn::Spawner)
-}
-
-fn bash(uid: &str, script: &str) -> ExecSpec {
-    ExecSpec {
-        run_uid: uid.into(),
-        interpreter: Some(Interpreter::Bash),
-        script: Some(script.into()),
-        timeout: Some(Duration::from_secs(10)),
-        ..ExecSpec::default()
-    }
-}
-
-fn stdout_of(e: &kruntimes_runtimed::agent::lifecycle::Execution) -> String {
-    String::from_utf8(e.stdout.kept_bytes()).unwrap()
-}
-
-/// Waits up to 2 s for the Run's first line of output (the pid a script reports).
-async fn wait_for_first_line(e: &kruntimes_runtimed::agent::lifecycle::Execution) {
-    for _ in 0..200 {
-        if stdout_of(e).lines().count() == 1 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Every process in /proc whose environment carries the Run's marker.
-fn marked_processes(uid: &str) -> Vec<i32> {
-    let marker = format!("KRT_RUN_ID={uid}").into_bytes();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .map(|env| env.split(|b| *b == 0).any(|v| v == marker))
-                .unwrap_or(false)
-        })
-        .collect()
-}
-
-fn assert_gone(pids: &[i32], uid: &str) {
-    for pid in pids {
-        assert!(
-            !Path::new(&format!("/proc/{pid}")).exists(),
-            "process {pid} of the Run still exists"
-        );
-    }
-    assert_eq!(marked_processes(uid), Vec::<i32>::new());
-}
+mod common;
+use common::processes_with_argument;
+use common::supervisor::{
+    Spawn, assert_gone, bash, stdout_of, supervisor, supervisor_in, wait_for_first_line,
+};
 
 #[tokio::test]
 async fn exit_codes_and_signals_give_the_right_phase() {
@@ -433,342 +360,14 @@ async fn output_is_visible_while_the_program_runs() {
 }
 
 #[tokio::test]
-async fn the_workspace_is_removed_after_the_run_unless_kept() {
-    let root = tempfile::tempdir().unwrap();
-    let sup = supervisor(root.path());
-    let gone = sup.start(bash("gone", "echo > out.txt")).await.unwrap();
-    gone.wait().await;
-    assert!(!root.path().join("gone").exists());
-    let mut spec = bash("kept", "echo data > out.txt");
-    spec.keep_workspace = true;
-    let kept = sup.start(spec).await.unwrap();
-    let end = kept.wait().await;
-    assert!(end.workspace_present);
-    assert_eq!(
-        std::fs::read_to_string(root.path().join("kept/out.txt")).unwrap(),
-        "data\n"
-    );
-    assert_eq!(
-        std::fs::read_to_string(root.path().join("kept/main.sh")).unwrap(),
-        "echo data > out.txt"
-    );
-    kept.remove_workspace().await;
-    assert!(!root.path().join("kept").exists());
-}
-
-/// The spawner starts each Run from its workspace and leaves it at once: a working
-/// directory it kept would keep the deleted workspace's inode alive until its next
-/// `chdir`, on the next Run's start path.
-#[tokio::test]
-async fn the_spawner_leaves_each_workspace_right_after_the_start() {
-    let root = tempfile::tempdir().unwrap();
-    let sup = supervisor(root.path());
-    let spawner = sup.spawner_pid().expect("runs start through the spawner");
-    let execution = sup.start(bash("cwd", "pwd; sleep 1000")).await.unwrap();
-    wait_for_first_line(&execution).await;
-    assert_eq!(
-        stdout_of(&execution).trim(),
-        root.path().join("cwd").to_str().unwrap(),
-        "the Run itself starts in its workspace"
-    );
-    let cwd = std::fs::read_link(format!("/proc/{spawner}/cwd")).unwrap();
-    assert_eq!(cwd, Path::new("/"));
-    execution.cancel(None);
-    execution.wait().await;
-}
-
-/// A recycled workspace keeps its script file for the next Run: each Run still sees
-/// only its own script, and a Run without that script never sees the file.
-#[tokio::test]
-async fn a_recycled_workspace_holds_only_the_runs_own_script() {
-    let root = tempfile::tempdir().unwrap();
-    let sup = supervisor(root.path());
-    let long = "echo a long first script; cat main.sh > /dev/null; ls -A";
-    let first = sup.start(bash("first", long)).await.unwrap();
-    first.wait().await;
-    assert_eq!(stdout_of(&first), "a long first script\nmain.sh\n");
-    let second = sup.start(bash("second", "cat main.sh")).await.unwrap();
-    second.wait().await;
-    assert_eq!(
-        stdout_of(&second),
-        "cat main.sh",
-        "its own script, nothing left over"
-    );
-    let exec = sup
-        .start(ExecSpec {
-            run_uid: "exec".into(),
-            interpreter: Some(Interpreter::Exec),
-            command: vec!["ls".into(), "-A".into()],
-            ..ExecSpec::default()
-        })
-        .await
-        .unwrap();
-    let end = exec.wait().await;
-    assert_eq!(end.phase, Phase::Succeeded, "{end:?}");
-    assert_eq!(
-        stdout_of(&exec),
-        "",
-        "no script file in a Run without a script"
-    );
-}
-
-/// A workspace past `INLINE_REMOVAL_ENTRIES` (or holding a directory) is removed on the
-/// blocking pool, and still before the Run is reported terminal; the emptied directory
-/// then serves the next Run, empty.
-#[tokio::test]
-async fn a_large_workspace_is_gone_when_the_run_is_terminal() {
-    let root = tempfile::tempdir().unwrap();
-    let sup = supervisor(root.path());
-    let many = kruntimes_runtimed::limits::INLINE_REMOVAL_ENTRIES + 1;
-    let script = format!("for i in $(seq {many}); do : > f$i; done; mkdir -p a/b; echo x > a/b/c");
-    let large = sup.start(bash("large", &script)).await.unwrap();
-    let end = large.wait().await;
-    assert_eq!(end.phase, Phase::Succeeded, "{end:?}");
-    assert!(!end.workspace_present);
-    assert!(!root.path().join("large").exists());
-    let next = sup.start(bash("next", "ls -A")).await.unwrap();
-    next.wait().await;
-    assert_eq!(
-        stdout_of(&next),
-        "main.sh\n",
-        "the next workspace holds only its script"
-    );
-}
-
-#[tokio::test]
-async fn a_missing_interpreter_is_an_error_with_a_reason() {
-    let root = tempfile::tempdir().unwrap();
-    let mut config = Config::new(root.path());
-    config.bash = "/nonexistent/bash".into();
-    let sup = Supervisor::new(config).unwrap();
-    let mut spec = bash("nobash", "true");
-    spec.input = Some(b"{}".to_vec());
-    let end = sup.start(spec).await.unwrap().wait().await;
-    assert_eq!(end.phase, Phase::Error);
-    assert_eq!(end.reason, Some(Reason::SpawnFailed));
-    // Neither the workspace nor the input file is left (a spare is an empty directory).
-    let left: Vec<_> = std::fs::read_dir(root.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|name| !name.starts_with("+spare-"))
-        .collect();
-    assert_eq!(left, Vec::<String>::new());
-}
-
-#[tokio::test]
-async fn invalid_specs_are_refused_before_anything_is_created() {
-    let root = tempfile::tempdir().unwrap();
-    let sup = supervisor(root.path());
-    let mut escape = bash("escape", "true");
-    escape.files = vec![("../outside".into(), b"x".to_vec())];
-    assert!(sup.start(escape).await.is_err());
-    assert!(sup.start(bash("../up", "true")).await.is_err());
-    let mut reserved = bash("reserved", "true");
-    reserved.env = vec![("KRT_RUN_ID".into(), "other".into())];
-    assert!(sup.start(reserved).await.is_err());
-    assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
-}
-
-#[test]
-fn a_symlink_planted_in_the_workspace_cannot_be_written_through() {
-    let workspace = tempfile::tempdir().unwrap();
-    let outside = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(outside.path(), workspace.path().join("lib")).unwrap();
-    std::os::unix::fs::symlink(outside.path().join("f"), workspace.path().join("main.sh")).unwrap();
-
-    let through_dir = write_files(workspace.path(), [("lib/x.py", b"x".as_slice())]);
-    assert!(
-        matches!(through_dir, Err(WriteError::Refused { .. })),
-        "{through_dir:?}"
-    );
-    let through_file = write_files(workspace.path(), [("main.sh", b"x".as_slice())]);
-    assert!(
-        matches!(through_file, Err(WriteError::Refused { .. })),
-        "{through_file:?}"
-    );
-    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
-
-    // An invalid path anywhere in the set means nothing at all is written.
-    let mixed = write_files(
-        workspace.path(),
-        [("ok.txt", b"x".as_slice()), ("../x", b"x".as_slice())],
-    );
-    assert!(matches!(mixed, Err(WriteError::InvalidPath { .. })));
-    assert!(!workspace.path().join("ok.txt").exists());
-
-    // Nested directories are created one by one.
-    write_files(workspace.path(), [("a/b/c.txt", b"abc".as_slice())]).unwrap();
-    assert_eq!(
-        std::fs::read(workspace.path().join("a/b/c.txt")).unwrap(),
-        b"abc"
-    );
-}
-
-fn limited(root: &Path, limit: u64, interval: Duration) -> Supervisor {
-    let mut config = Config::new(root);
-    config.grace = Duration::from_millis(300);
-    config.workspace_size_limit = Some(limit);
-    config.workspace_check_interval = interval;
-    Supervisor::new(config).unwrap()
-}
-
-#[tokio::test]
-async fn a_run_writing_past_the_workspace_size_limit_fails_and_its_files_go() {
-    let root = tempfile::tempdir().unwrap();
-    let sup = limited(root.path(), 1 << 20, Duration::from_millis(20));
-    let mut spec = bash(
-        "full",
-        // Output first: the size check may stop the Run while `head` still writes.
-        "echo written; head -c 4000000 /dev/zero > big.bin; sleep 30",
-    );
-    // Kept workspaces are removed too when full: keeping one would keep the disk full.
-    spec.keep_workspace = true;
-    let execution = sup.start(spec).await.unwrap();
-    let end = execution.wait().await;
-    assert_eq!(end.phase, Phase::Failed, "{end:?}");
-    assert_eq!(end.reason, Some(Reason::WorkspaceFull));
-    assert!(
-        end.message.contains("limit of 1048576 bytes"),
-        "{}",
-        end.message
-    );
-    assert_eq!(stdout_of(&execution), "written\n");
-    assert!(!root.path().join("full").exists());
-    assert!(!end.workspace_present);
-    assert_gone(&[end.pid.unwrap() as i32], "full");
-}
-
-#[tokio::test]
-async fn a_run_below_the_workspace_size_limit_succeeds() {
-    let root = tempfile::tempdir().unwrap();
-    let sup = limited(root.path(), 1 << 20, Duration::from_millis(20));
-    // A quarter of the limit, held for many checks.
-    let end = sup
-        .start(bash(
-            "below",
-            "head -c 262144 /dev/zero > part.bin; sleep 0.5",
-        ))
-        .await
-        .unwrap()
-        .wait()
-        .await;
-    assert_eq!(
-        (
-            end.phase,
-            end.reason.map(Reason::as_str).unwrap_or_default()
-        ),
-        (Phase::Succeeded, "Completed")
-    );
-}
-
-#[tokio::test]
-async fn the_largest_workspace_fails_when_together_they_exceed_the_limit() {
-    let root = tempfile::tempdir().unwrap();
-    // Each fits alone; together they do not.
-    let sup = limited(root.path(), 1 << 20, Duration::from_millis(20));
-    let large = sup
-        .start(bash("large", "head -c 700000 /dev/zero > a.bin; sleep 30"))
-        .await
-        .unwrap();
-    // The smaller one holds its bytes until the larger one has been stopped.
-    let gate = root.path().join("gate");
-    let small = sup
-        .start(bash(
-            "small",
-            &format!(
-                "head -c 400000 /dev/zero > b.bin; while [ ! -e {} ]; do sleep 0.02; done",
-                gate.display()
-            ),
-        ))
-        .await
-        .unwrap();
-    let large_end = large.wait().await;
-    std::fs::write(&gate, b"").unwrap();
-    let small_end = small.wait().await;
-    assert_eq!(
-        (
-            large_end.phase,
-            large_end.reason.map(Reason::as_str).unwrap_or_default()
-        ),
-        (Phase::Failed, "WorkspaceFull")
-    );
-    assert_eq!(small_end.phase, Phase::Succeeded, "{small_end:?}");
-}
-
-#[test]
-fn over_the_limit_means_more_than_the_limit_and_the_largest_fails() {
-    use kruntimes_runtimed::agent::lifecycle::over_limit;
-    use std::collections::HashMap;
-    let sizes: HashMap<String, u64> = [("a".to_owned(), 60), ("b".to_owned(), 40)].into();
-    assert_eq!(over_limit(&sizes, 100), None, "at the limit nothing fails");
-    assert_eq!(
-        over_limit(&sizes, 99),
-        Some(("a", 100)),
-        "one over: the largest"
-    );
-    let tie: HashMap<String, u64> = [("a".to_owned(), 50), ("b".to_owned(), 50)].into();
-    assert_eq!(
-        over_limit(&tie, 99),
-        Some(("b", 100)),
-        "a tie is broken by uid"
-    );
-}
-
-#[tokio::test]
-async fn inline_files_are_checked_against_the_workspace_size_limit() {
-    let root = tempfile::tempdir().unwrap();
-    // No measurement during these Runs: only the check before writing.
-    let sup = limited(root.path(), 1000, Duration::from_secs(3600));
-    let with_inline = |uid: &str, bytes: usize| {
-        let mut spec = bash(uid, "true"); // 4 bytes of main.sh
-        spec.files = vec![("data.bin".into(), vec![b'x'; bytes])];
-        spec
-    };
-    let at = sup
-        .start(with_inline("at", 996))
-        .await
-        .unwrap()
-        .wait()
-        .await;
-    assert_eq!(at.phase, Phase::Succeeded, "{at:?}");
-    let over = sup
-        .start(with_inline("over", 997))
-        .await
-        .unwrap()
-        .wait()
-        .await;
-    assert_eq!(
-        (
-            over.phase,
-            over.reason.map(Reason::as_str).unwrap_or_default()
-        ),
-        (Phase::Error, "WorkspaceFull")
-    );
-    assert!(over.message.contains("1001 bytes"), "{}", over.message);
-    assert!(!root.path().join("over").exists());
-}
-
-#[test]
-fn a_full_filesystem_or_quota_is_told_apart_from_other_write_errors() {
-    use kruntimes_runtimed::agent::workspace::is_no_space;
-    use nix::errno::Errno;
-    assert!(is_no_space(&std::io::Error::from_raw_os_error(
-        Errno::ENOSPC as i32
-    )));
-    assert!(is_no_space(&std::io::Error::from_raw_os_error(
-        Errno::EDQUOT as i32
-    )));
-    assert!(!is_no_space(&std::io::Error::from_raw_os_error(
-        Errno::EACCES as i32
-    )));
-}
-
-#[tokio::test]
 async fn a_killed_spawner_fails_its_runs_and_is_started_again() {
     let root = tempfile::tempdir().unwrap();
     let sup = supervisor(root.path());
+    // Named after this process: the marker is looked for in every process on the
+    // machine, where another test run may have a Run of the same name.
+    let uid = &format!("lost-{}", std::process::id());
     let execution = sup
-        .start(bash("lost", "( setsid sleep 1000 & echo $! ); sleep 1000"))
+        .start(bash(uid, "( setsid sleep 1000 & echo $! ); sleep 1000"))
         .await
         .unwrap();
     wait_for_first_line(&execution).await;
@@ -793,7 +392,7 @@ async fn a_killed_spawner_fails_its_runs_and_is_started_again() {
         .collect();
     assert_eq!(pids.len(), 1);
     pids.push(leader);
-    assert_gone(&pids, "lost");
+    assert_gone(&pids, uid);
     // The next Run gets a new spawner.
     let next = sup
         .start(bash("after-lost", "echo again"))
@@ -894,24 +493,21 @@ async fn programs_are_found_and_started_as_execvp_does() {
     let end = on_path.wait().await;
     assert_eq!(end.phase, Phase::Succeeded, "{end:?}");
     assert_eq!(stdout_of(&on_path), "no shebang b\n");
-    let missing = sup
-        .start(exec("missing", &["no-such-program-krt"], None))
-        .await
-        .unwrap()
-        .wait()
-        .await;
+    let missing = exec("missing", &["no-such-program-krt"], None);
+    let not_found = "\"no-such-program-krt\" not found in PATH";
+    fails_to_start(&sup, missing, Reason::ProgramNotFound, 127, not_found).await;
+}
+
+/// Starts `spec` and checks that it failed before its program ran: phase Failed with
+/// `reason`, exit code `code` and a message holding `part`.
+async fn fails_to_start(sup: &Supervisor, spec: ExecSpec, reason: Reason, code: i32, part: &str) {
+    let end = sup.start(spec).await.unwrap().wait().await;
     assert_eq!(
-        (missing.phase, missing.reason, missing.exit_code),
-        (Phase::Failed, Some(Reason::ProgramNotFound), Some(127)),
-        "{missing:?}"
+        (end.phase, end.reason, end.exit_code),
+        (Phase::Failed, Some(reason), Some(code)),
+        "{end:?}"
     );
-    assert!(
-        missing
-            .message
-            .contains("\"no-such-program-krt\" not found in PATH"),
-        "{}",
-        missing.message
-    );
+    assert!(end.message.contains(part), "{part:?} in {}", end.message);
 }
 
 fn exec_spec(uid: &str, command: &[&str], env: &[(&str, &str)]) -> ExecSpec {
@@ -934,89 +530,33 @@ fn exec_spec(uid: &str, command: &[&str], env: &[(&str, &str)]) -> ExecSpec {
 async fn a_program_that_cannot_be_started_fails_naming_it_in(mode: Spawn) {
     let root = tempfile::tempdir().unwrap();
     let sup = supervisor_in(root.path(), mode);
-    let missing = sup
-        .start(exec_spec(
-            &mode.uid("nosuch"),
-            &["krt-no-such-program"],
-            &[],
-        ))
-        .await
-        .unwrap()
-        .wait()
-        .await;
-    assert_eq!(
-        (missing.phase, missing.reason, missing.exit_code),
-        (Phase::Failed, Some(Reason::ProgramNotFound), Some(127)),
-        "{missing:?}"
-    );
+    let missing = exec_spec(&mode.uid("nosuch"), &["krt-no-such-program"], &[]);
     let expected = format!(
         "program \"krt-no-such-program\" not found in PATH \"{}\"",
         kruntimes_runtimed::limits::DEFAULT_PATH
     );
-    assert!(missing.message.contains(&expected), "{}", missing.message);
+    fails_to_start(&sup, missing, Reason::ProgramNotFound, 127, &expected).await;
 
     // `ls` exists, but not on the Run's own PATH.
-    let hidden = sup
-        .start(exec_spec(
-            &mode.uid("hidden"),
-            &["ls"],
-            &[("PATH", "/nonexistent")],
-        ))
-        .await
-        .unwrap()
-        .wait()
-        .await;
-    assert_eq!(
-        (hidden.phase, hidden.reason, hidden.exit_code),
-        (Phase::Failed, Some(Reason::ProgramNotFound), Some(127)),
-        "{hidden:?}"
-    );
-    assert!(
-        hidden
-            .message
-            .contains("program \"ls\" not found in PATH \"/nonexistent\""),
-        "{}",
-        hidden.message
-    );
+    let hidden = exec_spec(&mode.uid("hidden"), &["ls"], &[("PATH", "/nonexistent")]);
+    let expected = "program \"ls\" not found in PATH \"/nonexistent\"";
+    fails_to_start(&sup, hidden, Reason::ProgramNotFound, 127, expected).await;
 
-    let absolute = sup
-        .start(exec_spec(
-            &mode.uid("absolute"),
-            &["/nonexistent/tool"],
-            &[],
-        ))
-        .await
-        .unwrap()
-        .wait()
-        .await;
-    assert_eq!(absolute.exit_code, Some(127), "{absolute:?}");
-    assert!(
-        absolute
-            .message
-            .contains("program \"/nonexistent/tool\" not found: no such file"),
-        "{}",
-        absolute.message
-    );
+    let absolute = exec_spec(&mode.uid("absolute"), &["/nonexistent/tool"], &[]);
+    let expected = "program \"/nonexistent/tool\" not found: no such file";
+    fails_to_start(&sup, absolute, Reason::ProgramNotFound, 127, expected).await;
 
     let mut not_executable = exec_spec(&mode.uid("noexec"), &["./tool"], &[]);
     not_executable.files = vec![("tool".into(), b"#!/bin/sh\necho hi\n".to_vec())];
-    let not_executable = sup.start(not_executable).await.unwrap().wait().await;
-    assert_eq!(
-        (
-            not_executable.phase,
-            not_executable.reason,
-            not_executable.exit_code
-        ),
-        (Phase::Failed, Some(Reason::ProgramNotExecutable), Some(126)),
-        "{not_executable:?}"
-    );
-    assert!(
-        not_executable
-            .message
-            .contains("program \"./tool\" cannot be executed: permission denied"),
-        "{}",
-        not_executable.message
-    );
+    let expected = "program \"./tool\" cannot be executed: permission denied";
+    fails_to_start(
+        &sup,
+        not_executable,
+        Reason::ProgramNotExecutable,
+        126,
+        expected,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -1038,21 +578,12 @@ async fn an_argument_list_too_long_fails_naming_the_cause_and_sizes_in(mode: Spa
     let argument = "x".repeat(64 * 1024);
     let mut spec = exec_spec(&mode.uid("e2big"), &["true"], &[]);
     spec.args = vec![argument; 128];
-    let end = sup.start(spec).await.unwrap().wait().await;
-    assert_eq!(
-        (end.phase, end.reason, end.exit_code),
-        (Phase::Failed, Some(Reason::ArgumentListTooLong), Some(126)),
-        "{end:?}"
-    );
     // 129 strings (true and its 128 arguments) of their length plus a NUL each.
     let argv_bytes = 5 + 128 * (64 * 1024 + 1);
-    for part in [
-        "argument list too long to start \"true\"".to_owned(),
-        format!("its 129 arguments take {argv_bytes} bytes"),
-        "a quarter of the stack size limit".to_owned(),
-    ] {
-        assert!(end.message.contains(&part), "{part:?} in {}", end.message);
-    }
+    let sizes = format!(
+        "argument list too long to start \"true\": its 129 arguments take {argv_bytes} bytes"
+    );
+    fails_to_start(&sup, spec, Reason::ArgumentListTooLong, 126, &sizes).await;
 }
 
 #[tokio::test]
@@ -1108,4 +639,45 @@ async fn an_existing_directory_at_the_workspace_path_is_refused_and_left_alone()
         std::fs::read_to_string(taken.join("keep.txt")).unwrap(),
         "mine"
     );
+}
+
+/// A process that leaves the Run's session and clears its environment (`setsid env -i`)
+/// and an env-cleared double fork carry nothing that tells them apart as the Run's once
+/// the Run's shell has exited; its cgroup does: after the Run, none of them exists.
+#[tokio::test]
+async fn processes_that_clear_their_environment_do_not_outlive_the_run() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root: Run cgroups are made in this process's cgroup");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let sup = supervisor(root.path());
+    if let Err(why) = kruntimes_runtimed::agent::cgroup::RunCgroups::discover(0) {
+        eprintln!("skipped: needs a writable cgroup v2 hierarchy: {why}");
+        return;
+    }
+    // Durations no other process uses: how they are found in /proc.
+    let escaped = format!("1000.{}1", std::process::id());
+    let forked = format!("1000.{}2", std::process::id());
+    let script = format!(
+        "setsid env -i sleep {escaped} &\n\
+         env -i sh -c '(sleep {forked} &) &'\n\
+         while [ ! -e gate ]; do sleep 0.01; done"
+    );
+    let execution = sup.start(bash("env-cleared", &script)).await.unwrap();
+    let mut started = false;
+    for _ in 0..500 {
+        started = processes_with_argument(&escaped).len() == 1
+            && processes_with_argument(&forked).len() == 1;
+        if started {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(started, "the Run's background processes never started");
+    std::fs::write(root.path().join("env-cleared/gate"), b"").unwrap();
+    let end = execution.wait().await;
+    assert_eq!(end.phase, Phase::Succeeded, "{end:?}");
+    assert_eq!(processes_with_argument(&escaped), Vec::<i32>::new());
+    assert_eq!(processes_with_argument(&forked), Vec::<i32>::new());
 }

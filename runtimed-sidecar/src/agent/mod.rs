@@ -3,6 +3,7 @@
 //! `max_retained` (oldest first). The modules below are the agent's process:
 //!
 //! - [`lifecycle`]: one Run as processes;
+//! - [`cgroup`]: a cgroup per Run, where the agent may make them;
 //! - [`spawner`]: the helper process that starts the Runs' processes;
 //! - [`reaper`]: the one place that waits for children;
 //! - [`procs`]: finding and killing every process of a Run;
@@ -11,6 +12,7 @@
 //! - [`output`]: a Run's bounded output streams;
 //! - [`service`]: the agent's gRPC service.
 
+pub mod cgroup;
 pub mod lifecycle;
 pub mod output;
 pub mod procs;

@@ -10,13 +10,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
 use tokio::sync::oneshot;
 
 use super::execution::{Execution, Phase, finish};
 use super::usage::WorkspaceUsage;
 use crate::Reason;
+use crate::agent::cgroup::{RunCgroup, RunCgroups};
 use crate::agent::output::OutputStream;
 use crate::agent::procs::{
     holds_only_known_children, is_zombie, run_processes, signal_run, signal_run_all_of_proc,
@@ -43,6 +45,19 @@ pub(super) struct Driver {
     pub(super) spawner: Option<Arc<Spawner>>,
     /// The Run's input file, removed once it is terminal.
     pub(super) input: Option<PathBuf>,
+    /// The Run's cgroup, and where it goes back once the Run is over.
+    pub(super) cgroup: Option<RunCgroup>,
+    pub(super) cgroups: Option<Arc<RunCgroups>>,
+}
+
+/// How an execution ends, before the rest of the Run is killed.
+struct Outcome {
+    phase: Phase,
+    reason: Reason,
+    exit: Option<Exit>,
+    message: String,
+    /// Whether the workspace goes.
+    remove: bool,
 }
 
 enum Stop {
@@ -57,7 +72,7 @@ enum Stop {
 
 impl Driver {
     pub(super) async fn drive(
-        self,
+        mut self,
         mut exit_rx: oneshot::Receiver<Exit>,
         cancel_rx: oneshot::Receiver<Option<Duration>>,
         timeout: Duration,
@@ -85,8 +100,49 @@ impl Driver {
         self.usage.remove(&self.execution.run_uid);
         // No cancel after this point.
         drop(lock(&self.execution.cancel).take());
-        let mut message = String::new();
-        let mut remove = !self.keep;
+        let Outcome {
+            phase,
+            reason,
+            exit,
+            mut message,
+            remove,
+        } = self.outcome(stop, exit_rx).await;
+        // Whatever is left of the Run (background processes, escaped ones) goes now.
+        let leftover = self.kill_all().await;
+        if leftover > 0 {
+            self.execution.reusable.store(false, Ordering::Relaxed);
+            message = format!("{leftover} process(es) of the Run could not be killed");
+        }
+        for task in [out_task, err_task].into_iter().flatten() {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(self.drain_timeout, task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+                message = "output pipe still open after every process was killed".into();
+            }
+        }
+        if let Some(input) = &self.input {
+            let _ = fs::remove_file(input);
+        }
+        if remove {
+            self.execution.remove_workspace().await;
+        }
+        if let (Some(cgroups), Some(cgroup)) = (&self.cgroups, self.cgroup.take()) {
+            cgroups.release(cgroup);
+        }
+        finish(&self.execution, phase, exit, reason, message);
+        // Only now, so that a client whose `Logs` follow has ended finds the execution
+        // terminal (one Status call, no polling).
+        self.execution.stdout.close();
+        self.execution.stderr.close();
+    }
+
+    /// How the execution ends for `stop`: at once for an exit, after the Run's
+    /// processes were ended (SIGTERM, grace, SIGKILL) for a timeout, a cancel or a full
+    /// workspace.
+    async fn outcome(&self, stop: Stop, exit_rx: oneshot::Receiver<Exit>) -> Outcome {
         let (phase, reason, exit) = match stop {
             Stop::Exited(exit) => {
                 let phase = if exit == Exit::Code(0) {
@@ -112,46 +168,35 @@ impl Driver {
             Stop::WorkspaceFull(full) => {
                 let exit = self.terminate(exit_rx, self.grace).await;
                 // Removed even when it was to be kept: keeping it would keep the disk full.
-                remove = true;
-                message = full;
-                (Phase::Failed, Reason::WorkspaceFull, exit)
+                return Outcome {
+                    phase: Phase::Failed,
+                    reason: Reason::WorkspaceFull,
+                    exit,
+                    message: full,
+                    remove: true,
+                };
             }
             Stop::Lost => {
                 // Its processes (the first one now adopted by this process) are killed
-                // below with everything else of the Run.
-                message = "the spawner process ended before the Run's exit was known; \
-                           every process of the Run was killed"
-                    .into();
-                (Phase::Error, Reason::SpawnerLost, None)
+                // after this with everything else of the Run.
+                return Outcome {
+                    phase: Phase::Error,
+                    reason: Reason::SpawnerLost,
+                    exit: None,
+                    message: "the spawner process ended before the Run's exit was known; \
+                              every process of the Run was killed"
+                        .into(),
+                    remove: !self.keep,
+                };
             }
         };
-        // Whatever is left of the Run (background processes, escaped ones) goes now.
-        let leftover = self.kill_all().await;
-        if leftover > 0 {
-            self.execution.reusable.store(false, Ordering::Relaxed);
-            message = format!("{leftover} process(es) of the Run could not be killed");
+        Outcome {
+            phase,
+            reason,
+            exit,
+            message: String::new(),
+            remove: !self.keep,
         }
-        for task in [out_task, err_task].into_iter().flatten() {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(self.drain_timeout, task)
-                .await
-                .is_err()
-            {
-                abort.abort();
-                message = "output pipe still open after every process was killed".into();
-            }
-        }
-        if let Some(input) = &self.input {
-            let _ = fs::remove_file(input);
-        }
-        if remove {
-            self.execution.remove_workspace().await;
-        }
-        finish(&self.execution, phase, exit, reason, message);
-        // Only now, so that a client whose `Logs` follow has ended finds the execution
-        // terminal (one Status call, no polling).
-        self.execution.stdout.close();
-        self.execution.stderr.close();
     }
 
     /// Measures the workspace every `check_interval` while a size limit is set; returns
@@ -188,6 +233,13 @@ impl Driver {
         grace: Duration,
     ) -> Option<Exit> {
         signal_run(self.leader, &self.execution.run_uid, Signal::SIGTERM);
+        if let Some(cgroup) = &self.cgroup {
+            // Also those the look above cannot tell apart (left the session, cleared
+            // their environment, re-parented).
+            for pid in cgroup.pids() {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            }
+        }
         if let Ok(Ok(exit)) = tokio::time::timeout(grace, &mut exit_rx).await {
             return Some(exit);
         }
@@ -195,10 +247,43 @@ impl Driver {
         exit_rx.await.ok()
     }
 
-    /// SIGKILL rounds until no process of the Run is found; returns how many remain.
-    /// Then waits (same bound) until the reaper has collected the ones it killed, so
-    /// that when a Run is terminal not even a zombie of it is left in `/proc`.
+    /// SIGKILL to every process of the Run, found through its cgroup and through
+    /// `/proc`; returns how many could not be killed.
     async fn kill_all(&self) -> usize {
+        let in_cgroup = self.kill_cgroup().await;
+        in_cgroup.max(self.kill_found().await)
+    }
+
+    /// SIGKILL to everything in the Run's cgroup (`cgroup.kill`: processes forked
+    /// meanwhile too), then waits, as many rounds as [`Driver::kill_found`], until it is
+    /// empty and what it held has been reaped. Returns how many processes are still in
+    /// it. Nothing to do without a cgroup, or with an empty one (the usual end).
+    async fn kill_cgroup(&self) -> usize {
+        let Some(cgroup) = &self.cgroup else {
+            return 0;
+        };
+        if cgroup.is_empty() {
+            return 0;
+        }
+        let killed = cgroup.pids();
+        if let Err(e) = cgroup.kill() {
+            tracing::warn!(cgroup = %cgroup.path().display(), error = %e, "cgroup.kill failed");
+        }
+        let mut rounds = 0;
+        while !cgroup.is_empty() && rounds < limits::MAX_KILL_ROUNDS {
+            rounds += 1;
+            tokio::time::sleep(limits::KILL_ROUND_PAUSE).await;
+        }
+        let left = cgroup.pids().len();
+        wait_reaped(killed, rounds).await;
+        left
+    }
+
+    /// SIGKILL rounds until no process of the Run is found through `/proc` (see
+    /// [`crate::agent::procs`]); returns how many remain. Then waits (same bound) until
+    /// the reaper has collected the ones it killed, so that when a Run is terminal not
+    /// even a zombie of it is left in `/proc`.
+    async fn kill_found(&self) -> usize {
         let uid = self.execution.run_uid.clone();
         let leader = self.leader;
         // Nothing to look for when it is provable that nothing of the Run is left: its
@@ -253,17 +338,24 @@ impl Driver {
                 .await
                 .unwrap_or(0);
         }
-        killed.sort_unstable();
-        killed.dedup();
-        while rounds < limits::MAX_KILL_ROUNDS {
-            killed.retain(|pid| is_zombie(*pid));
-            if killed.is_empty() {
-                break;
-            }
-            rounds += 1;
-            tokio::time::sleep(limits::KILL_ROUND_PAUSE).await;
-        }
+        wait_reaped(killed, rounds).await;
         0
+    }
+}
+
+/// Waits until none of `killed` is a zombie any more (its parent, or this process as
+/// the subreaper, has reaped it), for what is left of [`limits::MAX_KILL_ROUNDS`] after
+/// `rounds`.
+async fn wait_reaped(mut killed: Vec<i32>, mut rounds: usize) {
+    killed.sort_unstable();
+    killed.dedup();
+    while rounds < limits::MAX_KILL_ROUNDS {
+        killed.retain(|pid| is_zombie(*pid));
+        if killed.is_empty() {
+            break;
+        }
+        rounds += 1;
+        tokio::time::sleep(limits::KILL_ROUND_PAUSE).await;
     }
 }
 

@@ -21,6 +21,7 @@ use super::failure::{SpawnError, StartFailure};
 use super::spec::{ExecSpec, Interpreter, check_spec};
 use super::usage::WorkspaceUsage;
 use crate::Reason;
+use crate::agent::cgroup::{RunCgroup, RunCgroups};
 use crate::agent::output::{FollowLimits, OutputStream};
 use crate::agent::procs::RUN_MARKER;
 use crate::agent::reaper::{Exit, Reaper};
@@ -59,6 +60,10 @@ pub struct Config {
     /// [`crate::agent::spawner`]). `None`: Runs are forked from this process (library use,
     /// where no runtimed executable may exist).
     pub spawner: Option<PathBuf>,
+    /// Start each Run in a cgroup of its own where this process may make one (see
+    /// [`crate::agent::cgroup`]); else, or when false, its processes are found through
+    /// `/proc` only.
+    pub run_cgroups: bool,
 }
 
 impl Config {
@@ -79,6 +84,7 @@ impl Config {
             workspace_size_limit: None,
             workspace_check_interval: limits::WORKSPACE_CHECK_INTERVAL,
             spawner: None,
+            run_cgroups: true,
         }
     }
 }
@@ -93,6 +99,8 @@ pub struct Supervisor {
     spawner: Option<Arc<Mutex<Arc<Spawner>>>>,
     usage: Arc<WorkspaceUsage>,
     spares: Arc<Spares>,
+    /// Where Run cgroups are made, when they can be.
+    cgroups: Option<Arc<RunCgroups>>,
 }
 
 /// An execution made by [`Supervisor::create`], to be started by
@@ -141,6 +149,7 @@ impl Supervisor {
             )))),
             None => None,
         };
+        let cgroups = config.run_cgroups.then(run_cgroups).flatten();
         Ok(Self {
             spares: Arc::new(Spares::new(
                 &config.workspace_root,
@@ -150,7 +159,13 @@ impl Supervisor {
             reaper,
             spawner,
             usage: Arc::default(),
+            cgroups,
         })
+    }
+
+    /// Whether each Run gets a cgroup of its own (see [`Config::run_cgroups`]).
+    pub fn has_run_cgroups(&self) -> bool {
+        self.cgroups.is_some()
     }
 
     /// The configuration.
@@ -225,11 +240,15 @@ impl Supervisor {
             .is_some()
             .then(|| input_path(&self.config.workspace_root, &spec.run_uid));
         let interpreter = spec.interpreter.unwrap_or(Interpreter::Bash);
+        let mut cgroup = None;
         let spawned = match self.prepare(&spec, &execution) {
-            Ok(Prepared { launch, stdin }) => self
-                .spawn(&launch, stdin)
-                .await
-                .map_err(|e| StartFailure::of(e, &launch, interpreter)),
+            Ok(Prepared { mut launch, stdin }) => {
+                cgroup = self.run_cgroup();
+                launch.cgroup = cgroup.as_ref().map(|c| c.path().to_owned());
+                self.spawn(&launch, stdin)
+                    .await
+                    .map_err(|e| StartFailure::of(e, &launch, interpreter))
+            }
             Err((reason, message)) => Err(StartFailure::platform(reason, message)),
         };
         match spawned {
@@ -251,6 +270,8 @@ impl Supervisor {
                     reaper: self.reaper.clone(),
                     spawner: started.spawner,
                     input: input_file,
+                    cgroup,
+                    cgroups: self.cgroups.clone(),
                 };
                 tokio::spawn(driver.drive(
                     started.exit,
@@ -261,6 +282,9 @@ impl Supervisor {
                 ));
             }
             Err(failure) => {
+                if let (Some(cgroups), Some(cgroup)) = (&self.cgroups, cgroup) {
+                    cgroups.release(cgroup);
+                }
                 if let Some(input) = input_file {
                     let _ = fs::remove_file(input);
                 }
@@ -279,6 +303,18 @@ impl Supervisor {
             }
         }
         execution
+    }
+
+    /// A cgroup for the next Run, when Runs get one (none, with a warning, when it
+    /// cannot be made: the Run's processes are then found through `/proc` only).
+    fn run_cgroup(&self) -> Option<RunCgroup> {
+        let cgroups = self.cgroups.as_ref()?;
+        cgroups
+            .create()
+            .inspect_err(|e| {
+                tracing::warn!(parent = %cgroups.parent().display(), error = %e, "cannot make a Run's cgroup");
+            })
+            .ok()
     }
 
     /// The pid of the spawner process, if Runs are started through one.
@@ -324,6 +360,15 @@ impl Supervisor {
                     .reaper
                     .spawn(&mut command)
                     .map_err(SpawnError::Program)?;
+                // Moved after its exec: forked here (library use), it cannot be born in
+                // its cgroup as through the spawner; a child it forks at once may start
+                // outside (`/proc` still finds it, by the rules of `procs`).
+                if let Some(cgroup) = &launch.cgroup {
+                    let added = fs::write(cgroup.join("cgroup.procs"), child.id().to_string());
+                    if let Err(e) = added {
+                        tracing::warn!(cgroup = %cgroup.display(), error = %e, "cannot move a Run into its cgroup");
+                    }
+                }
                 // Never waited on: the reaper delivers its exit. Dropping the command
                 // closes this process's copies of the writing ends.
                 (child.id(), exit)
@@ -364,6 +409,7 @@ impl Supervisor {
             args: args.into_iter().map(OsString::from).collect(),
             cwd: workspace.clone(),
             env,
+            cgroup: None,
         };
         Ok(Prepared { launch, stdin })
     }
@@ -470,6 +516,22 @@ impl Supervisor {
         let file = fs::File::open(&path).map_err(|e| (Reason::InputUnavailable, e.to_string()))?;
         set("KRT_INPUT_FILE".into(), path.into());
         Ok((env, Some(file)))
+    }
+}
+
+/// The Run cgroups of this process, when it may make them; logs why not otherwise.
+fn run_cgroups() -> Option<Arc<RunCgroups>> {
+    match RunCgroups::discover(limits::SPARE_RUN_CGROUPS) {
+        Ok(cgroups) => {
+            tracing::debug!(parent = %cgroups.parent().display(), "a cgroup per Run");
+            Some(Arc::new(cgroups))
+        }
+        Err(why) => {
+            tracing::info!(
+                "no cgroup per Run ({why}): a process that leaves its Run's session and clears its environment can outlive the Run"
+            );
+            None
+        }
     }
 }
 

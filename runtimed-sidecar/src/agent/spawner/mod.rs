@@ -14,7 +14,9 @@
 //! Protocol, on a unix stream socket pair (the spawner's stdin):
 //! - request (agent → spawner): a header (body length, flags) carrying the Run's stdin
 //!   (optional), stdout and stderr as `SCM_RIGHTS`, then the body: request id, program,
-//!   working directory, argv and environment, each length-prefixed;
+//!   working directory, argv, environment and the Run's cgroup (empty: none), each
+//!   length-prefixed; with a cgroup, the spawner moves itself into it for the spawn
+//!   and back to its own, its parent (see [`crate::agent::cgroup`]);
 //! - replies (spawner → agent): `Spawned(id, pid)` or `Failed(id, errno, message)` for
 //!   each request, in order, and `Exited(pid, code)` / `Signaled(pid, signal)` when a
 //!   first process it spawned ends (the spawner is its parent and reaps it). A pid's
@@ -26,7 +28,9 @@
 //!
 //! Orphans of a Run are not the spawner's business: it is not a subreaper, so they are
 //! re-parented to the agent (a child subreaper), which reaps them and finds them when it
-//! kills a Run (see [`crate::agent::procs`]).
+//! kills a Run (see [`crate::agent::procs`]). Except when the agent is gone: at the end
+//! of its socket the spawner kills every Run cgroup it spawned into and every first
+//! process's group it has not reaped, so that nothing of the Runs outlives the agent.
 
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -77,6 +81,9 @@ pub struct Launch {
     pub cwd: PathBuf,
     /// The complete environment (nothing else is inherited).
     pub env: Vec<(OsString, OsString)>,
+    /// The Run's cgroup directory, to start the program in (see
+    /// [`crate::agent::cgroup`]); its parent is the spawner's own cgroup.
+    pub cgroup: Option<PathBuf>,
 }
 
 impl Launch {
@@ -126,6 +133,12 @@ pub fn encode_request(id: u64, launch: &Launch) -> Vec<u8> {
         put_bytes(&mut out, name.as_bytes());
         put_bytes(&mut out, value.as_bytes());
     }
+    // Empty: no cgroup (a cgroup directory is never the empty path).
+    let cgroup = launch
+        .cgroup
+        .as_deref()
+        .map_or(&[][..], |c| c.as_os_str().as_bytes());
+    put_bytes(&mut out, cgroup);
     out
 }
 
@@ -181,6 +194,8 @@ pub fn decode_request(body: &[u8]) -> io::Result<(u64, Launch)> {
     for _ in 0..envc {
         env.push((r.os()?, r.os()?));
     }
+    let cgroup = r.os()?;
+    let cgroup = (!cgroup.is_empty()).then(|| PathBuf::from(cgroup));
     if !r.data.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -194,6 +209,7 @@ pub fn decode_request(body: &[u8]) -> io::Result<(u64, Launch)> {
             args,
             cwd,
             env,
+            cgroup,
         },
     ))
 }
@@ -227,6 +243,7 @@ mod tests {
             ],
             cwd: "/workspace/r1".into(),
             env: vec![("PATH".into(), "/bin".into()), ("EMPTY".into(), "".into())],
+            cgroup: Some("/sys/fs/cgroup/krt-1.0".into()),
         };
         let body = encode_request(42, &launch);
         let (id, back) = decode_request(&body).unwrap();
@@ -239,6 +256,12 @@ mod tests {
         let mut longer = body.clone();
         longer.push(0);
         assert!(decode_request(&longer).is_err());
+        let without = Launch {
+            cgroup: None,
+            ..launch
+        };
+        let (_, back) = decode_request(&encode_request(7, &without)).unwrap();
+        assert_eq!(back, without);
     }
 
     #[test]

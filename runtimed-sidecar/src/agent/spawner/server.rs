@@ -9,6 +9,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -127,8 +128,11 @@ fn receive(socket: &UnixStream) -> io::Result<Option<Received>> {
 }
 
 /// The spawner's main loop (`runtimed spawner`): serves requests on `socket` until the
-/// agent closes it, then returns. Its children left running at that point are
-/// re-parented to the nearest subreaper (the agent, if it still exists).
+/// agent closes it. Then, as the agent is gone (ended, or killed without the chance to
+/// end its Runs), it kills what the Runs it started left: every Run cgroup it spawned
+/// into that still holds processes and every first process's group still there, so
+/// that nothing of them outlives the agent. Other processes of a Run (a child that
+/// left its group, with no cgroup) are re-parented to the nearest subreaper.
 pub fn serve(socket: UnixStream) -> io::Result<()> {
     let shared = Arc::new(Shared {
         out: Mutex::new(Out {
@@ -142,42 +146,77 @@ pub fn serve(socket: UnixStream) -> io::Result<()> {
     std::thread::Builder::new()
         .name("spawner-reaper".into())
         .spawn(move || reap_forever(&reaping))?;
+    let mut cgroups = HashSet::new();
+    let served = serve_requests(&socket, &shared, &mut cgroups);
+    kill_what_is_left(&lock(&shared.out).leaders, &cgroups);
+    served
+}
+
+fn serve_requests(
+    socket: &UnixStream,
+    shared: &Shared,
+    cgroups: &mut HashSet<PathBuf>,
+) -> io::Result<()> {
     let null = std::fs::File::open("/dev/null")?;
-    while let Some(request) = receive(&socket)? {
+    while let Some(request) = receive(socket)? {
         let mut out = lock(&shared.out);
-        let (kind, id, value, message) = match decode_request(&request.body) {
-            Ok((id, launch)) => {
-                let stdin = request.stdin.as_ref().map_or(null.as_fd(), AsFd::as_fd);
-                // Spawned under the lock: the reaping thread cannot report this child's
-                // exit before its `Spawned` reply is written.
-                match spawn_session(
-                    &launch,
-                    [stdin, request.stdout.as_fd(), request.stderr.as_fd()],
-                ) {
-                    // Never waited on here: the reaping thread collects it.
-                    Ok(pid) => {
-                        out.leaders.insert(pid);
-                        (REPLY_SPAWNED, id, pid, String::new())
-                    }
-                    Err(e) => (
-                        REPLY_FAILED,
-                        id,
-                        e.raw_os_error().unwrap_or(0),
-                        e.to_string(),
-                    ),
-                }
+        // Without an id the agent cannot be answered: the stream is unusable.
+        let (id, launch) = decode_request(&request.body)?;
+        cgroups.extend(launch.cgroup.clone());
+        let stdin = request.stdin.as_ref().map_or(null.as_fd(), AsFd::as_fd);
+        // Spawned under the lock: the reaping thread cannot report this child's exit
+        // before its `Spawned` reply is written.
+        let spawned = spawn_session(
+            &launch,
+            [stdin, request.stdout.as_fd(), request.stderr.as_fd()],
+        );
+        let (kind, value, message, stuck) = match spawned {
+            // Never waited on here: the reaping thread collects it.
+            Ok(pid) => {
+                out.leaders.insert(pid);
+                (REPLY_SPAWNED, pid, String::new(), None)
             }
             Err(e) => {
-                // Without an id the agent cannot be answered: the stream is unusable.
-                return Err(e);
+                let stuck = e.get_ref().is_some_and(|inner| inner.is::<LeaveFailed>());
+                let errno = e.raw_os_error().unwrap_or(0);
+                (REPLY_FAILED, errno, e.to_string(), stuck.then_some(e))
             }
         };
         out.spawned += 1;
         reply(&mut out.socket, kind, id, value, &message)?;
         drop(out);
         shared.spawned.notify_all();
+        if let Some(e) = stuck {
+            return Err(e);
+        }
     }
     Ok(())
+}
+
+/// SIGKILL to every process in `cgroups` (those that still exist) and to the process
+/// group of every first process in `leaders` (not reaped yet).
+fn kill_what_is_left(leaders: &HashSet<i32>, cgroups: &HashSet<PathBuf>) {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    for cgroup in cgroups {
+        let populated = std::fs::read_to_string(cgroup.join("cgroup.events"))
+            .is_ok_and(|events| events.lines().any(|l| l == "populated 1"));
+        if populated {
+            let _ = std::fs::write(cgroup.join("cgroup.kill"), b"1");
+        }
+    }
+    for leader in leaders {
+        let _ = kill(Pid::from_raw(-leader), Signal::SIGKILL);
+        let _ = kill(Pid::from_raw(*leader), Signal::SIGKILL);
+    }
+    // Reaped here: the reaping thread stops at its first reply the agent cannot take,
+    // and a zombie keeps its cgroup from being removed. One the reaping thread took
+    // first is no child any more (ECHILD).
+    for leader in leaders {
+        let _ = waitpid(Pid::from_raw(*leader), None);
+    }
+    // The emptied cgroups stay: this process, confined, may not remove them; the next
+    // agent does (see `crate::agent::cgroup`).
 }
 
 /// `bytes` as a C string for `posix_spawn`; a nul byte inside is an invalid argument.
@@ -223,7 +262,10 @@ fn spawn_session(launch: &Launch, stdio: [BorrowedFd<'_>; 3]) -> io::Result<i32>
             launch.cwd.display()
         ))
     })?;
-    let spawned = spawn_in_cwd(launch, &argv, &envp, stdio);
+    let spawned = match &launch.cgroup {
+        Some(cgroup) => in_cgroup(cgroup, || spawn_in_cwd(launch, &argv, &envp, stdio))?,
+        None => spawn_in_cwd(launch, &argv, &envp, stdio),
+    };
     // Leave the workspace at once. A working directory keeps its inode alive: once the
     // agent deleted the workspace, the spawner's next `chdir` would free it (on ext4,
     // 0.4-0.9 ms measured under `perf trace`) on the next Run's start path. Freed by
@@ -232,6 +274,49 @@ fn spawn_session(launch: &Launch, stdio: [BorrowedFd<'_>; 3]) -> io::Result<i32>
     let _ = nix::unistd::chdir("/");
     spawned
 }
+
+/// Runs `spawn` with this process (both its threads) in `cgroup`, so that the child it
+/// forks is born there, then moves it back to its own cgroup, the parent of `cgroup`.
+/// A failure to enter is the spawn's (the platform's, so a message and no errno); a
+/// failure to get out is this process's own: it must not stay where the Run's end
+/// kills everything (see [`LeaveFailed`]).
+fn in_cgroup(
+    cgroup: &Path,
+    spawn: impl FnOnce() -> io::Result<i32>,
+) -> io::Result<io::Result<i32>> {
+    let me = std::process::id().to_string();
+    let enter = std::fs::write(cgroup.join("cgroup.procs"), &me);
+    if let Err(e) = enter {
+        return Ok(Err(io::Error::other(format!(
+            "cannot enter the Run's cgroup {}: {e}",
+            cgroup.display()
+        ))));
+    }
+    let spawned = spawn();
+    let home = cgroup.parent().unwrap_or(Path::new("/"));
+    match std::fs::write(home.join("cgroup.procs"), &me) {
+        Ok(()) => Ok(spawned),
+        Err(e) => Err(io::Error::other(LeaveFailed(format!(
+            "cannot leave the Run's cgroup {} for {}: {e}",
+            cgroup.display(),
+            home.display()
+        )))),
+    }
+}
+
+/// The spawner could not move back out of a Run's cgroup: it answers the request it
+/// was serving, then ends (the agent starts another), rather than be killed with the
+/// Run.
+#[derive(Debug)]
+struct LeaveFailed(String);
+
+impl std::fmt::Display for LeaveFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LeaveFailed {}
 
 /// [`spawn_session`] once the working directory is the launch's.
 fn spawn_in_cwd(
