@@ -11,7 +11,7 @@ use crate::v1alpha1::limits::{
     MAX_ARG_BYTES, MAX_ARGS, MAX_ARTIFACT_PATHS, MAX_ENV, MAX_ENV_NAME_BYTES, MAX_ENV_VALUE_BYTES,
     MAX_FILES, MAX_INLINE_SOURCE_BYTES,
 };
-use crate::v1alpha1::{Interpreter, RunSpec};
+use crate::v1alpha1::{GitSource, Interpreter, RunSpec};
 
 /// Most bytes `command`, `args` and `env` may take together, counted as the kernel counts
 /// them against `ARG_MAX` at exec: each string with its NUL terminator and its 8-byte
@@ -175,116 +175,141 @@ fn check_program_source(spec: &RunSpec, path: &FieldPath, v: &mut Vec<Violation>
 
 fn check_sources(spec: &RunSpec, path: &FieldPath, v: &mut Vec<Violation>) {
     if let Some(files) = &spec.files {
-        let files_path = path.child("files");
-        if files.len() > MAX_FILES {
-            v.push(Violation::with_value(
-                &files_path,
-                Reason::TooMany,
-                files.len(),
-                format!("must have at most {MAX_FILES} files"),
-            ));
-        }
-        let script_file = spec
-            .script
-            .as_ref()
-            .and_then(|_| spec.interpreter.script_file());
-        for (name, content) in files {
-            let entry = files_path.key(name);
-            if let Err(why) = check_relative_path(name, PathKind::Plain) {
-                v.push(Violation::with_value(&entry, Reason::Invalid, name, why));
-            } else if let Some(why) = file_under_a_file(name, files, script_file) {
-                v.push(Violation::with_value(&entry, Reason::Invalid, name, why));
-            }
-            if Some(name.as_str()) == script_file {
-                v.push(Violation::with_value(
-                    &entry,
-                    Reason::Duplicate,
-                    name,
-                    format!("script is written to {name}; rename this file"),
-                ));
-            }
-            if content.len() > MAX_INLINE_SOURCE_BYTES {
-                v.push(Violation::new(
-                    &entry,
-                    Reason::TooLong,
-                    format!("must be no more than {MAX_INLINE_SOURCE_BYTES} bytes; put larger files in git"),
-                ));
-            }
-        }
+        check_files(spec, files, path, v);
     }
     if let Some(git) = &spec.git {
-        let git_path = path.child("git");
-        for field in ["script", "files"] {
-            let set = if field == "script" {
-                spec.script.is_some()
-            } else {
-                spec.files.is_some()
-            };
-            if set {
-                v.push(Violation::new(
-                    git_path.clone(),
-                    Reason::Forbidden,
-                    format!("git is used instead of inline sources; it may not be set together with {field}"),
-                ));
-            }
+        check_git(spec, git, path, v);
+    }
+    if let Some(entrypoint) = &spec.entrypoint {
+        check_entrypoint(spec, entrypoint, path, v);
+    }
+}
+
+/// `spec.files`: how many, each key a plain relative path that does not collide with the
+/// script's file or sit under another file, each content within the inline limit.
+fn check_files(
+    spec: &RunSpec,
+    files: &BTreeMap<String, String>,
+    path: &FieldPath,
+    v: &mut Vec<Violation>,
+) {
+    let files_path = path.child("files");
+    if files.len() > MAX_FILES {
+        v.push(Violation::with_value(
+            &files_path,
+            Reason::TooMany,
+            files.len(),
+            format!("must have at most {MAX_FILES} files"),
+        ));
+    }
+    let script_file = spec
+        .script
+        .as_ref()
+        .and_then(|_| spec.interpreter.script_file());
+    for (name, content) in files {
+        let entry = files_path.key(name);
+        if let Err(why) = check_relative_path(name, PathKind::Plain) {
+            v.push(Violation::with_value(&entry, Reason::Invalid, name, why));
+        } else if let Some(why) = file_under_a_file(name, files, script_file) {
+            v.push(Violation::with_value(&entry, Reason::Invalid, name, why));
         }
-        if let Err(why) = check_git_url(&git.url) {
+        if Some(name.as_str()) == script_file {
             v.push(Violation::with_value(
-                git_path.child("url"),
-                Reason::Invalid,
-                &git.url,
-                why,
+                &entry,
+                Reason::Duplicate,
+                name,
+                format!("script is written to {name}; rename this file"),
             ));
         }
-        if let Some(git_ref) = &git.git_ref
-            && let Err(why) = check_git_ref(git_ref)
-        {
-            v.push(Violation::with_value(
-                git_path.child("ref"),
-                Reason::Invalid,
-                git_ref,
-                why,
-            ));
-        }
-        if let Some(sub) = &git.path
-            && let Err(why) = check_relative_path(sub, PathKind::Plain)
-        {
-            v.push(Violation::with_value(
-                git_path.child("path"),
-                Reason::Invalid,
-                sub,
-                why,
+        if content.len() > MAX_INLINE_SOURCE_BYTES {
+            v.push(Violation::new(
+                &entry,
+                Reason::TooLong,
+                format!(
+                    "must be no more than {MAX_INLINE_SOURCE_BYTES} bytes; put larger files in git"
+                ),
             ));
         }
     }
-    if let Some(entrypoint) = &spec.entrypoint {
-        let entry_path = path.child("entrypoint");
-        if let Err(why) = check_relative_path(entrypoint, PathKind::Plain) {
-            v.push(Violation::with_value(
-                &entry_path,
-                Reason::Invalid,
-                entrypoint,
-                why,
+}
+
+/// `spec.git`: exclusive with inline sources; URL, ref and path well formed.
+fn check_git(spec: &RunSpec, git: &GitSource, path: &FieldPath, v: &mut Vec<Violation>) {
+    let git_path = path.child("git");
+    for field in ["script", "files"] {
+        let set = if field == "script" {
+            spec.script.is_some()
+        } else {
+            spec.files.is_some()
+        };
+        if set {
+            v.push(Violation::new(
+                git_path.clone(),
+                Reason::Forbidden,
+                format!(
+                    "git is used instead of inline sources; it may not be set together with {field}"
+                ),
             ));
-        } else if spec.git.is_none() {
-            match &spec.files {
-                None => v.push(Violation::with_value(
-                    &entry_path,
-                    Reason::Required,
-                    entrypoint,
-                    "entrypoint names a file that files or git must provide; neither is set",
-                )),
-                Some(files) if !files.contains_key(entrypoint) => v.push(Violation::with_value(
-                    &entry_path,
-                    Reason::NotFound,
-                    entrypoint,
-                    format!(
-                        "no such key in files; files are: {}",
-                        files.keys().cloned().collect::<Vec<_>>().join(", ")
-                    ),
-                )),
-                Some(_) => {}
-            }
+        }
+    }
+    if let Err(why) = check_git_url(&git.url) {
+        v.push(Violation::with_value(
+            git_path.child("url"),
+            Reason::Invalid,
+            &git.url,
+            why,
+        ));
+    }
+    if let Some(git_ref) = &git.git_ref
+        && let Err(why) = check_git_ref(git_ref)
+    {
+        v.push(Violation::with_value(
+            git_path.child("ref"),
+            Reason::Invalid,
+            git_ref,
+            why,
+        ));
+    }
+    if let Some(sub) = &git.path
+        && let Err(why) = check_relative_path(sub, PathKind::Plain)
+    {
+        v.push(Violation::with_value(
+            git_path.child("path"),
+            Reason::Invalid,
+            sub,
+            why,
+        ));
+    }
+}
+
+/// `spec.entrypoint`: a plain relative path to a file that `files` holds (or git brings).
+fn check_entrypoint(spec: &RunSpec, entrypoint: &str, path: &FieldPath, v: &mut Vec<Violation>) {
+    let entry_path = path.child("entrypoint");
+    if let Err(why) = check_relative_path(entrypoint, PathKind::Plain) {
+        v.push(Violation::with_value(
+            &entry_path,
+            Reason::Invalid,
+            entrypoint,
+            why,
+        ));
+    } else if spec.git.is_none() {
+        match &spec.files {
+            None => v.push(Violation::with_value(
+                &entry_path,
+                Reason::Required,
+                entrypoint,
+                "entrypoint names a file that files or git must provide; neither is set",
+            )),
+            Some(files) if !files.contains_key(entrypoint) => v.push(Violation::with_value(
+                &entry_path,
+                Reason::NotFound,
+                entrypoint,
+                format!(
+                    "no such key in files; files are: {}",
+                    files.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            )),
+            Some(_) => {}
         }
     }
 }
