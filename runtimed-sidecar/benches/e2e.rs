@@ -500,6 +500,65 @@ async fn run_memory(client: &mut RuntimedClient<Channel>, sidecar: u32, agent: u
     }
 }
 
+/// The floors: bash started directly, back to back and paced, and its rate; CPU per
+/// start of the spawning process and of bash, in µs.
+struct Floors {
+    direct: Latency,
+    direct_paced: Latency,
+    direct_rate: f64,
+    direct_parent: f64,
+    direct_bash: f64,
+}
+
+async fn floors(bash: &Path, dir: &Path, fifo: &Path) -> Floors {
+    let direct = direct_latency(bash, dir, fifo, false).await;
+    let direct_paced = direct_latency(bash, dir, fifo, true).await;
+    let me = std::process::id();
+    let before = cpu_ticks(me);
+    let direct_rate = direct_throughput(bash, dir);
+    let after = cpu_ticks(me);
+    let per_start = |ticks: u64| ticks as f64 / TICKS_PER_SECOND / THROUGHPUT_RUNS as f64 * 1e6;
+    Floors {
+        direct,
+        direct_paced,
+        direct_rate,
+        direct_parent: per_start(after.0 - before.0),
+        direct_bash: per_start(after.1 - before.1),
+    }
+}
+
+/// An agent and a sidecar in `dir`, and a client of the sidecar.
+async fn start_runtimed(
+    dir: &Path,
+) -> (
+    tokio::process::Child,
+    tokio::process::Child,
+    RuntimedClient<Channel>,
+) {
+    let agent_socket = dir.join("agent.sock");
+    let sidecar_socket = dir.join("sidecar.sock");
+    let workspace = dir.join("ws");
+    let agent = spawn_runtimed(&[
+        "agent".as_ref(),
+        "--socket".as_ref(),
+        agent_socket.as_os_str(),
+        "--workspace".as_ref(),
+        workspace.as_os_str(),
+        "--grace-ms".as_ref(),
+        "200".as_ref(),
+    ]);
+    let sidecar = spawn_runtimed(&[
+        "sidecar".as_ref(),
+        "--listen".as_ref(),
+        sidecar_socket.as_os_str(),
+        "--agent-socket".as_ref(),
+        agent_socket.as_os_str(),
+    ]);
+    connect(&agent_socket).await;
+    let client = connect(&sidecar_socket).await;
+    (agent, sidecar, client)
+}
+
 fn main() {
     let bash = which("bash");
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -512,40 +571,10 @@ fn main() {
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
 
         // Floors first, while nothing else runs.
-        let direct = direct_latency(&bash, dir.path(), &fifo, false).await;
-        let direct_paced = direct_latency(&bash, dir.path(), &fifo, true).await;
-        let me = std::process::id();
-        let before_direct = cpu_ticks(me);
-        let direct_rate = direct_throughput(&bash, dir.path());
-        let after_direct = cpu_ticks(me);
-        let direct_parent = (after_direct.0 - before_direct.0) as f64 / TICKS_PER_SECOND
-            / THROUGHPUT_RUNS as f64
-            * 1e6;
-        let direct_bash = (after_direct.1 - before_direct.1) as f64 / TICKS_PER_SECOND
-            / THROUGHPUT_RUNS as f64
-            * 1e6;
+        let Floors { direct, direct_paced, direct_rate, direct_parent, direct_bash } =
+            floors(&bash, dir.path(), &fifo).await;
 
-        let agent_socket = dir.path().join("agent.sock");
-        let sidecar_socket = dir.path().join("sidecar.sock");
-        let workspace = dir.path().join("ws");
-        let agent = spawn_runtimed(&[
-            "agent".as_ref(),
-            "--socket".as_ref(),
-            agent_socket.as_os_str(),
-            "--workspace".as_ref(),
-            workspace.as_os_str(),
-            "--grace-ms".as_ref(),
-            "200".as_ref(),
-        ]);
-        let sidecar = spawn_runtimed(&[
-            "sidecar".as_ref(),
-            "--listen".as_ref(),
-            sidecar_socket.as_os_str(),
-            "--agent-socket".as_ref(),
-            agent_socket.as_os_str(),
-        ]);
-        connect(&agent_socket).await;
-        let mut client = connect(&sidecar_socket).await;
+        let (agent, sidecar, mut client) = start_runtimed(dir.path()).await;
         let (agent_pid, sidecar_pid) = (agent.id().unwrap(), sidecar.id().unwrap());
         let spawner_pid = spawner_of(agent_pid);
         let spawner_ticks = || spawner_pid.map_or((0, 0), cpu_ticks);

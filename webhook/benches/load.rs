@@ -508,17 +508,7 @@ async fn bench() -> anyhow::Result<()> {
     let reviews = [Arc::new(workflow_review()?), Arc::new(pod_review()?)];
     if std::env::var_os("KRT_BENCH_IN_PROCESS_ONLY").is_some() {
         // For profilers: the library alone, no servers, no load generator.
-        for review in &reviews {
-            let cost = handler_cost(review, Duration::from_secs(seconds))?;
-            let read_once = read_once_cost(review, Duration::from_secs(seconds))?;
-            println!(
-                "{}: in-process cost {} per review; checking its JSON syntax once: {}",
-                review.label,
-                ms(cost),
-                us(read_once)
-            );
-        }
-        return Ok(());
+        return in_process_only(&reviews, seconds);
     }
     let certs = Certs::new()?;
     let tls = client_config(&certs)?;
@@ -579,71 +569,7 @@ async fn bench() -> anyhow::Result<()> {
             }
             results.push(figures);
         }
-        let (f, w) = (&results[0], &results[1]);
-        let cost = handler_cost(review, HANDLER_COST_TIME)?;
-        println!(
-            "  in-process handler cost (parse, decide, encode; one thread, no HTTP/TLS): {} per review, load average {}",
-            ms(cost),
-            loadavg()
-        );
-        // At 80 % of the floor's throughput, CPU-bound on the same cores, a review may
-        // cost the floor's CPU / 0.8: what is left beyond the floor's own work is this.
-        let budget = f.cpu_per_review.mul_f64(1.0 / 0.8 - 1.0);
-        let read_once = read_once_cost(review, HANDLER_COST_TIME)?;
-        println!(
-            "  the 80 % target leaves {} of CPU per review beyond the floor's; checking the body's JSON syntax once (no allocation, one thread) costs {}",
-            us(budget),
-            us(read_once)
-        );
-        println!(
-            "  {:<34} {:>14} {:>14} {:>10}",
-            "figure", "webhook", "floor", "webhook/floor"
-        );
-        println!(
-            "  {:<34} {:>12.0}/s {:>12.0}/s {:>9.1}%",
-            format!("throughput ({connections} conn, closed loop)"),
-            w.throughput,
-            f.throughput,
-            100.0 * w.throughput / f.throughput
-        );
-        println!(
-            "  {:<34} {:>14} {:>14} {:>9.1}x",
-            "server CPU per review (closed loop)",
-            us(w.cpu_per_review),
-            us(f.cpu_per_review),
-            w.cpu_per_review.as_secs_f64() / f.cpu_per_review.as_secs_f64().max(1e-9)
-        );
-        for (name, wv, fv) in [
-            ("p50 at fixed rate", w.p50, f.p50),
-            ("p99 at fixed rate", w.p99, f.p99),
-            ("max at fixed rate", w.max, f.max),
-            ("generator lateness p99", w.lateness_p99, f.lateness_p99),
-        ] {
-            println!(
-                "  {:<34} {:>14} {:>14} {:>9.1}x",
-                format!("{name} ({rate}/s)"),
-                ms(wv),
-                ms(fv),
-                wv.as_secs_f64() / fv.as_secs_f64().max(1e-9)
-            );
-        }
-        for (name, wv, fv) in [
-            ("RSS before", w.rss_idle_kib, f.rss_idle_kib),
-            ("RSS peak", w.rss_peak_kib, f.rss_peak_kib),
-            ("RSS at end", w.rss_end_kib, f.rss_end_kib),
-        ] {
-            println!("  {:<34} {:>14} {:>14}", name, mib(wv), mib(fv));
-        }
-        println!(
-            "  {:<34} {:>14} {:>14}",
-            "wrong answers (closed + open)",
-            w.closed_errors + w.open_errors,
-            f.closed_errors + f.open_errors
-        );
-        println!(
-            "  load average after closed / open loop: webhook {} / {}; floor {} / {}",
-            w.load_closed, w.load_open, f.load_closed, f.load_open
-        );
+        print_comparison(review, &results[1], &results[0], connections, rate)?;
     }
     println!("\nload average at end: {}", loadavg());
     drop(floor_server);
@@ -651,6 +577,96 @@ async fn bench() -> anyhow::Result<()> {
     if errors > 0 {
         bail!("{errors} wrong answers");
     }
+    Ok(())
+}
+
+/// Prints the library's cost per review alone: for profilers, no servers, no load.
+fn in_process_only(reviews: &[Arc<Review>], seconds: u64) -> anyhow::Result<()> {
+    for review in reviews {
+        let cost = handler_cost(review, Duration::from_secs(seconds))?;
+        let read_once = read_once_cost(review, Duration::from_secs(seconds))?;
+        println!(
+            "{}: in-process cost {} per review; checking its JSON syntax once: {}",
+            review.label,
+            ms(cost),
+            us(read_once)
+        );
+    }
+    Ok(())
+}
+
+/// Prints one review's figures, the webhook's (`w`) beside the floor's (`f`).
+fn print_comparison(
+    review: &Review,
+    w: &Figures,
+    f: &Figures,
+    connections: usize,
+    rate: u64,
+) -> anyhow::Result<()> {
+    let cost = handler_cost(review, HANDLER_COST_TIME)?;
+    println!(
+        "  in-process handler cost (parse, decide, encode; one thread, no HTTP/TLS): {} per review, load average {}",
+        ms(cost),
+        loadavg()
+    );
+    // At 80 % of the floor's throughput, CPU-bound on the same cores, a review may
+    // cost the floor's CPU / 0.8: what is left beyond the floor's own work is this.
+    let budget = f.cpu_per_review.mul_f64(1.0 / 0.8 - 1.0);
+    let read_once = read_once_cost(review, HANDLER_COST_TIME)?;
+    println!(
+        "  the 80 % target leaves {} of CPU per review beyond the floor's; checking the body's JSON syntax once (no allocation, one thread) costs {}",
+        us(budget),
+        us(read_once)
+    );
+    println!(
+        "  {:<34} {:>14} {:>14} {:>10}",
+        "figure", "webhook", "floor", "webhook/floor"
+    );
+    println!(
+        "  {:<34} {:>12.0}/s {:>12.0}/s {:>9.1}%",
+        format!("throughput ({connections} conn, closed loop)"),
+        w.throughput,
+        f.throughput,
+        100.0 * w.throughput / f.throughput
+    );
+    println!(
+        "  {:<34} {:>14} {:>14} {:>9.1}x",
+        "server CPU per review (closed loop)",
+        us(w.cpu_per_review),
+        us(f.cpu_per_review),
+        w.cpu_per_review.as_secs_f64() / f.cpu_per_review.as_secs_f64().max(1e-9)
+    );
+    for (name, wv, fv) in [
+        ("p50 at fixed rate", w.p50, f.p50),
+        ("p99 at fixed rate", w.p99, f.p99),
+        ("max at fixed rate", w.max, f.max),
+        ("generator lateness p99", w.lateness_p99, f.lateness_p99),
+    ] {
+        println!(
+            "  {:<34} {:>14} {:>14} {:>9.1}x",
+            format!("{name} ({rate}/s)"),
+            ms(wv),
+            ms(fv),
+            wv.as_secs_f64() / fv.as_secs_f64().max(1e-9)
+        );
+    }
+    for (name, wv, fv) in [
+        ("RSS before", w.rss_idle_kib, f.rss_idle_kib),
+        ("RSS peak", w.rss_peak_kib, f.rss_peak_kib),
+        ("RSS at end", w.rss_end_kib, f.rss_end_kib),
+    ] {
+        println!("  {:<34} {:>14} {:>14}", name, mib(wv), mib(fv));
+    }
+    println!(
+        "  {:<34} {:>14} {:>14}",
+        "wrong answers (closed + open)",
+        w.closed_errors + w.open_errors,
+        f.closed_errors + f.open_errors
+    );
+    println!(
+        "  load average after closed / open loop: webhook {} / {}; floor {} / {}",
+        w.load_closed, w.load_open, f.load_closed, f.load_open
+    );
     Ok(())
 }
 
