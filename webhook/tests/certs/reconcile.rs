@@ -82,17 +82,25 @@ async fn first_start_creates_the_secret_patches_the_ca_bundles_and_writes_the_fi
             "MutatingWebhookConfiguration/kruntimes"
         ]
     );
+    files_hold_exactly(&c_dir, &contents);
+    no_more_requests(reconciler, api).await;
+    drop(dir);
+}
+
+/// `dir` holds the served certificate and key (the key 0600) and nothing else: no
+/// temporary file is left next to them.
+fn files_hold_exactly(dir: &std::path::Path, contents: &SecretContents) {
     assert_eq!(
-        std::fs::read(c_dir.join("tls.crt")).unwrap(),
+        std::fs::read(dir.join("tls.crt")).unwrap(),
         contents.tls_crt
     );
     assert_eq!(
-        std::fs::read(c_dir.join("tls.key")).unwrap(),
+        std::fs::read(dir.join("tls.key")).unwrap(),
         contents.tls_key
     );
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(
-        std::fs::metadata(c_dir.join("tls.key"))
+        std::fs::metadata(dir.join("tls.key"))
             .unwrap()
             .permissions()
             .mode()
@@ -100,14 +108,12 @@ async fn first_start_creates_the_secret_patches_the_ca_bundles_and_writes_the_fi
         0o600
     );
     // No temporary file is left next to them.
-    let mut names: Vec<_> = std::fs::read_dir(&c_dir)
+    let mut names: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
     assert_eq!(names, ["tls.crt", "tls.key"]);
-    no_more_requests(reconciler, api).await;
-    drop(dir);
 }
 
 #[tokio::test]
