@@ -142,6 +142,22 @@ fn krt_killed_hard_leaves_neither_runtimed_nor_the_run_running() {
         })
         .collect();
     assert_eq!(children.len(), 2, "agent and sidecar: {children:?}");
+    // Each is told krt's pid, so that a krt killed before the child first looks at its
+    // parent counts as gone too (the child is then init's, not krt's).
+    for child in &children {
+        let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).unwrap();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let given = args
+            .windows(2)
+            .find(|pair| pair[0] == b"--parent-pid")
+            .map(|pair| pair[1]);
+        assert_eq!(
+            given,
+            Some(krt.id().to_string().as_bytes()),
+            "process {child}: {:?}",
+            String::from_utf8_lossy(&cmdline)
+        );
+    }
     krt.kill().unwrap(); // SIGKILL: krt cannot stop anything itself
     krt.wait().unwrap();
     // Bounded wait: the children check for their parent every 500 ms, then the agent

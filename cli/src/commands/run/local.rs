@@ -56,8 +56,11 @@ impl LocalRuntimed {
             "--workspace".into(),
             dir.path().join("workspace").into(),
             // Both children stop (the agent cancelling the Run first) if krt is killed
-            // without the chance to stop them.
+            // without the chance to stop them; krt names itself, so that a krt killed
+            // before a child's first look at its parent is seen as gone too.
             "--exit-with-parent".into(),
+            "--parent-pid".into(),
+            std::process::id().to_string().into(),
         ];
         if keep {
             agent_args.push("--keep-workspaces".into());
@@ -70,6 +73,8 @@ impl LocalRuntimed {
             "--agent-socket".into(),
             agent_socket.clone().into(),
             "--exit-with-parent".into(),
+            "--parent-pid".into(),
+            std::process::id().to_string().into(),
         ];
         if let Some(ca) = git_ca_file {
             sidecar_args.push("--git-ca-file".into());
