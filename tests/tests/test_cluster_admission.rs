@@ -1,0 +1,727 @@
+//! The emulated cluster's webhook admission against real HTTPS webhooks on loopback:
+//! the kruntimes webhook itself (webhook/src/server) registered as deploy/ registers
+//! it, and small scripted webhooks that record what they are sent.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use k8s_openapi::serde::Deserialize as _;
+use kruntimes_e2e::cluster::admission::{ServiceRef, WebhookAdmission};
+use kruntimes_e2e::cluster::contract::{Admission, AdmissionInput, Operation, UserInfo};
+use kruntimes_pss::Level;
+use kruntimes_webhook::admission::Handlers;
+use kruntimes_webhook::inject::InjectConfig;
+use kruntimes_webhook::server::{Running, ServeConfig, serve};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use serde_json::{Value, json};
+
+/// A CA for one test and the serving certificates it signs.
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new() -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        Ca {
+            issuer: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
+        }
+    }
+
+    /// `caBundle`: the CA's PEM, base64 as a configuration carries it.
+    fn bundle(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.issuer.pem())
+    }
+
+    /// A serving certificate and key (PEM) for `name`.
+    fn leaf(&self, name: &str) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec![name.to_owned()])
+            .unwrap()
+            .signed_by(&key, &self.issuer)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// The kruntimes webhook, standalone, serving `kruntimes-webhook.kruntimes-system.svc`.
+async fn kruntimes_webhook(ca: &Ca) -> (Running, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = ca.leaf("kruntimes-webhook.kruntimes-system.svc");
+    let (cert_file, key_file) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert_file, cert).unwrap();
+    std::fs::write(&key_file, key).unwrap();
+    let handlers = Handlers::standalone(InjectConfig::default(), Level::Baseline);
+    let config = ServeConfig::new(&cert_file, &key_file, handlers);
+    let https = TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0").unwrap();
+    (serve(config, https, admin).await.unwrap(), dir)
+}
+
+/// The webhook configurations of deploy/, with `caBundle` set: (mutating, validating).
+fn deploy_configurations(ca_bundle: &str) -> (Value, Value) {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/webhook-configurations.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let (mut mutating, mut validating) = (None, None);
+    for document in serde_norway::Deserializer::from_str(&text) {
+        let mut value = Value::deserialize(document).unwrap();
+        for webhook in value["webhooks"].as_array_mut().unwrap() {
+            webhook["clientConfig"]["caBundle"] = json!(ca_bundle);
+        }
+        match value["kind"].as_str().unwrap() {
+            "MutatingWebhookConfiguration" => mutating = Some(value),
+            "ValidatingWebhookConfiguration" => validating = Some(value),
+            other => panic!("unexpected {other}"),
+        }
+    }
+    (mutating.unwrap(), validating.unwrap())
+}
+
+/// A resolver for the given Services.
+fn resolver(services: Vec<(ServiceRef, SocketAddr)>) -> WebhookAdmission {
+    WebhookAdmission::new(Arc::new(move |wanted: &ServiceRef| {
+        services.iter().find(|(s, _)| s == wanted).map(|(_, a)| *a)
+    }))
+}
+
+fn service(namespace: &str, name: &str) -> ServiceRef {
+    ServiceRef {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        port: 443,
+    }
+}
+
+fn fixture_object(name: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../webhook/tests/fixtures")
+        .join(name);
+    let review: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    review["request"]["object"].clone()
+}
+
+fn namespace_labels(namespace: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(
+        "kubernetes.io/metadata.name".to_owned(),
+        namespace.to_owned(),
+    )])
+}
+
+/// A create of `object` (a Pod when `resource` is `pods`, else a kruntimes.io one).
+fn create(resource: &str, namespace: &str, object: Value) -> AdmissionInput {
+    let (group, version, kind) = match resource {
+        "pods" => ("", "v1", "Pod"),
+        "runs" => ("kruntimes.io", "v1alpha1", "Run"),
+        other => panic!("no kind for {other}"),
+    };
+    AdmissionInput {
+        operation: Operation::Create,
+        group: group.to_owned(),
+        version: version.to_owned(),
+        resource: resource.to_owned(),
+        subresource: None,
+        kind: kind.to_owned(),
+        namespace: Some(namespace.to_owned()),
+        name: object["metadata"]["name"]
+            .as_str()
+            .unwrap_or("generated-x")
+            .to_owned(),
+        object: Some(object),
+        old_object: None,
+        user: UserInfo {
+            username: "system:admin".to_owned(),
+            groups: vec!["system:masters".to_owned()],
+        },
+        dry_run: false,
+        namespace_labels: namespace_labels(namespace),
+        mutating: Vec::new(),
+        validating: Vec::new(),
+    }
+}
+
+/// What a scripted webhook does with a review.
+type Script = Arc<dyn Fn(&Value) -> Option<Value> + Send + Sync>;
+
+/// A scripted webhook over TLS: every request (path and query, review) is recorded;
+/// `script` gives the response, or `None` to never answer.
+struct Scripted {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<(String, Value)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Scripted {
+    async fn start(ca: &Ca, name: &str, script: Script) -> Scripted {
+        let (cert, key) = ca.leaf(name);
+        let certs = rustls_pki_types::pem::PemObject::pem_slice_iter(cert.as_bytes())
+            .collect::<Result<Vec<rustls_pki_types::CertificateDer<'static>>, _>>()
+            .unwrap();
+        let key = <rustls_pki_types::PrivateKeyDer<'static> as rustls_pki_types::pem::PemObject>::from_pem_slice(key.as_bytes()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let task = tokio::spawn({
+            let seen = seen.clone();
+            async move {
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let (acceptor, seen, script) = (acceptor.clone(), seen.clone(), script.clone());
+                    tokio::spawn(async move {
+                        let Ok(tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        let service = hyper::service::service_fn(
+                            move |request: hyper::Request<hyper::body::Incoming>| {
+                                let (seen, script) = (seen.clone(), script.clone());
+                                async move {
+                                    let uri = request.uri().to_string();
+                                    let body = request.into_body().collect().await?.to_bytes();
+                                    let review: Value =
+                                        serde_json::from_slice(&body).unwrap_or(Value::Null);
+                                    seen.lock().unwrap().push((uri, review.clone()));
+                                    match script(&review) {
+                                        Some(answer) => {
+                                            Ok::<_, hyper::Error>(hyper::Response::new(Full::new(
+                                                Bytes::from(answer.to_string()),
+                                            )))
+                                        }
+                                        None => std::future::pending().await,
+                                    }
+                                }
+                            },
+                        );
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(tls), service)
+                            .await;
+                    });
+                }
+            }
+        });
+        Scripted { addr, seen, task }
+    }
+
+    fn calls(&self) -> Vec<(String, Value)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// An answer allowing the review, with `patch` (a JSONPatch) when given.
+fn allow(review: &Value, patch: Option<Value>) -> Value {
+    let mut response = json!({"uid": review["request"]["uid"], "allowed": true});
+    if let Some(patch) = patch {
+        response["patchType"] = json!("JSONPatch");
+        response["patch"] =
+            json!(base64::engine::general_purpose::STANDARD.encode(patch.to_string()));
+    }
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
+}
+
+/// A webhook configuration of `kind` with one webhook calling Service
+/// `example-system/NAME-without-dots` at `/hook`.
+fn configuration(kind: &str, name: &str, ca_bundle: &str, extra: Value) -> Value {
+    let mut webhook = json!({
+        "name": name,
+        "admissionReviewVersions": ["v1"],
+        "sideEffects": "None",
+        "clientConfig": {"caBundle": ca_bundle,
+                         "service": {"namespace": "example-system", "name": service_name(name), "path": "/hook"}},
+        "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}]
+    });
+    for (key, value) in extra.as_object().unwrap() {
+        webhook[key] = value.clone();
+    }
+    json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": kind,
+           "metadata": {"name": name}, "webhooks": [webhook]})
+}
+
+fn service_name(webhook: &str) -> String {
+    webhook.split('.').next().unwrap().to_owned()
+}
+
+/// The DNS name a scripted webhook for `webhook` serves.
+fn host_of(webhook: &str) -> String {
+    format!("{}.example-system.svc", service_name(webhook))
+}
+
+fn pod(labels: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "p", "namespace": "team-a", "labels": labels},
+           "spec": {"containers": [{"name": "main", "image": "busybox"}]}})
+}
+
+/// The kruntimes webhook registered as deploy/ registers it.
+async fn deployed() -> (WebhookAdmission, Value, Value, Running, tempfile::TempDir) {
+    let ca = Ca::new();
+    let (running, dir) = kruntimes_webhook(&ca).await;
+    let (mutating, validating) = deploy_configurations(&ca.bundle());
+    let admission = resolver(vec![(
+        service("kruntimes-system", "kruntimes-webhook"),
+        running.addr,
+    )]);
+    (admission, mutating, validating, running, dir)
+}
+
+#[tokio::test]
+async fn a_runtime_pod_gets_runtimed_injected_by_the_real_webhook() {
+    let (admission, mutating, validating, running, _dir) = deployed().await;
+    let mut input = create("pods", "team-a", fixture_object("pod-create-runtime.json"));
+    input.mutating = vec![mutating];
+    input.validating = vec![validating];
+    let mutated = admission
+        .mutate(&input)
+        .await
+        .unwrap()
+        .expect("the webhook changes a Runtime pod");
+    let names = |field: &str| -> Vec<String> {
+        mutated["spec"][field]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let containers: Vec<String> = [names("initContainers"), names("containers")].concat();
+    assert!(
+        containers.iter().any(|n| n == "runtimed"),
+        "no runtimed container: {containers:?}"
+    );
+    // Pods the matchConditions leave out are never sent: nothing changes.
+    let mut plain = create("pods", "team-a", pod(json!({"app": "web"})));
+    plain.mutating = input.mutating.clone();
+    assert_eq!(admission.mutate(&plain).await.unwrap(), None);
+    // Namespaces the namespaceSelector excludes are not sent either.
+    let mut excluded = create(
+        "pods",
+        "kube-system",
+        fixture_object("pod-create-runtime.json"),
+    );
+    excluded.mutating = input.mutating.clone();
+    assert_eq!(admission.mutate(&excluded).await.unwrap(), None);
+    // The validating configuration is for kruntimes.io kinds only: a Pod passes.
+    admission.validate(&input).await.unwrap();
+    // The webhook's own count: one review, the Runtime pod's.
+    let (status, metrics) = kruntimes_testkit::http::get(running.admin_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    let reviews: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("kruntimes_webhook_reviews_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(reviews, 1.0, "{metrics}");
+    running.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_run_with_an_escaping_entrypoint_is_denied_with_the_webhooks_message() {
+    let (admission, mutating, validating, running, _dir) = deployed().await;
+    let mut run = fixture_object("run-create.json");
+    admission
+        .validate(&AdmissionInput {
+            validating: vec![validating.clone()],
+            ..create("runs", "team-a", run.clone())
+        })
+        .await
+        .unwrap();
+    let spec = run["spec"].as_object_mut().unwrap();
+    spec.remove("script");
+    spec.insert("entrypoint".to_owned(), json!("../../etc/passwd"));
+    spec.insert("files".to_owned(), json!({"main.sh": "echo hi"}));
+    let input = AdmissionInput {
+        mutating: vec![mutating],
+        validating: vec![validating],
+        ..create("runs", "team-a", run)
+    };
+    // No mutating webhook is for Runs.
+    assert_eq!(admission.mutate(&input).await.unwrap(), None);
+    let denial = admission.validate(&input).await.unwrap_err();
+    assert_eq!(denial.code, 422, "{denial:?}");
+    assert_eq!(denial.reason, "Invalid");
+    assert!(
+        denial.message.starts_with(
+            "admission webhook \"validate.kruntimes.io\" denied the request: Run \"hello\" is invalid:"
+        ),
+        "{}",
+        denial.message
+    );
+    assert!(
+        denial.message.contains("must not contain '..' segments"),
+        "{}",
+        denial.message
+    );
+    assert!(
+        denial
+            .causes
+            .iter()
+            .any(|c| c["field"] == "spec.entrypoint"),
+        "{:?}",
+        denial.causes
+    );
+    running.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// A port nothing listens on.
+fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+#[tokio::test]
+async fn a_webhook_that_is_down_fails_closed_or_is_ignored_by_its_policy() {
+    let ca = Ca::new();
+    let admission = resolver(vec![(service("example-system", "down"), closed_port())]);
+    let mut input = create("pods", "team-a", pod(json!({})));
+    input.mutating = vec![configuration(
+        "MutatingWebhookConfiguration",
+        "down.example.com",
+        &ca.bundle(),
+        json!({"failurePolicy": "Fail"}),
+    )];
+    let denial = admission.mutate(&input).await.unwrap_err();
+    assert_eq!(denial.code, 500);
+    assert_eq!(denial.reason, "InternalError");
+    assert!(
+        denial.message.starts_with(
+            "Internal error occurred: failed calling webhook \"down.example.com\": failed to call webhook: \
+             Post \"https://down.example-system.svc:443/hook?timeout=10s\": dial tcp"
+        ),
+        "{}",
+        denial.message
+    );
+    input.validating = vec![configuration(
+        "ValidatingWebhookConfiguration",
+        "down.example.com",
+        &ca.bundle(),
+        json!({}),
+    )];
+    input.mutating.clear();
+    // failurePolicy defaults to Fail.
+    assert_eq!(admission.validate(&input).await.unwrap_err().code, 500);
+    input.validating = vec![configuration(
+        "ValidatingWebhookConfiguration",
+        "down.example.com",
+        &ca.bundle(),
+        json!({"failurePolicy": "Ignore"}),
+    )];
+    admission.validate(&input).await.unwrap();
+    input.mutating = vec![configuration(
+        "MutatingWebhookConfiguration",
+        "down.example.com",
+        &ca.bundle(),
+        json!({"failurePolicy": "Ignore"}),
+    )];
+    assert_eq!(admission.mutate(&input).await.unwrap(), None);
+    // A Service that does not exist is a failed call too.
+    let nowhere = resolver(Vec::new());
+    input.mutating = vec![configuration(
+        "MutatingWebhookConfiguration",
+        "down.example.com",
+        &ca.bundle(),
+        json!({}),
+    )];
+    let denial = nowhere.mutate(&input).await.unwrap_err();
+    assert!(
+        denial
+            .message
+            .contains("service \"example-system/down\" not found"),
+        "{}",
+        denial.message
+    );
+}
+
+#[tokio::test]
+async fn selectors_that_do_not_match_keep_the_webhook_from_being_called() {
+    let ca = Ca::new();
+    let hook = Scripted::start(
+        &ca,
+        &host_of("sel.example.com"),
+        Arc::new(|r| Some(allow(r, None))),
+    )
+    .await;
+    let admission = resolver(vec![(service("example-system", "sel"), hook.addr)]);
+    let selected = |extra: Value, labels: Value| {
+        let mut input = create("pods", "team-a", pod(labels));
+        input.validating = vec![configuration(
+            "ValidatingWebhookConfiguration",
+            "sel.example.com",
+            &ca.bundle(),
+            extra,
+        )];
+        input
+    };
+    let by_namespace = json!({"namespaceSelector": {"matchLabels": {"team": "a"}}});
+    admission
+        .validate(&selected(by_namespace.clone(), json!({})))
+        .await
+        .unwrap();
+    let by_object = json!({"objectSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["web"]}]}});
+    admission
+        .validate(&selected(by_object.clone(), json!({"app": "db"})))
+        .await
+        .unwrap();
+    let other_resource = json!({"rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods/status"]}]});
+    admission
+        .validate(&selected(other_resource, json!({})))
+        .await
+        .unwrap();
+    let other_operation = json!({"rules": [{"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["DELETE"], "resources": ["*"]}]});
+    admission
+        .validate(&selected(other_operation, json!({})))
+        .await
+        .unwrap();
+    assert_eq!(hook.calls().len(), 0, "{:?}", hook.calls());
+
+    // The same selectors, matching: one call each, with the full review.
+    let mut input = selected(by_namespace, json!({}));
+    input
+        .namespace_labels
+        .insert("team".to_owned(), "a".to_owned());
+    admission.validate(&input).await.unwrap();
+    admission
+        .validate(&selected(by_object, json!({"app": "web"})))
+        .await
+        .unwrap();
+    let calls = hook.calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    let (uri, review) = &calls[0];
+    assert_eq!(uri, "/hook?timeout=10s");
+    let request = &review["request"];
+    assert_eq!(review["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(
+        request["kind"],
+        json!({"group": "", "version": "v1", "kind": "Pod"})
+    );
+    assert_eq!(
+        request["resource"],
+        json!({"group": "", "version": "v1", "resource": "pods"})
+    );
+    assert_eq!(request["requestKind"], request["kind"]);
+    assert_eq!(request["operation"], "CREATE");
+    assert_eq!(request["namespace"], "team-a");
+    assert_eq!(request["name"], "p");
+    assert_eq!(request["userInfo"]["username"], "system:admin");
+    assert_eq!(
+        request["options"],
+        json!({"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"})
+    );
+    assert_eq!(request["dryRun"], false);
+    assert_eq!(request["object"]["metadata"]["name"], "p");
+    assert_eq!(request["oldObject"], Value::Null);
+    assert_ne!(request["uid"], calls[1].1["request"]["uid"]);
+}
+
+#[tokio::test]
+async fn a_webhook_that_never_answers_is_cut_off_at_its_timeout() {
+    let ca = Ca::new();
+    let hook = Scripted::start(&ca, &host_of("slow.example.com"), Arc::new(|_| None)).await;
+    let admission = resolver(vec![(service("example-system", "slow"), hook.addr)]);
+    let mut input = create("pods", "team-a", pod(json!({})));
+    input.validating = vec![configuration(
+        "ValidatingWebhookConfiguration",
+        "slow.example.com",
+        &ca.bundle(),
+        json!({"timeoutSeconds": 1}),
+    )];
+    let started = Instant::now();
+    let denial = admission.validate(&input).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert_eq!(denial.code, 500);
+    assert_eq!(
+        denial.message,
+        "Internal error occurred: failed calling webhook \"slow.example.com\": failed to call webhook: \
+         Post \"https://slow.example-system.svc:443/hook?timeout=1s\": context deadline exceeded"
+    );
+    assert_eq!(hook.calls()[0].0, "/hook?timeout=1s");
+    input.validating = vec![configuration(
+        "ValidatingWebhookConfiguration",
+        "slow.example.com",
+        &ca.bundle(),
+        json!({"timeoutSeconds": 1, "failurePolicy": "Ignore"}),
+    )];
+    admission.validate(&input).await.unwrap();
+}
+
+#[tokio::test]
+async fn patches_apply_in_order_and_if_needed_webhooks_are_reinvoked_once() {
+    let ca = Ca::new();
+    let label = |key: &'static str| -> Script {
+        Arc::new(move |review: &Value| {
+            let labels = &review["request"]["object"]["metadata"]["labels"];
+            let patch = (labels[key] != "yes")
+                .then(|| json!([{"op": "add", "path": format!("/metadata/labels/{key}"), "value": "yes"}]));
+            Some(allow(review, patch))
+        })
+    };
+    let first = Scripted::start(&ca, &host_of("first.example.com"), label("first")).await;
+    let second = Scripted::start(&ca, &host_of("second.example.com"), label("second")).await;
+    let admission = resolver(vec![
+        (service("example-system", "first"), first.addr),
+        (service("example-system", "second"), second.addr),
+    ]);
+    let mut input = create("pods", "team-a", pod(json!({"app": "web"})));
+    input.mutating = vec![
+        configuration(
+            "MutatingWebhookConfiguration",
+            "first.example.com",
+            &ca.bundle(),
+            json!({"reinvocationPolicy": "IfNeeded"}),
+        ),
+        configuration(
+            "MutatingWebhookConfiguration",
+            "second.example.com",
+            &ca.bundle(),
+            json!({"reinvocationPolicy": "IfNeeded"}),
+        ),
+    ];
+    let mutated = admission.mutate(&input).await.unwrap().unwrap();
+    assert_eq!(
+        mutated["metadata"]["labels"],
+        json!({"app": "web", "first": "yes", "second": "yes"})
+    );
+    // first ran before second changed the object: called again, and saw second's label.
+    let calls = first.calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(
+        calls[1].1["request"]["object"]["metadata"]["labels"]["second"],
+        "yes"
+    );
+    // second changed nothing after itself: called once.
+    assert_eq!(second.calls().len(), 1);
+    assert_eq!(
+        second.calls()[0].1["request"]["object"]["metadata"]["labels"]["first"],
+        "yes"
+    );
+
+    // Without IfNeeded there is no second call.
+    input.mutating[0]["webhooks"][0]["reinvocationPolicy"] = json!("Never");
+    admission.mutate(&input).await.unwrap().unwrap();
+    assert_eq!(first.calls().len(), 3);
+}
+
+#[tokio::test]
+async fn denials_carry_the_webhooks_status_and_dry_runs_need_no_side_effects() {
+    let ca = Ca::new();
+    let hook = Scripted::start(
+        &ca,
+        &host_of("deny.example.com"),
+        Arc::new(|review: &Value| {
+            Some(json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {
+                "uid": review["request"]["uid"], "allowed": false, "warnings": ["careful"],
+                "status": {"code": 422, "reason": "Invalid", "message": "spec.x is wrong",
+                           "details": {"causes": [{"field": "spec.x", "message": "wrong", "reason": "FieldValueInvalid"}]}}}}))
+        }),
+    )
+    .await;
+    let admission = resolver(vec![(service("example-system", "deny"), hook.addr)]);
+    let mut input = create("pods", "team-a", pod(json!({})));
+    input.validating = vec![configuration(
+        "ValidatingWebhookConfiguration",
+        "deny.example.com",
+        &ca.bundle(),
+        json!({}),
+    )];
+    let denial = admission.validate(&input).await.unwrap_err();
+    assert_eq!(denial.code, 422);
+    assert_eq!(denial.reason, "Invalid");
+    assert_eq!(
+        denial.message,
+        "admission webhook \"deny.example.com\" denied the request: spec.x is wrong"
+    );
+    assert_eq!(
+        denial.causes,
+        vec![json!({"field": "spec.x", "message": "wrong", "reason": "FieldValueInvalid"})]
+    );
+
+    input.dry_run = true;
+    input.validating[0]["webhooks"][0]["sideEffects"] = json!("Some");
+    let denial = admission.validate(&input).await.unwrap_err();
+    assert_eq!(denial.code, 400);
+    assert_eq!(
+        denial.message,
+        "admission webhook \"deny.example.com\" does not support dry run"
+    );
+    assert_eq!(
+        hook.calls().len(),
+        1,
+        "a dry run is not sent to a webhook with side effects"
+    );
+    input.validating[0]["webhooks"][0]["sideEffects"] = json!("NoneOnDryRun");
+    assert_eq!(admission.validate(&input).await.unwrap_err().code, 422);
+    assert_eq!(hook.calls()[1].1["request"]["dryRun"], true);
+}
+
+#[tokio::test]
+async fn only_the_ca_bundle_is_trusted_and_the_service_name_is_checked() {
+    let (ca, other_ca) = (Ca::new(), Ca::new());
+    let wrong_name = Scripted::start(
+        &ca,
+        "elsewhere.example-system.svc",
+        Arc::new(|r| Some(allow(r, None))),
+    )
+    .await;
+    let right = Scripted::start(
+        &ca,
+        &host_of("tls.example.com"),
+        Arc::new(|r| Some(allow(r, None))),
+    )
+    .await;
+    let mut input = create("pods", "team-a", pod(json!({})));
+    input.validating = vec![configuration(
+        "ValidatingWebhookConfiguration",
+        "tls.example.com",
+        &ca.bundle(),
+        json!({}),
+    )];
+    let admission = resolver(vec![(service("example-system", "tls"), wrong_name.addr)]);
+    let denial = admission.validate(&input).await.unwrap_err();
+    assert!(denial.message.contains("tls: "), "{}", denial.message);
+    let admission = resolver(vec![(service("example-system", "tls"), right.addr)]);
+    admission.validate(&input).await.unwrap();
+    input.validating[0]["webhooks"][0]["clientConfig"]["caBundle"] = json!(other_ca.bundle());
+    let denial = admission.validate(&input).await.unwrap_err();
+    assert!(denial.message.contains("tls: "), "{}", denial.message);
+    assert!(wrong_name.calls().is_empty());
+    assert_eq!(right.calls().len(), 1);
+
+    // clientConfig.url: the URL's host is the name checked.
+    let url = format!("https://localhost:{}/by-url", right.addr.port());
+    let by_url = Scripted::start(&ca, "localhost", Arc::new(|r| Some(allow(r, None)))).await;
+    let url_ok = format!("https://localhost:{}/by-url", by_url.addr.port());
+    for (address, ok) in [(url, false), (url_ok, true)] {
+        input.validating[0]["webhooks"][0]["clientConfig"] =
+            json!({"caBundle": ca.bundle(), "url": address});
+        assert_eq!(admission.validate(&input).await.is_ok(), ok, "{address}");
+    }
+    assert_eq!(by_url.calls()[0].0, "/by-url?timeout=10s");
+}
