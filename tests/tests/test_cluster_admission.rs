@@ -198,26 +198,9 @@ impl Scripted {
                         let Ok(tls) = acceptor.accept(tcp).await else {
                             return;
                         };
-                        let service = hyper::service::service_fn(
-                            move |request: hyper::Request<hyper::body::Incoming>| {
-                                let (seen, script) = (seen.clone(), script.clone());
-                                async move {
-                                    let uri = request.uri().to_string();
-                                    let body = request.into_body().collect().await?.to_bytes();
-                                    let review: Value =
-                                        serde_json::from_slice(&body).unwrap_or(Value::Null);
-                                    seen.lock().unwrap().push((uri, review.clone()));
-                                    match script(&review) {
-                                        Some(answer) => {
-                                            Ok::<_, hyper::Error>(hyper::Response::new(Full::new(
-                                                Bytes::from(answer.to_string()),
-                                            )))
-                                        }
-                                        None => std::future::pending().await,
-                                    }
-                                }
-                            },
-                        );
+                        let service = hyper::service::service_fn(move |request| {
+                            answer(request, seen.clone(), script.clone())
+                        });
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(tls), service)
                             .await;
@@ -231,6 +214,25 @@ impl Scripted {
     fn calls(&self) -> Vec<(String, Value)> {
         self.seen.lock().unwrap().clone()
     }
+}
+
+/// Records `request` and answers it as `script` says: a JSON answer, a string sent as
+/// it is (padded bodies), or no answer ever.
+async fn answer(
+    request: hyper::Request<hyper::body::Incoming>,
+    seen: Arc<Mutex<Vec<(String, Value)>>>,
+    script: Script,
+) -> Result<hyper::Response<Full<Bytes>>, hyper::Error> {
+    let uri = request.uri().to_string();
+    let body = request.into_body().collect().await?.to_bytes();
+    let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    seen.lock().unwrap().push((uri, review.clone()));
+    let body = match script(&review) {
+        Some(Value::String(text)) => text,
+        Some(answer) => answer.to_string(),
+        None => std::future::pending().await,
+    };
+    Ok(hyper::Response::new(Full::new(Bytes::from(body))))
 }
 
 /// An answer allowing the review, with `patch` (a JSONPatch) when given.
@@ -724,4 +726,51 @@ async fn only_the_ca_bundle_is_trusted_and_the_service_name_is_checked() {
         assert_eq!(admission.validate(&input).await.is_ok(), ok, "{address}");
     }
     assert_eq!(by_url.calls()[0].0, "/by-url?timeout=10s");
+}
+
+#[tokio::test]
+async fn answers_up_to_the_response_limit_are_read_and_longer_ones_fail_the_call() {
+    use kruntimes_e2e::cluster::admission::MAX_RESPONSE_BYTES;
+    let ca = Ca::new();
+    let padded = |len: usize| -> Script {
+        Arc::new(move |review: &Value| {
+            let mut text = allow(review, None).to_string();
+            text.push_str(&" ".repeat(len - text.len()));
+            // serde_json reads trailing whitespace; the length is exactly `len`.
+            Some(Value::String(text))
+        })
+    };
+    let at_limit =
+        Scripted::start(&ca, &host_of("big.example.com"), padded(MAX_RESPONSE_BYTES)).await;
+    let over = Scripted::start(
+        &ca,
+        &host_of("bigger.example.com"),
+        padded(MAX_RESPONSE_BYTES + 1),
+    )
+    .await;
+    let admission = resolver(vec![
+        (service("example-system", "big"), at_limit.addr),
+        (service("example-system", "bigger"), over.addr),
+    ]);
+    let mut input = create("pods", "team-a", pod(json!({})));
+    input.validating = vec![configuration(
+        "ValidatingWebhookConfiguration",
+        "big.example.com",
+        &ca.bundle(),
+        json!({}),
+    )];
+    admission.validate(&input).await.unwrap();
+    input.validating = vec![configuration(
+        "ValidatingWebhookConfiguration",
+        "bigger.example.com",
+        &ca.bundle(),
+        json!({}),
+    )];
+    let denial = admission.validate(&input).await.unwrap_err();
+    assert_eq!(denial.code, 500);
+    assert!(
+        denial.message.contains("reading the answer"),
+        "{}",
+        denial.message
+    );
 }

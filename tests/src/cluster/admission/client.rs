@@ -15,8 +15,9 @@ use rustls::pki_types::{CertificateDer, ServerName};
 
 use super::ServiceResolver;
 
-/// Largest webhook answer read: the apiserver's limit on a response body it decodes
-/// (3 MiB request limit, with room for a patch that grows it).
+/// Largest webhook answer read, so a webhook that streams without end fails its call
+/// instead of filling the test process's memory. A review of the largest object the
+/// apiserver stores (about 1.5 MiB in etcd) with a patch that replaces all of it fits.
 pub const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 
 /// A Service a webhook's `clientConfig.service` names.

@@ -96,6 +96,28 @@ enum Outcome {
     Changed(Value),
 }
 
+/// A [`Hook`] from a `MutatingWebhook` or a `ValidatingWebhook` (two types with the
+/// same fields).
+macro_rules! hook {
+    ($webhook:expr, $reinvoke_if_needed:expr) => {
+        Hook {
+            name: &$webhook.name,
+            client_config: &$webhook.client_config,
+            matcher: Matcher {
+                rules: $webhook.rules.as_deref(),
+                namespace_selector: $webhook.namespace_selector.as_ref(),
+                object_selector: $webhook.object_selector.as_ref(),
+                match_conditions: $webhook.match_conditions.as_deref(),
+            },
+            timeout: timeout_of($webhook.timeout_seconds),
+            ignore_failures: $webhook.failure_policy.as_deref() == Some("Ignore"),
+            side_effects: &$webhook.side_effects,
+            review_versions: &$webhook.admission_review_versions,
+            reinvoke_if_needed: $reinvoke_if_needed,
+        }
+    };
+}
+
 fn parse<T: k8s_openapi::serde::de::DeserializeOwned>(
     kind: &str,
     value: &Value,
@@ -217,21 +239,7 @@ impl WebhookAdmission {
         let hooks: Vec<Hook<'_>> = configs
             .iter()
             .flat_map(|c| c.webhooks.iter().flatten())
-            .map(|w| Hook {
-                name: &w.name,
-                client_config: &w.client_config,
-                matcher: Matcher {
-                    rules: w.rules.as_deref(),
-                    namespace_selector: w.namespace_selector.as_ref(),
-                    object_selector: w.object_selector.as_ref(),
-                    match_conditions: w.match_conditions.as_deref(),
-                },
-                timeout: timeout_of(w.timeout_seconds),
-                ignore_failures: w.failure_policy.as_deref() == Some("Ignore"),
-                side_effects: &w.side_effects,
-                review_versions: &w.admission_review_versions,
-                reinvoke_if_needed: w.reinvocation_policy.as_deref() == Some("IfNeeded"),
-            })
+            .map(|w| hook!(w, w.reinvocation_policy.as_deref() == Some("IfNeeded")))
             .collect();
         let mut object = input.object.clone();
         // The apiserver's reinvocation bookkeeping: IfNeeded webhooks called so far, and
@@ -268,21 +276,7 @@ impl WebhookAdmission {
         let hooks: Vec<Hook<'_>> = configs
             .iter()
             .flat_map(|c| c.webhooks.iter().flatten())
-            .map(|w| Hook {
-                name: &w.name,
-                client_config: &w.client_config,
-                matcher: Matcher {
-                    rules: w.rules.as_deref(),
-                    namespace_selector: w.namespace_selector.as_ref(),
-                    object_selector: w.object_selector.as_ref(),
-                    match_conditions: w.match_conditions.as_deref(),
-                },
-                timeout: timeout_of(w.timeout_seconds),
-                ignore_failures: w.failure_policy.as_deref() == Some("Ignore"),
-                side_effects: &w.side_effects,
-                review_versions: &w.admission_review_versions,
-                reinvoke_if_needed: false,
-            })
+            .map(|w| hook!(w, false))
             .collect();
         let calls = hooks
             .iter()

@@ -33,6 +33,12 @@ mod validate;
 /// The apiserver's error when a type error kept the CEL rules from running.
 const RULES_NOT_CHECKED: &str = "some validation rules were not checked because the object was invalid; correct the existing errors to complete validation";
 
+thread_local! {
+    /// The thread's CEL validator: registering the Kubernetes CEL functions is done
+    /// once per thread, not per object (a `Validator` is not `Sync`).
+    static VALIDATOR: Validator = Validator::new();
+}
+
 /// The schema check of the emulated API server.
 #[derive(Debug, Default)]
 pub struct CrdSchemaCheck {
@@ -64,7 +70,7 @@ impl CrdSchemaCheck {
             ));
             return errors;
         }
-        if let Err(failures) = Validator::new().validate(schema, object, old) {
+        if let Err(failures) = VALIDATOR.with(|v| v.validate(schema, object, old)) {
             errors.extend(failures.iter().map(|f| cel_error(f, object)));
         }
         errors
