@@ -774,3 +774,52 @@ async fn answers_up_to_the_response_limit_are_read_and_longer_ones_fail_the_call
         denial.message
     );
 }
+
+#[tokio::test]
+async fn match_conditions_skip_the_webhook_when_false_and_follow_the_policy_when_broken() {
+    let ca = Ca::new();
+    let hook = Scripted::start(
+        &ca,
+        &host_of("cond.example.com"),
+        Arc::new(|r| Some(allow(r, None))),
+    )
+    .await;
+    let admission = resolver(vec![(service("example-system", "cond"), hook.addr)]);
+    let with = |expression: &str, policy: &str| {
+        let mut input = create("pods", "team-a", pod(json!({"app": "web"})));
+        input.validating = vec![configuration(
+            "ValidatingWebhookConfiguration",
+            "cond.example.com",
+            &ca.bundle(),
+            json!({"failurePolicy": policy, "matchConditions": [{"name": "c", "expression": expression}]}),
+        )];
+        input
+    };
+    admission
+        .validate(&with("object.metadata.labels['app'] == 'db'", "Fail"))
+        .await
+        .unwrap();
+    assert_eq!(hook.calls().len(), 0);
+    admission
+        .validate(&with("object.metadata.labels['app'] == 'web'", "Fail"))
+        .await
+        .unwrap();
+    assert_eq!(hook.calls().len(), 1);
+    // A condition that cannot be evaluated (no such label) is a failed call.
+    let broken = "object.metadata.labels['missing'] == 'x'";
+    let denial = admission.validate(&with(broken, "Fail")).await.unwrap_err();
+    assert_eq!(denial.code, 500);
+    assert!(
+        denial.message.starts_with(
+            "Internal error occurred: failed calling webhook \"cond.example.com\": failed to evaluate match conditions: matchCondition \"c\":"
+        ),
+        "{}",
+        denial.message
+    );
+    admission.validate(&with(broken, "Ignore")).await.unwrap();
+    assert_eq!(
+        hook.calls().len(),
+        1,
+        "a broken condition never calls the webhook"
+    );
+}

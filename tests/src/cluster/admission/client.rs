@@ -137,34 +137,45 @@ impl Target {
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| e.to_string())?;
-        let driver = tokio::spawn(connection);
+        // Ended with the call, also when the timeout drops this future mid-request.
+        let _driver = AbortOnDrop(tokio::spawn(connection));
         let request = hyper::Request::post(self.path_and_query.as_str())
             .header("host", self.host.as_str())
             .header("content-type", "application/json")
             .header("accept", "application/json")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| e.to_string())?;
-        let result = async {
-            let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
-            let status = response.status();
-            let bytes = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(|e| format!("reading the answer: {e}"))?
-                .to_bytes()
-                .to_vec();
-            if status != hyper::StatusCode::OK {
-                return Err(format!(
-                    "the server responded with the status code {} but did not return more information: {}",
-                    status.as_u16(),
-                    String::from_utf8_lossy(&bytes).chars().take(200).collect::<String>()
-                ));
-            }
-            Ok(bytes)
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let bytes = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer: {e}"))?
+            .to_bytes()
+            .to_vec();
+        if status != hyper::StatusCode::OK {
+            return Err(format!(
+                "the server responded with the status code {} but did not return more information: {}",
+                status.as_u16(),
+                String::from_utf8_lossy(&bytes)
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
+            ));
         }
-        .await;
-        driver.abort();
-        result
+        Ok(bytes)
+    }
+}
+
+/// Aborts the connection task it holds when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<Result<(), hyper::Error>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -335,6 +335,56 @@ mod tests {
     }
 
     #[test]
+    fn object_selectors_match_the_old_object_too_and_bad_selectors_are_invalid() {
+        let selector: LabelSelector =
+            serde_json::from_value(json!({"matchLabels": {"app": "web"}})).unwrap_or_default();
+        let matcher = |selector| Matcher {
+            rules: None,
+            namespace_selector: None,
+            object_selector: Some(selector),
+            match_conditions: None,
+        };
+        let mut input = pod_input(json!({"app": "db"}));
+        input.operation = Operation::Delete;
+        input.old_object = input.object.take();
+        let rule: RuleWithOperations = serde_json::from_value(json!({
+            "operations": ["DELETE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]
+        }))
+        .unwrap_or_default();
+        let rules = [rule];
+        let decide = |m: Matcher<'_>, input: &AdmissionInput| {
+            Matcher {
+                rules: Some(&rules),
+                ..m
+            }
+            .decide(input, input.object.as_ref())
+        };
+        assert_eq!(decide(matcher(&selector), &input), Decision::Skip);
+        input.old_object = Some(json!({"metadata": {"labels": {"app": "web"}}}));
+        assert_eq!(decide(matcher(&selector), &input), Decision::Call);
+        let bad: LabelSelector = serde_json::from_value(
+            json!({"matchExpressions": [{"key": "app", "operator": "Near"}]}),
+        )
+        .unwrap_or_default();
+        assert!(matches!(
+            decide(matcher(&bad), &input),
+            Decision::Invalid(_)
+        ));
+        // A cluster-scoped object ignores the namespace selector.
+        let never: LabelSelector =
+            serde_json::from_value(json!({"matchLabels": {"never": "set"}})).unwrap_or_default();
+        let by_namespace = Matcher {
+            rules: Some(&rules),
+            namespace_selector: Some(&never),
+            object_selector: None,
+            match_conditions: None,
+        };
+        assert_eq!(by_namespace.decide(&input, None), Decision::Skip);
+        input.namespace = None;
+        assert_eq!(by_namespace.decide(&input, None), Decision::Call);
+    }
+
+    #[test]
     fn selectors_take_every_operator_and_refuse_unknown_ones() {
         let labels = BTreeMap::from([("a".to_owned(), "1".to_owned())]);
         let selector =
