@@ -55,14 +55,7 @@ async fn a_runtime_pod_gets_runtimed_injected_by_the_real_webhook() {
     // The validating configuration is for kruntimes.io kinds only: a Pod passes.
     admission.validate(&input).await.unwrap();
     // The webhook's own count: one review, the Runtime pod's.
-    let (status, metrics) = kruntimes_testkit::http::get(running.admin_addr, "/metrics").await;
-    assert_eq!(status, 200);
-    let reviews: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("kruntimes_webhook_reviews_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert_eq!(reviews, 1.0, "{metrics}");
+    assert_eq!(reviews_answered(&running).await, 1);
     running.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
@@ -547,4 +540,43 @@ async fn match_conditions_skip_the_webhook_when_false_and_follow_the_policy_when
         1,
         "a broken condition never calls the webhook"
     );
+}
+
+/// The review request of a webhook fixture as an update input: its object, old object
+/// and subresource.
+fn update_from_fixture(name: &str, validating: Value) -> AdmissionInput {
+    let review = fixture_review(name);
+    let request = &review["request"];
+    let mut input = create("runs", "team-a", request["object"].clone());
+    input.operation = kruntimes_e2e::cluster::contract::Operation::Update;
+    input.old_object = Some(request["oldObject"].clone());
+    input.subresource = request["subResource"].as_str().map(str::to_owned);
+    input.validating = vec![validating];
+    input
+}
+
+#[tokio::test]
+async fn updates_carry_the_old_object_and_status_writes_are_not_sent() {
+    let (admission, _, validating, running, _dir) = deployed().await;
+    let edited = update_from_fixture("run-update-script.json", validating.clone());
+    let denial = admission.validate(&edited).await.unwrap_err();
+    let fields: Vec<&str> = denial
+        .causes
+        .iter()
+        .map(|c| c["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["spec.script", "spec.timeout"], "{denial:?}");
+    admission
+        .validate(&update_from_fixture(
+            "run-update-cancel.json",
+            validating.clone(),
+        ))
+        .await
+        .unwrap();
+    // runs/status is not in the rules (`runs` only): the write is never sent.
+    let status = update_from_fixture("run-update-status.json", validating);
+    assert_eq!(status.subresource.as_deref(), Some("status"));
+    admission.validate(&status).await.unwrap();
+    assert_eq!(reviews_answered(&running).await, 2);
+    running.shutdown(Duration::from_secs(5)).await.unwrap();
 }

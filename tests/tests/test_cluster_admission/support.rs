@@ -100,12 +100,28 @@ pub(crate) fn service(namespace: &str, name: &str) -> ServiceRef {
     }
 }
 
-pub(crate) fn fixture_object(name: &str) -> Value {
+/// A review of the kruntimes webhook's own test fixtures (webhook/tests/fixtures).
+pub(crate) fn fixture_review(name: &str) -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../webhook/tests/fixtures")
         .join(name);
-    let review: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    review["request"]["object"].clone()
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The object of fixture `name`'s request.
+pub(crate) fn fixture_object(name: &str) -> Value {
+    fixture_review(name)["request"]["object"].clone()
+}
+
+/// How many reviews the kruntimes webhook has answered, by its own metrics.
+pub(crate) async fn reviews_answered(running: &Running) -> u64 {
+    let (status, metrics) = kruntimes_testkit::http::get(running.admin_addr, "/metrics").await;
+    assert_eq!(status, 200, "{metrics}");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("kruntimes_webhook_reviews_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 pub(crate) fn namespace_labels(namespace: &str) -> BTreeMap<String, String> {
