@@ -6,7 +6,7 @@
 //!    maps); the root and `x-kubernetes-embedded-resource` objects keep `apiVersion`,
 //!    `kind` and `metadata`.
 //! 2. Nulls of non-`nullable` fields are dropped, then `default`s fill absent fields.
-//! 3. The OpenAPI checks ([`validate`]): `type` (and `x-kubernetes-int-or-string`),
+//! 3. The OpenAPI checks (`validate`): `type` (and `x-kubernetes-int-or-string`),
 //!    `required`, `enum`, `minimum`/`maximum`, `minLength`/`maxLength`, `pattern`,
 //!    `minItems`/`maxItems`, `maxProperties`, `format` (`int32`, `int64`,
 //!    `date-time`), unique `x-kubernetes-list-type: set`/`map` entries.
