@@ -143,8 +143,9 @@ impl WebhookAdmission {
         WebhookAdmission { resolver }
     }
 
-    /// Calls `hook` with `object`; `Ok(None)` is a failed call (the failure policy
-    /// decides), `Err` a refusal.
+    /// Calls `hook` with `object`. `Ok(Err(why))` is a failed call (the failure policy
+    /// decides); `Err` is a refusal whatever the policy (a dry run to a webhook with side
+    /// effects).
     async fn call(
         &self,
         hook: &Hook<'_>,
@@ -186,8 +187,7 @@ impl WebhookAdmission {
         object: Option<&Value>,
         mutating: bool,
     ) -> Result<Outcome, Denial> {
-        let decision = hook.matcher.decide(input, object);
-        let answer = match decision {
+        let answer = match hook.matcher.decide(input, object) {
             Decision::Skip => return Ok(Outcome::NotCalled),
             Decision::Invalid(e) => {
                 return Err(review::internal(format!("webhook {:?}: {e}", hook.name)));
