@@ -6,4 +6,6 @@
 //! parts meet only through the traits in [`contract`]. It is a test harness, never a
 //! product: docs/testing.md lists where it differs from a real cluster.
 
+pub mod admission;
 pub mod contract;
+pub mod schema;
