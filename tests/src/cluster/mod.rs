@@ -7,3 +7,4 @@
 //! product: docs/testing.md lists where it differs from a real cluster.
 
 pub mod contract;
+pub mod node;

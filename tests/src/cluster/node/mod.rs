@@ -1,0 +1,336 @@
+//! The node of the emulated cluster: it runs Pods as real processes on the host, each
+//! in its own namespaces, so that the webhook's injected pods, the controller and
+//! runtimed meet as in a cluster, with no container engine. It needs root (as CI runs
+//! it); without root [`Node::start`](PodRunner::start) returns a [`NodeError`] that says
+//! so, and the tests print that reason and skip.
+//!
+//! # Images
+//!
+//! Images are not pulled: the host's filesystem stands in for every image. A container
+//! sees the host's top-level directories through overlays (writable, the writes private
+//! to the container and gone with it; read-only with `readOnlyRootFilesystem`), so its
+//! `command` must name a program of the host. There is no image entrypoint: a container
+//! without `command` is refused ([`NodeError::Unsupported`]). Paths an image would hold
+//! but the host does not (the runtimed image's `/usr/local/bin/runtimed`) are mapped to
+//! host files with [`NodeConfig::with_image_binary`]: the host file is bind-mounted
+//! read-only at that path in every container.
+//!
+//! # Isolation
+//!
+//! Per pod, a sandbox process holds a network, UTS (hostname = pod name) and IPC
+//! namespace and a mount namespace for the pod's memory-backed emptyDirs. Per
+//! container, a mount namespace and a PID namespace: the container's command is PID 1,
+//! as in a real pod (runtimed's agent expects to be a child subreaper at the top of
+//! its container; as PID 1 only signals it handles reach it, as in a container). The
+//! root is built in the container's mount namespace (see the `script` module), so the
+//! host's own directories and mount table are never changed. This is a test harness,
+//! not a sandbox: the processes run as root-created users on the host kernel.
+//!
+//! # Network
+//!
+//! The node creates a bridge `krtnN` with `10.213.N.1/24` (the first free `N`, so test
+//! processes running at once each get their own); each pod gets a veth on it, its
+//! `eth0` at `10.213.N.M/24`, loopback up and a default route via the bridge. The
+//! host reaches every pod IP (`status.podIP`); pods reach the host at the bridge
+//! address (`status.hostIP`), not at the host's `127.0.0.1`, which is another network
+//! namespace's loopback: a server the pods must reach has to listen on the bridge
+//! address or on all addresses. runtimed calls no API server, so this does not limit it.
+//!
+//! # Containers
+//!
+//! Init containers run in order, each to completion; a native sidecar (an init
+//! container with `restartPolicy: Always`) is started and the next one waits for its
+//! startup probe. Then every container starts. Nothing is ever restarted: a failed init
+//! container fails a `restartPolicy: Never` pod (`Init:Error`) and leaves any other pod
+//! `Pending`; an ended container stays terminated (`restartCount` is always 0).
+//! Probes: exec `startupProbe` and `readinessProbe` (see the `probe` module);
+//! `livenessProbe` is ignored, and other probe kinds are refused. Env: `value`,
+//! `fieldRef` (metadata.name/namespace/uid/labels['k']/annotations['k'], spec.nodeName,
+//! spec.serviceAccountName, status.podIP, status.hostIP), `secretKeyRef` and
+//! `configMapKeyRef` (with `optional`); `envFrom` and lifecycle hooks are refused.
+//! Identity: `runAsUser`/`runAsGroup` (container over pod; 0 when unset),
+//! `supplementalGroups` and `fsGroup` as supplementary groups, the default capability
+//! set of containerd minus `drop` plus `add`, no_new_privs with
+//! `allowPrivilegeEscalation: false`. Resources, seccomp and AppArmor are ignored.
+//!
+//! # Volumes
+//!
+//! emptyDir (`medium: Memory`: tmpfs with `sizeLimit`), secret and configMap (files with
+//! `defaultMode`/`items`, written once at start), mounted at `mountPath` with
+//! `readOnly` and `subPath`. Projected volumes (service account tokens) are refused;
+//! `automountServiceAccountToken` needs no handling since no token is ever mounted.
+//!
+//! # Files
+//!
+//! Everything lives under the node's directory ([`NodeConfig::with_dir`]; by default a
+//! new one under the system's temporary directory): `pods/<ns>_<name>_<uid>/logs/
+//! <container>.log` holds the stdout and stderr of each container (and the setup
+//! script's errors), `node.log` beside them what failed in the node itself. Stopping a
+//! pod removes its volumes and roots and keeps its logs; dropping the node removes the
+//! directory unless [`NodeConfig::keep_dir`] (or `KRT_TEST_NODE_KEEP_DIR=1`) asked to
+//! keep it. A test process killed with SIGKILL leaves its bridge and processes behind.
+
+mod container;
+mod env;
+mod network;
+mod plan;
+mod pod;
+mod probe;
+mod process;
+mod script;
+mod status;
+mod volumes;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use tokio::sync::watch;
+
+use crate::cluster::contract::{NodeError, PodRunner, RunningPod, VolumeSource};
+use env::PodFacts;
+use network::{Bridge, Sandbox};
+use pod::{PodHandle, Shared};
+use process::io_error;
+use status::{Ctr, Phase, State};
+
+/// Longest hostname the kernel takes (and the kubelet truncates pod names to).
+const MAX_HOSTNAME: usize = 63;
+
+/// How the node is set up.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    node_name: String,
+    dir: Option<PathBuf>,
+    image_binaries: BTreeMap<String, PathBuf>,
+    keep_dir: bool,
+}
+
+impl NodeConfig {
+    /// A node called `node_name` (the `spec.nodeName` of the Pods bound to it).
+    pub fn new(node_name: impl Into<String>) -> Self {
+        Self {
+            node_name: node_name.into(),
+            dir: None,
+            image_binaries: BTreeMap::new(),
+            keep_dir: std::env::var("KRT_TEST_NODE_KEEP_DIR").is_ok_and(|v| v == "1"),
+        }
+    }
+
+    /// Keeps the node's files under `dir` (created if missing).
+    pub fn with_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// Every container sees host file `host_path` at `image_path` (read-only): for the
+    /// binaries an image would hold, such as the runtimed image's
+    /// `/usr/local/bin/runtimed`.
+    pub fn with_image_binary(
+        mut self,
+        image_path: impl Into<String>,
+        host_path: impl Into<PathBuf>,
+    ) -> Self {
+        self.image_binaries
+            .insert(image_path.into(), host_path.into());
+        self
+    }
+
+    /// Keeps the node's directory (and the logs in it) when the node is dropped.
+    pub fn keep_dir(mut self, keep: bool) -> Self {
+        self.keep_dir = keep;
+        self
+    }
+
+    /// The node's name.
+    pub fn node_name(&self) -> &str {
+        &self.node_name
+    }
+}
+
+/// The node. Dropping it kills every Pod still running on it and removes its bridge.
+#[derive(Debug)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: NodeConfig,
+    dir: PathBuf,
+    bridge: tokio::sync::Mutex<Option<Arc<Bridge>>>,
+    pods: Mutex<Vec<Weak<Shared>>>,
+}
+
+static NODE_SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+impl Node {
+    /// A node with `config`; makes its directory. The bridge is made on the first start.
+    pub fn new(config: NodeConfig) -> Result<Node, NodeError> {
+        let dir = config.dir.clone().unwrap_or_else(|| {
+            let n = NODE_SEQUENCE.fetch_add(1, Ordering::SeqCst);
+            std::env::temp_dir().join(format!("krt-node-{}-{n}", std::process::id()))
+        });
+        std::fs::create_dir_all(dir.join("pods"))
+            .map_err(|e| io_error(format!("creating {}", dir.display()), e))?;
+        Ok(Node {
+            inner: Arc::new(Inner {
+                config,
+                dir,
+                bridge: tokio::sync::Mutex::new(None),
+                pods: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// The node's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The log file of `container` of `pod` (see the module docs).
+    pub fn log_path(&self, pod: &Pod, container: &str) -> PathBuf {
+        pod::pod_dir(&self.inner.dir, pod)
+            .join("logs")
+            .join(format!("{container}.log"))
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.inner.config.node_name
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Ok(pods) = self.inner.pods.lock() {
+            pods.iter()
+                .filter_map(Weak::upgrade)
+                .for_each(|p| p.kill_now());
+        }
+        if !self.inner.config.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.inner.dir);
+        }
+    }
+}
+
+/// Why the node cannot run anything without root.
+fn require_root(pod: &Pod) -> Result<(), NodeError> {
+    if nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    Err(NodeError::Unsupported {
+        pod: plan::pod_key(pod),
+        reason: "the emulated node needs root (network and mount namespaces, a bridge, veths): run the tests as root, as CI does".to_owned(),
+    })
+}
+
+impl Inner {
+    async fn bridge(&self) -> Result<Arc<Bridge>, NodeError> {
+        let mut bridge = self.bridge.lock().await;
+        if let Some(b) = bridge.as_ref() {
+            return Ok(b.clone());
+        }
+        let made = Arc::new(Bridge::create().await?);
+        *bridge = Some(made.clone());
+        Ok(made)
+    }
+
+    async fn start(
+        self: Arc<Self>,
+        pod: Pod,
+        source: Arc<dyn VolumeSource>,
+    ) -> Result<Box<dyn RunningPod>, NodeError> {
+        require_root(&pod)?;
+        let plans = plan::plan_pod(&pod)?;
+        let key = plan::pod_key(&pod);
+        let dir = pod::pod_dir(&self.dir, &pod);
+        std::fs::create_dir_all(dir.join("logs"))
+            .map_err(|e| io_error(format!("creating {}", dir.display()), e))?;
+        let hostname: String = pod
+            .metadata
+            .name
+            .clone()
+            .unwrap_or_default()
+            .chars()
+            .take(MAX_HOSTNAME)
+            .collect();
+        let sandbox = Sandbox::create(self.bridge().await?, &hostname).await?;
+        let facts = PodFacts {
+            pod_ip: sandbox.ip().to_string(),
+            host_ip: sandbox.host_ip().to_string(),
+            hostname,
+        };
+        let prepared =
+            volumes::prepare(&pod, &dir.join("volumes"), sandbox.pid(), source.as_ref()).await?;
+        let mount_failure = prepared.as_ref().err().cloned();
+        let state = State {
+            containers: plans
+                .iter()
+                .map(|_| Ctr::waiting("PodInitializing"))
+                .collect(),
+            start_time: Timestamp::now(),
+            pod_ip: Some(facts.pod_ip.clone()),
+            host_ip: Some(facts.host_ip.clone()),
+            initialized: false,
+            init_failed: false,
+        };
+        let restart_policy = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.restart_policy.clone())
+            .unwrap_or_else(|| "Always".to_owned());
+        let initial = status::render(&plans, &state, &restart_policy);
+        let shared = Arc::new(Shared {
+            key,
+            pause_pid: sandbox.pid(),
+            pod,
+            plans,
+            restart_policy,
+            dir,
+            image_binaries: self.config.image_binaries.clone(),
+            volumes: prepared.unwrap_or_default(),
+            source,
+            facts,
+            state: Mutex::new(state),
+            tx: watch::channel(initial).0,
+            sandbox: Mutex::new(Some(sandbox)),
+            stopping: AtomicBool::new(false),
+            lifecycle: Mutex::new(None),
+        });
+        if let Ok(mut pods) = self.pods.lock() {
+            pods.retain(|p| p.strong_count() > 0);
+            pods.push(Arc::downgrade(&shared));
+        }
+        if let Some(message) = mount_failure {
+            shared.update(|s| {
+                for c in &mut s.containers {
+                    c.phase = Phase::Waiting {
+                        reason: "ContainerCreating".to_owned(),
+                        message: Some(message.clone()),
+                    };
+                }
+            });
+        } else {
+            let task = tokio::spawn(pod::lifecycle(shared.clone()));
+            if let Ok(mut slot) = shared.lifecycle.lock() {
+                *slot = Some(task);
+            }
+        }
+        Ok(Box::new(PodHandle { shared }))
+    }
+}
+
+impl PodRunner for Node {
+    fn start(
+        &self,
+        pod: Pod,
+        volumes: Arc<dyn VolumeSource>,
+    ) -> BoxFuture<'static, Result<Box<dyn RunningPod>, NodeError>> {
+        Box::pin(self.inner.clone().start(pod, volumes))
+    }
+}
