@@ -115,18 +115,10 @@ async fn wait_for_exit(
             }
         });
     }
-    let exit_code = match child.wait().await {
-        Ok(status) => {
-            use std::os::unix::process::ExitStatusExt;
-            status
-                .code()
-                .or_else(|| status.signal().map(|s| 128 + s))
-                .unwrap_or(-1)
-        }
-        Err(_) => -1,
-    };
+    let status = child.wait().await;
     shared.update(|s| {
         if let Some(c) = s.containers.get_mut(idx) {
+            let exit_code = exit_code(status.as_ref().ok(), c.killed);
             c.phase = Phase::Terminated {
                 exit_code,
                 reason: if exit_code == 0 { "Completed" } else { "Error" }.to_owned(),
@@ -139,4 +131,21 @@ async fn wait_for_exit(
             c.ready = false;
         }
     });
+}
+
+/// The container's exit code as the kubelet reports it: the code, or 128 + the signal.
+/// `unshare` (util-linux up to at least 2.38) reports a child killed by SIGKILL as its
+/// own exit code 1 (it cannot reset SIGKILL's disposition to re-raise it), so a 1 after
+/// the node sent SIGKILL is taken for 137. A SIGKILL from elsewhere reads as 1.
+fn exit_code(status: Option<&std::process::ExitStatus>, killed: bool) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    let Some(status) = status else {
+        return -1;
+    };
+    match (status.code(), status.signal()) {
+        (Some(1), _) if killed => 137,
+        (Some(code), _) => code,
+        (None, Some(signal)) => 128 + signal,
+        (None, None) => -1,
+    }
 }

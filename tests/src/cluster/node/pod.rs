@@ -124,15 +124,31 @@ impl Shared {
     /// the `unshare` above it while its PID 1 is not known yet).
     fn signal_containers(&self, which: impl Fn(&ContainerPlan) -> bool, sig: Signal) {
         let Some(state) = self.snapshot() else { return };
-        for (plan, ctr) in self.plans.iter().zip(&state.containers).rev() {
+        for (idx, (plan, ctr)) in self.plans.iter().zip(&state.containers).enumerate().rev() {
             if which(plan) && ctr.running() {
-                match (ctr.pid, sig) {
-                    (Some(pid), _) => signal(pid, sig),
-                    (None, Signal::SIGKILL) => ctr.outer.into_iter().for_each(|o| signal(o, sig)),
-                    (None, _) => {}
+                match sig {
+                    Signal::SIGKILL => {
+                        self.sigkill(idx);
+                    }
+                    _ => ctr.pid.into_iter().for_each(|pid| signal(pid, sig)),
                 }
             }
         }
+    }
+
+    /// SIGKILL to container `idx` (its PID 1, or the `unshare` above it while that is
+    /// not known); whether it was running.
+    pub(super) fn sigkill(&self, idx: usize) -> bool {
+        let mut target = None;
+        self.update(|s| {
+            if let Some(c) = s.containers.get_mut(idx).filter(|c| c.running()) {
+                c.killed = true;
+                target = c.pid.or(c.outer);
+            }
+        });
+        target
+            .inspect(|pid| signal(*pid, Signal::SIGKILL))
+            .is_some()
     }
 
     fn all_ended(&self, which: impl Fn(&ContainerPlan) -> bool) -> impl Fn(&State) -> bool {
@@ -321,19 +337,10 @@ impl RunningPod for PodHandle {
             .iter()
             .position(|p| p.name == container)
             .ok_or_else(|| unknown(format!("no container {container:?}")))?;
-        let state = shared
-            .snapshot()
-            .ok_or_else(|| unknown("state lost".to_owned()))?;
-        match state
-            .containers
-            .get(idx)
-            .and_then(|c| c.pid.or(c.outer).filter(|_| c.running()))
-        {
-            Some(pid) => {
-                signal(pid, Signal::SIGKILL);
-                Ok(())
-            }
-            None => Err(unknown(format!("container {container:?} is not running"))),
+        if shared.sigkill(idx) {
+            Ok(())
+        } else {
+            Err(unknown(format!("container {container:?} is not running")))
         }
     }
 }

@@ -8,11 +8,9 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
-
 use super::plan::{Kind, ProbePlan};
 use super::pod::Shared;
-use super::process::{HELPER_PATH, chrooted, signal};
+use super::process::{HELPER_PATH, chrooted};
 
 /// Runs the probes of container `idx` while it runs, and keeps its `started` and
 /// `ready` flags. A startup probe that fails `failureThreshold` times kills the
@@ -34,7 +32,7 @@ pub(super) async fn supervise(shared: Arc<Shared>, idx: usize, env: BTreeMap<Str
             }
             failures += 1;
             if failures >= startup.failure_threshold {
-                signal(pid, Signal::SIGKILL);
+                shared.sigkill(idx);
                 return;
             }
             tokio::time::sleep(Duration::from_secs(startup.period_secs)).await;

@@ -36,6 +36,8 @@ pub(super) struct Ctr {
     pub(super) pid: Option<u32>,
     /// Host pid of the `unshare` that forked it.
     pub(super) outer: Option<u32>,
+    /// The node sent it SIGKILL (see `container::exit_code`).
+    pub(super) killed: bool,
     /// The startup probe passed (or there is none) while running.
     pub(super) started: bool,
     pub(super) ready: bool,
@@ -50,6 +52,7 @@ impl Ctr {
             },
             pid: None,
             outer: None,
+            killed: false,
             started: false,
             ready: false,
         }
