@@ -630,3 +630,142 @@ fn nix_is_root() -> bool {
         .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
         .unwrap_or(false)
 }
+
+#[tokio::test]
+async fn a_container_is_pid_1_with_its_hostname_dropped_capabilities_and_read_only_root() {
+    let node = node();
+    let name = format!("{}-long", "n".repeat(65));
+    let script = "echo pid=$$$$ host=$(uname -n); grep -E '^(CapBnd|CapEff|NoNewPrivs)' /proc/self/status; \
+                  touch /x 2>/dev/null || echo root-read-only; touch /tmp/x && echo tmp-writable; \
+                  echo procs=$(ls /proc | grep -c '^[0-9]'); echo end";
+    let spec = json!({
+        "restartPolicy": "Never",
+        "containers": [{
+            "name": "main", "image": "x:1", "command": ["sh", "-c", script],
+            "securityContext": {
+                "readOnlyRootFilesystem": true,
+                "allowPrivilegeEscalation": false,
+                "capabilities": {"drop": ["ALL"]}
+            }
+        }]
+    });
+    let pod = pod(&name, spec);
+    let Some(running) = start(&node, pod.clone(), Objects::default()).await else {
+        return;
+    };
+    wait_for(
+        running.as_ref(),
+        Duration::from_secs(20),
+        "Succeeded",
+        |s| phase(s) == "Succeeded",
+    )
+    .await;
+    let log = log_containing(&node, &pod, "main", "end").await;
+    // The hostname is the pod name cut to the kernel's 63 characters, as the kubelet does.
+    assert!(
+        log.contains(&format!("pid=1 host={}\n", &name[..63])),
+        "{log}"
+    );
+    assert!(
+        log.contains("CapBnd:\t0000000000000000") && log.contains("CapEff:\t0000000000000000"),
+        "{log}"
+    );
+    assert!(log.contains("NoNewPrivs:\t1"), "{log}");
+    assert!(log.contains("root-read-only\ntmp-writable\n"), "{log}");
+    // Its own PID namespace: the shell and the pipeline it runs (at most 4 processes),
+    // nothing of the host.
+    let procs: usize = log
+        .split("procs=")
+        .nth(1)
+        .and_then(|r| r.lines().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((2..=4).contains(&procs), "{log}");
+    running.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn missing_secrets_leave_the_containers_waiting_with_the_kubelet_reasons() {
+    let node = node();
+    let env_spec = json!({
+        "containers": [{
+            "name": "main", "image": "x:1", "command": ["sleep", "1000"],
+            "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "absent", "key": "k"}}}]
+        }]
+    });
+    let Some(running) = start(&node, pod("env-missing", env_spec), Objects::default()).await else {
+        return;
+    };
+    let status = wait_for(running.as_ref(), Duration::from_secs(10), "waiting", |s| {
+        container(s, "main")
+            .state
+            .as_ref()
+            .and_then(|st| st.waiting.as_ref())
+            .and_then(|w| w.reason.as_deref())
+            == Some("CreateContainerConfigError")
+    })
+    .await;
+    let waiting = container(&status, "main")
+        .state
+        .clone()
+        .unwrap()
+        .waiting
+        .unwrap();
+    assert!(waiting.message.unwrap().contains("Secret team-a/absent"));
+    assert_eq!(phase(&status), "Pending");
+    running.stop(Duration::from_secs(1)).await;
+
+    let volume_spec = json!({
+        "volumes": [{"name": "s", "secret": {"secretName": "absent"}}],
+        "containers": [{"name": "main", "image": "x:1", "command": ["sleep", "1000"], "volumeMounts": [{"name": "s", "mountPath": "/s"}]}]
+    });
+    let running = start(
+        &node,
+        pod("volume-missing", volume_spec),
+        Objects::default(),
+    )
+    .await
+    .unwrap();
+    let status = running.status().borrow().clone();
+    let waiting = container(&status, "main")
+        .state
+        .clone()
+        .unwrap()
+        .waiting
+        .unwrap();
+    assert_eq!(waiting.reason.as_deref(), Some("ContainerCreating"));
+    assert!(
+        waiting
+            .message
+            .unwrap()
+            .contains("secret \"absent\" not found")
+    );
+    assert_eq!(phase(&status), "Pending");
+    running.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn run_as_non_root_without_a_user_is_refused() {
+    let node = node();
+    let spec = json!({
+        "securityContext": {"runAsNonRoot": true},
+        "containers": [{"name": "main", "image": "x:1", "command": ["true"]}]
+    });
+    match node
+        .start(pod("nonroot", spec), Arc::new(Objects::default()))
+        .await
+    {
+        Err(NodeError::Unsupported { reason, .. }) if reason.contains("needs root") => {
+            println!("skipped: {reason}");
+        }
+        Err(NodeError::Unsupported { reason, .. }) => {
+            assert!(
+                reason.contains("spec.containers[0].securityContext.runAsNonRoot"),
+                "{reason}"
+            );
+        }
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("a runAsNonRoot pod was started as uid 0"),
+    }
+}

@@ -268,7 +268,7 @@ impl Inner {
         let prepared =
             volumes::prepare(&pod, &dir.join("volumes"), sandbox.pid(), source.as_ref()).await?;
         let mount_failure = prepared.as_ref().err().cloned();
-        let state = State {
+        let mut state = State {
             containers: plans
                 .iter()
                 .map(|_| Ctr::waiting("PodInitializing"))
@@ -278,13 +278,14 @@ impl Inner {
             host_ip: Some(facts.host_ip.clone()),
             initialized: false,
             init_failed: false,
+            transitions: BTreeMap::new(),
         };
         let restart_policy = pod
             .spec
             .as_ref()
             .and_then(|s| s.restart_policy.clone())
             .unwrap_or_else(|| "Always".to_owned());
-        let initial = status::render(&plans, &state, &restart_policy);
+        let initial = status::render(&plans, &mut state, &restart_policy);
         let shared = Arc::new(Shared {
             key,
             pause_pid: sandbox.pid(),

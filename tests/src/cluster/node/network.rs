@@ -16,12 +16,37 @@ use crate::cluster::contract::NodeError;
 /// (10.244/16) and most clouds use by default.
 const SUBNET_PREFIX: [u8; 2] = [10, 213];
 
+/// The last octets handed to pods: `.1` is the bridge, `.255` the broadcast address,
+/// so a node runs at most 253 pods at once.
+const POD_OCTETS: std::ops::RangeInclusive<u8> = 2..=254;
+
+/// The pod addresses of one bridge in use.
+#[derive(Debug, Default)]
+struct Addresses {
+    used: Mutex<BTreeSet<u8>>,
+}
+
+impl Addresses {
+    fn allocate(&self) -> Option<u8> {
+        let mut used = self.used.lock().ok()?;
+        let free = POD_OCTETS.clone().find(|o| !used.contains(o))?;
+        used.insert(free);
+        Some(free)
+    }
+
+    fn release(&self, octet: u8) {
+        if let Ok(mut used) = self.used.lock() {
+            used.remove(&octet);
+        }
+    }
+}
+
 /// A bridge and the addresses handed out on it. Deleted on drop.
 #[derive(Debug)]
 pub(super) struct Bridge {
     name: String,
     index: u8,
-    used: Mutex<BTreeSet<u8>>,
+    addresses: Addresses,
 }
 
 impl Bridge {
@@ -38,7 +63,7 @@ impl Bridge {
                     let bridge = Bridge {
                         name,
                         index,
-                        used: Mutex::new(BTreeSet::new()),
+                        addresses: Addresses::default(),
                     };
                     bridge.configure().await?;
                     return Ok(bridge);
@@ -60,19 +85,6 @@ impl Bridge {
     /// The bridge's own address: the pods' default gateway and their `hostIP`.
     pub(super) fn gateway(&self) -> Ipv4Addr {
         Ipv4Addr::new(SUBNET_PREFIX[0], SUBNET_PREFIX[1], self.index, 1)
-    }
-
-    fn allocate(&self) -> Option<u8> {
-        let mut used = self.used.lock().ok()?;
-        let free = (2..=254u8).find(|o| !used.contains(o))?;
-        used.insert(free);
-        Some(free)
-    }
-
-    fn release(&self, octet: u8) {
-        if let Ok(mut used) = self.used.lock() {
-            used.remove(&octet);
-        }
     }
 }
 
@@ -96,7 +108,7 @@ pub(super) struct Sandbox {
 impl Sandbox {
     /// Starts the sandbox with hostname `hostname` and wires it to `bridge`.
     pub(super) async fn create(bridge: Arc<Bridge>, hostname: &str) -> Result<Sandbox, NodeError> {
-        let octet = bridge.allocate().ok_or_else(|| {
+        let octet = bridge.addresses.allocate().ok_or_else(|| {
             io_error(
                 "allocating a pod IP",
                 std::io::Error::other("the node's /24 is full"),
@@ -126,7 +138,7 @@ impl Sandbox {
         let pause = match pause {
             Ok(p) => p,
             Err(e) => {
-                bridge.release(octet);
+                bridge.addresses.release(octet);
                 return Err(io_error("starting the pod sandbox (unshare)", e));
             }
         };
@@ -210,6 +222,22 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         run_quietly("ip", &["link", "del", &self.veth]);
         let _ = self.pause.start_kill();
-        self.bridge.release(self.octet);
+        self.bridge.addresses.release(self.octet);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_hands_out_253_pod_addresses_and_reuses_released_ones() {
+        let addresses = Addresses::default();
+        let all: Vec<u8> = std::iter::from_fn(|| addresses.allocate()).collect();
+        assert_eq!(all.len(), 253);
+        assert_eq!((all[0], all[252]), (2, 254));
+        assert_eq!(addresses.allocate(), None, "the 254th pod got an address");
+        addresses.release(77);
+        assert_eq!(addresses.allocate(), Some(77));
     }
 }

@@ -63,7 +63,7 @@ impl Shared {
             return;
         };
         change(&mut state);
-        let status = status::render(&self.plans, &state, &self.restart_policy);
+        let status = status::render(&self.plans, &mut state, &self.restart_policy);
         drop(state);
         self.tx.send_replace(status);
     }

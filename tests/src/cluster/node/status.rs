@@ -1,6 +1,8 @@
 //! The Pod's state as the node tracks it, and the `PodStatus` the kubelet would report
 //! for it: phase, conditions, and a status per container.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
     ContainerStatus, PodCondition, PodStatus,
@@ -80,14 +82,22 @@ pub(super) struct State {
     pub(super) initialized: bool,
     /// An init container failed and the Pod's restartPolicy is Never.
     pub(super) init_failed: bool,
+    /// Each condition's last value and when it took it (`lastTransitionTime`).
+    pub(super) transitions: BTreeMap<&'static str, (bool, Timestamp)>,
 }
 
-fn condition(kind: &str, ok: bool, now: &Timestamp, reason: Option<&str>) -> PodCondition {
+/// Condition `kind` with value `ok`, its transition time kept while the value stays.
+fn condition(state: &mut State, kind: &'static str, ok: bool, reason: &str) -> PodCondition {
+    let now = Timestamp::now();
+    let entry = state.transitions.entry(kind).or_insert((ok, now));
+    if entry.0 != ok {
+        *entry = (ok, now);
+    }
     PodCondition {
         type_: kind.to_owned(),
         status: if ok { "True" } else { "False" }.to_owned(),
-        last_transition_time: Some(Time(*now)),
-        reason: if ok { None } else { reason.map(str::to_owned) },
+        last_transition_time: Some(Time(entry.1)),
+        reason: (!ok).then(|| reason.to_owned()),
         ..PodCondition::default()
     }
 }
@@ -167,8 +177,11 @@ fn pod_phase(plans: &[ContainerPlan], state: &State, restart_policy: &str) -> &'
 }
 
 /// The status for `state`.
-pub(super) fn render(plans: &[ContainerPlan], state: &State, restart_policy: &str) -> PodStatus {
-    let now = Timestamp::now();
+pub(super) fn render(
+    plans: &[ContainerPlan],
+    state: &mut State,
+    restart_policy: &str,
+) -> PodStatus {
     let phase = pod_phase(plans, state, restart_policy);
     let mut init_statuses = Vec::new();
     let mut statuses = Vec::new();
@@ -188,16 +201,17 @@ pub(super) fn render(plans: &[ContainerPlan], state: &State, restart_policy: &st
         }
     }
     let ready = ready && state.initialized && phase == "Running";
+    let initialized = state.initialized;
     let conditions = vec![
-        condition("PodScheduled", true, &now, None),
+        condition(state, "PodScheduled", true, ""),
         condition(
+            state,
             "Initialized",
-            state.initialized,
-            &now,
-            Some("ContainersNotInitialized"),
+            initialized,
+            "ContainersNotInitialized",
         ),
-        condition("ContainersReady", ready, &now, Some("ContainersNotReady")),
-        condition("Ready", ready, &now, Some("ContainersNotReady")),
+        condition(state, "ContainersReady", ready, "ContainersNotReady"),
+        condition(state, "Ready", ready, "ContainersNotReady"),
     ];
     PodStatus {
         phase: Some(phase.to_owned()),

@@ -51,7 +51,12 @@ pub(super) async fn prepare(
         std::fs::create_dir_all(&path)
             .map_err(|e| io_error(format!("creating {}", path.display()), e))?;
         let empty_dir = volume.empty_dir.is_some();
-        let outcome = fill(pod, volume, i, &path, pause, namespace, source).await?;
+        let target = Target {
+            path: &path,
+            pause,
+            fs_group,
+        };
+        let outcome = fill(pod, volume, i, &target, namespace, source).await?;
         if let Err(failure) = outcome {
             return Ok(Err(failure));
         }
@@ -63,20 +68,29 @@ pub(super) async fn prepare(
     Ok(Ok(prepared))
 }
 
+/// Where a volume is made: its directory, the sandbox whose mount namespace holds
+/// memory-backed ones, and the Pod's fsGroup.
+#[derive(Debug)]
+struct Target<'a> {
+    path: &'a Path,
+    pause: u32,
+    fs_group: Option<u32>,
+}
+
 async fn fill(
     pod: &Pod,
     volume: &Volume,
     index: usize,
-    path: &Path,
-    pause: u32,
+    target: &Target<'_>,
     namespace: &str,
     source: &dyn VolumeSource,
 ) -> Result<Result<(), MountFailure>, NodeError> {
     let field = format!("spec.volumes[{index}]");
+    let path = target.path;
     if let Some(empty) = &volume.empty_dir {
         set_mode(path, 0o777)?;
         if empty.medium.as_deref() == Some("Memory") {
-            mount_memory(pod, path, pause, empty.size_limit.as_ref(), &field).await?;
+            mount_memory(pod, target, empty.size_limit.as_ref(), &field).await?;
         } else if empty.medium.as_deref().is_some_and(|m| !m.is_empty()) {
             return Err(NodeError::Unsupported {
                 pod: pod_key(pod),
@@ -133,12 +147,15 @@ fn mode_bits(mode: i32) -> u32 {
 
 async fn mount_memory(
     pod: &Pod,
-    path: &Path,
-    pause: u32,
+    target: &Target<'_>,
     size_limit: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
     field: &str,
 ) -> Result<(), NodeError> {
-    let mut options = "mode=0777".to_owned();
+    // The tmpfs hides the directory below it, so fsGroup is given as mount options.
+    let mut options = match target.fs_group {
+        Some(gid) => format!("mode=2777,gid={gid}"),
+        None => "mode=0777".to_owned(),
+    };
     if let Some(limit) = size_limit {
         let bytes =
             kruntimes_api::quantity::parse_bytes(&limit.0).map_err(|e| NodeError::Unsupported {
@@ -150,8 +167,8 @@ async fn mount_memory(
             })?;
         options.push_str(&format!(",size={bytes}"));
     }
-    let target = path.to_string_lossy();
-    let pid = pause.to_string();
+    let path = target.path.to_string_lossy();
+    let pid = target.pause.to_string();
     run(
         "nsenter",
         &[
@@ -165,7 +182,7 @@ async fn mount_memory(
             "-o",
             &options,
             "krt-memory",
-            &target,
+            &path,
         ],
     )
     .await
