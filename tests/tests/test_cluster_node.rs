@@ -595,6 +595,19 @@ async fn an_injected_runtimed_pod_becomes_ready_and_answers_health() {
         .into_inner();
     assert!(health.ready && health.workspace_writable, "{health:?}");
 
+    // A Run goes to the agent in the user container (PID 1 there, on the pod's hostname).
+    let (output, ended) = run_script(
+        &mut client,
+        "echo host=$(uname -n); echo pid1=$(tr '\\0' ' ' < /proc/1/cmdline)",
+    )
+    .await;
+    assert_eq!(ended.exit_code, Some(0), "{ended:?} {output}");
+    assert!(output.contains("host=warm-0\n"), "{output}");
+    assert!(
+        output.contains("pid1=/krt/bin/runtimed agent --socket /krt/run/agent.sock"),
+        "{output}"
+    );
+
     // The sidecar's unix socket is in the krt-run emptyDir, a directory of the pod on
     // the node.
     let pod_dir = node
@@ -768,4 +781,37 @@ async fn run_as_non_root_without_a_user_is_refused() {
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("a runAsNonRoot pod was started as uid 0"),
     }
+}
+
+/// Runs a bash script through `client`: its stdout and its final state.
+async fn run_script(
+    client: &mut kruntimes_runtimed_api::client::TlsClient,
+    script: &str,
+) -> (String, kruntimes_runtimed_api::proto::Execution) {
+    use kruntimes_runtimed_api::proto::{self, execution_event::Event};
+    let request = proto::ExecuteRequest {
+        run_uid: format!("run-{}", std::process::id()),
+        interpreter: proto::Interpreter::Bash as i32,
+        script: Some(script.to_owned()),
+        ..Default::default()
+    };
+    let mut events = client
+        .execute_and_follow(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut output = Vec::new();
+    while let Some(event) = events.message().await.unwrap() {
+        match event.event {
+            Some(Event::Output(chunk)) => output.extend(chunk.data),
+            Some(Event::Ended(execution)) => {
+                return (String::from_utf8_lossy(&output).into_owned(), execution);
+            }
+            _ => {}
+        }
+    }
+    panic!(
+        "the execution never ended; output {:?}",
+        String::from_utf8_lossy(&output)
+    );
 }

@@ -1,74 +1,25 @@
 //! The node of the emulated cluster: it runs Pods as real processes on the host, each
-//! in its own namespaces, so that the webhook's injected pods, the controller and
-//! runtimed meet as in a cluster, with no container engine. It needs root (as CI runs
-//! it); without root [`Node::start`](PodRunner::start) returns a [`NodeError`] that says
-//! so, and the tests print that reason and skip.
+//! in namespaces of its own, so that the webhook's injected pods, the controller and
+//! runtimed meet as in a cluster, with no container engine. docs/test-cluster.md
+//! ("Node") describes what it emulates and what it refuses; in short:
 //!
-//! # Images
+//! - It needs root (as CI runs it); without root, [`PodRunner::start`] returns a
+//!   [`NodeError`] saying so, and the tests print that reason and skip.
+//! - Images are not pulled: the host's filesystem stands in for every image, seen
+//!   through per-container overlays, so the host is never changed. There is no image
+//!   entrypoint: a container without `command` is refused. Image paths the host lacks
+//!   are mapped to host files with [`NodeConfig::with_image_binary`].
+//! - Per pod, a sandbox process holds the network, UTS and IPC namespaces (and a mount
+//!   namespace for memory-backed emptyDirs); per container, a mount and a PID namespace,
+//!   the command being PID 1 as in a real pod (`script` builds the root).
+//! - Network: a bridge `krtnN` (`10.213.N.1/24`) per node, a veth per pod. The host
+//!   reaches pod IPs; pods reach the host at the bridge address, not at its loopback.
+//! - Init containers in order, native sidecars kept running, then the containers;
+//!   nothing is restarted. Exec startup and readiness probes; liveness is ignored.
+//! - stdout and stderr of each container go to
+//!   `<node dir>/pods/<ns>_<name>_<uid>/logs/<container>.log` ([`Node::log_path`]).
 //!
-//! Images are not pulled: the host's filesystem stands in for every image. A container
-//! sees the host's top-level directories through overlays (writable, the writes private
-//! to the container and gone with it; read-only with `readOnlyRootFilesystem`), so its
-//! `command` must name a program of the host. There is no image entrypoint: a container
-//! without `command` is refused ([`NodeError::Unsupported`]). Paths an image would hold
-//! but the host does not (the runtimed image's `/usr/local/bin/runtimed`) are mapped to
-//! host files with [`NodeConfig::with_image_binary`]: the host file is bind-mounted
-//! read-only at that path in every container.
-//!
-//! # Isolation
-//!
-//! Per pod, a sandbox process holds a network, UTS (hostname = pod name) and IPC
-//! namespace and a mount namespace for the pod's memory-backed emptyDirs. Per
-//! container, a mount namespace and a PID namespace: the container's command is PID 1,
-//! as in a real pod (runtimed's agent expects to be a child subreaper at the top of
-//! its container; as PID 1 only signals it handles reach it, as in a container). The
-//! root is built in the container's mount namespace (see the `script` module), so the
-//! host's own directories and mount table are never changed. This is a test harness,
-//! not a sandbox: the processes run as root-created users on the host kernel.
-//!
-//! # Network
-//!
-//! The node creates a bridge `krtnN` with `10.213.N.1/24` (the first free `N`, so test
-//! processes running at once each get their own); each pod gets a veth on it, its
-//! `eth0` at `10.213.N.M/24`, loopback up and a default route via the bridge. The
-//! host reaches every pod IP (`status.podIP`); pods reach the host at the bridge
-//! address (`status.hostIP`), not at the host's `127.0.0.1`, which is another network
-//! namespace's loopback: a server the pods must reach has to listen on the bridge
-//! address or on all addresses. runtimed calls no API server, so this does not limit it.
-//!
-//! # Containers
-//!
-//! Init containers run in order, each to completion; a native sidecar (an init
-//! container with `restartPolicy: Always`) is started and the next one waits for its
-//! startup probe. Then every container starts. Nothing is ever restarted: a failed init
-//! container fails a `restartPolicy: Never` pod (`Init:Error`) and leaves any other pod
-//! `Pending`; an ended container stays terminated (`restartCount` is always 0).
-//! Probes: exec `startupProbe` and `readinessProbe` (see the `probe` module);
-//! `livenessProbe` is ignored, and other probe kinds are refused. Env: `value`,
-//! `fieldRef` (metadata.name/namespace/uid/labels['k']/annotations['k'], spec.nodeName,
-//! spec.serviceAccountName, status.podIP, status.hostIP), `secretKeyRef` and
-//! `configMapKeyRef` (with `optional`); `envFrom` and lifecycle hooks are refused.
-//! Identity: `runAsUser`/`runAsGroup` (container over pod; 0 when unset),
-//! `supplementalGroups` and `fsGroup` as supplementary groups, the default capability
-//! set of containerd minus `drop` plus `add`, no_new_privs with
-//! `allowPrivilegeEscalation: false`. Resources, seccomp and AppArmor are ignored.
-//!
-//! # Volumes
-//!
-//! emptyDir (`medium: Memory`: tmpfs with `sizeLimit`), secret and configMap (files with
-//! `defaultMode`/`items`, written once at start), mounted at `mountPath` with
-//! `readOnly` and `subPath`. Projected volumes (service account tokens) are refused;
-//! `automountServiceAccountToken` needs no handling since no token is ever mounted.
-//!
-//! # Files
-//!
-//! Everything lives under the node's directory ([`NodeConfig::with_dir`]; by default a
-//! new one under the system's temporary directory): `pods/<ns>_<name>_<uid>/logs/
-//! <container>.log` holds the stdout and stderr of each container (and the setup
-//! script's errors), `node.log` beside them what failed in the node itself. Stopping a
-//! pod removes its volumes and roots and keeps its logs; dropping the node removes the
-//! directory unless [`NodeConfig::keep_dir`] (or `KRT_TEST_NODE_KEEP_DIR=1`) asked to
-//! keep it. A test process killed with SIGKILL leaves its bridge and processes behind.
+//! This is a test harness, not a sandbox: it runs trusted test code only.
 
 mod container;
 mod env;
