@@ -461,10 +461,15 @@ async fn stop_sigkills_what_ignores_sigterm_after_the_grace_period() {
     let Some(running) = start(&node, pod("stopper", spec), Objects::default()).await else {
         return;
     };
-    wait_for(running.as_ref(), Duration::from_secs(20), "Ready", |s| {
+    let ready = wait_for(running.as_ref(), Duration::from_secs(20), "Ready", |s| {
         condition(s, "Ready")
     })
     .await;
+    let (bridge, veth) = links_of(&ready);
+    assert!(
+        link_exists(&bridge) && link_exists(&veth),
+        "{bridge} {veth}"
+    );
     assert!(
         !processes_with(&m).is_empty(),
         "the containers' processes are not visible"
@@ -481,6 +486,31 @@ async fn stop_sigkills_what_ignores_sigterm_after_the_grace_period() {
     assert_eq!(exit_code(&status, "polite"), Some(0), "{status:#?}");
     assert_eq!(exit_code(&status, "stubborn"), Some(137), "{status:#?}");
     assert_eq!(processes_with(&m), Vec::<String>::new());
+    assert!(!link_exists(&veth), "{veth} outlived the pod");
+    let dir = node.dir().to_owned();
+    drop(node);
+    assert!(!link_exists(&bridge), "{bridge} outlived the node");
+    assert!(!dir.exists(), "{} outlived the node", dir.display());
+}
+
+/// The bridge and the veth of a pod, named after its IP `10.213.N.M` (`krtnN`, `krtvNpM`).
+fn links_of(status: &PodStatus) -> (String, String) {
+    let ip = status.pod_ip.clone().unwrap();
+    let octets: Vec<&str> = ip.split('.').collect();
+    (
+        format!("krtn{}", octets[2]),
+        format!("krtv{}p{}", octets[2], octets[3]),
+    )
+}
+
+fn link_exists(name: &str) -> bool {
+    std::process::Command::new("ip")
+        .args(["link", "show", name])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
 }
 
 #[tokio::test]
@@ -814,4 +844,24 @@ async fn run_script(
         "the execution never ended; output {:?}",
         String::from_utf8_lossy(&output)
     );
+}
+
+#[tokio::test]
+async fn a_pod_without_uid_is_refused() {
+    let node = node();
+    let mut pod = pod(
+        "no-uid",
+        json!({"containers": [{"name": "main", "image": "x:1", "command": ["true"]}]}),
+    );
+    pod.metadata.uid = None;
+    match node.start(pod, Arc::new(Objects::default())).await {
+        Err(NodeError::Unsupported { reason, .. }) => {
+            assert!(
+                reason.starts_with("metadata.uid: Required value"),
+                "{reason}"
+            );
+        }
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("a pod without uid was started"),
+    }
 }

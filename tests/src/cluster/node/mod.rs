@@ -196,8 +196,10 @@ impl Inner {
         pod: Pod,
         source: Arc<dyn VolumeSource>,
     ) -> Result<Box<dyn RunningPod>, NodeError> {
-        require_root(&pod)?;
+        // The spec is checked first, so a refused pod is refused the same way with or
+        // without root.
         let plans = plan::plan_pod(&pod)?;
+        require_root(&pod)?;
         let key = plan::pod_key(&pod);
         let dir = pod::pod_dir(&self.dir, &pod);
         std::fs::create_dir_all(dir.join("logs"))
@@ -219,18 +221,7 @@ impl Inner {
         let prepared =
             volumes::prepare(&pod, &dir.join("volumes"), sandbox.pid(), source.as_ref()).await?;
         let mount_failure = prepared.as_ref().err().cloned();
-        let mut state = State {
-            containers: plans
-                .iter()
-                .map(|_| Ctr::waiting("PodInitializing"))
-                .collect(),
-            start_time: Timestamp::now(),
-            pod_ip: Some(facts.pod_ip.clone()),
-            host_ip: Some(facts.host_ip.clone()),
-            initialized: false,
-            init_failed: false,
-            transitions: BTreeMap::new(),
-        };
+        let mut state = initial_state(&plans, &facts);
         let restart_policy = pod
             .spec
             .as_ref()
@@ -258,22 +249,43 @@ impl Inner {
             pods.retain(|p| p.strong_count() > 0);
             pods.push(Arc::downgrade(&shared));
         }
-        if let Some(message) = mount_failure {
-            shared.update(|s| {
-                for c in &mut s.containers {
-                    c.phase = Phase::Waiting {
-                        reason: "ContainerCreating".to_owned(),
-                        message: Some(message.clone()),
-                    };
-                }
-            });
-        } else {
-            let task = tokio::spawn(pod::lifecycle(shared.clone()));
-            if let Ok(mut slot) = shared.lifecycle.lock() {
-                *slot = Some(task);
-            }
-        }
+        launch(&shared, mount_failure);
         Ok(Box::new(PodHandle { shared }))
+    }
+}
+
+fn initial_state(plans: &[plan::ContainerPlan], facts: &PodFacts) -> State {
+    State {
+        containers: plans
+            .iter()
+            .map(|_| Ctr::waiting("PodInitializing"))
+            .collect(),
+        start_time: Timestamp::now(),
+        pod_ip: Some(facts.pod_ip.clone()),
+        host_ip: Some(facts.host_ip.clone()),
+        initialized: false,
+        init_failed: false,
+        transitions: BTreeMap::new(),
+    }
+}
+
+/// Starts the pod's lifecycle, or, when its volumes could not be made, leaves every
+/// container waiting in `ContainerCreating` with the reason.
+fn launch(shared: &Arc<Shared>, mount_failure: Option<volumes::MountFailure>) {
+    if let Some(message) = mount_failure {
+        shared.update(|s| {
+            for c in &mut s.containers {
+                c.phase = Phase::Waiting {
+                    reason: "ContainerCreating".to_owned(),
+                    message: Some(message.clone()),
+                };
+            }
+        });
+        return;
+    }
+    let task = tokio::spawn(pod::lifecycle(shared.clone()));
+    if let Ok(mut slot) = shared.lifecycle.lock() {
+        *slot = Some(task);
     }
 }
 

@@ -131,6 +131,17 @@ pub(super) fn plan_pod(pod: &Pod) -> Result<Vec<ContainerPlan>, NodeError> {
         .as_ref()
         .ok_or_else(|| unsupported(pod, "spec: Required value"))?;
     check_pod_fields(pod, spec)?;
+    for (field, value) in [
+        ("metadata.name", &pod.metadata.name),
+        ("metadata.uid", &pod.metadata.uid),
+    ] {
+        if value.as_deref().is_none_or(str::is_empty) {
+            return Err(unsupported(
+                pod,
+                format!("{field}: Required value: a pod bound to a node has one"),
+            ));
+        }
+    }
     let volume_names: Vec<&str> = spec
         .volumes
         .iter()
