@@ -158,14 +158,17 @@ async fn env_secret_volume_shared_empty_dir_and_run_as_user() {
     let writer = format!(
         "id -u > /shared/uid; id -G > /shared/groups; echo \"$POD_NAME|$POD_NS|$POD_IP|$NODE|$APP|$NOTE|$FROM_SECRET|$FROM_CM|$PLAIN|$EXPANDED\" > /shared/env; \
          cat /secret/token > /shared/secret; stat -c %a /secret/token > /shared/mode; \
-         touch /usr/{m} 2>/dev/null; echo done > /shared/done; exec sleep 1000 # {m}"
+         touch /usr/{m} 2>/dev/null; \
+         echo cm=$(cat /etc/app/conf/level.txt)/$(cat /opt/level) shared=$(stat -c '%g %a' /shared) > /shared/cm; \
+         echo done > /shared/done; exec sleep 1000 # {m}"
     );
     let spec = json!({
         "restartPolicy": "Never",
         "securityContext": {"runAsUser": 1000, "runAsGroup": 3000, "fsGroup": 2000, "supplementalGroups": [4000]},
         "volumes": [
             {"name": "shared", "emptyDir": {}},
-            {"name": "secret", "secret": {"secretName": "creds", "defaultMode": 0o440}}
+            {"name": "secret", "secret": {"secretName": "creds", "defaultMode": 0o440}},
+            {"name": "settings", "configMap": {"name": "settings", "items": [{"key": "level", "path": "conf/level.txt"}]}}
         ],
         "containers": [
             {
@@ -186,13 +189,15 @@ async fn env_secret_volume_shared_empty_dir_and_run_as_user() {
                 ],
                 "volumeMounts": [
                     {"name": "shared", "mountPath": "/shared"},
-                    {"name": "secret", "mountPath": "/secret", "readOnly": true}
+                    {"name": "secret", "mountPath": "/secret", "readOnly": true},
+                    {"name": "settings", "mountPath": "/etc/app", "readOnly": true},
+                    {"name": "settings", "mountPath": "/opt/level", "subPath": "conf/level.txt"}
                 ]
             },
             {
                 "name": "reader", "image": "busybox:1",
                 "securityContext": {"runAsUser": 1001},
-                "command": ["sh", "-c", format!("while [ ! -f /shared/done ]; do sleep 0.1; done; echo uid=$(cat /shared/uid) groups=$(cat /shared/groups) me=$(id -u); cat /shared/env; echo secret=$(cat /shared/secret) mode=$(cat /shared/mode); exec sleep 1000 # {m}")],
+                "command": ["sh", "-c", format!("while [ ! -f /shared/done ]; do sleep 0.1; done; echo uid=$(cat /shared/uid) groups=$(cat /shared/groups) me=$(id -u); cat /shared/env; cat /shared/cm; echo secret=$(cat /shared/secret) mode=$(cat /shared/mode); exec sleep 1000 # {m}")],
                 "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]
             }
         ]
@@ -230,6 +235,8 @@ async fn env_secret_volume_shared_empty_dir_and_run_as_user() {
         "{log}"
     );
     assert!(log.contains("secret=s3cret mode=440"), "{log}");
+    // configMap items and subPath; the emptyDir has the fsGroup and is setgid.
+    assert!(log.contains("cm=debug/debug shared=2000 2777\n"), "{log}");
     assert!(
         !std::path::Path::new(&format!("/usr/{m}")).exists(),
         "a container wrote to the host's /usr"
