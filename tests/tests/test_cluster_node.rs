@@ -1,155 +1,18 @@
 //! The emulated cluster's node against real processes: environment, volumes, identity,
-//! the pod network, the kubelet's container order, probes, stopping, fault injection,
-//! and an injected runtimed pod. Needs root (as CI runs it): without it every test
-//! prints why and returns.
+//! the pod network, the kubelet's container order, probes, stopping and fault
+//! injection. Needs root (as CI runs it): without it every test prints why and returns.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod node_support;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Pod, PodStatus};
-use kruntimes_e2e::cluster::contract::{NodeError, PodRunner, RunningPod, VolumeSource};
-use kruntimes_e2e::cluster::node::{Node, NodeConfig};
-use serde_json::{Value, json};
-
-/// Secrets and ConfigMaps of a test, by `namespace/name`.
-#[derive(Default)]
-struct Objects {
-    secrets: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
-    config_maps: BTreeMap<String, BTreeMap<String, String>>,
-}
-
-impl VolumeSource for Objects {
-    fn secret(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
-        self.secrets.get(&format!("{namespace}/{name}")).cloned()
-    }
-    fn config_map(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, String>> {
-        self.config_maps
-            .get(&format!("{namespace}/{name}"))
-            .cloned()
-    }
-}
-
-/// A unique marker for the processes of one test, to find leftovers in /proc.
-fn marker(test: &str) -> String {
-    format!("krt-node-test-{test}-{}", std::process::id())
-}
-
-fn pod(name: &str, spec: Value) -> Pod {
-    serde_json::from_value(json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": "team-a",
-            "uid": format!("uid-{name}-{}", std::process::id()),
-            "labels": {"app": "demo"},
-            "annotations": {"note": "hello"}
-        },
-        "spec": spec
-    }))
-    .unwrap()
-}
-
-/// Starts `pod`; `None` (after printing why) when the node cannot run pods here.
-async fn start(node: &Node, pod: Pod, objects: Objects) -> Option<Box<dyn RunningPod>> {
-    let mut pod = pod;
-    pod.spec.as_mut().unwrap().node_name = Some(node.name().to_owned());
-    match node.start(pod, Arc::new(objects)).await {
-        Ok(running) => Some(running),
-        Err(NodeError::Unsupported { reason, .. }) if reason.contains("needs root") => {
-            println!("skipped: {reason}");
-            None
-        }
-        Err(e) => panic!("start: {e}"),
-    }
-}
-
-fn node() -> Node {
-    Node::new(NodeConfig::new("node-1")).unwrap()
-}
-
-async fn wait_for(
-    running: &dyn RunningPod,
-    within: Duration,
-    what: &str,
-    done: impl Fn(&PodStatus) -> bool,
-) -> PodStatus {
-    let mut rx = running.status();
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let status = rx.borrow_and_update().clone();
-        if done(&status) {
-            return status;
-        }
-        if tokio::time::timeout_at(deadline, rx.changed())
-            .await
-            .is_err()
-        {
-            panic!("{what}: not within {within:?}; last status {status:#?}");
-        }
-    }
-}
-
-fn phase(s: &PodStatus) -> &str {
-    s.phase.as_deref().unwrap_or_default()
-}
-
-fn condition(s: &PodStatus, kind: &str) -> bool {
-    s.conditions
-        .iter()
-        .flatten()
-        .any(|c| c.type_ == kind && c.status == "True")
-}
-
-fn container<'a>(s: &'a PodStatus, name: &str) -> &'a k8s_openapi::api::core::v1::ContainerStatus {
-    s.container_statuses
-        .iter()
-        .flatten()
-        .chain(s.init_container_statuses.iter().flatten())
-        .find(|c| c.name == name)
-        .unwrap_or_else(|| panic!("no status of container {name}: {s:#?}"))
-}
-
-fn exit_code(s: &PodStatus, name: &str) -> Option<i32> {
-    container(s, name)
-        .state
-        .as_ref()
-        .and_then(|st| st.terminated.as_ref())
-        .map(|t| t.exit_code)
-}
-
-/// Waits until the log of `container` contains `text`; returns the log.
-async fn log_containing(node: &Node, pod: &Pod, container: &str, text: &str) -> String {
-    let path = node.log_path(pod, container);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let log = std::fs::read_to_string(&path).unwrap_or_default();
-        if log.contains(text) {
-            return log;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never held {text:?}: {log:?}",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Processes whose command line holds `marker`.
-fn processes_with(marker: &str) -> Vec<String> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains(marker))
-        .collect()
-}
+use kruntimes_e2e::cluster::contract::{NodeError, PodRunner};
+use node_support::*;
+use serde_json::json;
 
 #[tokio::test]
 async fn env_secret_volume_shared_empty_dir_and_run_as_user() {
@@ -500,26 +363,6 @@ async fn stop_sigkills_what_ignores_sigterm_after_the_grace_period() {
     assert!(!dir.exists(), "{} outlived the node", dir.display());
 }
 
-/// The bridge and the veth of a pod, named after its IP `10.213.N.M` (`krtnN`, `krtvNpM`).
-fn links_of(status: &PodStatus) -> (String, String) {
-    let ip = status.pod_ip.clone().unwrap();
-    let octets: Vec<&str> = ip.split('.').collect();
-    (
-        format!("krtn{}", octets[2]),
-        format!("krtv{}p{}", octets[2], octets[3]),
-    )
-}
-
-fn link_exists(name: &str) -> bool {
-    std::process::Command::new("ip")
-        .args(["link", "show", name])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap()
-        .success()
-}
-
 #[tokio::test]
 async fn kill_container_ends_only_that_container_with_137() {
     let node = node();
@@ -566,127 +409,11 @@ async fn kill_container_ends_only_that_container_with_137() {
 }
 
 #[tokio::test]
-async fn an_injected_runtimed_pod_becomes_ready_and_answers_health() {
-    use kruntimes_api::labels::{
-        RUNTIMED_GRPC_PORT, TLS_CERT_SECRET_KEY, TLS_KEY_SECRET_KEY, TOKEN_SECRET_ANNOTATION,
-        TOKEN_SECRET_KEY,
-    };
-    use kruntimes_runtimed_api::client::{TlsTarget, connect_tls, connect_unix};
-    use kruntimes_runtimed_api::proto;
-    use kruntimes_webhook::inject::{IMAGE_BINARY, InjectConfig, inject_pod};
-
-    if !nix_is_root() {
-        println!("skipped: the emulated node needs root");
-        return;
-    }
-    let binary = kruntimes_testkit::runtimed::binary();
-    let node =
-        Node::new(NodeConfig::new("node-1").with_image_binary(IMAGE_BINARY, binary)).unwrap();
-    let identity = kruntimes_testkit::runtimed::Identity::new();
-    let user_pod = json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": "warm-0", "namespace": "team-a", "uid": format!("uid-warm-{}", std::process::id()),
-            "annotations": {TOKEN_SECRET_ANNOTATION: "rt-token"}
-        },
-        "spec": {"containers": [{"name": "main", "image": "python:3.12", "command": ["sleep", "infinity"]}]}
-    });
-    let injected = inject_pod(&user_pod, &InjectConfig::default()).unwrap();
-    let pod: Pod = serde_json::from_value(injected).unwrap();
-    let mut objects = Objects::default();
-    objects.secrets.insert(
-        "team-a/rt-token".into(),
-        BTreeMap::from([
-            (TOKEN_SECRET_KEY.into(), identity.token.clone().into_bytes()),
-            (
-                TLS_CERT_SECRET_KEY.into(),
-                identity.certificate_pem.clone().into_bytes(),
-            ),
-            (
-                TLS_KEY_SECRET_KEY.into(),
-                identity.key_pem.clone().into_bytes(),
-            ),
-        ]),
-    );
-    let running = start(&node, pod.clone(), objects).await.unwrap();
-    let status = wait_for(running.as_ref(), Duration::from_secs(90), "Ready", |s| {
-        condition(s, "Ready") || phase(s) == "Failed"
-    })
-    .await;
-    assert!(condition(&status, "Ready"), "{status:#?}");
-    assert_eq!(exit_code(&status, "krt-install"), Some(0));
-    assert!(container(&status, "runtimed").started == Some(true));
-
-    let target = TlsTarget {
-        authority: format!("{}:{RUNTIMED_GRPC_PORT}", status.pod_ip.clone().unwrap()),
-        server_name: identity.server_name.clone(),
-        certificate_pem: identity.certificate_pem.clone().into_bytes(),
-        token: identity.token.clone(),
-    };
-    let mut client = connect_tls(&target, Duration::from_secs(5)).await.unwrap();
-    let health = client
-        .health(proto::HealthRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(health.ready && health.workspace_writable, "{health:?}");
-
-    // A Run goes to the agent in the user container (PID 1 there, on the pod's hostname).
-    let (output, ended) = run_script(
-        &mut client,
-        "echo host=$(uname -n); echo pid1=$(tr '\\0' ' ' < /proc/1/cmdline)",
-    )
-    .await;
-    assert_eq!(ended.exit_code, Some(0), "{ended:?} {output}");
-    assert!(output.contains("host=warm-0\n"), "{output}");
-    assert!(
-        output.contains("pid1=/krt/bin/runtimed agent --socket /krt/run/agent.sock"),
-        "{output}"
-    );
-
-    // The sidecar's unix socket is in the krt-run emptyDir, a directory of the pod on
-    // the node.
-    let pod_dir = node
-        .log_path(&pod, "x")
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_owned();
-    let socket = pod_dir.join("volumes/krt-run/sidecar.sock");
-    let mut local = connect_unix(&socket).await.unwrap();
-    let health = local
-        .health(proto::HealthRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(health.ready, "{health:?}");
-    running.stop(Duration::from_secs(5)).await;
-    let status = running.status().borrow().clone();
-    for name in ["main", "runtimed"] {
-        assert!(
-            exit_code(&status, name).is_some(),
-            "{name} still running: {status:#?}"
-        );
-    }
-}
-
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
-        .unwrap_or(false)
-}
-
-#[tokio::test]
 async fn a_container_is_pid_1_with_its_hostname_dropped_capabilities_and_read_only_root() {
     let node = node();
     let name = format!("{}-long", "n".repeat(65));
     let script = "echo pid=$$$$ host=$(uname -n); grep -E '^(CapBnd|CapEff|NoNewPrivs)' /proc/self/status; \
-                  touch /x 2>/dev/null || echo root-read-only; touch /tmp/x && echo tmp-writable; \
+                  touch /x 2>/dev/null || echo root-read-only; touch /usr/x 2>/dev/null || echo usr-read-only; touch /tmp/x && echo tmp-writable; \
                   echo procs=$(ls /proc | grep -c '^[0-9]'); echo end";
     let spec = json!({
         "restartPolicy": "Never",
@@ -721,7 +448,10 @@ async fn a_container_is_pid_1_with_its_hostname_dropped_capabilities_and_read_on
         "{log}"
     );
     assert!(log.contains("NoNewPrivs:\t1"), "{log}");
-    assert!(log.contains("root-read-only\ntmp-writable\n"), "{log}");
+    assert!(
+        log.contains("root-read-only\nusr-read-only\ntmp-writable\n"),
+        "{log}"
+    );
     // Its own PID namespace: the shell and the pipeline it runs (at most 4 processes),
     // nothing of the host.
     let procs: usize = log
@@ -818,39 +548,6 @@ async fn run_as_non_root_without_a_user_is_refused() {
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("a runAsNonRoot pod was started as uid 0"),
     }
-}
-
-/// Runs a bash script through `client`: its stdout and its final state.
-async fn run_script(
-    client: &mut kruntimes_runtimed_api::client::TlsClient,
-    script: &str,
-) -> (String, kruntimes_runtimed_api::proto::Execution) {
-    use kruntimes_runtimed_api::proto::{self, execution_event::Event};
-    let request = proto::ExecuteRequest {
-        run_uid: format!("run-{}", std::process::id()),
-        interpreter: proto::Interpreter::Bash as i32,
-        script: Some(script.to_owned()),
-        ..Default::default()
-    };
-    let mut events = client
-        .execute_and_follow(request)
-        .await
-        .unwrap()
-        .into_inner();
-    let mut output = Vec::new();
-    while let Some(event) = events.message().await.unwrap() {
-        match event.event {
-            Some(Event::Output(chunk)) => output.extend(chunk.data),
-            Some(Event::Ended(execution)) => {
-                return (String::from_utf8_lossy(&output).into_owned(), execution);
-            }
-            _ => {}
-        }
-    }
-    panic!(
-        "the execution never ended; output {:?}",
-        String::from_utf8_lossy(&output)
-    );
 }
 
 #[tokio::test]
