@@ -22,7 +22,7 @@ async fn env_secret_volume_shared_empty_dir_and_run_as_user() {
         "id -u > /shared/uid; id -G > /shared/groups; echo \"$POD_NAME|$POD_NS|$POD_IP|$NODE|$APP|$NOTE|$FROM_SECRET|$FROM_CM|$PLAIN|$EXPANDED\" > /shared/env; \
          cat /secret/token > /shared/secret; stat -c %a /secret/token > /shared/mode; \
          touch /usr/{m} 2>/dev/null; \
-         echo cm=$(cat /etc/app/conf/level.txt)/$(cat /opt/level) shared=$(stat -c '%g %a' /shared) > /shared/cm; \
+         echo cm=$(cat /etc/app/conf/level.txt)/$(cat /opt/level) shared=$(stat -c '%g %a' /shared) cm-mode=$(stat -c %a /etc/app/conf/level.txt) > /shared/cm; \
          echo done > /shared/done; exec sleep 1000 # {m}"
     );
     let spec = json!({
@@ -98,8 +98,12 @@ async fn env_secret_volume_shared_empty_dir_and_run_as_user() {
         "{log}"
     );
     assert!(log.contains("secret=s3cret mode=440"), "{log}");
-    // configMap items and subPath; the emptyDir has the fsGroup and is setgid.
-    assert!(log.contains("cm=debug/debug shared=2000 2777\n"), "{log}");
+    // configMap items and subPath; the emptyDir has the fsGroup and is setgid; a
+    // configMap without defaultMode gets 0644 (fsGroup adds group read, already set).
+    assert!(
+        log.contains("cm=debug/debug shared=2000 2777 cm-mode=644\n"),
+        "{log}"
+    );
     assert!(
         !std::path::Path::new(&format!("/usr/{m}")).exists(),
         "a container wrote to the host's /usr"

@@ -213,10 +213,7 @@ fn is_not_sidecar(plan: &ContainerPlan) -> bool {
 /// startup probe passed), then every container; once they all ended (and the Pod will
 /// not restart them), its sidecars are stopped.
 pub(super) async fn lifecycle(shared: Arc<Shared>) {
-    if let Err(e) = run_init_containers(&shared).await {
-        report(&shared, &e);
-        return;
-    }
+    run_init_containers(&shared).await;
     let Some(state) = shared.snapshot() else {
         return;
     };
@@ -230,9 +227,7 @@ pub(super) async fn lifecycle(shared: Arc<Shared>) {
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
-        if let Err(e) = container::start(&shared, idx).await {
-            shared.set_waiting(idx, "CreateContainerError", e.to_string());
-        }
+        start_container(&shared, idx).await;
     }
     let ended = shared.all_ended(|p| p.kind == Kind::Regular);
     let finished = |s: &State| {
@@ -249,20 +244,37 @@ pub(super) async fn lifecycle(shared: Arc<Shared>) {
     }
 }
 
-fn report(shared: &Shared, error: &NodeError) {
-    let log = shared.dir.join("logs").join("node.log");
-    let _ = std::fs::write(log, format!("{}: {error}\n", shared.key));
+/// Starts container `idx`; whether it runs. A failure of the node itself leaves the
+/// container waiting in `CreateContainerError` and is written to `logs/node.log`.
+async fn start_container(shared: &Arc<Shared>, idx: usize) -> bool {
+    match container::start(shared, idx).await {
+        Ok(started) => started,
+        Err(error) => {
+            let log = shared.dir.join("logs").join("node.log");
+            let line = format!(
+                "{} container {}: {error}\n",
+                shared.key, shared.plans[idx].name
+            );
+            let _ = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+            shared.set_waiting(idx, "CreateContainerError", error.to_string());
+            false
+        }
+    }
 }
 
 /// Returns with `initialized` set, or with the Pod stuck or failed as its status says.
-async fn run_init_containers(shared: &Arc<Shared>) -> Result<(), NodeError> {
+async fn run_init_containers(shared: &Arc<Shared>) {
     for idx in 0..shared.plans.len() {
         let kind = shared.plans[idx].kind;
         if kind == Kind::Regular {
             continue;
         }
-        if shared.stopping.load(Ordering::SeqCst) || !container::start(shared, idx).await? {
-            return Ok(());
+        if shared.stopping.load(Ordering::SeqCst) || !start_container(shared, idx).await {
+            return;
         }
         if kind == Kind::Sidecar {
             let up = shared
@@ -271,7 +283,7 @@ async fn run_init_containers(shared: &Arc<Shared>) -> Result<(), NodeError> {
                 })
                 .await;
             if !up || !shared.is_running(idx) {
-                return Ok(());
+                return;
             }
             continue;
         }
@@ -287,11 +299,10 @@ async fn run_init_containers(shared: &Arc<Shared>) -> Result<(), NodeError> {
                 let deadline = Instant::now() + shared.grace();
                 shared.terminate(is_sidecar, deadline).await;
             }
-            return Ok(());
+            return;
         }
     }
     shared.update(|s| s.initialized = true);
-    Ok(())
 }
 
 /// The handle the API server's kubelet holds.
