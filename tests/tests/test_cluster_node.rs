@@ -573,3 +573,63 @@ async fn a_pod_without_uid_is_refused() {
         Ok(_) => panic!("a pod without uid was started"),
     }
 }
+
+#[tokio::test]
+async fn a_native_sidecar_is_up_before_the_containers_and_stopped_after_them() {
+    let node = node();
+    let side = "trap 'if [ -f /s/main-ended ]; then echo after-main; else echo before-main; fi; exit 0' TERM; \
+                sleep 1; touch /s/side-up; while true; do sleep 0.1; done";
+    let main = "[ -f /s/side-up ] && echo sidecar-was-up; \
+                trap 'sleep 0.5; touch /s/main-ended; exit 0' TERM; while true; do sleep 0.1; done";
+    let spec = json!({
+        "volumes": [{"name": "s", "emptyDir": {}}],
+        "initContainers": [{
+            "name": "side", "image": "x:1", "restartPolicy": "Always",
+            "command": ["sh", "-c", side],
+            "volumeMounts": [{"name": "s", "mountPath": "/s"}],
+            "startupProbe": {"exec": {"command": ["test", "-f", "/s/side-up"]}, "periodSeconds": 1, "failureThreshold": 10}
+        }],
+        "containers": [{
+            "name": "main", "image": "x:1", "command": ["sh", "-c", main],
+            "volumeMounts": [{"name": "s", "mountPath": "/s"}]
+        }]
+    });
+    let pod = pod("with-sidecar", spec);
+    let Some(running) = start(&node, pod.clone(), Objects::default()).await else {
+        return;
+    };
+    let status = wait_for(running.as_ref(), Duration::from_secs(20), "Ready", |s| {
+        condition(s, "Ready")
+    })
+    .await;
+    let side_status = container(&status, "side");
+    assert!(
+        side_status.started == Some(true) && side_status.ready,
+        "{side_status:?}"
+    );
+    assert!(
+        status
+            .init_container_statuses
+            .iter()
+            .flatten()
+            .any(|c| c.name == "side")
+    );
+    log_containing(&node, &pod, "main", "sidecar-was-up").await;
+    let begun = Instant::now();
+    running.stop(Duration::from_secs(10)).await;
+    assert!(
+        begun.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        begun.elapsed()
+    );
+    let log = log_containing(&node, &pod, "side", "-main").await;
+    assert!(
+        log.contains("after-main"),
+        "the sidecar was stopped before the container: {log}"
+    );
+    let status = running.status().borrow().clone();
+    assert_eq!(
+        (exit_code(&status, "main"), exit_code(&status, "side")),
+        (Some(0), Some(0))
+    );
+}
