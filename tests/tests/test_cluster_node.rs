@@ -633,3 +633,38 @@ async fn a_native_sidecar_is_up_before_the_containers_and_stopped_after_them() {
         (Some(0), Some(0))
     );
 }
+
+#[tokio::test]
+async fn dropping_the_node_ends_its_pods_and_removes_its_links_and_files() {
+    let node = node();
+    let m = marker("drop");
+    let spec = json!({
+        "containers": [{"name": "main", "image": "x:1", "command": ["sh", "-c", format!("trap '' TERM; sleep 1000 # {m}")]}]
+    });
+    let Some(running) = start(&node, pod("dropped", spec), Objects::default()).await else {
+        return;
+    };
+    let status = wait_for(running.as_ref(), Duration::from_secs(20), "Ready", |s| {
+        condition(s, "Ready")
+    })
+    .await;
+    let (bridge, veth) = links_of(&status);
+    let dir = node.dir().to_owned();
+    assert!(!processes_with(&m).is_empty());
+    // The node first, while the pod's handle is still held (as an API server shutting
+    // down might): the node ends the pod itself.
+    drop(node);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_with(&m).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(processes_with(&m), Vec::<String>::new());
+    assert!(!link_exists(&veth), "{veth} outlived the node");
+    assert!(!dir.exists(), "{} outlived the node", dir.display());
+    assert!(!link_exists(&bridge), "{bridge} outlived the node");
+    let status = wait_for(running.as_ref(), Duration::from_secs(5), "ended", |s| {
+        exit_code(s, "main").is_some()
+    })
+    .await;
+    assert_eq!(exit_code(&status, "main"), Some(137));
+}
