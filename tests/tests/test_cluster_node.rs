@@ -668,3 +668,53 @@ async fn dropping_the_node_ends_its_pods_and_removes_its_links_and_files() {
     .await;
     assert_eq!(exit_code(&status, "main"), Some(137));
 }
+
+#[tokio::test]
+async fn a_pod_reaches_a_host_server_on_the_node_address() {
+    let node = node();
+    let host_ip = match node.host_ip().await {
+        Ok(ip) => ip,
+        Err(e) => {
+            println!("skipped: {e}");
+            return;
+        }
+    };
+    let listener = tokio::net::TcpListener::bind((host_ip, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let served = tokio::spawn(async move {
+        let (mut stream, peer) = listener.accept().await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut stream, b"hello pod\n")
+            .await
+            .unwrap();
+        peer
+    });
+    let client = format!(
+        "import socket; print(socket.create_connection(('{host_ip}', {port}), 5).recv(64).decode().strip())"
+    );
+    let spec = json!({
+        "restartPolicy": "Never",
+        "containers": [{"name": "main", "image": "x:1", "command": ["python3", "-c", client]}]
+    });
+    let pod = pod("caller", spec);
+    let running = start(&node, pod.clone(), Objects::default()).await.unwrap();
+    let status = wait_for(
+        running.as_ref(),
+        Duration::from_secs(20),
+        "Succeeded",
+        |s| phase(s) == "Succeeded" || phase(s) == "Failed",
+    )
+    .await;
+    assert_eq!(
+        status.host_ip.as_deref(),
+        Some(host_ip.to_string().as_str())
+    );
+    let log = log_containing(&node, &pod, "main", "\n").await;
+    assert_eq!(log, "hello pod\n", "{status:#?}");
+    let peer = served.await.unwrap();
+    assert_eq!(
+        peer.ip().to_string(),
+        status.pod_ip.unwrap(),
+        "the call came from the pod IP"
+    );
+    running.stop(Duration::from_secs(1)).await;
+}

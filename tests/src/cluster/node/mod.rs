@@ -150,6 +150,20 @@ impl Node {
             .join(format!("{container}.log"))
     }
 
+    /// The node's address as its pods reach it (their `status.hostIP`): the bridge's.
+    /// A server on the host that pods must call (a git server, an object store)
+    /// listens there or on all addresses, never on `127.0.0.1`. Makes the bridge if
+    /// no pod did yet, so it needs root, as [`PodRunner::start`] does.
+    pub async fn host_ip(&self) -> Result<std::net::Ipv4Addr, NodeError> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(NodeError::Unsupported {
+                pod: String::new(),
+                reason: NEEDS_ROOT.to_owned(),
+            });
+        }
+        Ok(self.inner.bridge().await?.gateway())
+    }
+
     /// The node's name.
     pub fn name(&self) -> &str {
         &self.inner.config.node_name
@@ -170,13 +184,15 @@ impl Drop for Node {
 }
 
 /// Why the node cannot run anything without root.
+const NEEDS_ROOT: &str = "the emulated node needs root (network and mount namespaces, a bridge, veths): run the tests as root, as CI does";
+
 fn require_root(pod: &Pod) -> Result<(), NodeError> {
     if nix::unistd::geteuid().is_root() {
         return Ok(());
     }
     Err(NodeError::Unsupported {
         pod: plan::pod_key(pod),
-        reason: "the emulated node needs root (network and mount namespaces, a bridge, veths): run the tests as root, as CI does".to_owned(),
+        reason: NEEDS_ROOT.to_owned(),
     })
 }
 
