@@ -86,6 +86,7 @@ async fn env_secret_volume_shared_empty_dir_and_run_as_user() {
     })
     .await;
     let ip = status.pod_ip.clone().unwrap();
+    assert!(status.start_time.is_some(), "{status:#?}");
     let log = log_containing(&node, &pod, "reader", "secret=").await;
     assert!(
         log.contains("uid=1000 groups=3000 2000 4000 me=1001"),
@@ -418,11 +419,12 @@ async fn a_container_is_pid_1_with_its_hostname_dropped_capabilities_and_read_on
     let name = format!("{}-long", "n".repeat(65));
     let script = "echo pid=$$$$ host=$(uname -n); grep -E '^(CapBnd|CapEff|NoNewPrivs)' /proc/self/status; \
                   touch /x 2>/dev/null || echo root-read-only; touch /usr/x 2>/dev/null || echo usr-read-only; touch /tmp/x && echo tmp-writable; \
-                  echo procs=$(ls /proc | grep -c '^[0-9]'); echo end";
+                  echo procs=$(ls /proc | grep -c '^[0-9]'); echo wd=$(pwd); echo end";
     let spec = json!({
         "restartPolicy": "Never",
         "containers": [{
             "name": "main", "image": "x:1", "command": ["sh", "-c", script],
+            "workingDir": "/var/krt-work",
             "securityContext": {
                 "readOnlyRootFilesystem": true,
                 "allowPrivilegeEscalation": false,
@@ -466,6 +468,9 @@ async fn a_container_is_pid_1_with_its_hostname_dropped_capabilities_and_read_on
         .parse()
         .unwrap();
     assert!((2..=4).contains(&procs), "{log}");
+    // The working directory the host lacks is created in the container's own layer.
+    assert!(log.contains("wd=/var/krt-work\n"), "{log}");
+    assert!(!std::path::Path::new("/var/krt-work").exists());
     running.stop(Duration::from_secs(1)).await;
 }
 
