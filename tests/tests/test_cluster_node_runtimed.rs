@@ -39,7 +39,11 @@ async fn an_injected_runtimed_pod_becomes_ready_and_answers_health() {
             "name": "warm-0", "namespace": "team-a", "uid": format!("uid-warm-{}", std::process::id()),
             "annotations": {TOKEN_SECRET_ANNOTATION: "rt-token"}
         },
-        "spec": {"containers": [{"name": "main", "image": "python:3.12", "command": ["sleep", "infinity"]}]}
+        // Non-root, as a Runtime under the restricted Pod Security level runs.
+        "spec": {
+            "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": true},
+            "containers": [{"name": "main", "image": "python:3.12", "command": ["sleep", "infinity"]}]
+        }
     });
     let injected = inject_pod(&user_pod, &InjectConfig::default()).unwrap();
     let pod: Pod = serde_json::from_value(injected).unwrap();
@@ -84,11 +88,11 @@ async fn an_injected_runtimed_pod_becomes_ready_and_answers_health() {
     // A Run goes to the agent in the user container (PID 1 there, on the pod's hostname).
     let (output, ended) = run_script(
         &mut client,
-        "echo host=$(uname -n); echo pid1=$(tr '\\0' ' ' < /proc/1/cmdline)",
+        "echo host=$(uname -n) uid=$(id -u); echo pid1=$(tr '\\0' ' ' < /proc/1/cmdline)",
     )
     .await;
     assert_eq!(ended.exit_code, Some(0), "{ended:?} {output}");
-    assert!(output.contains("host=warm-0\n"), "{output}");
+    assert!(output.contains("host=warm-0 uid=1000\n"), "{output}");
     assert!(
         output.contains("pid1=/krt/bin/runtimed agent --socket /krt/run/agent.sock"),
         "{output}"
