@@ -163,6 +163,16 @@ impl Shared {
 
     /// SIGTERM to the chosen containers, SIGKILL at `deadline`.
     async fn terminate(&self, which: impl Fn(&ContainerPlan) -> bool + Copy, deadline: Instant) {
+        // A container started a moment ago may not have its PID 1 yet: wait for it (at
+        // most until the deadline), so that it too gets SIGTERM rather than SIGKILL.
+        let chosen: Vec<bool> = self.plans.iter().map(which).collect();
+        let known = move |s: &State| {
+            s.containers
+                .iter()
+                .zip(&chosen)
+                .all(|(c, chosen)| !chosen || !c.running() || c.pid.is_some())
+        };
+        self.wait_until(Some(deadline), known).await;
         self.signal_containers(which, Signal::SIGTERM);
         if self.wait_until(Some(deadline), self.all_ended(which)).await {
             return;
