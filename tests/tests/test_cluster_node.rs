@@ -296,16 +296,7 @@ async fn the_readiness_probe_toggles_ready() {
     );
     assert!(!container(&status, "main").ready);
     // The emptyDir is a directory of the pod on the node: the test flips the flag there.
-    let flag = node
-        .dir()
-        .join("pods")
-        .read_dir()
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path()
-        .join("volumes/flag/ready");
+    let flag = node.pod_dir(&pod).join("volumes/flag/ready");
     std::fs::write(&flag, "").unwrap();
     let status = wait_for(running.as_ref(), Duration::from_secs(10), "Ready", |s| {
         condition(s, "Ready")

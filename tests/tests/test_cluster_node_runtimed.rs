@@ -100,14 +100,7 @@ async fn an_injected_runtimed_pod_becomes_ready_and_answers_health() {
 
     // The sidecar's unix socket is in the krt-run emptyDir, a directory of the pod on
     // the node.
-    let pod_dir = node
-        .log_path(&pod, "x")
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_owned();
-    let socket = pod_dir.join("volumes/krt-run/sidecar.sock");
+    let socket = node.pod_dir(&pod).join("volumes/krt-run/sidecar.sock");
     let mut local = connect_unix(&socket).await.unwrap();
     let health = local
         .health(proto::HealthRequest {})

@@ -143,9 +143,15 @@ impl Node {
         &self.inner.dir
     }
 
+    /// The directory of `pod` on the node: `logs/`, `volumes/<volume>` (an emptyDir
+    /// not backed by memory can be read and written there by a test) and `containers/`.
+    pub fn pod_dir(&self, pod: &Pod) -> PathBuf {
+        pod::pod_dir(&self.inner.dir, pod)
+    }
+
     /// The log file of `container` of `pod` (see the module docs).
     pub fn log_path(&self, pod: &Pod, container: &str) -> PathBuf {
-        pod::pod_dir(&self.inner.dir, pod)
+        self.pod_dir(pod)
             .join("logs")
             .join(format!("{container}.log"))
     }
