@@ -8,4 +8,5 @@
 
 pub mod admission;
 pub mod contract;
+pub mod node;
 pub mod schema;
