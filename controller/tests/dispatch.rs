@@ -250,6 +250,27 @@ async fn the_agent_killed_mid_run_ends_it_in_error_never_running_forever() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_run_whose_agent_is_stopped_ends_pod_lost_not_cancelled() {
+    let pod = Pod::start(&["--grace-ms", "100"]);
+    let (sink, dispatcher) = setup(&[("p0", &pod)], 1);
+    dispatcher.submit(&runtime(), submission("stopped", "sleep 100", 1));
+    sink.running("stopped").await;
+    // What the kubelet sends to the agent (PID 1 of the container) when the pod is
+    // deleted; the controller never cancelled the Run.
+    std::process::Command::new("kill")
+        .args(["-TERM", &pod.agent_pid().to_string()])
+        .status()
+        .unwrap();
+    let end = sink.terminal("stopped").await;
+    assert_eq!(end.phase, Some(RunPhase::Error), "{end:?}");
+    assert_eq!(end.reason.as_deref(), Some("PodLost"), "{end:?}");
+    assert!(
+        end.message.as_deref().unwrap().contains("AgentStopping"),
+        "{end:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_pod_that_goes_away_mid_run_ends_it_pod_lost() {
     let pod = Pod::start(&[]);
     let (sink, dispatcher) = setup(&[("p0", &pod)], 1);
