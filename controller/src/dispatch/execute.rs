@@ -275,6 +275,21 @@ impl Dispatcher {
         }
     }
 
+    /// Forgets the execution `uid` in the runtimed of `pod` (its workspace and
+    /// retained output go), within [`CONNECT_TIMEOUT`] and [`CALL_TIMEOUT`]. An
+    /// execution runtimed does not know is already forgotten.
+    pub async fn forget(&self, runtime: &RuntimeKey, pod: &str, uid: &str) -> Result<(), String> {
+        let mut client = self.connect(runtime, pod).await?;
+        let request = proto::ForgetRequest {
+            execution_id: uid.to_owned(),
+        };
+        match bounded_call(client.forget(request)).await {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+            Err(s) => Err(s.message().to_owned()),
+        }
+    }
+
     async fn connect(&self, runtime: &RuntimeKey, pod: &str) -> Result<TlsClient, String> {
         let (Some(credentials), Some(ip)) = (self.credentials(runtime), self.pod_ip(runtime, pod))
         else {

@@ -323,6 +323,11 @@ impl Dispatcher {
             .is_some_and(|p| p.spec.pods.iter().any(|t| t.name == pod && !t.terminating))
     }
 
+    /// Whether `pod` is in the pool of `runtime` and not being deleted.
+    pub fn has_pod(&self, runtime: &RuntimeKey, pod: &str) -> bool {
+        self.pod_alive(runtime, pod)
+    }
+
     /// Runs of `runtime` executing now (for the Runtime's `status.capacity.busy`).
     pub fn busy(&self, runtime: &RuntimeKey) -> u32 {
         self.pools()

@@ -14,6 +14,9 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 
+use super::finalizer::{
+    CLEANUP_RECHECK, Cleanup, Seen, add_finalizer, decide_cleanup, has_finalizer, remove_finalizer,
+};
 use super::sink::apply_status;
 use crate::Error;
 use crate::dispatch::{Dispatcher, RunKey, RuntimeKey, Submission, Submitted};
@@ -174,7 +177,6 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
     let namespace = run
         .namespace()
         .ok_or(Error::MissingField("Run", "namespace"))?;
-    let name = run.name_any();
     let uid = run.uid().ok_or(Error::MissingField("Run", "uid"))?;
     let runtime_ref = ObjectRef::<Runtime>::new(&run.spec.runtime_ref.name).within(&namespace);
     let runtime = ctx.runtimes.get(&runtime_ref);
@@ -182,7 +184,16 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
         namespace: namespace.clone(),
         name: run.spec.runtime_ref.name.clone(),
     };
-    match decide(&run, runtime.as_deref(), &ctx.schemas, &now()) {
+    if run.metadata.deletion_timestamp.is_some() {
+        return finalize(&run, &ctx, runtime.as_deref(), &runtime_key, &uid).await;
+    }
+    let decision = decide(&run, runtime.as_deref(), &ctx.schemas, &now());
+    if matches!(decision, Decision::Wait(_) | Decision::Submit { .. }) && !has_finalizer(&run) {
+        // Before anything may run: a deletion then waits for the Run's cancel.
+        add_finalizer(&ctx.client, &run).await?;
+    }
+    let name = run.name_any();
+    match decision {
         Decision::Nothing => Ok(Action::await_change()),
         Decision::Wait(status) => {
             apply_status(&ctx.client, &namespace, &name, &status).await?;
@@ -208,41 +219,104 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
                 apply_status(&ctx.client, &namespace, &name, &pending).await?;
                 status = pending;
             }
-            let request = match execute_request(&run.spec, uid.clone(), Some(&runtime.spec)) {
-                Ok(request) => request,
-                Err(e) => {
+            let submission = match submission(&run, &runtime, status.clone(), running_on) {
+                Ok(submission) => submission,
+                Err(message) => {
                     let end = ended(
                         &status,
                         RunPhase::Failed,
                         RunReason::Invalid,
-                        e.to_string(),
+                        message,
                         &now(),
                     );
                     apply_status(&ctx.client, &namespace, &name, &end).await?;
                     return Ok(Action::await_change());
                 }
             };
-            let created = run
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map_or(0, |t| t.0.as_second());
-            let submission = Submission {
-                key: RunKey {
-                    namespace,
-                    name,
-                    uid,
-                },
-                created,
-                request,
-                status,
-                running_on,
-                attempts: 0,
-            };
             match ctx.dispatcher.submit(&runtime_key, submission) {
                 Submitted::QueueFull => Ok(Action::requeue(WAIT_REQUEUE)),
                 Submitted::Queued | Submitted::Known => Ok(Action::await_change()),
             }
+        }
+    }
+}
+
+/// What the dispatcher needs of `run`; the message of a request that cannot be made.
+fn submission(
+    run: &Run,
+    runtime: &Runtime,
+    status: RunStatus,
+    running_on: Option<String>,
+) -> Result<Submission, String> {
+    let namespace = run.namespace().unwrap_or_default();
+    let uid = run.uid().unwrap_or_default();
+    let request =
+        execute_request(&run.spec, uid.clone(), Some(&runtime.spec)).map_err(|e| e.to_string())?;
+    let created = run
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or(0, |t| t.0.as_second());
+    Ok(Submission {
+        key: RunKey {
+            namespace,
+            name: run.name_any(),
+            uid,
+        },
+        created,
+        request,
+        status,
+        running_on,
+        attempts: 0,
+    })
+}
+
+/// A deleted Run: cancelled in runtimed first when it runs, forgotten there once it
+/// ended, then released from [`RUN_FINALIZER`](kruntimes_api::labels::RUN_FINALIZER).
+async fn finalize(
+    run: &Run,
+    ctx: &Context,
+    runtime: Option<&Runtime>,
+    runtime_key: &RuntimeKey,
+    uid: &str,
+) -> Result<Action, Error> {
+    if !has_finalizer(run) {
+        return Ok(Action::await_change());
+    }
+    // Drops a queued Run from its queue; one in flight gets its cancel (again: the
+    // cancel is idempotent).
+    let dispatched_here = ctx.dispatcher.cancel(runtime_key, uid);
+    let pod = run.status.as_ref().and_then(|s| s.pod.as_deref());
+    let seen = Seen {
+        dispatched_here,
+        runtime_exists: runtime.is_some(),
+        pod_known: pod.is_some_and(|p| ctx.dispatcher.has_pod(runtime_key, p)),
+    };
+    match decide_cleanup(run, seen, k8s_openapi::jiff::Timestamp::now()) {
+        Cleanup::Release { forget_on } => {
+            if let Some(pod) = forget_on
+                && let Err(e) = ctx.dispatcher.forget(runtime_key, &pod, uid).await
+            {
+                tracing::info!(pod, error = %e, "cannot forget the deleted Run's execution; runtimed's retention will");
+            }
+            remove_finalizer(&ctx.client, run).await?;
+            Ok(Action::await_change())
+        }
+        Cleanup::Cancel | Cleanup::Wait => Ok(Action::requeue(CLEANUP_RECHECK)),
+        Cleanup::Reattach { pod } => {
+            if let Some(runtime) = runtime {
+                let status = run.status.clone().unwrap_or_default();
+                if let Ok(submission) = submission(run, runtime, status, Some(pod)) {
+                    ctx.dispatcher.submit(runtime_key, submission);
+                    ctx.dispatcher.cancel(runtime_key, uid);
+                }
+            }
+            Ok(Action::requeue(CLEANUP_RECHECK))
+        }
+        Cleanup::GiveUp(message) => {
+            tracing::warn!(%message, "releasing a deleted Run whose end is unknown");
+            remove_finalizer(&ctx.client, run).await?;
+            Ok(Action::await_change())
         }
     }
 }
