@@ -274,3 +274,46 @@ async fn a_deleted_running_run_on_an_unknown_pod_waits_then_is_released_past_the
         "nothing else was asked"
     );
 }
+
+#[tokio::test]
+async fn a_finished_run_past_its_ttl_is_deleted_with_its_uid_as_precondition() {
+    let (ctx, mut handle) = context();
+    let mut finished = run(Some(json!({
+        "phase": "Succeeded", "completionTime": "2026-01-01T00:00:00Z",
+    })));
+    finished.spec.ttl_seconds_after_finished = Some(60);
+    let reconciled = tokio::spawn(reconcile(Arc::new(finished.clone()), ctx.clone()));
+    let (request, send) = handle.next_request().await.expect("a request");
+    assert_eq!(request.method(), http::Method::DELETE);
+    assert_eq!(
+        request.uri().path(),
+        "/apis/kruntimes.io/v1alpha1/namespaces/team-a/runs/hello"
+    );
+    let body = request.into_body().collect_bytes().await.unwrap();
+    let params: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(params["preconditions"]["uid"], "uid-1", "{params}");
+    send.send_response(
+        Response::builder()
+            .body(Body::from(serde_json::to_vec(&finished).unwrap()))
+            .unwrap(),
+    );
+    assert_eq!(reconciled.await.unwrap().unwrap(), Action::await_change());
+}
+
+#[tokio::test]
+async fn a_finished_run_within_its_ttl_is_looked_at_again_when_it_ends() {
+    let (ctx, mut handle) = context();
+    let completed = k8s_openapi::jiff::Timestamp::now();
+    let mut finished = run(Some(json!({
+        "phase": "Failed", "completionTime": completed.to_string(),
+    })));
+    finished.spec.ttl_seconds_after_finished = Some(3600);
+    let action = reconcile(Arc::new(finished), ctx.clone()).await.unwrap();
+    // Requeued for when its TTL ends (the exact time is `run::decide`'s, tested there).
+    assert_ne!(action, Action::await_change());
+    drop(ctx);
+    assert!(
+        handle.next_request().await.is_none(),
+        "nothing is deleted yet"
+    );
+}

@@ -11,6 +11,7 @@ use kruntimes_api::validation::against_runtime::{SchemaCache, check_run_against_
 use kruntimes_api::validation::{FieldPath, RunSpecContext, check_run_spec};
 use kruntimes_runtimed_api::request::execute_request;
 use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 
@@ -63,6 +64,10 @@ pub enum Decision {
     },
     /// It was dispatched and `spec.cancel` is set: cancel it in runtimed.
     Cancel,
+    /// It finished `spec.ttlSecondsAfterFinished` or more ago: delete it.
+    Expire,
+    /// It finished; its `spec.ttlSecondsAfterFinished` ends in this long.
+    ExpireIn(Duration),
 }
 
 /// Decides, from the Run and its Runtime (if it exists), what the Run needs.
@@ -70,7 +75,7 @@ pub fn decide(run: &Run, runtime: Option<&Runtime>, schemas: &SchemaCache, now: 
     let status = run.status.clone().unwrap_or_default();
     let phase = status.phase;
     if phase.is_some_and(RunPhase::is_terminal) {
-        return Decision::Nothing;
+        return expiry(run, &status, now);
     }
     let cancel = run.spec.cancel == Some(true);
     let dispatched = matches!(phase, Some(RunPhase::Running | RunPhase::Scheduled));
@@ -133,6 +138,27 @@ pub fn decide(run: &Run, runtime: Option<&Runtime>, schemas: &SchemaCache, now: 
     Decision::Submit {
         pending: (pending != status).then_some(pending),
         running_on: None,
+    }
+}
+
+/// What a finished Run's `spec.ttlSecondsAfterFinished` asks `now`, counted from its
+/// `completionTime` (nothing without either).
+fn expiry(run: &Run, status: &RunStatus, now: &str) -> Decision {
+    let Some(ttl) = run.spec.ttl_seconds_after_finished else {
+        return Decision::Nothing;
+    };
+    let parse = |t: &str| t.parse::<k8s_openapi::jiff::Timestamp>().ok();
+    let (Some(completed), Some(now)) = (
+        status.completion_time.as_deref().and_then(parse),
+        parse(now),
+    ) else {
+        return Decision::Nothing;
+    };
+    let ttl = Duration::from_secs(u64::try_from(ttl).unwrap_or(0));
+    let since = Duration::try_from(now.duration_since(completed)).unwrap_or(Duration::ZERO);
+    match ttl.checked_sub(since) {
+        Some(left) if !left.is_zero() => Decision::ExpireIn(left),
+        _ => Decision::Expire,
     }
 }
 
@@ -207,6 +233,11 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
             ctx.dispatcher.cancel(&runtime_key, &uid);
             Ok(Action::await_change())
         }
+        Decision::Expire => {
+            delete_finished(&ctx.client, &namespace, &name, &uid).await?;
+            Ok(Action::await_change())
+        }
+        Decision::ExpireIn(left) => Ok(Action::requeue(left)),
         Decision::Submit {
             pending,
             running_on,
@@ -238,6 +269,32 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
                 Submitted::Queued | Submitted::Known => Ok(Action::await_change()),
             }
         }
+    }
+}
+
+/// Deletes a finished Run whose TTL passed; only this Run (its uid is a
+/// precondition), and one already gone is deleted.
+async fn delete_finished(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+) -> Result<(), Error> {
+    let api: Api<Run> = Api::namespaced(client.clone(), namespace);
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_owned()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(Error::kube(
+            format!("delete finished Run {namespace}/{name}"),
+            e,
+        )),
     }
 }
 

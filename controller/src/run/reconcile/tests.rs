@@ -142,3 +142,38 @@ fn a_terminal_run_needs_nothing() {
         );
     }
 }
+
+#[test]
+fn a_finished_run_is_deleted_once_its_ttl_passed_from_its_completion() {
+    // NOW is 2026-01-01T00:00:00Z.
+    let finished = |ttl: i64, completed: &str| {
+        run(json!({
+            "spec": {"ttlSecondsAfterFinished": ttl},
+            "status": {"phase": "Succeeded", "completionTime": completed},
+        }))
+    };
+    assert_eq!(
+        decide_now(&finished(60, "2025-12-31T23:59:00Z"), Some(&runtime())),
+        Decision::Expire,
+        "exactly its TTL ago"
+    );
+    assert_eq!(
+        decide_now(&finished(60, "2025-12-31T23:59:01Z"), Some(&runtime())),
+        Decision::ExpireIn(Duration::from_secs(1)),
+        "one second before"
+    );
+    assert_eq!(
+        decide_now(&finished(0, "2026-01-01T00:00:00Z"), Some(&runtime())),
+        Decision::Expire,
+        "0: as soon as it finished"
+    );
+    // Without the field, or before the Run finished, nothing is deleted.
+    let kept =
+        run(json!({"status": {"phase": "Failed", "completionTime": "2020-01-01T00:00:00Z"}}));
+    assert_eq!(decide_now(&kept, Some(&runtime())), Decision::Nothing);
+    let running = run(json!({
+        "spec": {"ttlSecondsAfterFinished": 0},
+        "status": {"phase": "Running", "pod": "p0"},
+    }));
+    assert_ne!(decide_now(&running, Some(&runtime())), Decision::Expire);
+}
