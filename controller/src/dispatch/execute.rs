@@ -247,6 +247,11 @@ impl Dispatcher {
         };
         loop {
             tokio::time::sleep_until(at.into()).await;
+            if !self.pod_alive(runtime, pod) {
+                let message =
+                    format!("pod {pod} went away while the Run ran, and its deadline passed");
+                return Driven::Failed(RunReason::PodLost, message);
+            }
             let answer = match self.connect(runtime, pod).await {
                 Ok(mut client) => {
                     let request = proto::StatusRequest {
