@@ -158,6 +158,7 @@ async fn deleting_a_running_run_cancels_and_forgets_it_before_its_finalizer_goes
         dispatcher,
         runtimes: store,
         schemas: SchemaCache::new(),
+        default_ttl_seconds_after_finished: None,
     });
 
     // Deleted while it runs: cancelled in runtimed, the finalizer kept, nothing asked

@@ -92,6 +92,7 @@ fn context() -> (Arc<Context>, Handle) {
         dispatcher: Dispatcher::new(Arc::new(NoSink)),
         runtimes: store,
         schemas: SchemaCache::new(),
+        default_ttl_seconds_after_finished: None,
     };
     (Arc::new(ctx), handle)
 }
@@ -235,6 +236,7 @@ async fn a_deleted_running_run_whose_runtime_is_gone_is_released_at_once() {
         dispatcher: Dispatcher::new(Arc::new(NoSink)),
         runtimes: store,
         schemas: SchemaCache::new(),
+        default_ttl_seconds_after_finished: None,
     });
     let running = run(Some(
         json!({"phase": "Running", "pod": "p0", "executionId": "uid-1"}),

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kruntimes_api::labels::WORKFLOW_LABEL;
 use kruntimes_api::v1alpha1::{Run, RunPhase, RunStatus, Runtime};
 use kruntimes_api::validation::against_runtime::{SchemaCache, check_run_against_runtime};
 use kruntimes_api::validation::{FieldPath, RunSpecContext, check_run_spec};
@@ -38,6 +39,9 @@ pub struct Context {
     pub runtimes: Store<Runtime>,
     /// Compiled input schemas.
     pub schemas: SchemaCache,
+    /// `--run-ttl-seconds-after-finished`: the TTL of a finished Run that sets none
+    /// (not of a Workflow's step Runs); `None` keeps them.
+    pub default_ttl_seconds_after_finished: Option<u64>,
 }
 
 impl std::fmt::Debug for Context {
@@ -70,12 +74,19 @@ pub enum Decision {
     ExpireIn(Duration),
 }
 
-/// Decides, from the Run and its Runtime (if it exists), what the Run needs.
-pub fn decide(run: &Run, runtime: Option<&Runtime>, schemas: &SchemaCache, now: &str) -> Decision {
+/// Decides, from the Run and its Runtime (if it exists), what the Run needs;
+/// `default_ttl` is the TTL of a finished Run that sets none.
+pub fn decide(
+    run: &Run,
+    runtime: Option<&Runtime>,
+    schemas: &SchemaCache,
+    now: &str,
+    default_ttl: Option<u64>,
+) -> Decision {
     let status = run.status.clone().unwrap_or_default();
     let phase = status.phase;
     if phase.is_some_and(RunPhase::is_terminal) {
-        return expiry(run, &status, now);
+        return expiry(run, &status, now, default_ttl);
     }
     let cancel = run.spec.cancel == Some(true);
     let dispatched = matches!(phase, Some(RunPhase::Running | RunPhase::Scheduled));
@@ -141,11 +152,17 @@ pub fn decide(run: &Run, runtime: Option<&Runtime>, schemas: &SchemaCache, now: 
     }
 }
 
-/// What a finished Run's `spec.ttlSecondsAfterFinished` asks `now`, counted from its
-/// `completionTime` (nothing without either).
-fn expiry(run: &Run, status: &RunStatus, now: &str) -> Decision {
-    let Some(ttl) = run.spec.ttl_seconds_after_finished else {
-        return Decision::Nothing;
+/// What a finished Run's `spec.ttlSecondsAfterFinished` (else `default_ttl`, except
+/// for a Workflow's step Run) asks `now`, counted from its `completionTime` (nothing
+/// without either).
+fn expiry(run: &Run, status: &RunStatus, now: &str, default_ttl: Option<u64>) -> Decision {
+    let step = run.labels().contains_key(WORKFLOW_LABEL);
+    let ttl = match run.spec.ttl_seconds_after_finished {
+        Some(ttl) => u64::try_from(ttl).unwrap_or(0),
+        None => match default_ttl {
+            Some(ttl) if !step => ttl,
+            _ => return Decision::Nothing,
+        },
     };
     let parse = |t: &str| t.parse::<k8s_openapi::jiff::Timestamp>().ok();
     let (Some(completed), Some(now)) = (
@@ -154,7 +171,7 @@ fn expiry(run: &Run, status: &RunStatus, now: &str) -> Decision {
     ) else {
         return Decision::Nothing;
     };
-    let ttl = Duration::from_secs(u64::try_from(ttl).unwrap_or(0));
+    let ttl = Duration::from_secs(ttl);
     let since = Duration::try_from(now.duration_since(completed)).unwrap_or(Duration::ZERO);
     match ttl.checked_sub(since) {
         Some(left) if !left.is_zero() => Decision::ExpireIn(left),
@@ -213,7 +230,13 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
     if run.metadata.deletion_timestamp.is_some() {
         return finalize(&run, &ctx, runtime.as_deref(), &runtime_key, &uid).await;
     }
-    let decision = decide(&run, runtime.as_deref(), &ctx.schemas, &now());
+    let decision = decide(
+        &run,
+        runtime.as_deref(),
+        &ctx.schemas,
+        &now(),
+        ctx.default_ttl_seconds_after_finished,
+    );
     if matches!(decision, Decision::Wait(_) | Decision::Submit { .. }) && !has_finalizer(&run) {
         // Before anything may run: a deletion then waits for the Run's cancel.
         add_finalizer(&ctx.client, &run).await?;
