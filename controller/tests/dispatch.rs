@@ -1,7 +1,9 @@
 //! The dispatcher against real runtimed processes on loopback (agent and sidecar, TLS
 //! with the pinned certificate and the bearer token): a Run end to end with its status
-//! writes counted, failure and timeout, cancel, the agent killed mid-Run, a pod that
-//! goes away, a restarted dispatcher that re-attaches, and concurrency never exceeded.
+//! writes counted, failure and timeout, cancel, the agent killed mid-Run, the agent
+//! stopped by SIGTERM (`PodLost`, not `Cancelled`), a pod that stops answering past the
+//! Run's deadline, a pod that goes away, a restarted dispatcher that re-attaches, and
+//! concurrency never exceeded.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;

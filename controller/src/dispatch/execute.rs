@@ -70,8 +70,8 @@ struct Progress {
     started: bool,
     misses: u32,
     attempts: u32,
-    /// When the Run must have ended, by runtimed's clock or not: its start, its
-    /// timeout and the dispatcher's deadline grace. `None` until it started.
+    /// When the Run must have ended (on this process's monotonic clock): its start,
+    /// its timeout and the dispatcher's deadline grace. `None` until it started.
     deadline: watch::Sender<Option<Instant>>,
 }
 
