@@ -9,7 +9,7 @@ use kube::CustomResourceExt;
 use crate::v1alpha1::{Run, Runtime, Workflow};
 
 /// Run spec fields that may not change after creation (everything but `cancel`).
-pub const RUN_IMMUTABLE_FIELDS: [&str; 12] = [
+pub const RUN_IMMUTABLE_FIELDS: [&str; 13] = [
     "runtimeRef",
     "interpreter",
     "script",
@@ -22,6 +22,7 @@ pub const RUN_IMMUTABLE_FIELDS: [&str; 12] = [
     "input",
     "timeout",
     "artifacts",
+    "ttlSecondsAfterFinished",
 ];
 
 /// One generated CRD and the file it is committed as.

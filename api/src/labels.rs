@@ -25,6 +25,9 @@ pub const WORKFLOW_LABEL: &str = "kruntimes.io/workflow";
 pub const JOB_LABEL: &str = "kruntimes.io/job";
 /// Step of a Workflow child Run.
 pub const STEP_LABEL: &str = "kruntimes.io/step";
+/// Finalizer the controller puts on every Run it will dispatch: deleting a running Run
+/// cancels it in runtimed (and forgets it there) before the object goes.
+pub const RUN_FINALIZER: &str = "kruntimes.io/run";
 /// Annotation recording what the webhook injected, and the config hash.
 pub const INJECTION_STATUS_ANNOTATION: &str = "kruntimes.io/injection-status";
 /// Annotation naming the container that runs Runs (the controller copies the Runtime's

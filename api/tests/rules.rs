@@ -328,6 +328,22 @@ fn workflow_steps_report_every_problem() {
 }
 
 #[test]
+fn a_workflow_step_may_not_set_a_ttl() {
+    let got = lines(workflow(
+        "w",
+        json!([{"name": "j", "steps": [
+            {"name": "s", "run": {"runtimeRef": {"name": "b"}, "interpreter": "bash", "script": "x", "ttlSecondsAfterFinished": 5}},
+        ]}]),
+    ));
+    assert_eq!(
+        got,
+        [
+            "spec.jobs[0].steps[0].run.ttlSecondsAfterFinished: Forbidden: a step's Run goes with its Workflow; its own deletion would lose the step's result"
+        ]
+    );
+}
+
+#[test]
 fn long_workflow_names_get_hashed_child_names_not_rejections() {
     let name = "w".repeat(63);
     let got = lines(workflow(
@@ -421,6 +437,32 @@ fn env_boundaries() {
     assert_eq!(
         lines(spec("A", &format!("{value_at_limit}v"))),
         ["spec.env[0].value: Too long: must be no more than 32768 bytes"]
+    );
+}
+
+/// `ttlSecondsAfterFinished` from 0 to `MAX_TTL_SECONDS_AFTER_FINISHED` (a year), not
+/// one second more, not negative, and never in a Workflow step.
+#[test]
+fn ttl_seconds_after_finished_boundaries() {
+    let spec = |ttl: i64| {
+        run(
+            json!({"runtimeRef": {"name": "b"}, "interpreter": "bash", "script": "x",
+                   "ttlSecondsAfterFinished": ttl}),
+        )
+    };
+    assert_eq!(lines(spec(0)), Vec::<String>::new());
+    assert_eq!(lines(spec(31_536_000)), Vec::<String>::new());
+    assert_eq!(
+        lines(spec(31_536_001)),
+        [
+            "spec.ttlSecondsAfterFinished: Invalid value: 31536001 (must be from 0 to 31536000 seconds, a year)"
+        ]
+    );
+    assert_eq!(
+        lines(spec(-1)),
+        [
+            "spec.ttlSecondsAfterFinished: Invalid value: -1 (must be from 0 to 31536000 seconds, a year)"
+        ]
     );
 }
 

@@ -208,6 +208,7 @@ async fn reconcile_all(
             dispatcher.clone(),
             metrics.clone(),
             args.workers,
+            args.run_ttl_seconds_after_finished,
             on_synced,
         ));
     }
@@ -220,6 +221,7 @@ async fn run_controller(
     dispatcher: Dispatcher,
     metrics: Arc<Metrics>,
     workers: u16,
+    default_ttl: Option<u64>,
     on_synced: impl FnOnce() + Send + 'static,
 ) {
     let (runs, runtimes_api): (Api<Run>, Api<Runtime>) = match &namespace {
@@ -246,6 +248,7 @@ async fn run_controller(
         dispatcher,
         runtimes,
         schemas: SchemaCache::new(),
+        default_ttl_seconds_after_finished: default_ttl,
     });
     Controller::new(runs, watcher::Config::default())
         .with_config(kube::runtime::controller::Config::default().concurrency(workers))

@@ -71,6 +71,11 @@ pub struct Args {
     /// runtimed's gRPC port in Runtime pods.
     #[arg(long, env = "KRUNTIMES_CONTROLLER_RUNTIMED_PORT", default_value_t = crate::pool::RUNTIMED_GRPC_PORT, value_parser = clap::value_parser!(u16).range(1..))]
     pub runtimed_port: u16,
+    /// Seconds after it finished when a Run without `spec.ttlSecondsAfterFinished` is
+    /// deleted (0 to 31536000); unset: such Runs are kept until deleted. Not applied to
+    /// a Workflow's step Runs, which go with their Workflow.
+    #[arg(long, env = "KRUNTIMES_CONTROLLER_RUN_TTL_SECONDS_AFTER_FINISHED", value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
+    pub run_ttl_seconds_after_finished: Option<u64>,
 }
 
 impl Args {

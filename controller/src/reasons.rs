@@ -33,7 +33,8 @@ run_reasons! {
     Invalid,
     /// Cancelled: `spec.cancel` was set before the Run was dispatched. Nothing ran.
     CancelledBeforeStart,
-    /// Error: the pod running the Run went away (deleted, evicted, its node lost).
+    /// Error: the pod running the Run went away (deleted, evicted, its node lost), or
+    /// its runtimed agent was stopping and ended the Run (runtimed's `AgentStopping`).
     PodLost,
     /// Error: runtimed no longer knows the execution (the agent restarted).
     ExecutionLost,

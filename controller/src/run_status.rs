@@ -2,7 +2,9 @@
 //! output tails kept for `krt logs` after the pod is gone, and the terminal fields.
 
 use kruntimes_api::v1alpha1::{ArtifactStore, RunArtifactResult, RunOutput, RunPhase, RunStatus};
-use kruntimes_runtimed_api::proto;
+use kruntimes_runtimed_api::{Reason, proto};
+
+use crate::reasons::RunReason;
 
 /// Bytes of each stream's end kept in `status.output`: enough for the last lines of an
 /// error, small enough that a Run object stays far below etcd's object size limit.
@@ -118,7 +120,8 @@ pub fn terminal_status(base: &RunStatus, execution: &proto::Execution, tails: &T
     let mut status = base.clone();
     status.phase = Some(phase);
     status.exit_code = execution.exit_code.or(execution.signal.map(|s| 128 + s));
-    let (reason, message) = artifacts_override(execution)
+    let (reason, message) = agent_stopping(base, execution)
+        .or_else(|| artifacts_override(execution))
         .unwrap_or_else(|| (execution.reason.clone(), execution.message.clone()));
     status.reason = (!reason.is_empty()).then_some(reason);
     status.message = (!message.is_empty()).then(|| bounded(&message, MAX_MESSAGE_BYTES));
@@ -153,6 +156,23 @@ pub fn terminal_status(base: &RunStatus, execution: &proto::Execution, tails: &T
         });
     }
     status
+}
+
+/// A Run that runtimed's agent ended because it was stopping (SIGTERM to it: the pod
+/// deleted or evicted, its container stopped) lost its pod: nobody cancelled it, so it
+/// is written `Error` with the controller's `PodLost`, as when the pod vanished.
+fn agent_stopping(base: &RunStatus, execution: &proto::Execution) -> Option<(String, String)> {
+    (execution.reason == Reason::AgentStopping.as_str()).then(|| {
+        let pod = base.pod.as_deref().unwrap_or("of the Run");
+        (
+            RunReason::PodLost.as_str().to_owned(),
+            format!(
+                "runtimed's agent in pod {pod} was stopping (the pod deleted or evicted, or its container stopped) and ended the Run ({}): {}",
+                Reason::AgentStopping,
+                execution.message
+            ),
+        )
+    })
 }
 
 /// A Run that succeeded but whose artifacts did not reach the store did not do what it
@@ -269,6 +289,26 @@ mod tests {
         assert_eq!(
             terminal_status(&RunStatus::default(), &e, &Tails::default()).exit_code,
             Some(137)
+        );
+    }
+
+    #[test]
+    fn a_run_ended_by_its_stopping_agent_is_a_lost_pod_not_a_cancel() {
+        let mut e = execution(proto::Phase::Error);
+        e.reason = "AgentStopping".into();
+        e.message = "the agent ended it".into();
+        e.signal = Some(15);
+        let base = RunStatus {
+            pod: Some("p0".into()),
+            ..Default::default()
+        };
+        let status = terminal_status(&base, &e, &Tails::default());
+        assert_eq!(status.phase, Some(RunPhase::Error));
+        assert_eq!(status.reason.as_deref(), Some("PodLost"));
+        let message = status.message.unwrap();
+        assert!(
+            message.contains("pod p0") && message.contains("AgentStopping"),
+            "{message}"
         );
     }
 

@@ -26,6 +26,7 @@ fn help_documents_every_flag() {
         "--log-format",
         "--workers",
         "--runtimed-port",
+        "--run-ttl-seconds-after-finished",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
     }
@@ -45,6 +46,36 @@ fn a_missing_kubeconfig_is_named() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/nonexistent/kubeconfig"), "{stderr}");
+}
+
+#[test]
+fn the_default_run_ttl_is_bounded_at_a_year() {
+    let with_ttl = |ttl: &str| {
+        Command::new(BIN)
+            .args([
+                "--kubeconfig",
+                "/nonexistent/kubeconfig",
+                "--metrics-bind-address",
+                "127.0.0.1:0",
+                "--run-ttl-seconds-after-finished",
+                ttl,
+            ])
+            .output()
+            .unwrap()
+    };
+    // A year is accepted: the binary goes on to the kubeconfig, which is missing.
+    let at_limit = with_ttl("31536000");
+    let stderr = String::from_utf8_lossy(&at_limit.stderr);
+    assert_eq!(at_limit.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("/nonexistent/kubeconfig"), "{stderr}");
+    // One second more is refused by the flag's parser (usage error, status 2).
+    let over = with_ttl("31536001");
+    let stderr = String::from_utf8_lossy(&over.stderr);
+    assert_eq!(over.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--run-ttl-seconds-after-finished"),
+        "{stderr}"
+    );
 }
 
 fn get(port: u16, path: &str) -> Option<(u16, String)> {

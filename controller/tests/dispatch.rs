@@ -1,7 +1,9 @@
 //! The dispatcher against real runtimed processes on loopback (agent and sidecar, TLS
 //! with the pinned certificate and the bearer token): a Run end to end with its status
-//! writes counted, failure and timeout, cancel, the agent killed mid-Run, a pod that
-//! goes away, a restarted dispatcher that re-attaches, and concurrency never exceeded.
+//! writes counted, failure and timeout, cancel, the agent killed mid-Run, the agent
+//! stopped by SIGTERM (`PodLost`, not `Cancelled`), a pod that stops answering past the
+//! Run's deadline, a pod that goes away, a restarted dispatcher that re-attaches, and
+//! concurrency never exceeded.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
@@ -12,8 +14,10 @@ use futures::future::BoxFuture;
 use kruntimes_api::v1alpha1::{RunPhase, RunStatus};
 use kruntimes_controller::Error;
 use kruntimes_controller::dispatch::{
-    Credentials, Dispatcher, PodTarget, PoolSpec, RunKey, RuntimeKey, StatusSink, Submission,
+    CALL_TIMEOUT, CONNECT_TIMEOUT, Credentials, DispatchOptions, Dispatcher, PodTarget, PoolSpec,
+    RunKey, RuntimeKey, StatusSink, Submission,
 };
+use kruntimes_controller::metrics::Metrics;
 use kruntimes_runtimed_api::proto;
 use kruntimes_testkit::runtimed::{Identity, Pod};
 
@@ -247,6 +251,82 @@ async fn the_agent_killed_mid_run_ends_it_in_error_never_running_forever() {
     kill_marked("doomed");
     assert_eq!(end.phase, Some(RunPhase::Error), "{end:?}");
     assert!(end.reason.is_some() && end.message.is_some(), "{end:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_whose_agent_is_stopped_ends_pod_lost_not_cancelled() {
+    let pod = Pod::start(&["--grace-ms", "100"]);
+    let (sink, dispatcher) = setup(&[("p0", &pod)], 1);
+    dispatcher.submit(&runtime(), submission("stopped", "sleep 100", 1));
+    sink.running("stopped").await;
+    // What the kubelet sends to the agent (PID 1 of the container) when the pod is
+    // deleted; the controller never cancelled the Run.
+    std::process::Command::new("kill")
+        .args(["-TERM", &pod.agent_pid().to_string()])
+        .status()
+        .unwrap();
+    let end = sink.terminal("stopped").await;
+    assert_eq!(end.phase, Some(RunPhase::Error), "{end:?}");
+    assert_eq!(end.reason.as_deref(), Some("PodLost"), "{end:?}");
+    assert!(
+        end.message.as_deref().unwrap().contains("AgentStopping"),
+        "{end:?}"
+    );
+}
+
+/// Sends `signal` to each of `pids`.
+fn signal_all(signal: &str, pids: &[u32]) {
+    for pid in pids {
+        std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_past_its_deadline_on_a_pod_that_stopped_answering_ends_in_error() {
+    let pod = Pod::start(&[]);
+    let sink = Arc::new(Recorder::default());
+    let grace = Duration::from_millis(500);
+    let dispatcher = Dispatcher::with_options(
+        sink.clone(),
+        Arc::new(Metrics::default()),
+        DispatchOptions {
+            deadline_grace: grace,
+        },
+    );
+    dispatcher.set_pool(&runtime(), pool(&[("p0", &pod)], 1));
+    let mut silent = submission("silent", "sleep 100", 1);
+    silent.request.timeout_ms = 1000;
+    dispatcher.submit(&runtime(), silent);
+    sink.running("silent").await;
+    let started = std::time::Instant::now();
+    // runtimed stops answering with its connection open (a frozen node, a network
+    // that drops packets): no error reaches the dispatcher, nothing ends the call,
+    // and the pod is still in the pool, neither deleted nor unready.
+    let pids = [pod.sidecar_pid(), pod.agent_pid()];
+    signal_all("-STOP", &pids);
+    let end = sink.terminal("silent").await;
+    let took = started.elapsed();
+    signal_all("-CONT", &pids);
+    kill_marked("silent");
+    assert_eq!(end.phase, Some(RunPhase::Error), "{end:?}");
+    assert_eq!(
+        end.reason.as_deref(),
+        Some("RuntimedUnreachable"),
+        "{end:?}"
+    );
+    assert!(
+        end.message.as_deref().unwrap().contains("deadline passed"),
+        "{end:?}"
+    );
+    // The timeout, the grace, then one connection attempt and one call, bounded.
+    let bound = Duration::from_millis(1000) + grace + CONNECT_TIMEOUT + CALL_TIMEOUT;
+    assert!(
+        took >= Duration::from_millis(1000) && took <= bound + Duration::from_secs(2),
+        "ended after {took:?}, expected within {bound:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,12 +7,15 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use http::{Request, Response};
+use kruntimes_api::labels::RUN_FINALIZER;
 use kruntimes_api::v1alpha1::{Run, RunStatus, Runtime};
 use kruntimes_api::validation::against_runtime::SchemaCache;
 use kruntimes_controller::Error;
 use kruntimes_controller::dispatch::{Dispatcher, RunKey, RuntimeKey, StatusSink};
+use kruntimes_controller::run::finalizer::{CLEANUP_RECHECK, CLEANUP_TIMEOUT};
 use kruntimes_controller::run::{Context, reconcile};
 use kube::client::Body;
+use kube::runtime::controller::Action;
 use kube::runtime::reflector;
 use kube::runtime::watcher;
 use serde_json::json;
@@ -34,8 +37,38 @@ fn run(status: Option<serde_json::Value>) -> Run {
     });
     if let Some(status) = status {
         run["status"] = status;
+        // Every Run with a status was given the finalizer before it.
+        run["metadata"]["finalizers"] = json!([RUN_FINALIZER]);
     }
     serde_json::from_value(run).unwrap()
+}
+
+/// `run`, deleted at `at` (its finalizer holds it).
+fn deleted(mut run: Run, at: &str) -> Run {
+    run.metadata.finalizers = Some(vec![RUN_FINALIZER.into()]);
+    run.metadata.deletion_timestamp = Some(serde_json::from_value(json!(at)).unwrap());
+    run
+}
+
+/// Answers the next request, a JSON patch of the Run's finalizers, and returns it.
+async fn expect_finalizer_patch(handle: &mut Handle, answer: &Run) -> serde_json::Value {
+    let (request, send) = handle.next_request().await.expect("a request");
+    assert_eq!(request.method(), http::Method::PATCH);
+    assert_eq!(
+        request.uri().path(),
+        "/apis/kruntimes.io/v1alpha1/namespaces/team-a/runs/hello"
+    );
+    assert_eq!(
+        request.headers().get("content-type").unwrap(),
+        "application/json-patch+json"
+    );
+    let body = request.into_body().collect_bytes().await.unwrap();
+    send.send_response(
+        Response::builder()
+            .body(Body::from(serde_json::to_vec(answer).unwrap()))
+            .unwrap(),
+    );
+    serde_json::from_slice(&body).unwrap()
 }
 
 fn runtime() -> Runtime {
@@ -59,6 +92,7 @@ fn context() -> (Arc<Context>, Handle) {
         dispatcher: Dispatcher::new(Arc::new(NoSink)),
         runtimes: store,
         schemas: SchemaCache::new(),
+        default_ttl_seconds_after_finished: None,
     };
     (Arc::new(ctx), handle)
 }
@@ -92,10 +126,18 @@ async fn expect_status_apply(handle: &mut Handle, answer: &Run) -> serde_json::V
 }
 
 #[tokio::test]
-async fn a_new_run_gets_one_status_apply_and_is_queued() {
+async fn a_new_run_gets_its_finalizer_then_one_status_apply_and_is_queued() {
     let (ctx, mut handle) = context();
     let new = run(None);
     let reconciled = tokio::spawn(reconcile(Arc::new(new.clone()), ctx.clone()));
+    let finalizer = expect_finalizer_patch(&mut handle, &new).await;
+    assert_eq!(
+        finalizer,
+        json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": [RUN_FINALIZER]},
+        ])
+    );
     let patch = expect_status_apply(&mut handle, &new).await;
     assert_eq!(patch["kind"], "Run");
     assert_eq!(patch["status"]["phase"], "Pending");
@@ -151,4 +193,129 @@ async fn an_api_error_is_returned_with_a_bounded_label() {
     );
     let error = reconciled.await.unwrap().unwrap_err();
     assert_eq!(error.metric_label(), "Forbidden", "{error}");
+}
+
+fn bash() -> RuntimeKey {
+    RuntimeKey {
+        namespace: "team-a".into(),
+        name: "bash".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_deleted_queued_run_leaves_its_queue_and_only_its_finalizer_is_removed() {
+    let (ctx, mut handle) = context();
+    let pending = run(Some(json!({
+        "phase": "Pending", "reason": "WaitingForCapacity",
+        "queuedAt": "2026-01-01T00:00:01Z", "observedGeneration": 1,
+    })));
+    reconcile(Arc::new(pending.clone()), ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(ctx.dispatcher.queued(&bash()), 1);
+    let gone = deleted(pending, "2026-01-01T00:00:02Z");
+    let reconciled = tokio::spawn(reconcile(Arc::new(gone.clone()), ctx.clone()));
+    let patch = expect_finalizer_patch(&mut handle, &gone).await;
+    assert_eq!(
+        patch,
+        json!([
+            {"op": "test", "path": "/metadata/finalizers/0", "value": RUN_FINALIZER},
+            {"op": "remove", "path": "/metadata/finalizers/0"},
+        ])
+    );
+    assert_eq!(reconciled.await.unwrap().unwrap(), Action::await_change());
+    assert_eq!(ctx.dispatcher.queued(&bash()), 0, "never dispatched");
+}
+
+#[tokio::test]
+async fn a_deleted_running_run_whose_runtime_is_gone_is_released_at_once() {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let (store, _writer) = reflector::store::<Runtime>();
+    let ctx = Arc::new(Context {
+        client: kube::Client::new(service, "default"),
+        dispatcher: Dispatcher::new(Arc::new(NoSink)),
+        runtimes: store,
+        schemas: SchemaCache::new(),
+        default_ttl_seconds_after_finished: None,
+    });
+    let running = run(Some(
+        json!({"phase": "Running", "pod": "p0", "executionId": "uid-1"}),
+    ));
+    let gone = deleted(running, "2026-01-01T00:00:02Z");
+    let reconciled = tokio::spawn(reconcile(Arc::new(gone.clone()), ctx));
+    let patch = expect_finalizer_patch(&mut handle, &gone).await;
+    assert_eq!(
+        patch[1],
+        json!({"op": "remove", "path": "/metadata/finalizers/0"})
+    );
+    reconciled.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_deleted_running_run_on_an_unknown_pod_waits_then_is_released_past_the_bound() {
+    let (ctx, mut handle) = context();
+    let running = run(Some(
+        json!({"phase": "Running", "pod": "p0", "executionId": "uid-1"}),
+    ));
+    // Deleted just now: its pod may not be known yet (the pool not fed): it waits,
+    // asking nothing.
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let recent = deleted(running.clone(), &now.to_string());
+    let action = reconcile(Arc::new(recent), ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::requeue(CLEANUP_RECHECK));
+    // Deleted longer ago than the bound: released.
+    let old = now - k8s_openapi::jiff::SignedDuration::from_secs(CLEANUP_TIMEOUT.as_secs() as i64);
+    let stale = deleted(running, &old.to_string());
+    let reconciled = tokio::spawn(reconcile(Arc::new(stale.clone()), ctx.clone()));
+    let patch = expect_finalizer_patch(&mut handle, &stale).await;
+    assert_eq!(patch[1]["op"], "remove");
+    reconciled.await.unwrap().unwrap();
+    drop(ctx);
+    assert!(
+        handle.next_request().await.is_none(),
+        "nothing else was asked"
+    );
+}
+
+#[tokio::test]
+async fn a_finished_run_past_its_ttl_is_deleted_with_its_uid_as_precondition() {
+    let (ctx, mut handle) = context();
+    let mut finished = run(Some(json!({
+        "phase": "Succeeded", "completionTime": "2026-01-01T00:00:00Z",
+    })));
+    finished.spec.ttl_seconds_after_finished = Some(60);
+    let reconciled = tokio::spawn(reconcile(Arc::new(finished.clone()), ctx.clone()));
+    let (request, send) = handle.next_request().await.expect("a request");
+    assert_eq!(request.method(), http::Method::DELETE);
+    assert_eq!(
+        request.uri().path(),
+        "/apis/kruntimes.io/v1alpha1/namespaces/team-a/runs/hello"
+    );
+    let body = request.into_body().collect_bytes().await.unwrap();
+    let params: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(params["preconditions"]["uid"], "uid-1", "{params}");
+    send.send_response(
+        Response::builder()
+            .body(Body::from(serde_json::to_vec(&finished).unwrap()))
+            .unwrap(),
+    );
+    assert_eq!(reconciled.await.unwrap().unwrap(), Action::await_change());
+}
+
+#[tokio::test]
+async fn a_finished_run_within_its_ttl_is_looked_at_again_when_it_ends() {
+    let (ctx, mut handle) = context();
+    let completed = k8s_openapi::jiff::Timestamp::now();
+    let mut finished = run(Some(json!({
+        "phase": "Failed", "completionTime": completed.to_string(),
+    })));
+    finished.spec.ttl_seconds_after_finished = Some(3600);
+    let action = reconcile(Arc::new(finished), ctx.clone()).await.unwrap();
+    // Requeued for when its TTL ends (the exact time is `run::decide`'s, tested there).
+    assert_ne!(action, Action::await_change());
+    drop(ctx);
+    assert!(
+        handle.next_request().await.is_none(),
+        "nothing is deleted yet"
+    );
 }

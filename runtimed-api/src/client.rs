@@ -76,6 +76,14 @@ pub enum ConnectError {
     /// The token cannot be sent as a header value.
     #[error("the bearer token is not a valid header value")]
     BadToken,
+    /// The TCP and TLS handshakes did not end in time.
+    #[error("connecting to {authority}: no TLS session within {after:?}")]
+    Timeout {
+        /// Where.
+        authority: String,
+        /// The connect timeout.
+        after: std::time::Duration,
+    },
     /// The endpoint or TLS configuration was refused, or the connection failed.
     #[error("connecting to {authority}: {source}")]
     Transport {
@@ -86,8 +94,19 @@ pub enum ConnectError {
     },
 }
 
+/// How often a TLS connection to a sidecar is pinged (HTTP/2 PING) while it is open,
+/// calls or not: a pod whose network went away, or whose runtimed stopped answering,
+/// breaks the calls on it instead of leaving a follow waiting forever.
+pub const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long a ping may go unanswered before the connection is closed and its calls
+/// fail: far above a loaded pod's answer time, short enough to notice a dead pod in
+/// [`KEEPALIVE_INTERVAL`] plus this.
+pub const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Connects to `target` (eagerly: a TLS or TCP failure is returned here) with
-/// `connect_timeout` for the TCP and TLS handshakes.
+/// `connect_timeout` for the TCP and TLS handshakes, and pings the connection every
+/// [`KEEPALIVE_INTERVAL`] ([`KEEPALIVE_TIMEOUT`] to answer).
 pub async fn connect_tls(
     target: &TlsTarget,
     connect_timeout: std::time::Duration,
@@ -103,13 +122,22 @@ pub async fn connect_tls(
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&target.certificate_pem))
         .domain_name(target.server_name.clone());
-    let channel = Endpoint::from_shared(format!("https://{}", target.authority))
+    let endpoint = Endpoint::from_shared(format!("https://{}", target.authority))
         .map_err(transport)?
         .connect_timeout(connect_timeout)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
         .tls_config(tls)
-        .map_err(transport)?
-        .connect()
+        .map_err(transport)?;
+    // tonic's connect timeout covers the TCP connect only: a peer that accepts the
+    // connection and then never answers would hold the TLS handshake forever.
+    let channel = tokio::time::timeout(connect_timeout, endpoint.connect())
         .await
+        .map_err(|_| ConnectError::Timeout {
+            authority: target.authority.clone(),
+            after: connect_timeout,
+        })?
         .map_err(transport)?;
     Ok(RuntimedClient::with_interceptor(
         channel,

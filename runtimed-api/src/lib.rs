@@ -29,3 +29,7 @@ pub use proto::runtimed_server::RuntimedServer;
 /// gRPC metadata key carrying the [`Reason`] of a refused call (for example a git
 /// source the sidecar would not fetch), beside the status message.
 pub const REASON_METADATA: &str = "krt-reason";
+
+/// The timeout of an execution whose `ExecuteRequest.timeout_ms` is 0: the agent ends
+/// it then, and the controller expects its end by then.
+pub const DEFAULT_TIMEOUT_MS: u64 = 60 * 60 * 1000;

@@ -51,6 +51,9 @@ reasons! {
     /// Failed, exit code 126: the arguments and environment are more than `exec`
     /// accepts (in all, or in one string).
     ArgumentListTooLong,
+    /// Error: the agent was stopping (SIGTERM to it: its pod deleted or evicted, its
+    /// container stopped) and ended the Run's processes. Nobody cancelled the Run.
+    AgentStopping,
     /// Error: the program could not be started.
     SpawnFailed,
     /// Error: the spawner process ended before the Run's exit was known.

@@ -26,7 +26,8 @@ pub const FOLLOW_STALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Timeout used when a request gives none (the controller always sends the Run's
 /// timeout or the Runtime's `defaultTimeout`).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+pub const DEFAULT_TIMEOUT: Duration =
+    Duration::from_millis(kruntimes_runtimed_api::DEFAULT_TIMEOUT_MS);
 
 /// Longest timeout accepted: the API's limit.
 pub const MAX_TIMEOUT: Duration =

@@ -1,5 +1,6 @@
 //! The `runtimed` binary itself: `install DEST`, and an agent stopped by SIGTERM (what a
-//! container runtime sends to PID 1) cancels its Runs, leaves no process and exits.
+//! container runtime sends to PID 1) ends its Runs (`Error`, `AgentStopping`), leaves no
+//! process and exits.
 // Tests stop loudly on the first unexpected value.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -47,7 +48,7 @@ async fn connect(
 }
 
 #[tokio::test]
-async fn sigterm_to_the_agent_cancels_its_runs_and_it_exits() {
+async fn sigterm_to_the_agent_ends_its_runs_agent_stopping_and_it_exits() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("agent.sock");
     let mut agent = tokio::process::Command::new(RUNTIMED)
@@ -60,35 +61,52 @@ async fn sigterm_to_the_agent_cancels_its_runs_and_it_exits() {
         .spawn()
         .unwrap();
     let mut client = connect(&socket).await;
-    client
-        .execute(proto::ExecuteRequest {
+    let mut events = client
+        .execute_and_follow(proto::ExecuteRequest {
             run_uid: "long".into(),
             interpreter: proto::Interpreter::Bash as i32,
             script: Some("trap '' TERM; echo $$; sleep 1000".into()),
             ..Default::default()
         })
         .await
-        .unwrap();
-    let mut logs = client
-        .logs(proto::LogsRequest {
-            execution_id: "long".into(),
-            follow: true,
-            ..Default::default()
-        })
-        .await
         .unwrap()
         .into_inner();
-    let first = logs.message().await.unwrap().unwrap();
-    let pid: i32 = String::from_utf8(first.data)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    use proto::execution_event::Event;
+    let pid: i32 = loop {
+        match events.message().await.unwrap().unwrap().event {
+            Some(Event::Output(chunk)) => {
+                break String::from_utf8(chunk.data)
+                    .unwrap()
+                    .trim()
+                    .parse()
+                    .unwrap();
+            }
+            Some(Event::Ended(e)) => panic!("ended before its output: {e:?}"),
+            _ => {}
+        }
+    };
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(agent.id().unwrap() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.message().await {
+                Ok(Some(proto::ExecutionEvent {
+                    event: Some(Event::Ended(e)),
+                })) => return e,
+                Ok(Some(_)) => {}
+                other => panic!("the follow ended without the Run's end: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the follower learns how the Run ended");
+    // Nobody cancelled the Run: the agent's own stop is not a Cancel.
+    assert_eq!(ended.phase, proto::Phase::Error as i32, "{ended:?}");
+    assert_eq!(ended.reason, "AgentStopping", "{ended:?}");
+    assert!(ended.message.contains("stopping"), "{ended:?}");
     let status = tokio::time::timeout(Duration::from_secs(10), agent.wait())
         .await
         .expect("the agent exits after SIGTERM")

@@ -180,7 +180,7 @@ impl Pod {
 }
 
 impl Drop for Pod {
-    /// As a kubelet deletes a pod: SIGTERM (the agent cancels its Runs), a grace period,
+    /// As a kubelet deletes a pod: SIGTERM (the agent ends its Runs, `AgentStopping`), a grace period,
     /// then SIGKILL; so no Run of a test outlives it.
     fn drop(&mut self) {
         for child in [&self.sidecar, &self.agent] {

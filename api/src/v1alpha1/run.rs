@@ -94,6 +94,13 @@ pub struct RunSpec {
     /// Files to upload to the Runtime's artifact store when the Run ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifacts: Option<ArtifactPaths>,
+    /// Seconds after the Run finished (reached a terminal phase) when the controller
+    /// deletes it, from its `completionTime`; 0 deletes it as soon as it finished.
+    /// Unset: kept until deleted. Not allowed in a Workflow step (the Workflow owns its
+    /// step Runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 31536000))]
+    pub ttl_seconds_after_finished: Option<i64>,
     /// Set to true to cancel the Run. The only field that may change after creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel: Option<bool>,

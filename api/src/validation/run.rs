@@ -9,7 +9,7 @@ use super::{FieldPath, Reason, Violation, check_timeout};
 use crate::labels::RESERVED_ENV_PREFIX;
 use crate::v1alpha1::limits::{
     MAX_ARG_BYTES, MAX_ARGS, MAX_ARTIFACT_PATHS, MAX_ENV, MAX_ENV_NAME_BYTES, MAX_ENV_VALUE_BYTES,
-    MAX_FILES, MAX_INLINE_SOURCE_BYTES,
+    MAX_FILES, MAX_INLINE_SOURCE_BYTES, MAX_TTL_SECONDS_AFTER_FINISHED,
 };
 use crate::v1alpha1::{GitSource, Interpreter, RunSpec};
 
@@ -84,6 +84,23 @@ pub fn check_run_spec(spec: &RunSpec, path: &FieldPath, context: RunSpecContext)
                     why,
                 ));
             }
+        }
+    }
+    if let Some(ttl) = spec.ttl_seconds_after_finished {
+        let field = path.child("ttlSecondsAfterFinished");
+        if context == RunSpecContext::WorkflowStep {
+            v.push(Violation::new(
+                field,
+                Reason::Forbidden,
+                "a step's Run goes with its Workflow; its own deletion would lose the step's result",
+            ));
+        } else if !(0..=MAX_TTL_SECONDS_AFTER_FINISHED).contains(&ttl) {
+            v.push(Violation::with_value(
+                field,
+                Reason::Invalid,
+                ttl,
+                format!("must be from 0 to {MAX_TTL_SECONDS_AFTER_FINISHED} seconds, a year"),
+            ));
         }
     }
     if context == RunSpecContext::WorkflowStep && spec.cancel.is_some() {

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use kruntimes_api::v1alpha1::{RunPhase, RunStatus};
 use kruntimes_runtimed_api::client::{TlsClient, TlsTarget, connect_tls};
-use kruntimes_runtimed_api::{REASON_METADATA, proto};
+use kruntimes_runtimed_api::{DEFAULT_TIMEOUT_MS, REASON_METADATA, proto};
 use tokio::sync::watch;
 
 use super::{
-    CONNECT_TIMEOUT, DISPATCH_BACKOFF, Dispatcher, MAX_DISPATCH_ATTEMPTS, MAX_FOLLOW_MISSES,
-    PodTarget, RuntimeKey, Submission, target,
+    CALL_TIMEOUT, CONNECT_TIMEOUT, DISPATCH_BACKOFF, Dispatcher, MAX_DISPATCH_ATTEMPTS,
+    MAX_FOLLOW_MISSES, PodTarget, RuntimeKey, Submission, target,
 };
 use crate::metrics::{PhaseLabels, PhaseReasonLabels};
 use crate::reasons::RunReason;
@@ -52,8 +52,7 @@ pub(super) async fn running_executions(target: &TlsTarget) -> Result<Vec<String>
     let mut client = connect_tls(target, CONNECT_TIMEOUT)
         .await
         .map_err(|e| e.to_string())?;
-    let list = client
-        .list(proto::ListRequest {})
+    let list = bounded_call(client.list(proto::ListRequest {}))
         .await
         .map_err(|s| s.message().to_owned())?;
     Ok(list
@@ -65,85 +64,108 @@ pub(super) async fn running_executions(target: &TlsTarget) -> Result<Vec<String>
         .collect())
 }
 
-/// Whether a Run's task has written `Running` (or found it written), and how often
-/// following failed in a row.
+/// Whether a Run's task has written `Running` (or found it written), how often
+/// following failed in a row, and where the Run's deadline is published once known.
 struct Progress {
     started: bool,
     misses: u32,
     attempts: u32,
+    /// When the Run must have ended (on this process's monotonic clock): its start,
+    /// its timeout and the dispatcher's deadline grace. `None` until it started.
+    deadline: watch::Sender<Option<Instant>>,
+}
+
+/// How driving a Run stopped, before its terminal status is written.
+enum Driven {
+    /// runtimed reported its end: this status.
+    Ended(Box<RunStatus>),
+    /// It ends `Error` with this reason and message.
+    Failed(RunReason, String),
+    /// It provably never reached runtimed (the message says why).
+    NotStarted(String),
 }
 
 impl Dispatcher {
-    /// Drives one Run on `pod` to its end.
+    /// Drives one Run on `pod` to its end, and writes that end; past the Run's
+    /// deadline, a pod whose runtimed does not answer ends it `Error` (see
+    /// [`Dispatcher::watch_deadline`]).
     pub(super) async fn run(
         &self,
         runtime: &RuntimeKey,
         pod: &str,
         submission: Submission,
-        mut cancelled: watch::Receiver<bool>,
+        cancelled: watch::Receiver<bool>,
     ) -> Outcome {
-        let uid = submission.key.uid.clone();
         let mut status = submission.status.clone();
-        let mut progress = Progress {
+        let (deadline, deadline_rx) = watch::channel(None);
+        if submission.running_on.is_some() {
+            // Re-attached after a restart: its deadline runs from its recorded start.
+            deadline.send_replace(self.deadline_from_start(&submission.request, &status));
+        }
+        let progress = Progress {
             started: submission.running_on.is_some(),
             misses: 0,
             attempts: 0,
+            deadline,
         };
+        let driven = tokio::select! {
+            biased;
+            driven = self.drive(runtime, pod, &submission, &mut status, progress, cancelled) => driven,
+            driven = self.watch_deadline(runtime, pod, &submission, deadline_rx) => driven,
+        };
+        match driven {
+            Driven::Ended(terminal) => {
+                self.write(&submission, &terminal).await;
+                Outcome::Done(submission.key.uid.clone())
+            }
+            Driven::Failed(reason, message) => {
+                self.fail(&submission, &mut status, reason, message).await
+            }
+            Driven::NotStarted(message) => {
+                self.retry_or_fail(submission, &mut status, message).await
+            }
+        }
+    }
+
+    /// The follow loop of one Run: connect, confirm, follow, again after a miss.
+    async fn drive(
+        &self,
+        runtime: &RuntimeKey,
+        pod: &str,
+        submission: &Submission,
+        status: &mut RunStatus,
+        mut progress: Progress,
+        mut cancelled: watch::Receiver<bool>,
+    ) -> Driven {
+        let uid = submission.key.uid.clone();
         loop {
-            let client = match self.connect(runtime, pod).await {
+            let mut client = match self.connect(runtime, pod).await {
                 Ok(client) => client,
-                Err(message) if !progress.started => {
-                    return self.retry_or_fail(submission, &mut status, message).await;
-                }
+                Err(message) if !progress.started => return Driven::NotStarted(message),
                 Err(message) => {
-                    if let Some(done) = self
-                        .missed(
-                            runtime,
-                            pod,
-                            &submission,
-                            &mut status,
-                            &mut progress,
-                            message,
-                        )
-                        .await
-                    {
+                    if let Some(done) = self.missed(runtime, pod, &mut progress, message).await {
                         return done;
                     }
                     continue;
                 }
             };
-            let mut client = client;
             if progress.started || progress.attempts > 0 {
                 // It may have started: follow it only if runtimed still knows it.
-                match client
-                    .status(proto::StatusRequest {
-                        execution_id: uid.clone(),
-                    })
-                    .await
-                {
+                let request = proto::StatusRequest {
+                    execution_id: uid.clone(),
+                };
+                match bounded_call(client.status(request)).await {
                     Ok(_) => {}
                     Err(s) if s.code() == tonic::Code::NotFound && !progress.started => {
-                        return self
-                            .retry_or_fail(submission, &mut status, s.message().to_owned())
-                            .await;
+                        return Driven::NotStarted(s.message().to_owned());
                     }
                     Err(s) if s.code() == tonic::Code::NotFound => {
                         let message = "runtimed no longer knows the execution (its agent restarted); it is not started again, since it may have run".to_owned();
-                        return self
-                            .fail(&submission, &mut status, RunReason::ExecutionLost, message)
-                            .await;
+                        return Driven::Failed(RunReason::ExecutionLost, message);
                     }
                     Err(s) => {
-                        if let Some(done) = self
-                            .missed(
-                                runtime,
-                                pod,
-                                &submission,
-                                &mut status,
-                                &mut progress,
-                                s.message().to_owned(),
-                            )
-                            .await
+                        let message = s.message().to_owned();
+                        if let Some(done) = self.missed(runtime, pod, &mut progress, message).await
                         {
                             return done;
                         }
@@ -152,42 +174,124 @@ impl Dispatcher {
                 }
             }
             progress.attempts += 1;
-            match self
+            let stop = self
                 .follow(
                     &mut client,
                     pod,
-                    &submission,
-                    &mut status,
+                    submission,
+                    status,
                     &mut progress,
                     &mut cancelled,
                 )
-                .await
-            {
-                Stop::Ended(terminal) => {
-                    self.write(&submission, &terminal).await;
-                    return Outcome::Done(uid);
-                }
+                .await;
+            match stop {
+                Stop::Ended(terminal) => return Driven::Ended(terminal),
                 Stop::Refused(message) => {
-                    return self
-                        .fail(&submission, &mut status, RunReason::ExecuteRefused, message)
-                        .await;
+                    return Driven::Failed(RunReason::ExecuteRefused, message);
                 }
                 Stop::Miss(message) => {
-                    if let Some(done) = self
-                        .missed(
-                            runtime,
-                            pod,
-                            &submission,
-                            &mut status,
-                            &mut progress,
-                            message,
-                        )
-                        .await
-                    {
+                    if let Some(done) = self.missed(runtime, pod, &mut progress, message).await {
                         return done;
                     }
                 }
             }
+        }
+    }
+
+    /// When a Run that started now must have ended: its timeout (runtimed's default
+    /// when it has none) and the deadline grace from now.
+    fn deadline_from_now(&self, request: &proto::ExecuteRequest) -> Instant {
+        Instant::now() + run_timeout(request) + self.inner.deadline_grace
+    }
+
+    /// The deadline of a Run re-attached after a restart, from its recorded
+    /// `startTime` (now, when it has none or it cannot be read).
+    fn deadline_from_start(
+        &self,
+        request: &proto::ExecuteRequest,
+        status: &RunStatus,
+    ) -> Option<Instant> {
+        let started = status
+            .start_time
+            .as_deref()
+            .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok());
+        let Some(started) = started else {
+            return Some(self.deadline_from_now(request));
+        };
+        let elapsed = k8s_openapi::jiff::Timestamp::now()
+            .duration_since(started)
+            .as_secs_f64()
+            .max(0.0);
+        let left = (run_timeout(request) + self.inner.deadline_grace)
+            .saturating_sub(Duration::from_secs_f64(elapsed));
+        Some(Instant::now() + left)
+    }
+
+    /// Waits for the Run's deadline, then asks its pod's runtimed (on a new
+    /// connection, within [`CONNECT_TIMEOUT`] and [`CALL_TIMEOUT`]) whether it still
+    /// answers. A pod that does not ends the Run `Error` / `RuntimedUnreachable`: its
+    /// deadline passed and nobody can say how it ended. One that answers keeps the
+    /// Run followed (runtimed ends it at its timeout itself); asked again after
+    /// another grace.
+    async fn watch_deadline(
+        &self,
+        runtime: &RuntimeKey,
+        pod: &str,
+        submission: &Submission,
+        mut deadline: watch::Receiver<Option<Instant>>,
+    ) -> Driven {
+        let known = deadline.wait_for(Option::is_some).await.map(|d| *d);
+        let Ok(Some(mut at)) = known else {
+            // The Run's task ends without a deadline (it never started).
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::time::sleep_until(at.into()).await;
+            if !self.pod_alive(runtime, pod) {
+                let message =
+                    format!("pod {pod} went away while the Run ran, and its deadline passed");
+                return Driven::Failed(RunReason::PodLost, message);
+            }
+            let answer = match self.connect(runtime, pod).await {
+                Ok(mut client) => {
+                    let request = proto::StatusRequest {
+                        execution_id: submission.key.uid.clone(),
+                    };
+                    match bounded_call(client.status(request)).await {
+                        // runtimed answered, knowing the execution or not.
+                        Ok(_) => Ok(()),
+                        Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+                        Err(s) => Err(s.message().to_owned()),
+                    }
+                }
+                Err(message) => Err(message),
+            };
+            match answer {
+                Ok(()) => at = Instant::now() + self.inner.deadline_grace,
+                Err(message) => {
+                    let timeout = run_timeout(&submission.request);
+                    let message = format!(
+                        "the Run's deadline passed (its timeout {timeout:?} from its start, plus {:?}) and runtimed in pod {pod} does not answer ({message}); how the Run ended is unknown",
+                        self.inner.deadline_grace
+                    );
+                    return Driven::Failed(RunReason::RuntimedUnreachable, message);
+                }
+            }
+        }
+    }
+
+    /// Forgets the execution `uid` in the runtimed of `pod` (its workspace and
+    /// retained output go), within [`CONNECT_TIMEOUT`] and [`CALL_TIMEOUT`]. An
+    /// execution runtimed does not know is already forgotten.
+    pub async fn forget(&self, runtime: &RuntimeKey, pod: &str, uid: &str) -> Result<(), String> {
+        let mut client = self.connect(runtime, pod).await?;
+        let request = proto::ForgetRequest {
+            execution_id: uid.to_owned(),
+        };
+        match bounded_call(client.forget(request)).await {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+            Err(s) => Err(s.message().to_owned()),
         }
     }
 
@@ -252,6 +356,9 @@ impl Dispatcher {
                             status.start_time = Some(now());
                             self.write(submission, status).await;
                             progress.started = true;
+                            progress
+                                .deadline
+                                .send_replace(Some(self.deadline_from_now(&submission.request)));
                         }
                         progress.misses = 0;
                     }
@@ -274,27 +381,19 @@ impl Dispatcher {
         &self,
         runtime: &RuntimeKey,
         pod: &str,
-        submission: &Submission,
-        status: &mut RunStatus,
         progress: &mut Progress,
         message: String,
-    ) -> Option<Outcome> {
+    ) -> Option<Driven> {
         progress.misses += 1;
         if !self.pod_alive(runtime, pod) {
             let message = format!("pod {pod} went away while the Run ran: {message}");
-            return Some(
-                self.fail(submission, status, RunReason::PodLost, message)
-                    .await,
-            );
+            return Some(Driven::Failed(RunReason::PodLost, message));
         }
         if progress.misses > MAX_FOLLOW_MISSES {
             let message = format!(
                 "runtimed in pod {pod} did not answer {MAX_FOLLOW_MISSES} times in a row: {message}"
             );
-            return Some(
-                self.fail(submission, status, RunReason::RuntimedUnreachable, message)
-                    .await,
-            );
+            return Some(Driven::Failed(RunReason::RuntimedUnreachable, message));
         }
         tokio::time::sleep(backoff(progress.misses)).await;
         None
@@ -375,6 +474,28 @@ impl Dispatcher {
                 .get_or_create(&PhaseLabels { phase })
                 .observe(seconds);
         }
+    }
+}
+
+/// The timeout runtimed enforces on the execution `request` starts.
+fn run_timeout(request: &proto::ExecuteRequest) -> Duration {
+    let ms = if request.timeout_ms == 0 {
+        DEFAULT_TIMEOUT_MS
+    } else {
+        request.timeout_ms
+    };
+    Duration::from_millis(ms)
+}
+
+/// A unary call to runtimed, failed with `DeadlineExceeded` after [`CALL_TIMEOUT`].
+async fn bounded_call<T>(
+    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(answer) => answer,
+        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+            "no answer within {CALL_TIMEOUT:?}"
+        ))),
     }
 }
 

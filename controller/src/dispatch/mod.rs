@@ -41,6 +41,33 @@ pub const MAX_FOLLOW_MISSES: u32 = 5;
 /// Time allowed for the TCP and TLS handshakes with a sidecar.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Longest wait for runtimed's answer to a unary call (`Status`, `List`): a
+/// connected pod that stopped answering does not hold a Run's task.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long past a Run's deadline (its start plus its timeout) the dispatcher waits
+/// for runtimed to report its end before it asks whether the pod still answers: room
+/// for runtimed's own end of the Run (SIGTERM, its grace of 5 s by default, SIGKILL)
+/// and the drain of its output. A pod that then does not answer ends the Run `Error` /
+/// `RuntimedUnreachable`, so no Run stays `Running` past its deadline with its pod
+/// unreachable.
+pub const DEADLINE_GRACE: Duration = Duration::from_secs(30);
+
+/// What a [`Dispatcher`] can be tuned with; the default is what the controller runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DispatchOptions {
+    /// [`DEADLINE_GRACE`].
+    pub deadline_grace: Duration,
+}
+
+impl Default for DispatchOptions {
+    fn default() -> Self {
+        Self {
+            deadline_grace: DEADLINE_GRACE,
+        }
+    }
+}
+
 /// A Runtime, as the dispatcher knows it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RuntimeKey {
@@ -185,6 +212,7 @@ struct Inner {
     pools: Mutex<HashMap<RuntimeKey, Pool>>,
     sink: Arc<dyn StatusSink>,
     metrics: Arc<Metrics>,
+    deadline_grace: Duration,
 }
 
 /// The dispatcher; cheap to clone.
@@ -207,11 +235,21 @@ impl Dispatcher {
 
     /// As [`Dispatcher::new`], recording into `metrics`.
     pub fn with_metrics(sink: Arc<dyn StatusSink>, metrics: Arc<Metrics>) -> Self {
+        Self::with_options(sink, metrics, DispatchOptions::default())
+    }
+
+    /// As [`Dispatcher::with_metrics`], tuned with `options`.
+    pub fn with_options(
+        sink: Arc<dyn StatusSink>,
+        metrics: Arc<Metrics>,
+        options: DispatchOptions,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 pools: Mutex::new(HashMap::new()),
                 sink,
                 metrics,
+                deadline_grace: options.deadline_grace,
             }),
         }
     }
@@ -283,6 +321,11 @@ impl Dispatcher {
         self.pools()
             .get(runtime)
             .is_some_and(|p| p.spec.pods.iter().any(|t| t.name == pod && !t.terminating))
+    }
+
+    /// Whether `pod` is in the pool of `runtime` and not being deleted.
+    pub fn has_pod(&self, runtime: &RuntimeKey, pod: &str) -> bool {
+        self.pod_alive(runtime, pod)
     }
 
     /// Runs of `runtime` executing now (for the Runtime's `status.capacity.busy`).

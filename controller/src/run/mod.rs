@@ -2,6 +2,7 @@
 //! `queuedAt` once, and hands it to the [`Dispatcher`](crate::dispatch::Dispatcher),
 //! which writes the rest; re-attaches a `Running` Run after a restart; cancels.
 
+pub mod finalizer;
 mod reconcile;
 mod sink;
 

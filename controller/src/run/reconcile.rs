@@ -6,14 +6,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kruntimes_api::labels::WORKFLOW_LABEL;
 use kruntimes_api::v1alpha1::{Run, RunPhase, RunStatus, Runtime};
 use kruntimes_api::validation::against_runtime::{SchemaCache, check_run_against_runtime};
 use kruntimes_api::validation::{FieldPath, RunSpecContext, check_run_spec};
 use kruntimes_runtimed_api::request::execute_request;
 use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 
+use super::finalizer::{
+    CLEANUP_RECHECK, Cleanup, Seen, add_finalizer, decide_cleanup, has_finalizer, remove_finalizer,
+};
 use super::sink::apply_status;
 use crate::Error;
 use crate::dispatch::{Dispatcher, RunKey, RuntimeKey, Submission, Submitted};
@@ -34,6 +39,9 @@ pub struct Context {
     pub runtimes: Store<Runtime>,
     /// Compiled input schemas.
     pub schemas: SchemaCache,
+    /// `--run-ttl-seconds-after-finished`: the TTL of a finished Run that sets none
+    /// (not of a Workflow's step Runs); `None` keeps them.
+    pub default_ttl_seconds_after_finished: Option<u64>,
 }
 
 impl std::fmt::Debug for Context {
@@ -60,14 +68,25 @@ pub enum Decision {
     },
     /// It was dispatched and `spec.cancel` is set: cancel it in runtimed.
     Cancel,
+    /// It finished `spec.ttlSecondsAfterFinished` or more ago: delete it.
+    Expire,
+    /// It finished; its `spec.ttlSecondsAfterFinished` ends in this long.
+    ExpireIn(Duration),
 }
 
-/// Decides, from the Run and its Runtime (if it exists), what the Run needs.
-pub fn decide(run: &Run, runtime: Option<&Runtime>, schemas: &SchemaCache, now: &str) -> Decision {
+/// Decides, from the Run and its Runtime (if it exists), what the Run needs;
+/// `default_ttl` is the TTL of a finished Run that sets none.
+pub fn decide(
+    run: &Run,
+    runtime: Option<&Runtime>,
+    schemas: &SchemaCache,
+    now: &str,
+    default_ttl: Option<u64>,
+) -> Decision {
     let status = run.status.clone().unwrap_or_default();
     let phase = status.phase;
     if phase.is_some_and(RunPhase::is_terminal) {
-        return Decision::Nothing;
+        return expiry(run, &status, now, default_ttl);
     }
     let cancel = run.spec.cancel == Some(true);
     let dispatched = matches!(phase, Some(RunPhase::Running | RunPhase::Scheduled));
@@ -133,6 +152,33 @@ pub fn decide(run: &Run, runtime: Option<&Runtime>, schemas: &SchemaCache, now: 
     }
 }
 
+/// What a finished Run's `spec.ttlSecondsAfterFinished` (else `default_ttl`, except
+/// for a Workflow's step Run) asks `now`, counted from its `completionTime` (nothing
+/// without either).
+fn expiry(run: &Run, status: &RunStatus, now: &str, default_ttl: Option<u64>) -> Decision {
+    let step = run.labels().contains_key(WORKFLOW_LABEL);
+    let ttl = match run.spec.ttl_seconds_after_finished {
+        Some(ttl) => u64::try_from(ttl).unwrap_or(0),
+        None => match default_ttl {
+            Some(ttl) if !step => ttl,
+            _ => return Decision::Nothing,
+        },
+    };
+    let parse = |t: &str| t.parse::<k8s_openapi::jiff::Timestamp>().ok();
+    let (Some(completed), Some(now)) = (
+        status.completion_time.as_deref().and_then(parse),
+        parse(now),
+    ) else {
+        return Decision::Nothing;
+    };
+    let ttl = Duration::from_secs(ttl);
+    let since = Duration::try_from(now.duration_since(completed)).unwrap_or(Duration::ZERO);
+    match ttl.checked_sub(since) {
+        Some(left) if !left.is_zero() => Decision::ExpireIn(left),
+        _ => Decision::Expire,
+    }
+}
+
 /// Every violation of the Run, on its own and against its Runtime, as text.
 fn violations(run: &Run, runtime: &Runtime, schemas: &SchemaCache) -> Vec<String> {
     let path = FieldPath::root("spec");
@@ -174,7 +220,6 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
     let namespace = run
         .namespace()
         .ok_or(Error::MissingField("Run", "namespace"))?;
-    let name = run.name_any();
     let uid = run.uid().ok_or(Error::MissingField("Run", "uid"))?;
     let runtime_ref = ObjectRef::<Runtime>::new(&run.spec.runtime_ref.name).within(&namespace);
     let runtime = ctx.runtimes.get(&runtime_ref);
@@ -182,7 +227,22 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
         namespace: namespace.clone(),
         name: run.spec.runtime_ref.name.clone(),
     };
-    match decide(&run, runtime.as_deref(), &ctx.schemas, &now()) {
+    if run.metadata.deletion_timestamp.is_some() {
+        return finalize(&run, &ctx, runtime.as_deref(), &runtime_key, &uid).await;
+    }
+    let decision = decide(
+        &run,
+        runtime.as_deref(),
+        &ctx.schemas,
+        &now(),
+        ctx.default_ttl_seconds_after_finished,
+    );
+    if matches!(decision, Decision::Wait(_) | Decision::Submit { .. }) && !has_finalizer(&run) {
+        // Before anything may run: a deletion then waits for the Run's cancel.
+        add_finalizer(&ctx.client, &run).await?;
+    }
+    let name = run.name_any();
+    match decision {
         Decision::Nothing => Ok(Action::await_change()),
         Decision::Wait(status) => {
             apply_status(&ctx.client, &namespace, &name, &status).await?;
@@ -196,6 +256,11 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
             ctx.dispatcher.cancel(&runtime_key, &uid);
             Ok(Action::await_change())
         }
+        Decision::Expire => {
+            delete_finished(&ctx.client, &namespace, &name, &uid).await?;
+            Ok(Action::await_change())
+        }
+        Decision::ExpireIn(left) => Ok(Action::requeue(left)),
         Decision::Submit {
             pending,
             running_on,
@@ -208,41 +273,130 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
                 apply_status(&ctx.client, &namespace, &name, &pending).await?;
                 status = pending;
             }
-            let request = match execute_request(&run.spec, uid.clone(), Some(&runtime.spec)) {
-                Ok(request) => request,
-                Err(e) => {
+            let submission = match submission(&run, &runtime, status.clone(), running_on) {
+                Ok(submission) => submission,
+                Err(message) => {
                     let end = ended(
                         &status,
                         RunPhase::Failed,
                         RunReason::Invalid,
-                        e.to_string(),
+                        message,
                         &now(),
                     );
                     apply_status(&ctx.client, &namespace, &name, &end).await?;
                     return Ok(Action::await_change());
                 }
             };
-            let created = run
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map_or(0, |t| t.0.as_second());
-            let submission = Submission {
-                key: RunKey {
-                    namespace,
-                    name,
-                    uid,
-                },
-                created,
-                request,
-                status,
-                running_on,
-                attempts: 0,
-            };
             match ctx.dispatcher.submit(&runtime_key, submission) {
                 Submitted::QueueFull => Ok(Action::requeue(WAIT_REQUEUE)),
                 Submitted::Queued | Submitted::Known => Ok(Action::await_change()),
             }
+        }
+    }
+}
+
+/// Deletes a finished Run whose TTL passed; only this Run (its uid is a
+/// precondition), and one already gone is deleted.
+async fn delete_finished(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+) -> Result<(), Error> {
+    let api: Api<Run> = Api::namespaced(client.clone(), namespace);
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_owned()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(Error::kube(
+            format!("delete finished Run {namespace}/{name}"),
+            e,
+        )),
+    }
+}
+
+/// What the dispatcher needs of `run`; the message of a request that cannot be made.
+fn submission(
+    run: &Run,
+    runtime: &Runtime,
+    status: RunStatus,
+    running_on: Option<String>,
+) -> Result<Submission, String> {
+    let namespace = run.namespace().unwrap_or_default();
+    let uid = run.uid().unwrap_or_default();
+    let request =
+        execute_request(&run.spec, uid.clone(), Some(&runtime.spec)).map_err(|e| e.to_string())?;
+    let created = run
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or(0, |t| t.0.as_second());
+    Ok(Submission {
+        key: RunKey {
+            namespace,
+            name: run.name_any(),
+            uid,
+        },
+        created,
+        request,
+        status,
+        running_on,
+        attempts: 0,
+    })
+}
+
+/// A deleted Run: cancelled in runtimed first when it runs, forgotten there once it
+/// ended, then released from [`RUN_FINALIZER`](kruntimes_api::labels::RUN_FINALIZER).
+async fn finalize(
+    run: &Run,
+    ctx: &Context,
+    runtime: Option<&Runtime>,
+    runtime_key: &RuntimeKey,
+    uid: &str,
+) -> Result<Action, Error> {
+    if !has_finalizer(run) {
+        return Ok(Action::await_change());
+    }
+    // Drops a queued Run from its queue; one in flight gets its cancel (again: the
+    // cancel is idempotent).
+    let dispatched_here = ctx.dispatcher.cancel(runtime_key, uid);
+    let pod = run.status.as_ref().and_then(|s| s.pod.as_deref());
+    let seen = Seen {
+        dispatched_here,
+        runtime_exists: runtime.is_some(),
+        pod_known: pod.is_some_and(|p| ctx.dispatcher.has_pod(runtime_key, p)),
+    };
+    match decide_cleanup(run, seen, k8s_openapi::jiff::Timestamp::now()) {
+        Cleanup::Release { forget_on } => {
+            if let Some(pod) = forget_on
+                && let Err(e) = ctx.dispatcher.forget(runtime_key, &pod, uid).await
+            {
+                tracing::info!(pod, error = %e, "cannot forget the deleted Run's execution; runtimed's retention will");
+            }
+            remove_finalizer(&ctx.client, run).await?;
+            Ok(Action::await_change())
+        }
+        Cleanup::Cancel | Cleanup::Wait => Ok(Action::requeue(CLEANUP_RECHECK)),
+        Cleanup::Reattach { pod } => {
+            if let Some(runtime) = runtime {
+                let status = run.status.clone().unwrap_or_default();
+                if let Ok(submission) = submission(run, runtime, status, Some(pod)) {
+                    ctx.dispatcher.submit(runtime_key, submission);
+                    ctx.dispatcher.cancel(runtime_key, uid);
+                }
+            }
+            Ok(Action::requeue(CLEANUP_RECHECK))
+        }
+        Cleanup::GiveUp(message) => {
+            tracing::warn!(%message, "releasing a deleted Run whose end is unknown");
+            remove_finalizer(&ctx.client, run).await?;
+            Ok(Action::await_change())
         }
     }
 }

@@ -243,11 +243,15 @@ impl Agent {
         forgotten
     }
 
-    /// Cancels every running execution and waits for them (agent shutdown).
+    /// Stops every running execution and waits for them (agent shutdown). They end
+    /// `Error` with reason `AgentStopping`, not `Cancelled`: nobody cancelled them.
     pub async fn shutdown(&self) {
         let all: Vec<_> = lock(&self.held).all.values().cloned().collect();
         for e in &all {
-            e.cancel(None);
+            e.stop(lifecycle::StopRequest {
+                cause: lifecycle::StopCause::AgentStopping,
+                grace: None,
+            });
         }
         for e in &all {
             e.wait().await;

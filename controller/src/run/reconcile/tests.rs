@@ -41,7 +41,7 @@ fn merge(into: &mut serde_json::Value, extra: serde_json::Value) {
 }
 
 fn decide_now(run: &Run, runtime: Option<&Runtime>) -> Decision {
-    decide(run, runtime, &SchemaCache::new(), NOW)
+    decide(run, runtime, &SchemaCache::new(), NOW, None)
 }
 
 #[test]
@@ -140,5 +140,75 @@ fn a_terminal_run_needs_nothing() {
             Decision::Nothing,
             "{phase}"
         );
+    }
+}
+
+#[test]
+fn a_finished_run_is_deleted_once_its_ttl_passed_from_its_completion() {
+    // NOW is 2026-01-01T00:00:00Z.
+    let finished = |ttl: i64, completed: &str| {
+        run(json!({
+            "spec": {"ttlSecondsAfterFinished": ttl},
+            "status": {"phase": "Succeeded", "completionTime": completed},
+        }))
+    };
+    assert_eq!(
+        decide_now(&finished(60, "2025-12-31T23:59:00Z"), Some(&runtime())),
+        Decision::Expire,
+        "exactly its TTL ago"
+    );
+    assert_eq!(
+        decide_now(&finished(60, "2025-12-31T23:59:01Z"), Some(&runtime())),
+        Decision::ExpireIn(Duration::from_secs(1)),
+        "one second before"
+    );
+    assert_eq!(
+        decide_now(&finished(0, "2026-01-01T00:00:00Z"), Some(&runtime())),
+        Decision::Expire,
+        "0: as soon as it finished"
+    );
+    // Without the field, or before the Run finished, nothing is deleted.
+    let kept =
+        run(json!({"status": {"phase": "Failed", "completionTime": "2020-01-01T00:00:00Z"}}));
+    assert_eq!(decide_now(&kept, Some(&runtime())), Decision::Nothing);
+    let running = run(json!({
+        "spec": {"ttlSecondsAfterFinished": 0},
+        "status": {"phase": "Running", "pod": "p0"},
+    }));
+    assert_ne!(decide_now(&running, Some(&runtime())), Decision::Expire);
+}
+
+#[test]
+fn the_controller_default_ttl_applies_to_runs_without_one_but_not_to_steps() {
+    let finished = |extra: serde_json::Value| {
+        let mut r = run(
+            json!({"status": {"phase": "Succeeded", "completionTime": "2025-12-31T23:59:00Z"}}),
+        );
+        merge_metadata(&mut r, extra);
+        r
+    };
+    let decide_default =
+        |r: &Run, ttl: u64| decide(r, Some(&runtime()), &SchemaCache::new(), NOW, Some(ttl));
+    let plain = finished(json!({}));
+    assert_eq!(decide_default(&plain, 60), Decision::Expire);
+    assert_eq!(
+        decide_default(&plain, 61),
+        Decision::ExpireIn(Duration::from_secs(1))
+    );
+    // The Run's own field wins over the default.
+    let mut own = plain.clone();
+    own.spec.ttl_seconds_after_finished = Some(120);
+    assert_eq!(
+        decide_default(&own, 0),
+        Decision::ExpireIn(Duration::from_secs(60))
+    );
+    // A Workflow's step Run goes with its Workflow.
+    let step = finished(json!({"labels": {"kruntimes.io/workflow": "w"}}));
+    assert_eq!(decide_default(&step, 0), Decision::Nothing);
+}
+
+fn merge_metadata(r: &mut Run, extra: serde_json::Value) {
+    if let Some(labels) = extra.get("labels") {
+        r.metadata.labels = Some(serde_json::from_value(labels.clone()).unwrap());
     }
 }

@@ -15,7 +15,7 @@ use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
 use tokio::sync::oneshot;
 
-use super::execution::{Execution, Phase, finish};
+use super::execution::{Execution, Phase, StopCause, StopRequest, finish};
 use super::usage::WorkspaceUsage;
 use crate::Reason;
 use crate::agent::cgroup::{RunCgroup, RunCgroups};
@@ -63,7 +63,8 @@ struct Outcome {
 enum Stop {
     Exited(Exit),
     TimedOut,
-    Cancelled(Option<Duration>),
+    /// Stopped early: a `Cancel` call or the agent's own shutdown.
+    Stopped(StopRequest),
     WorkspaceFull(String),
     /// The exit status can no longer come: the spawner process ended (killed) while
     /// the Run was running.
@@ -74,7 +75,7 @@ impl Driver {
     pub(super) async fn drive(
         mut self,
         mut exit_rx: oneshot::Receiver<Exit>,
-        cancel_rx: oneshot::Receiver<Option<Duration>>,
+        cancel_rx: oneshot::Receiver<StopRequest>,
         timeout: Duration,
         stdout: OwnedFd,
         stderr: OwnedFd,
@@ -84,7 +85,7 @@ impl Driver {
 
         let cancel = async {
             match cancel_rx.await {
-                Ok(grace) => grace,
+                Ok(request) => request,
                 Err(_) => std::future::pending().await,
             }
         };
@@ -94,7 +95,7 @@ impl Driver {
                 Err(_) => Stop::Lost,
             },
             () = tokio::time::sleep(timeout) => Stop::TimedOut,
-            grace = cancel => Stop::Cancelled(grace),
+            request = cancel => Stop::Stopped(request),
             message = self.watch_workspace() => Stop::WorkspaceFull(message),
         };
         self.usage.remove(&self.execution.run_uid);
@@ -161,8 +162,22 @@ impl Driver {
                 let exit = self.terminate(exit_rx, self.grace).await;
                 (Phase::TimedOut, Reason::DeadlineExceeded, exit)
             }
-            Stop::Cancelled(grace) => {
-                let exit = self.terminate(exit_rx, grace.unwrap_or(self.grace)).await;
+            Stop::Stopped(request) => {
+                let exit = self
+                    .terminate(exit_rx, request.grace.unwrap_or(self.grace))
+                    .await;
+                if request.cause == StopCause::AgentStopping {
+                    // Nobody cancelled it: the platform ended it.
+                    return Outcome {
+                        phase: Phase::Error,
+                        reason: Reason::AgentStopping,
+                        exit,
+                        message: "runtimed's agent was stopping (its pod deleted or its \
+                                  container stopped) and ended the Run's processes"
+                            .into(),
+                        remove: !self.keep,
+                    };
+                }
                 (Phase::Cancelled, Reason::Cancelled, exit)
             }
             Stop::WorkspaceFull(full) => {

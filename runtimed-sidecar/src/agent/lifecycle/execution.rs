@@ -40,6 +40,27 @@ impl Phase {
     }
 }
 
+/// Why an execution is asked to stop early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopCause {
+    /// A `Cancel` call: it ends `Cancelled`.
+    Cancelled,
+    /// The agent itself is stopping (SIGTERM to PID 1: the pod is being deleted or
+    /// its container stopped). Nobody cancelled the Run, so it ends `Error` with reason
+    /// `AgentStopping`, never `Cancelled`.
+    AgentStopping,
+}
+
+/// A request to stop an execution early: its cause and the SIGTERM-to-SIGKILL grace
+/// (`None`: the configured one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopRequest {
+    /// Why.
+    pub cause: StopCause,
+    /// The grace period.
+    pub grace: Option<Duration>,
+}
+
 /// An immutable view of an execution.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -75,7 +96,7 @@ pub struct Execution {
     pub stdout: Arc<OutputStream>,
     /// Standard error.
     pub stderr: Arc<OutputStream>,
-    pub(super) cancel: Mutex<Option<oneshot::Sender<Option<Duration>>>>,
+    pub(super) cancel: Mutex<Option<oneshot::Sender<StopRequest>>>,
     pub(super) spares: Arc<Spares>,
     /// False once a process of the Run outlived the kill of all of them: its workspace
     /// is then removed, never kept as a spare.
@@ -120,8 +141,17 @@ impl Execution {
     /// Asks the execution to stop: SIGTERM, `grace` (or the configured one), SIGKILL.
     /// Returns false when it was already terminal or cancelling.
     pub fn cancel(&self, grace: Option<Duration>) -> bool {
+        self.stop(StopRequest {
+            cause: StopCause::Cancelled,
+            grace,
+        })
+    }
+
+    /// Asks the execution to stop for `request`'s cause, as [`Execution::cancel`] does
+    /// for a `Cancel` call. Returns false when it was already terminal or stopping.
+    pub fn stop(&self, request: StopRequest) -> bool {
         let sender = lock(&self.cancel).take();
-        sender.is_some_and(|tx| tx.send(grace).is_ok())
+        sender.is_some_and(|tx| tx.send(request).is_ok())
     }
 
     /// Deletes the workspace (after the execution is terminal). Only one this execution

@@ -16,7 +16,7 @@ pub mod spec;
 pub mod supervisor;
 mod usage;
 
-pub use execution::{Execution, Phase, Snapshot, unix_ms};
+pub use execution::{Execution, Phase, Snapshot, StopCause, StopRequest, unix_ms};
 pub use spec::{ExecSpec, Interpreter, check_run_uid, check_spec};
 pub use supervisor::{Config, Created, Supervisor};
 pub use usage::over_limit;

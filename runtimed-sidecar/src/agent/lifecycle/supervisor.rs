@@ -16,7 +16,7 @@ use nix::unistd::pipe2;
 use tokio::sync::{oneshot, watch};
 
 use super::driver::Driver;
-use super::execution::{Execution, Phase, Snapshot, finish};
+use super::execution::{Execution, Phase, Snapshot, StopRequest, finish};
 use super::failure::{SpawnError, StartFailure};
 use super::spec::{ExecSpec, Interpreter, check_spec};
 use super::usage::WorkspaceUsage;
@@ -108,7 +108,7 @@ pub struct Supervisor {
 #[derive(Debug)]
 pub struct Created {
     execution: Arc<Execution>,
-    cancel_rx: oneshot::Receiver<Option<Duration>>,
+    cancel_rx: oneshot::Receiver<StopRequest>,
     spec: ExecSpec,
 }
 
