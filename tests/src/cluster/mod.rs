@@ -6,4 +6,5 @@
 //! parts meet only through the traits in [`contract`]. It is a test harness, never a
 //! product: docs/testing.md lists where it differs from a real cluster.
 
+pub mod api;
 pub mod contract;
