@@ -8,6 +8,7 @@
     unreachable_pub
 )]
 
+mod admission;
 mod harness;
 mod kube_crud;
 mod kubectl;
