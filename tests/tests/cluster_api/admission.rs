@@ -13,9 +13,12 @@ use serde_json::{Value, json};
 
 use crate::harness::{Cluster, admin_users, crd_dir};
 
+/// One call: step, operation, resource, subresource, the namespace's `team` label.
+type Call = (String, Operation, String, Option<String>, Option<String>);
+
 #[derive(Default)]
 struct Recorder {
-    calls: Mutex<Vec<(String, Operation, String, Option<String>, Option<String>)>>,
+    calls: Mutex<Vec<Call>>,
 }
 
 impl Recorder {
