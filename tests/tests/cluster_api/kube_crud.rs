@@ -145,7 +145,13 @@ async fn crud_with_resource_versions_and_conflicts() {
 
 #[tokio::test]
 async fn generation_counts_spec_changes_and_status_is_separate() {
-    let cluster = Cluster::start().await;
+    // No Deployment controller: it would write the status this test sets.
+    let config = ApiConfig {
+        users: admin_users(),
+        disable_controllers: true,
+        ..ApiConfig::default()
+    };
+    let cluster = Cluster::with(config).await;
     let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), "default");
     let mut with_status = deployment("d", 1);
     with_status.status = Some(serde_json::from_value(json!({"replicas": 7})).unwrap());

@@ -9,6 +9,7 @@
 )]
 
 mod admission;
+mod controllers;
 mod harness;
 mod kube_crud;
 mod kubectl;

@@ -11,9 +11,11 @@
 
 mod admit;
 mod apply;
+mod controllers;
 pub mod error;
 pub mod fault;
 mod http;
+mod internal;
 pub mod meta;
 mod namespaces;
 mod openapi;
@@ -38,6 +40,7 @@ use fault::{FaultLength, Faults};
 use resources::ResourceType;
 use store::{ObjectKey, Store};
 
+pub use controllers::RESYNC;
 pub use tls::TlsError;
 pub use watch::{BOOKMARK_INTERVAL, DEFAULT_WATCH_TIMEOUT};
 pub use write::DEFAULT_GRACE_SECONDS;
@@ -51,7 +54,7 @@ pub struct ApiConfig {
     pub schema: Option<Arc<dyn SchemaCheck>>,
     /// The node that runs Pods; `None`: Pods stay `Pending`, and are deleted at once.
     pub node: Option<Arc<dyn PodRunner>>,
-    /// The node's name (`spec.nodeName` of scheduled Pods).
+    /// The node's name (`spec.nodeName` of scheduled Pods); empty: `node`.
     pub node_name: String,
     /// Directories whose `*.yaml`/`*.yml`/`*.json` CRDs are installed at start.
     pub crd_dirs: Vec<PathBuf>,
@@ -62,6 +65,9 @@ pub struct ApiConfig {
     pub users: BTreeMap<String, UserInfo>,
     /// How many change events watches may replay ([`store::DEFAULT_HISTORY`] when 0).
     pub history_limit: usize,
+    /// Starts no in-process controller (scheduler, kubelet, Deployment controller,
+    /// garbage collector): the server alone, for tests of API semantics.
+    pub disable_controllers: bool,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -75,6 +81,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("initial_objects", &self.initial_objects.len())
             .field("users", &self.users.values().collect::<Vec<_>>())
             .field("history_limit", &self.history_limit)
+            .field("disable_controllers", &self.disable_controllers)
             .finish()
     }
 }
@@ -134,6 +141,7 @@ pub struct ApiServerHandle {
     ca_pem: String,
     handle: axum_server::Handle<SocketAddr>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    controllers: controllers::Controllers,
 }
 
 impl std::fmt::Debug for ApiServerHandle {
@@ -147,6 +155,10 @@ impl std::fmt::Debug for ApiServerHandle {
 /// The API server.
 #[derive(Debug)]
 pub struct ApiServer;
+
+/// How long the Pods still running at shutdown get between SIGTERM and SIGKILL: short,
+/// since the test is over.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 const BUILTIN_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
 
@@ -168,6 +180,11 @@ impl ApiServer {
             graceful_pods: config.node.is_some(),
         });
         seed(&server, &config)?;
+        let node_name = if config.node_name.is_empty() {
+            "node".to_owned()
+        } else {
+            config.node_name.clone()
+        };
         let io = |context: &str| {
             let context = context.to_owned();
             move |source| StartError::Io { context, source }
@@ -190,12 +207,18 @@ impl ApiServer {
             .handle(handle.clone())
             .serve(app.into_make_service());
         let task = tokio::spawn(serve);
+        let controllers = if config.disable_controllers {
+            controllers::Controllers::none()
+        } else {
+            controllers::Controllers::start(&server, config.node.clone(), &node_name)
+        };
         Ok(ApiServerHandle {
             server,
             addr,
             ca_pem: tls.ca_pem,
             handle,
             task,
+            controllers,
         })
     }
 }
@@ -340,9 +363,11 @@ impl ApiServerHandle {
         self.server.faults.clear();
     }
 
-    /// Stops serving: open connections (watches too) are closed, and the call returns
-    /// once the server task has ended.
+    /// Stops serving: the controllers stop, every Pod the node still runs is stopped
+    /// (SIGKILL after `SHUTDOWN_GRACE`), open connections (watches too) are closed, and
+    /// the call returns once the server task has ended.
     pub async fn shutdown(self) {
+        self.controllers.stop(SHUTDOWN_GRACE).await;
         self.handle.shutdown();
         // The serve task only ends with an I/O error of the listener or the shutdown.
         let _ = self.task.await;

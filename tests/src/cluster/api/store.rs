@@ -276,6 +276,11 @@ impl Store {
         )
     }
 
+    /// Every change from now on (for the in-process controllers).
+    pub fn changes(&self) -> broadcast::Receiver<Arc<Change>> {
+        self.live.subscribe()
+    }
+
     /// Subscribes to changes after `from` (kept ones first, then live ones), or `TooOld`
     /// when changes after `from` were already dropped from the history.
     pub fn subscribe(&self, from: u64) -> Result<Subscription, TooOld> {
