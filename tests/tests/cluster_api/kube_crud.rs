@@ -490,6 +490,53 @@ async fn watch_replays_from_a_resource_version_and_answers_410_when_too_old() {
 }
 
 #[tokio::test]
+async fn watches_send_bookmarks_and_end_at_their_timeout() {
+    let cluster = Cluster::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), "default");
+    let start = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let began = Instant::now();
+    let params = WatchParams::default().timeout(1);
+    let mut short = api.watch(&params, &start).await.unwrap().boxed();
+    assert!(
+        short.try_next().await.unwrap().is_none(),
+        "the stream ends at timeoutSeconds"
+    );
+    assert!(began.elapsed() >= Duration::from_secs(1));
+
+    let interval = kruntimes_e2e::cluster::api::BOOKMARK_INTERVAL;
+    let params = WatchParams::default().timeout(u32::try_from(interval.as_secs()).unwrap() + 3);
+    let mut long = api.watch(&params, &start).await.unwrap().boxed();
+    api.create(&PostParams::default(), &config_map("b1", json!({})))
+        .await
+        .unwrap();
+    let mut last_rv = String::new();
+    loop {
+        match long
+            .try_next()
+            .await
+            .unwrap()
+            .expect("a bookmark before the timeout")
+        {
+            WatchEvent::Added(c) => last_rv = c.metadata.resource_version.unwrap(),
+            WatchEvent::Bookmark(b) => {
+                assert_eq!(
+                    b.metadata.resource_version, last_rv,
+                    "a bookmark carries the last change passed"
+                );
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
 async fn kube_runtime_watcher_follows_changes() {
     let cluster = Cluster::start().await;
     let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), "default");

@@ -145,3 +145,25 @@ pub fn set_path(object: &mut Value, path: &str, value: Value) {
             .or_insert_with(|| Value::Object(Map::new()));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_dns_subdomains_up_to_the_limit() {
+        assert_eq!(name_problem(&"a".repeat(MAX_NAME_LEN)), None);
+        assert_eq!(
+            name_problem(&"a".repeat(MAX_NAME_LEN + 1)),
+            Some("must be no more than 253 characters".to_owned())
+        );
+        assert!(name_problem("web-1.example").is_none());
+        for bad in ["", "-a", "a-", "A", "a_b"] {
+            assert!(name_problem(bad).is_some(), "{bad:?}");
+        }
+        let suffix = random_suffix(5);
+        assert!(suffix.len() == 5 && suffix.bytes().all(|b| SUFFIX_ALPHABET.contains(&b)));
+        let id = uid();
+        assert_eq!((id.len(), &id[14..15]), (36, "4"));
+    }
+}

@@ -309,3 +309,54 @@ impl Store {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_watch_may_start_at_the_oldest_kept_change_and_not_before() {
+        let store = Store::new(3);
+        for name in ["a", "b", "c", "d"] {
+            let key = ObjectKey::new("", "configmaps", "default", name);
+            assert!(
+                store
+                    .put(&key, json!({"metadata": {"name": name}}), None)
+                    .is_ok()
+            );
+        }
+        // Revisions 2..=5 were written; 3, 4 and 5 are kept.
+        assert_eq!(store.revision(), 5);
+        let from_oldest = store.subscribe(2).map(|s| s.backlog.len());
+        assert_eq!(from_oldest, Ok(3));
+        assert_eq!(store.subscribe(1).err(), Some(TooOld { oldest: 2 }));
+        assert_eq!(store.subscribe(5).map(|s| s.backlog.len()), Ok(0));
+    }
+
+    #[test]
+    fn writes_check_the_expected_resource_version() {
+        let store = Store::default();
+        let key = ObjectKey::new("", "configmaps", "default", "a");
+        let first = store
+            .put(&key, json!({"metadata": {"name": "a"}}), None)
+            .ok();
+        let rv = first
+            .as_ref()
+            .and_then(|o| o["metadata"]["resourceVersion"].as_str())
+            .map(str::to_owned);
+        assert_eq!(rv.as_deref(), Some("2"));
+        assert!(
+            store.put(&key, json!({"metadata": {}}), None).is_err(),
+            "create over an existing object"
+        );
+        assert!(
+            store.put(&key, json!({"metadata": {}}), Some("1")).is_err(),
+            "stale resourceVersion"
+        );
+        assert!(store.put(&key, json!({"metadata": {}}), Some("2")).is_ok());
+        assert!(store.remove(&key, "2").is_err());
+        assert!(store.remove(&key, "3").is_ok());
+    }
+}
