@@ -7,6 +7,7 @@
 //! product: docs/testing.md lists where it differs from a real cluster.
 
 pub mod admission;
+pub mod api;
 pub mod contract;
 pub mod node;
 pub mod schema;

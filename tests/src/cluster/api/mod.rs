@@ -1,0 +1,375 @@
+//! The API server of the emulated cluster: a stateful in-memory Kubernetes API over
+//! HTTPS on loopback, for kube-rs clients and kubectl alike.
+//!
+//! Objects are JSON in one [`store::Store`] with a single monotonic `resourceVersion`
+//! counter (as etcd's revision). Writes go through admission and, for custom resources,
+//! the CRD schema check ([`crate::cluster::contract`]). Watches replay a bounded history
+//! and then follow live changes. docs/test-cluster.md ("API server") lists every known
+//! difference from a real apiserver; the main ones: no RBAC, no aggregated discovery,
+//! no OpenAPI documents, no pagination, no protobuf, no version conversion beyond the
+//! `apiVersion` field.
+
+mod admit;
+mod apply;
+mod controllers;
+pub mod error;
+pub mod fault;
+mod http;
+mod internal;
+pub mod meta;
+mod namespaces;
+mod openapi;
+mod patch;
+mod read;
+pub mod resources;
+pub mod selector;
+pub mod store;
+mod tls;
+mod watch;
+mod write;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::cluster::contract::{Admission, PodRunner, SchemaCheck, UserInfo};
+use fault::{FaultLength, Faults};
+use resources::ResourceType;
+use store::{ObjectKey, Store};
+
+pub use controllers::RESYNC;
+pub use tls::TlsError;
+pub use watch::{BOOKMARK_INTERVAL, DEFAULT_WATCH_TIMEOUT};
+pub use write::DEFAULT_GRACE_SECONDS;
+
+/// What the server is started with.
+#[derive(Clone, Default)]
+pub struct ApiConfig {
+    /// Admission control (webhooks); `None` admits everything unchanged.
+    pub admission: Option<Arc<dyn Admission>>,
+    /// CRD schema check; `None` stores custom resources as sent.
+    pub schema: Option<Arc<dyn SchemaCheck>>,
+    /// The node that runs Pods; `None`: Pods stay `Pending`, and are deleted at once.
+    pub node: Option<Arc<dyn PodRunner>>,
+    /// The node's name (`spec.nodeName` of scheduled Pods); empty: `node`.
+    pub node_name: String,
+    /// Directories whose `*.yaml`/`*.yml`/`*.json` CRDs are installed at start.
+    pub crd_dirs: Vec<PathBuf>,
+    /// Objects stored at start, after the CRDs (namespaces `default`, `kube-system` and
+    /// `kube-public` always exist).
+    pub initial_objects: Vec<Value>,
+    /// Bearer token -> identity. A request with any other token is answered 401.
+    pub users: BTreeMap<String, UserInfo>,
+    /// How many change events watches may replay ([`store::DEFAULT_HISTORY`] when 0).
+    pub history_limit: usize,
+    /// Starts no in-process controller (scheduler, kubelet, Deployment controller,
+    /// garbage collector): the server alone, for tests of API semantics.
+    pub disable_controllers: bool,
+}
+
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("admission", &self.admission.is_some())
+            .field("schema", &self.schema.is_some())
+            .field("node", &self.node.is_some())
+            .field("node_name", &self.node_name)
+            .field("crd_dirs", &self.crd_dirs)
+            .field("initial_objects", &self.initial_objects.len())
+            .field("users", &self.users.values().collect::<Vec<_>>())
+            .field("history_limit", &self.history_limit)
+            .field("disable_controllers", &self.disable_controllers)
+            .finish()
+    }
+}
+
+/// The server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Certificates.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// Binding or reading a file.
+    #[error("{context}: {source}")]
+    Io {
+        /// what was being done
+        context: String,
+        /// the failure
+        #[source]
+        source: std::io::Error,
+    },
+    /// A CRD file or initial object was refused.
+    #[error("{context}: {message}")]
+    Object {
+        /// which file or object
+        context: String,
+        /// why
+        message: String,
+    },
+}
+
+/// State shared by every request.
+pub(crate) struct Server {
+    pub(crate) store: Store,
+    pub(crate) admission: Option<Arc<dyn Admission>>,
+    pub(crate) schema: Option<Arc<dyn SchemaCheck>>,
+    pub(crate) users: BTreeMap<String, UserInfo>,
+    pub(crate) faults: Faults,
+    /// Pods are stopped by the node before removal (graceful deletion).
+    pub(crate) graceful_pods: bool,
+}
+
+impl Server {
+    /// The types served now: built-in ones and those of every stored CRD.
+    pub(crate) fn types(&self) -> Vec<ResourceType> {
+        let mut types = resources::builtin();
+        let (crds, _) = self
+            .store
+            .list("apiextensions.k8s.io", "customresourcedefinitions", None);
+        types.extend(crds.iter().flat_map(resources::from_crd));
+        types
+    }
+}
+
+/// The running server.
+pub struct ApiServerHandle {
+    server: Arc<Server>,
+    addr: SocketAddr,
+    ca_pem: String,
+    handle: axum_server::Handle<SocketAddr>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    controllers: controllers::Controllers,
+}
+
+impl std::fmt::Debug for ApiServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiServerHandle")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The API server.
+#[derive(Debug)]
+pub struct ApiServer;
+
+/// How long the Pods still running at shutdown get between SIGTERM and SIGKILL: short,
+/// since the test is over.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+const BUILTIN_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
+
+impl ApiServer {
+    /// Starts the server on `127.0.0.1` at a free port.
+    pub async fn start(config: ApiConfig) -> Result<ApiServerHandle, StartError> {
+        let tls = tls::generate()?;
+        let limit = if config.history_limit == 0 {
+            store::DEFAULT_HISTORY
+        } else {
+            config.history_limit
+        };
+        let server = Arc::new(Server {
+            store: Store::new(limit),
+            admission: config.admission.clone(),
+            schema: config.schema.clone(),
+            users: config.users.clone(),
+            faults: Faults::default(),
+            graceful_pods: config.node.is_some(),
+        });
+        seed(&server, &config)?;
+        let node_name = if config.node_name.is_empty() {
+            "node".to_owned()
+        } else {
+            config.node_name.clone()
+        };
+        let io = |context: &str| {
+            let context = context.to_owned();
+            move |source| StartError::Io { context, source }
+        };
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").map_err(io("binding 127.0.0.1:0"))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(io("setting the listener non-blocking"))?;
+        let addr = listener
+            .local_addr()
+            .map_err(io("reading the bound address"))?;
+        let handle = axum_server::Handle::new();
+        let app = axum::Router::new()
+            .fallback(http::handle)
+            .with_state(server.clone());
+        let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls.config);
+        let serve = axum_server::from_tcp_rustls(listener, rustls)
+            .map_err(io("serving on the listener"))?
+            .handle(handle.clone())
+            .serve(app.into_make_service());
+        let task = tokio::spawn(serve);
+        let controllers = if config.disable_controllers {
+            controllers::Controllers::none()
+        } else {
+            controllers::Controllers::start(&server, config.node.clone(), &node_name)
+        };
+        Ok(ApiServerHandle {
+            server,
+            addr,
+            ca_pem: tls.ca_pem,
+            handle,
+            task,
+            controllers,
+        })
+    }
+}
+
+/// Stores the built-in namespaces, the CRDs of `crd_dirs` and the initial objects.
+fn seed(server: &Server, config: &ApiConfig) -> Result<(), StartError> {
+    let mut objects: Vec<(String, Value)> = BUILTIN_NAMESPACES
+        .iter()
+        .map(|ns| {
+            (
+                format!("namespace {ns}"),
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            )
+        })
+        .collect();
+    for dir in &config.crd_dirs {
+        objects.extend(read_manifests(dir)?);
+    }
+    objects.extend(
+        config
+            .initial_objects
+            .iter()
+            .map(|o| ("an initial object".to_owned(), o.clone())),
+    );
+    for (context, object) in objects {
+        write::store_initial(server, object).map_err(|e| StartError::Object {
+            context,
+            message: e.message,
+        })?;
+    }
+    Ok(())
+}
+
+/// The manifests in `dir` (sorted by file name), each file one or more YAML documents.
+fn read_manifests(dir: &Path) -> Result<Vec<(String, Value)>, StartError> {
+    let io = |source| StartError::Io {
+        context: format!("reading {}", dir.display()),
+        source,
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+        })
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for file in files {
+        let context = file.display().to_string();
+        let text = std::fs::read_to_string(&file).map_err(|source| StartError::Io {
+            context: format!("reading {context}"),
+            source,
+        })?;
+        for doc in serde_norway::Deserializer::from_str(&text) {
+            let value: Value =
+                serde::Deserialize::deserialize(doc).map_err(|e| StartError::Object {
+                    context: context.clone(),
+                    message: e.to_string(),
+                })?;
+            if !value.is_null() {
+                out.push((context.clone(), value));
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl ApiServerHandle {
+    /// The bound address (`127.0.0.1:PORT`).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `https://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// The CA certificate clients must trust, PEM.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The kubeconfig (JSON, which is YAML) for the user with bearer `token`, with
+    /// `namespace` as the context's default namespace.
+    pub fn kubeconfig(&self, token: &str, namespace: &str) -> Value {
+        use base64::Engine as _;
+        let ca = base64::engine::general_purpose::STANDARD.encode(&self.ca_pem);
+        json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "test-cluster", "cluster": {"server": self.url(), "certificate-authority-data": ca}}],
+            "users": [{"name": "user", "user": {"token": token}}],
+            "contexts": [{"name": "test", "context": {"cluster": "test-cluster", "user": "user", "namespace": namespace}}],
+            "current-context": "test",
+        })
+    }
+
+    /// Writes [`ApiServerHandle::kubeconfig`] to `path`.
+    pub fn write_kubeconfig(
+        &self,
+        path: &Path,
+        token: &str,
+        namespace: &str,
+    ) -> std::io::Result<()> {
+        std::fs::write(path, self.kubeconfig(token, namespace).to_string())
+    }
+
+    /// Direct access to the objects, for the harness (writes through it skip
+    /// admission but still stamp `resourceVersion` and notify watches).
+    pub fn store(&self) -> &Store {
+        &self.server.store
+    }
+
+    /// The stored object at `key`.
+    pub fn object(&self, key: &ObjectKey) -> Option<Value> {
+        self.server.store.get(key)
+    }
+
+    /// Answers every non-watch request with `code` (429, 500 or 503) and a `Status`
+    /// while the fault lasts. Another code is refused.
+    pub fn fail_requests(&self, code: u16, length: FaultLength) -> Result<(), String> {
+        if !fault::FAULT_CODES.contains(&code) {
+            return Err(format!(
+                "fault code {code}: only {:?} are injected",
+                fault::FAULT_CODES
+            ));
+        }
+        self.server.faults.set(code, length);
+        Ok(())
+    }
+
+    /// How many requests injected faults have answered since the start.
+    pub fn faulted_requests(&self) -> u64 {
+        self.server.faults.answered()
+    }
+
+    /// Ends an injected fault early.
+    pub fn clear_faults(&self) {
+        self.server.faults.clear();
+    }
+
+    /// Stops serving: the controllers stop, every Pod the node still runs is stopped
+    /// (SIGKILL after `SHUTDOWN_GRACE`), open connections (watches too) are closed, and
+    /// the call returns once the server task has ended.
+    pub async fn shutdown(self) {
+        self.controllers.stop(SHUTDOWN_GRACE).await;
+        self.handle.shutdown();
+        // The serve task only ends with an I/O error of the listener or the shutdown.
+        let _ = self.task.await;
+    }
+}

@@ -1,0 +1,327 @@
+//! Through Debian's kubectl (an independent client): discovery, apply --server-side,
+//! get (table and -o jsonpath), patch, wait, get -w, delete, and CRDs from the chart.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+
+use crate::harness::{Cluster, crd_dir};
+
+const MANIFEST: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+  labels: {app: demo}
+data:
+  mode: fast
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: demo
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: demo}}
+  template:
+    metadata: {labels: {app: demo}}
+    spec:
+      containers:
+      - name: main
+        image: busybox
+"#;
+
+#[tokio::test]
+async fn discovery_and_version() {
+    let cluster = Cluster::start().await;
+    let resources = cluster.kubectl_ok(&["api-resources", "-o", "name"]).await;
+    for expected in [
+        "pods",
+        "deployments.apps",
+        "leases.coordination.k8s.io",
+        "customresourcedefinitions.apiextensions.k8s.io",
+        "events.events.k8s.io",
+    ] {
+        assert!(
+            resources.lines().any(|l| l == expected),
+            "{expected} missing from:\n{resources}"
+        );
+    }
+    let version = cluster.kubectl_ok(&["version", "-o", "json"]).await;
+    assert!(
+        version.contains("v1.33.0-kruntimes-test-cluster"),
+        "{version}"
+    );
+}
+
+#[tokio::test]
+async fn apply_server_side_get_patch_delete() {
+    let cluster = Cluster::start().await;
+    let (ok, out, err) = cluster
+        .kubectl_stdin(&["apply", "--server-side", "-f", "-"], Some(MANIFEST))
+        .await;
+    assert!(ok, "apply failed: {err}\n{out}");
+    assert!(
+        out.contains("configmap/settings serverside-applied"),
+        "{out}"
+    );
+    assert!(
+        out.contains("deployment.apps/demo serverside-applied"),
+        "{out}"
+    );
+    let mode = cluster
+        .kubectl_ok(&[
+            "get",
+            "configmap",
+            "settings",
+            "-o",
+            "jsonpath={.data.mode}",
+        ])
+        .await;
+    assert_eq!(mode, "fast");
+    let managers = cluster
+        .kubectl_ok(&[
+            "get",
+            "configmap",
+            "settings",
+            "--show-managed-fields",
+            "-o",
+            "jsonpath={.metadata.managedFields[*].manager}",
+        ])
+        .await;
+    assert_eq!(managers, "kubectl");
+
+    // A second apply with a changed field and one removed: the removed one goes.
+    let changed = MANIFEST.replace("  mode: fast", "  speed: slow");
+    let (ok, out, err) = cluster
+        .kubectl_stdin(&["apply", "--server-side", "-f", "-"], Some(&changed))
+        .await;
+    assert!(ok, "re-apply failed: {err}\n{out}");
+    let data = cluster
+        .kubectl_ok(&["get", "cm", "settings", "-o", "jsonpath={.data}"])
+        .await;
+    assert_eq!(data, r#"{"speed":"slow"}"#);
+
+    // Another manager's apply of the same field conflicts unless forced.
+    let (ok, _, err) = cluster
+        .kubectl_stdin(
+            &["apply", "--server-side", "--field-manager=other", "-f", "-"],
+            Some(&changed.replace("slow", "quick")),
+        )
+        .await;
+    assert!(
+        !ok && err.contains("conflict"),
+        "expected a conflict: {err}"
+    );
+    let (ok, _, err) = cluster
+        .kubectl_stdin(
+            &[
+                "apply",
+                "--server-side",
+                "--field-manager=other",
+                "--force-conflicts",
+                "-f",
+                "-",
+            ],
+            Some(&changed.replace("slow", "quick")),
+        )
+        .await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        cluster
+            .kubectl_ok(&["get", "cm", "settings", "-o", "jsonpath={.data.speed}"])
+            .await,
+        "quick"
+    );
+
+    cluster
+        .kubectl_ok(&[
+            "patch",
+            "deployment",
+            "demo",
+            "-p",
+            r#"{"spec":{"template":{"spec":{"containers":[{"name":"main","image":"alpine"}]}}}}"#,
+        ])
+        .await;
+    cluster
+        .kubectl_ok(&[
+            "patch",
+            "deployment",
+            "demo",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"replicas":3}}"#,
+        ])
+        .await;
+    cluster
+        .kubectl_ok(&[
+            "patch",
+            "deployment",
+            "demo",
+            "--type",
+            "json",
+            "-p",
+            r#"[{"op":"add","path":"/metadata/labels","value":{"patched":"yes"}}]"#,
+        ])
+        .await;
+    let got = cluster.kubectl_ok(&["get", "deploy", "demo", "-o", "jsonpath={.spec.replicas} {.spec.template.spec.containers[*].image} {.metadata.labels.patched} {.metadata.generation}"]).await;
+    assert_eq!(got, "3 alpine yes 3");
+    cluster
+        .kubectl_ok(&["scale", "deployment", "demo", "--replicas=5"])
+        .await;
+    assert_eq!(
+        cluster
+            .kubectl_ok(&["get", "deploy", "demo", "-o", "jsonpath={.spec.replicas}"])
+            .await,
+        "5"
+    );
+
+    let table = cluster.kubectl_ok(&["get", "configmaps"]).await;
+    assert!(
+        table.lines().next().is_some_and(|h| h.starts_with("NAME")),
+        "{table}"
+    );
+    assert!(table.contains("settings"), "{table}");
+
+    let deleted = cluster
+        .kubectl_ok(&["delete", "configmap", "settings"])
+        .await;
+    assert!(deleted.contains("deleted"), "{deleted}");
+    let (ok, _, err) = cluster.kubectl(&["get", "configmap", "settings"]).await;
+    assert!(
+        !ok && err.contains("NotFound") || err.contains("not found"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn wait_for_a_condition_set_later() {
+    let cluster = Cluster::start().await;
+    let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"busybox"}]}}"#;
+    let (ok, _, err) = cluster
+        .kubectl_stdin(&["create", "-f", "-"], Some(pod))
+        .await;
+    assert!(ok, "{err}");
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let setter = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let status = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
+        pods.patch_status("p", &PatchParams::default(), &Patch::Merge(status))
+            .await
+            .map(|_| ())
+    });
+    let waited = tokio::process::Command::new("kubectl")
+        .args(["wait", "--for=condition=Ready", "pod/p", "--timeout=20s"])
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .output()
+        .await
+        .unwrap();
+    setter.await.unwrap().unwrap();
+    let out = String::from_utf8_lossy(&waited.stdout);
+    assert!(
+        waited.status.success(),
+        "wait failed: {}",
+        String::from_utf8_lossy(&waited.stderr)
+    );
+    assert!(out.contains("pod/p condition met"), "{out}");
+}
+
+#[tokio::test]
+async fn get_watch_prints_later_changes() {
+    let cluster = Cluster::start().await;
+    let watcher = tokio::process::Command::new("timeout")
+        .args([
+            "4",
+            "kubectl",
+            "get",
+            "configmaps",
+            "-w",
+            "--output-watch-events",
+            "-o",
+            "jsonpath={.type} {.object.metadata.name}{\"\\n\"}",
+        ])
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .output();
+    let watcher = tokio::spawn(watcher);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // `kubectl create configmap` would send Protobuf, which the server does not decode.
+    let late =
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"late"},"data":{"a":"b"}}"#;
+    let (ok, _, err) = cluster
+        .kubectl_stdin(&["create", "-f", "-"], Some(late))
+        .await;
+    assert!(ok, "{err}");
+    cluster
+        .kubectl_ok(&["label", "configmap", "late", "x=y"])
+        .await;
+    cluster.kubectl_ok(&["delete", "configmap", "late"]).await;
+    let out = watcher.await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let events: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        events,
+        ["ADDED late", "MODIFIED late", "DELETED late"],
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn crds_applied_with_kubectl_serve_runs() {
+    let cluster = Cluster::start().await;
+    let dir = crd_dir();
+    let dir = dir.to_str().unwrap();
+    let out = cluster
+        .kubectl_ok(&["apply", "--server-side", "-f", dir])
+        .await;
+    assert!(
+        out.contains(
+            "customresourcedefinition.apiextensions.k8s.io/runs.kruntimes.io serverside-applied"
+        ),
+        "{out}"
+    );
+    let run = r#"{"apiVersion":"kruntimes.io/v1alpha1","kind":"Run","metadata":{"name":"hello"},"spec":{"runtimeRef":{"name":"rt"},"command":["echo","hi"]}}"#;
+    let (ok, out, err) = cluster
+        .kubectl_stdin(&["apply", "--server-side", "-f", "-"], Some(run))
+        .await;
+    assert!(ok, "{err}\n{out}");
+    let name = cluster
+        .kubectl_ok(&["get", "runs", "-o", "jsonpath={.items[*].metadata.name}"])
+        .await;
+    assert_eq!(name, "hello");
+    cluster
+        .kubectl_ok(&[
+            "patch",
+            "run",
+            "hello",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"phase":"Succeeded"}}"#,
+        ])
+        .await;
+    assert_eq!(
+        cluster
+            .kubectl_ok(&["get", "run", "hello", "-o", "jsonpath={.status.phase}"])
+            .await,
+        "Succeeded"
+    );
+    let (ok, _, err) = cluster
+        .kubectl(&[
+            "patch",
+            "run",
+            "hello",
+            "-p",
+            r#"{"metadata":{"labels":{"a":"b"}}}"#,
+        ])
+        .await;
+    assert!(
+        !ok && err.contains("415")
+            || err.contains("UnsupportedMediaType")
+            || err.contains("unknown format"),
+        "strategic merge on a custom resource: {err}"
+    );
+}
