@@ -32,6 +32,7 @@ fn run(status: Option<serde_json::Value>) -> Run {
     let mut run = json!({
         "apiVersion": "kruntimes.io/v1alpha1", "kind": "Run",
         "metadata": {"name": "hello", "namespace": "team-a", "uid": "uid-1", "generation": 1,
+                     "resourceVersion": "7",
                      "creationTimestamp": "2026-01-01T00:00:00Z"},
         "spec": {"runtimeRef": {"name": "bash"}, "interpreter": "bash", "script": "echo hi"},
     });
@@ -134,7 +135,7 @@ async fn a_new_run_gets_its_finalizer_then_one_status_apply_and_is_queued() {
     assert_eq!(
         finalizer,
         json!([
-            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "test", "path": "/metadata/resourceVersion", "value": "7"},
             {"op": "add", "path": "/metadata/finalizers", "value": [RUN_FINALIZER]},
         ])
     );

@@ -107,11 +107,14 @@ pub fn decide_cleanup(run: &Run, seen: Seen, now: Timestamp) -> Cleanup {
 }
 
 /// Adds [`RUN_FINALIZER`] to `run` (a JSON patch that fails if its finalizers changed
-/// since `run` was read; the reconcile then runs again on the newer object).
+/// since `run` was read; the reconcile then runs again on the newer object). A Run
+/// without finalizers has no `/metadata/finalizers` to test, so its `resourceVersion`
+/// is tested instead: a `test` of a missing path fails under RFC 6902, and only some
+/// JSON patch implementations let a `null` value match it.
 pub async fn add_finalizer(client: &kube::Client, run: &Run) -> Result<(), Error> {
     let patch = if run.finalizers().is_empty() {
         json!([
-            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "test", "path": "/metadata/resourceVersion", "value": run.metadata.resource_version},
             {"op": "add", "path": "/metadata/finalizers", "value": [RUN_FINALIZER]},
         ])
     } else {
