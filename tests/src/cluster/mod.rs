@@ -11,3 +11,4 @@ pub mod api;
 pub mod contract;
 pub mod node;
 pub mod schema;
+pub mod harness;

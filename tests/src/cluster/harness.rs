@@ -1,0 +1,377 @@
+//! `kruntimes-test-cluster` put together: the API server, admission, the schema check
+//! and the node, and with `--install` what installing kruntimes does (CRDs, the
+//! webhook's Service and configurations, the components' namespace and accounts) and
+//! `kruntimes-webhook` and `kruntimes-controller` from the same build, each a process
+//! with an identity of its own.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+use crate::cluster::admission::{ServiceRef, WebhookAdmission};
+use crate::cluster::api::fault::FaultLength;
+use crate::cluster::api::{ApiConfig, ApiServer, ApiServerHandle};
+use crate::cluster::contract::UserInfo;
+use crate::cluster::node::{Node, NodeConfig};
+use crate::cluster::schema::CrdSchemaCheck;
+
+/// The namespace the components are installed in, as the manifests in `deploy/` say.
+pub const SYSTEM_NAMESPACE: &str = "kruntimes-system";
+/// The node's name.
+pub const NODE_NAME: &str = "node-1";
+/// How long a component has to become ready before the harness gives up.
+pub const COMPONENT_READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a component has to exit after SIGTERM before it is killed.
+pub const COMPONENT_STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Why the harness failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    /// A step of the start failed.
+    #[error("{0}")]
+    Start(String),
+    /// A control command was wrong.
+    #[error("{0}")]
+    Control(String),
+}
+
+/// The identities the harness hands out: admin, webhook and controller.
+struct Identity {
+    file: &'static str,
+    token: String,
+    user: UserInfo,
+}
+
+fn identities() -> Vec<Identity> {
+    let token = || {
+        let mut bytes = [0u8; 24];
+        getrandom::fill(&mut bytes).unwrap_or_default();
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let account = |name: &str| UserInfo {
+        username: format!("system:serviceaccount:{SYSTEM_NAMESPACE}:{name}"),
+        groups: vec![
+            "system:serviceaccounts".into(),
+            format!("system:serviceaccounts:{SYSTEM_NAMESPACE}"),
+            "system:authenticated".into(),
+        ],
+    };
+    vec![
+        Identity {
+            file: "kubeconfig",
+            token: token(),
+            user: UserInfo {
+                username: "kubernetes-admin".into(),
+                groups: vec!["system:masters".into(), "system:authenticated".into()],
+            },
+        },
+        Identity { file: "webhook.kubeconfig", token: token(), user: account("kruntimes-webhook") },
+        Identity { file: "controller.kubeconfig", token: token(), user: account("kruntimes-controller") },
+    ]
+}
+
+/// Where the binaries of this build are: beside this executable (`target/<profile>/`).
+fn binary(name: &str) -> Result<PathBuf, HarnessError> {
+    let exe = std::env::current_exe().map_err(|e| HarnessError::Start(format!("current_exe: {e}")))?;
+    let mut dir = exe.parent().map(Path::to_owned).unwrap_or_default();
+    // Test binaries live in target/<profile>/deps.
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(HarnessError::Start(format!(
+            "{} does not exist: build it first (cargo build --bins)",
+            path.display()
+        )))
+    }
+}
+
+fn free_port() -> Result<SocketAddr, HarnessError> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| HarnessError::Start(format!("finding a free port: {e}")))
+}
+
+/// The manifests of `file` (YAML documents), repository-relative.
+fn manifests(repo: &Path, file: &str) -> Result<Vec<Value>, HarnessError> {
+    let path = repo.join(file);
+    let text = std::fs::read_to_string(&path).map_err(|e| HarnessError::Start(format!("{}: {e}", path.display())))?;
+    let mut out = Vec::new();
+    for doc in serde_norway::Deserializer::from_str(&text) {
+        let value: Value = serde::Deserialize::deserialize(doc)
+            .map_err(|e| HarnessError::Start(format!("{}: {e}", path.display())))?;
+        if !value.is_null() {
+            out.push(value);
+        }
+    }
+    Ok(out)
+}
+
+/// What `--install` stores before the components start: their namespace, accounts and
+/// the webhook's Service and configurations. RBAC objects are left out: the emulated
+/// API server serves no RBAC API (docs/test-cluster.md).
+fn install_objects(repo: &Path) -> Result<Vec<Value>, HarnessError> {
+    let mut objects = vec![json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": SYSTEM_NAMESPACE, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
+    })];
+    for file in ["deploy/webhook-rbac.yaml", "deploy/controller-rbac.yaml", "deploy/webhook-certificates-rbac.yaml"] {
+        for account in manifests(repo, file)?.into_iter().filter(|o| o["kind"] == "ServiceAccount") {
+            // Several files name the same account (each says what it needs).
+            if !objects.iter().any(|o| o["kind"] == account["kind"] && o["metadata"] == account["metadata"]) {
+                objects.push(account);
+            }
+        }
+    }
+    objects.push(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kruntimes-webhook", "namespace": SYSTEM_NAMESPACE},
+        "spec": {"ports": [{"name": "https", "port": 443, "targetPort": 8443}],
+                 "selector": {"app.kubernetes.io/name": "kruntimes-webhook"}},
+    }));
+    objects.extend(manifests(repo, "deploy/webhook-configurations.yaml")?);
+    Ok(objects)
+}
+
+/// A component process and the address of its admin port.
+struct Component {
+    name: &'static str,
+    child: Child,
+}
+
+impl Component {
+    async fn stop(&mut self) {
+        if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+        }
+        if tokio::time::timeout(COMPONENT_STOP_GRACE, self.child.wait()).await.is_err() {
+            tracing::warn!(component = self.name, "did not exit after SIGTERM; killing it");
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// Waits until `http://admin/readyz` answers 200, or the process ends.
+async fn wait_ready(component: &mut Component, admin: SocketAddr) -> Result<(), HarnessError> {
+    let deadline = tokio::time::Instant::now() + COMPONENT_READY_TIMEOUT;
+    loop {
+        if let Ok(Some(status)) = component.child.try_wait() {
+            return Err(HarnessError::Start(format!("{} exited before it was ready: {status}", component.name)));
+        }
+        if readyz(admin).await {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(HarnessError::Start(format!(
+                "{} not ready after {COMPONENT_READY_TIMEOUT:?}",
+                component.name
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One plain-HTTP GET of `/readyz`: whether it answered 200.
+async fn readyz(admin: SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(admin).await else { return false };
+    let request = format!("GET /readyz HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut answer)).await;
+    answer.starts_with(b"HTTP/1.1 200")
+}
+
+/// The running test cluster.
+pub struct TestCluster {
+    api: Option<ApiServerHandle>,
+    node: Arc<Node>,
+    dir: PathBuf,
+    webhook: Option<Component>,
+    controller: Option<Component>,
+}
+
+impl TestCluster {
+    /// Starts the cluster in `dir`; with `install`, kruntimes too.
+    pub async fn start(dir: &Path, repo: &Path, install: bool) -> Result<TestCluster, HarnessError> {
+        std::fs::create_dir_all(dir).map_err(|e| HarnessError::Start(format!("{}: {e}", dir.display())))?;
+        let runtimed = binary("runtimed")?;
+        let node = Node::new(
+            NodeConfig::new(NODE_NAME)
+                .with_dir(dir.join("node"))
+                .with_image_binary(kruntimes_webhook::inject::IMAGE_BINARY, runtimed),
+        )
+        .map_err(|e| HarnessError::Start(format!("the node: {e}")))?;
+        let node = Arc::new(node);
+        let services: Arc<Mutex<BTreeMap<(String, String, u16), SocketAddr>>> = Arc::default();
+        let resolver = {
+            let services = services.clone();
+            Arc::new(move |service: &ServiceRef| {
+                let key = (service.namespace.clone(), service.name.clone(), service.port);
+                services.lock().ok()?.get(&key).copied()
+            })
+        };
+        let identities = identities();
+        let mut config = ApiConfig {
+            admission: Some(Arc::new(WebhookAdmission::new(resolver))),
+            schema: Some(Arc::new(CrdSchemaCheck::new())),
+            node: Some(node.clone() as Arc<dyn crate::cluster::contract::PodRunner>),
+            node_name: NODE_NAME.into(),
+            users: identities.iter().map(|i| (i.token.clone(), i.user.clone())).collect(),
+            ..ApiConfig::default()
+        };
+        if install {
+            config.crd_dirs.push(repo.join("charts/kruntimes/crds"));
+            config.initial_objects = install_objects(repo)?;
+        }
+        let api = ApiServer::start(config).await.map_err(|e| HarnessError::Start(format!("the API server: {e}")))?;
+        for identity in &identities {
+            api.write_kubeconfig(&dir.join(identity.file), &identity.token, "default")
+                .map_err(|e| HarnessError::Start(format!("writing {}: {e}", identity.file)))?;
+        }
+        let mut cluster = TestCluster { api: Some(api), node, dir: dir.to_owned(), webhook: None, controller: None };
+        if install {
+            let webhook_addr = free_port()?;
+            services
+                .lock()
+                .map_err(|_| HarnessError::Start("service table poisoned".into()))?
+                .insert((SYSTEM_NAMESPACE.into(), "kruntimes-webhook".into(), 443), webhook_addr);
+            cluster.webhook = Some(cluster.start_webhook(webhook_addr).await?);
+            cluster.controller = Some(cluster.start_controller().await?);
+        }
+        Ok(cluster)
+    }
+
+    /// The admin kubeconfig.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
+    /// The API server's address.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api.as_ref().map(ApiServerHandle::addr)
+    }
+
+    async fn start_webhook(&self, bind: SocketAddr) -> Result<Component, HarnessError> {
+        let admin = free_port()?;
+        let certs = self.dir.join("webhook-certs");
+        std::fs::create_dir_all(&certs).map_err(|e| HarnessError::Start(format!("{}: {e}", certs.display())))?;
+        let log = log_file(&self.dir, "webhook")?;
+        let child = Command::new(binary("kruntimes-webhook")?)
+            .arg("--tls-cert-file")
+            .arg(certs.join("tls.crt"))
+            .arg("--tls-private-key-file")
+            .arg(certs.join("tls.key"))
+            .arg(format!("--bind-address={bind}"))
+            .arg(format!("--admin-bind-address={admin}"))
+            .arg("--kubeconfig")
+            .arg(self.dir.join("webhook.kubeconfig"))
+            .args(["--cert-mode", "self-managed"])
+            .arg(format!("--self-managed-secret={SYSTEM_NAMESPACE}/kruntimes-webhook-tls"))
+            .arg(format!("--self-managed-service={SYSTEM_NAMESPACE}/kruntimes-webhook"))
+            .args(["--log-format", "text"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| HarnessError::Start(format!("log: {e}")))?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| HarnessError::Start(format!("starting kruntimes-webhook: {e}")))?;
+        let mut component = Component { name: "kruntimes-webhook", child };
+        wait_ready(&mut component, admin).await?;
+        Ok(component)
+    }
+
+    async fn start_controller(&self) -> Result<Component, HarnessError> {
+        let admin = free_port()?;
+        let log = log_file(&self.dir, "controller")?;
+        let child = Command::new(binary("kruntimes-controller")?)
+            .arg("--kubeconfig")
+            .arg(self.dir.join("controller.kubeconfig"))
+            .arg(format!("--metrics-bind-address={admin}"))
+            .args(["--log-format", "text"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| HarnessError::Start(format!("log: {e}")))?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| HarnessError::Start(format!("starting kruntimes-controller: {e}")))?;
+        let mut component = Component { name: "kruntimes-controller", child };
+        wait_ready(&mut component, admin).await?;
+        Ok(component)
+    }
+
+    /// Runs one control command (see docs/test-cluster.md, "Control commands") and
+    /// returns its answer.
+    pub async fn control(&mut self, line: &str) -> Result<String, HarnessError> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let api = self.api.as_ref().ok_or_else(|| HarnessError::Control("stopped".into()))?;
+        match words.as_slice() {
+            ["fail-api", code, seconds] => {
+                let code: u16 = code.parse().map_err(|_| HarnessError::Control(format!("code {code:?}")))?;
+                let seconds: u64 = seconds.parse().map_err(|_| HarnessError::Control(format!("seconds {seconds:?}")))?;
+                api.fail_requests(code, FaultLength::For(Duration::from_secs(seconds)))
+                    .map_err(HarnessError::Control)?;
+                Ok(String::new())
+            }
+            ["restart-controller"] => {
+                if let Some(mut controller) = self.controller.take() {
+                    controller.stop().await;
+                }
+                self.controller = Some(self.start_controller().await.map_err(|e| HarnessError::Control(e.to_string()))?);
+                Ok(String::new())
+            }
+            ["kill-controller"] => {
+                let controller = self.controller.as_mut().ok_or_else(|| HarnessError::Control("no controller".into()))?;
+                controller.child.kill().await.map_err(|e| HarnessError::Control(e.to_string()))?;
+                self.controller = None;
+                Ok(String::new())
+            }
+            ["start-controller"] => {
+                self.controller = Some(self.start_controller().await.map_err(|e| HarnessError::Control(e.to_string()))?);
+                Ok(String::new())
+            }
+            ["stop-webhook"] => {
+                if let Some(mut webhook) = self.webhook.take() {
+                    webhook.stop().await;
+                }
+                Ok(String::new())
+            }
+            _ => Err(HarnessError::Control(format!(
+                "unknown command {line:?}: fail-api CODE SECONDS | restart-controller | kill-controller | start-controller | stop-webhook"
+            ))),
+        }
+    }
+
+    /// Stops the components, then the API server (whose kubelet stops every Pod with
+    /// its grace period); dropping the node then removes its bridge and files.
+    pub async fn stop(mut self) {
+        for component in [self.controller.take(), self.webhook.take()].into_iter().flatten() {
+            let mut component = component;
+            component.stop().await;
+        }
+        if let Some(api) = self.api.take() {
+            api.shutdown().await;
+        }
+    }
+}
+
+fn log_file(dir: &Path, name: &str) -> Result<std::fs::File, HarnessError> {
+    let path = dir.join(format!("{name}.log"));
+    std::fs::File::create(&path).map_err(|e| HarnessError::Start(format!("{}: {e}", path.display())))
+}

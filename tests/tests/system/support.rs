@@ -1,0 +1,211 @@
+//! The cluster a scenario runs against: the one `KUBECONFIG` names (kruntimes installed
+//! there, as on kind in `.github/workflows/e2e.yml`), else a `kruntimes-test-cluster
+//! --install` of this build, started for the scenario and stopped after it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::json;
+
+/// How long a scenario waits for the state it expects before failing: generous for a
+/// loaded CI machine, bounded so that a wrong state fails instead of hanging.
+pub(crate) const WAIT: Duration = Duration::from_secs(90);
+
+/// The emulated cluster's process, its control channel (commands on stdin, one answer
+/// line each on stdout) and its directory.
+struct Emulator {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    _dir: tempfile::TempDir,
+}
+
+/// A cluster with kruntimes installed.
+pub(crate) struct Cluster {
+    /// An administrator's client.
+    pub(crate) client: kube::Client,
+    /// The kubeconfig file of that administrator (for kubectl).
+    pub(crate) kubeconfig: PathBuf,
+    emulator: Option<Mutex<Emulator>>,
+}
+
+impl Cluster {
+    /// The cluster for a scenario, or `None` (with the reason printed) where there is
+    /// none: no `KUBECONFIG` and not root, which the emulated node needs.
+    pub(crate) async fn start() -> Option<Cluster> {
+        if let Some(kubeconfig) = std::env::var_os("KUBECONFIG") {
+            let kubeconfig = PathBuf::from(kubeconfig);
+            let client = client_of(&kubeconfig).await;
+            return Some(Cluster {
+                client,
+                kubeconfig,
+                emulator: None,
+            });
+        }
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!(
+                "skipped: needs root or KUBECONFIG: the emulated cluster runs Pods as processes in namespaces of their own"
+            );
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kruntimes-test-cluster"))
+            .arg("--dir")
+            .arg(dir.path())
+            .arg("--install")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert!(
+            line.starts_with("ready"),
+            "kruntimes-test-cluster: {line:?}"
+        );
+        let kubeconfig = dir.path().join("kubeconfig");
+        let client = client_of(&kubeconfig).await;
+        let emulator = Emulator {
+            child,
+            stdin,
+            stdout,
+            _dir: dir,
+        };
+        Some(Cluster {
+            client,
+            kubeconfig,
+            emulator: Some(Mutex::new(emulator)),
+        })
+    }
+
+    /// Whether this is the emulated cluster (fault injection needs it).
+    pub(crate) fn is_emulated(&self) -> bool {
+        self.emulator.is_some()
+    }
+
+    /// Sends a control command to the emulated cluster and returns its answer (the
+    /// line after `ok `); panics on an error answer.
+    pub(crate) fn control(&self, command: &str) -> String {
+        let emulator = self
+            .emulator
+            .as_ref()
+            .expect("control needs the emulated cluster");
+        let mut emulator = emulator.lock().unwrap();
+        writeln!(emulator.stdin, "{command}").unwrap();
+        let mut line = String::new();
+        emulator.stdout.read_line(&mut line).unwrap();
+        let answer = line.trim_end().to_owned();
+        match answer.strip_prefix("ok") {
+            Some(rest) => rest.trim_start().to_owned(),
+            None => panic!("{command}: {answer}"),
+        }
+    }
+
+    /// A fresh namespace for one scenario, enforcing Pod Security `restricted`.
+    pub(crate) async fn namespace(&self, prefix: &str) -> String {
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let name = format!("{prefix}-{}", std::process::id());
+        let namespace: Namespace = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {
+                "pod-security.kubernetes.io/enforce": "restricted",
+            }},
+        }))
+        .unwrap();
+        namespaces
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap();
+        name
+    }
+
+    /// Deletes a namespace made by [`Cluster::namespace`].
+    pub(crate) async fn delete_namespace(&self, name: &str) {
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        namespaces
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+
+    /// Runs Debian's kubectl (an independent client) against the cluster.
+    pub(crate) fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut command = Command::new("kubectl");
+        command.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("kubectl runs");
+        let mut input = child.stdin.take().unwrap();
+        input
+            .write_all(stdin.unwrap_or_default().as_bytes())
+            .unwrap();
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
+    /// kubectl that must succeed; its stdout.
+    pub(crate) fn kubectl_ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl(args, stdin);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(emulator) = self.emulator.take() {
+            let mut emulator = emulator.into_inner().unwrap_or_else(|e| e.into_inner());
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(emulator.child.id()).unwrap());
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let status = emulator.child.wait().unwrap();
+            if !std::thread::panicking() {
+                assert!(
+                    status.success(),
+                    "kruntimes-test-cluster ended with {status}"
+                );
+            }
+        }
+    }
+}
+
+async fn client_of(kubeconfig: &Path) -> kube::Client {
+    let config = Kubeconfig::read_from(kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(config, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+/// Polls `check` until it gives `Some`, failing after [`WAIT`] with `what`.
+pub(crate) async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
