@@ -325,3 +325,39 @@ async fn crds_applied_with_kubectl_serve_runs() {
         "strategic merge on a custom resource: {err}"
     );
 }
+
+#[tokio::test]
+async fn client_side_apply_describe_and_get_all() {
+    let cluster = Cluster::start().await;
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: csa\ndata:\n  a: b\n";
+    let (ok, out, err) = cluster.kubectl_stdin(&["apply", "-f", "-"], Some(cm)).await;
+    assert!(ok && out.contains("configmap/csa created"), "{err}\n{out}");
+    let changed = cm.replace("a: b", "a: c");
+    let (ok, out, err) = cluster
+        .kubectl_stdin(&["apply", "-f", "-"], Some(&changed))
+        .await;
+    assert!(
+        ok && out.contains("configmap/csa configured"),
+        "{err}\n{out}"
+    );
+    assert_eq!(
+        cluster
+            .kubectl_ok(&["get", "cm", "csa", "-o", "jsonpath={.data.a}"])
+            .await,
+        "c"
+    );
+    let described = cluster.kubectl_ok(&["describe", "configmap", "csa"]).await;
+    assert!(described.contains("Name:         csa"), "{described}");
+    let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"listed"},"spec":{"containers":[{"name":"c","image":"busybox"}]}}"#;
+    let (ok, _, err) = cluster
+        .kubectl_stdin(&["create", "-f", "-"], Some(pod))
+        .await;
+    assert!(ok, "{err}");
+    let all = cluster.kubectl_ok(&["get", "all", "-o", "name"]).await;
+    assert!(all.lines().any(|l| l == "pod/listed"), "{all}");
+    let described = cluster.kubectl_ok(&["describe", "pod", "listed"]).await;
+    assert!(
+        described.contains("Node:") && described.contains("node"),
+        "{described}"
+    );
+}

@@ -38,6 +38,8 @@ pub struct ResourceType {
     pub scale: Option<ScalePaths>,
     /// Custom resource: schema-checked through its CRD.
     pub custom: bool,
+    /// Discovery categories (`all` for what `kubectl get all` lists).
+    pub categories: Vec<String>,
 }
 
 impl ResourceType {
@@ -199,6 +201,11 @@ pub fn builtin() -> Vec<ResourceType> {
                     label_selector: Some(".status.selector".to_owned()),
                 }),
                 custom: false,
+                categories: if matches!(plural, "pods" | "services" | "deployments") {
+                    vec!["all".to_owned()]
+                } else {
+                    Vec::new()
+                },
             },
         )
         .collect()
@@ -223,6 +230,16 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
     let namespaced = str_at(crd, "/spec/scope") != Some("Cluster");
     let short_names: Vec<String> = crd
         .pointer("/spec/names/shortNames")
+        .and_then(Value::as_array)
+        .map(|names| {
+            names
+                .iter()
+                .filter_map(|n| n.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let categories: Vec<String> = crd
+        .pointer("/spec/names/categories")
         .and_then(Value::as_array)
         .map(|names| {
             names
@@ -258,6 +275,7 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
                 status: v.pointer("/subresources/status").is_some(),
                 scale,
                 custom: true,
+                categories: categories.clone(),
             })
         })
         .collect()
@@ -288,6 +306,7 @@ pub fn resource_list(types: &[ResourceType], group_version: &str) -> Value {
             "kind": t.kind,
             "verbs": VERBS,
             "shortNames": t.short_names,
+            "categories": t.categories,
         }));
         if t.status {
             resources.push(json!({"name": format!("{}/status", t.plural), "singularName": "", "namespaced": t.namespaced, "kind": t.kind, "verbs": ["get", "patch", "update"]}));
