@@ -57,7 +57,7 @@ async fn discovery_and_version() {
 }
 
 #[tokio::test]
-async fn apply_server_side_get_patch_delete() {
+async fn apply_server_side_reapply_and_conflicts() {
     let cluster = Cluster::start().await;
     let (ok, out, err) = cluster
         .kubectl_stdin(&["apply", "--server-side", "-f", "-"], Some(MANIFEST))
@@ -135,7 +135,15 @@ async fn apply_server_side_get_patch_delete() {
             .await,
         "quick"
     );
+}
 
+#[tokio::test]
+async fn patch_scale_get_and_delete() {
+    let cluster = Cluster::start().await;
+    let (ok, out, err) = cluster
+        .kubectl_stdin(&["apply", "--server-side", "-f", "-"], Some(MANIFEST))
+        .await;
+    assert!(ok, "apply failed: {err}\n{out}");
     cluster
         .kubectl_ok(&[
             "patch",
