@@ -343,6 +343,40 @@ async fn server_side_apply_with_two_managers() {
 }
 
 #[tokio::test]
+async fn repeated_applies_are_no_ops_and_shared_fields_stay() {
+    let cluster = Cluster::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), "default");
+    let doc = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "n"}, "data": {"a": "1"}});
+    let first = api
+        .patch("n", &PatchParams::apply("alice"), &Patch::Apply(&doc))
+        .await
+        .unwrap();
+    let again = api
+        .patch("n", &PatchParams::apply("alice"), &Patch::Apply(&doc))
+        .await
+        .unwrap();
+    assert_eq!(
+        first.metadata.resource_version, again.metadata.resource_version,
+        "a repeated apply writes nothing"
+    );
+    // Bob applies the same value: no conflict, and he co-owns the field.
+    let shared = api
+        .patch("n", &PatchParams::apply("bob"), &Patch::Apply(&doc))
+        .await
+        .unwrap();
+    assert_ne!(
+        shared.metadata.resource_version, again.metadata.resource_version,
+        "ownership changed"
+    );
+    let without = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "n"}});
+    let after = api
+        .patch("n", &PatchParams::apply("alice"), &Patch::Apply(&without))
+        .await
+        .unwrap();
+    assert_eq!(after.data.unwrap()["a"], "1", "bob still owns data.a");
+}
+
+#[tokio::test]
 async fn finalizers_hold_deletion_until_removed() {
     let cluster = Cluster::start().await;
     let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), "default");

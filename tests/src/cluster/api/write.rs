@@ -402,14 +402,24 @@ fn keep_server_fields(old: &Value, new: &mut Value) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// An update that changes nothing but bookkeeping is not written (no new
-/// `resourceVersion`, no watch event), as on a real apiserver.
+/// An update that changes nothing but bookkeeping (`resourceVersion`, the times of
+/// `managedFields` entries) is not written (no new `resourceVersion`, no watch event),
+/// as on a real apiserver. A change of ownership alone is written.
 fn unchanged(old: &Value, new: &Value) -> bool {
     let strip = |v: &Value| {
         let mut v = v.clone();
         if let Some(m) = v["metadata"].as_object_mut() {
             m.remove("resourceVersion");
-            m.remove("managedFields");
+            for entry in m
+                .get_mut("managedFields")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(e) = entry.as_object_mut() {
+                    e.remove("time");
+                }
+            }
         }
         v
     };
