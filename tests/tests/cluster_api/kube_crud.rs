@@ -692,7 +692,46 @@ async fn crds_from_the_chart_serve_runs_with_status_and_scale() {
         crd_text.contains("scale:"),
         "discovery shows the CRD's scale subresource"
     );
-    let _: &ApiResource = &runtime_type;
+    let runtimes: Api<DynamicObject> =
+        Api::namespaced_with(cluster.client.clone(), "default", &runtime_type);
+    let runtime: DynamicObject = serde_json::from_value(
+        json!({"apiVersion": runtime_type.api_version, "kind": "Runtime",
+        "metadata": {"name": "rt"}, "spec": {"replicas": 1}}),
+    )
+    .unwrap();
+    runtimes
+        .create(&PostParams::default(), &runtime)
+        .await
+        .unwrap();
+    let status =
+        Patch::Merge(json!({"status": {"replicas": 1, "selector": "kruntimes.io/runtime=rt"}}));
+    runtimes
+        .patch_status("rt", &PatchParams::default(), &status)
+        .await
+        .unwrap();
+    let scale = runtimes.get_scale("rt").await.unwrap();
+    assert_eq!(scale.spec.unwrap().replicas, Some(1));
+    let scale_status = scale.status.unwrap();
+    assert_eq!(
+        (scale_status.replicas, scale_status.selector.as_deref()),
+        (1, Some("kruntimes.io/runtime=rt"))
+    );
+    runtimes
+        .patch_scale(
+            "rt",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 4}})),
+        )
+        .await
+        .unwrap();
+    let scaled = runtimes.get("rt").await.unwrap();
+    assert_eq!(
+        (
+            scaled.data["spec"]["replicas"].as_i64(),
+            scaled.metadata.generation
+        ),
+        (Some(4), Some(2))
+    );
     let other = ApiResource::from_gvk(&GroupVersionKind::gvk("kruntimes.io", "v9", "Run"));
     let missing: Api<DynamicObject> =
         Api::namespaced_with(cluster.client.clone(), "default", &other);
