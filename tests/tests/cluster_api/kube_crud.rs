@@ -790,3 +790,36 @@ async fn create_to_watch_event_round_trip() {
     assert_eq!(samples.len(), ROUNDS);
     let _ = rv;
 }
+
+#[tokio::test]
+async fn bodies_up_to_the_limit_are_accepted_and_larger_are_413() {
+    let cluster = Cluster::start().await;
+    let limit = kruntimes_e2e::cluster::api::MAX_BODY_BYTES;
+    let frame = |name: &str, padding: &str| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{name}"}},"data":{{"k":"{padding}"}}}}"#
+        )
+    };
+    let body =
+        |name: &str, len: usize| frame(name, &"x".repeat(len - frame(name, "").len())).into_bytes();
+    let post = |bytes: Vec<u8>| {
+        http::Request::post("/api/v1/namespaces/default/configmaps")
+            .header("content-type", "application/json")
+            .body(bytes)
+            .unwrap()
+    };
+    let at_limit = body("at-limit", limit);
+    assert_eq!(at_limit.len(), limit);
+    let created: ConfigMap = cluster.client.request(post(at_limit)).await.unwrap();
+    assert_eq!(
+        created.data.unwrap()["k"].len(),
+        limit - frame("at-limit", "").len(),
+        "the whole padding is stored"
+    );
+    let over = cluster
+        .client
+        .request::<ConfigMap>(post(body("over", limit + 1)))
+        .await
+        .unwrap_err();
+    assert_eq!(code(over), (413, "RequestEntityTooLarge".to_owned()));
+}

@@ -130,14 +130,27 @@ fn error_response(err: &ApiError) -> Response {
     response
 }
 
+/// The largest request body, as the apiserver's (3 MiB): larger is `413`.
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
 /// The one handler: every request comes here.
 pub(crate) async fn handle(
     State(server): State<Arc<Server>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    let Ok(body) = body else {
+        let err = ApiError::new(
+            413,
+            "RequestEntityTooLarge",
+            format!(
+                "the request body is larger than the limit of {MAX_BODY_BYTES} bytes, or could not be read"
+            ),
+        );
+        return error_response(&err);
+    };
     match route(&server, method, &uri, headers, body).await {
         Ok(response) => response,
         Err(err) => error_response(&err),

@@ -41,6 +41,7 @@ use resources::ResourceType;
 use store::{ObjectKey, Store};
 
 pub use controllers::RESYNC;
+pub use http::MAX_BODY_BYTES;
 pub use tls::TlsError;
 pub use watch::{BOOKMARK_INTERVAL, DEFAULT_WATCH_TIMEOUT};
 pub use write::DEFAULT_GRACE_SECONDS;
@@ -200,6 +201,7 @@ impl ApiServer {
         let handle = axum_server::Handle::new();
         let app = axum::Router::new()
             .fallback(http::handle)
+            .layer(axum::extract::DefaultBodyLimit::max(http::MAX_BODY_BYTES))
             .with_state(server.clone());
         let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls.config);
         let serve = axum_server::from_tcp_rustls(listener, rustls)
