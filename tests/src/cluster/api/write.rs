@@ -220,6 +220,11 @@ pub(crate) async fn update(server: &Server, request: &Request) -> Result<Value, 
         return update_scale(server, request, old, &body).await;
     }
     check_identity(request, &mut body)?;
+    if let Some(body_name) = meta::meta_str(&body, "name").filter(|n| !n.is_empty() && *n != name) {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
+    }
     let expected = meta::meta_str(&body, "resourceVersion").map(str::to_owned);
     update_object(server, request, old, body, expected.as_deref()).await
 }
@@ -557,7 +562,9 @@ pub(crate) async fn delete(server: &Server, request: &Request) -> Result<(u16, V
     let options: Value = if request.body.is_empty() {
         json!({})
     } else {
-        serde_json::from_slice(&request.body).unwrap_or(json!({}))
+        serde_json::from_slice(&request.body).map_err(|e| {
+            ApiError::bad_request(format!("the DeleteOptions body is not valid JSON: {e}"))
+        })?
     };
     check_preconditions(rtype, &name, &old, &options)?;
     let dry_run = request.query.dry_run
