@@ -255,7 +255,6 @@ async fn get_watch_prints_later_changes() {
         .output();
     let watcher = tokio::spawn(watcher);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    // `kubectl create configmap` would send Protobuf, which the server does not decode.
     let late =
         r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"late"},"data":{"a":"b"}}"#;
     let (ok, _, err) = cluster
@@ -367,5 +366,63 @@ async fn client_side_apply_describe_and_get_all() {
     assert!(
         described.contains("Node:") && described.contains("node"),
         "{described}"
+    );
+}
+
+#[tokio::test]
+async fn generator_commands_send_protobuf_that_is_decoded() {
+    let cluster = Cluster::start().await;
+    cluster.kubectl_ok(&["create", "namespace", "gen"]).await;
+    cluster
+        .kubectl_ok(&[
+            "create",
+            "configmap",
+            "cm",
+            "-n",
+            "gen",
+            "--from-literal=a=b",
+            "--from-literal=c=d",
+        ])
+        .await;
+    cluster
+        .kubectl_ok(&[
+            "create",
+            "secret",
+            "generic",
+            "s",
+            "-n",
+            "gen",
+            "--from-literal=token=s3cr3t",
+        ])
+        .await;
+    cluster
+        .kubectl_ok(&["create", "serviceaccount", "robot", "-n", "gen"])
+        .await;
+    let data = cluster
+        .kubectl_ok(&["get", "cm", "cm", "-n", "gen", "-o", "jsonpath={.data}"])
+        .await;
+    assert_eq!(data, r#"{"a":"b","c":"d"}"#);
+    let token = cluster
+        .kubectl_ok(&[
+            "get",
+            "secret",
+            "s",
+            "-n",
+            "gen",
+            "-o",
+            "jsonpath={.type} {.data.token}",
+        ])
+        .await;
+    assert_eq!(token, "Opaque czNjcjN0");
+    let names = cluster
+        .kubectl_ok(&["get", "sa", "-n", "gen", "-o", "name"])
+        .await;
+    assert_eq!(names.trim(), "serviceaccount/robot");
+    let (ok, _, err) = cluster
+        .kubectl(&["create", "deployment", "d", "--image=busybox"])
+        .await;
+    assert!(
+        !ok && err.contains("not decoded by this server"),
+        "a kind without a decoder is refused clearly: {err}"
     );
 }

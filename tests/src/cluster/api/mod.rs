@@ -6,7 +6,8 @@
 //! the CRD schema check ([`crate::cluster::contract`]). Watches replay a bounded history
 //! and then follow live changes. docs/test-cluster.md ("API server") lists every known
 //! difference from a real apiserver; the main ones: no RBAC, no aggregated discovery,
-//! no OpenAPI documents, no pagination, no protobuf, no version conversion beyond the
+//! OpenAPI v3 documents without schemas and no v2, no pagination, Protobuf bodies only
+//! for the kinds kubectl's generator commands create, no version conversion beyond the
 //! `apiVersion` field.
 
 mod admit;
@@ -20,6 +21,7 @@ pub mod meta;
 mod namespaces;
 mod openapi;
 mod patch;
+mod proto;
 mod read;
 pub mod resources;
 pub mod selector;

@@ -12,7 +12,7 @@ use super::http::Request;
 use super::read::{key_of, not_found, present, scale_of};
 use super::resources::ResourceType;
 use super::store::ObjectKey;
-use super::{apply, meta, patch};
+use super::{apply, meta, patch, proto};
 use crate::cluster::contract::Operation;
 
 /// How long a Pod's containers get between SIGTERM and SIGKILL when neither the delete
@@ -29,6 +29,9 @@ fn subject<'a>(rtype: &'a ResourceType, name: &'a str) -> Subject<'a> {
 
 fn parse_body(request: &Request) -> Result<Value, ApiError> {
     let content_type = request.content_type();
+    if content_type == proto::PROTOBUF {
+        return proto::decode(&request.body);
+    }
     if !content_type.contains("json") && !content_type.contains("yaml") {
         return Err(ApiError::unsupported_body(content_type));
     }
@@ -178,6 +181,16 @@ fn check_namespace(server: &Server, namespace: &str) -> Result<(), ApiError> {
 
 /// The metadata and status a new object starts with.
 fn prepare_new(rtype: &ResourceType, object: &mut Value) {
+    // The one built-in default clients rely on: a Secret without a type is Opaque.
+    if rtype.group.is_empty()
+        && rtype.plural == "secrets"
+        && object
+            .get("type")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+    {
+        object["type"] = json!("Opaque");
+    }
     if let Some(m) = object["metadata"].as_object_mut() {
         for field in [
             "resourceVersion",
