@@ -239,11 +239,10 @@ async fn wait_for_a_condition_set_later() {
 
 #[tokio::test]
 async fn get_watch_prints_later_changes() {
+    use tokio::io::AsyncBufReadExt as _;
     let cluster = Cluster::start().await;
-    let watcher = tokio::process::Command::new("timeout")
+    let mut watcher = tokio::process::Command::new("kubectl")
         .args([
-            "4",
-            "kubectl",
             "get",
             "configmaps",
             "-w",
@@ -252,9 +251,18 @@ async fn get_watch_prints_later_changes() {
             "jsonpath={.type} {.object.metadata.name}{\"\\n\"}",
         ])
         .env("KUBECONFIG", &cluster.kubeconfig)
-        .output();
-    let watcher = tokio::spawn(watcher);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // The changes are made once kubectl's watch is open, so that it sees each of them.
+    for _ in 0..200 {
+        if cluster.server.open_watches() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(cluster.server.open_watches(), 1, "kubectl's watch is open");
     let late =
         r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"late"},"data":{"a":"b"}}"#;
     let (ok, _, err) = cluster
@@ -265,15 +273,17 @@ async fn get_watch_prints_later_changes() {
         .kubectl_ok(&["label", "configmap", "late", "x=y"])
         .await;
     cluster.kubectl_ok(&["delete", "configmap", "late"]).await;
-    let out = watcher.await.unwrap().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let events: Vec<&str> = text.lines().collect();
-    assert_eq!(
-        events,
-        ["ADDED late", "MODIFIED late", "DELETED late"],
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut lines = tokio::io::BufReader::new(watcher.stdout.take().unwrap()).lines();
+    let mut events = Vec::new();
+    while events.len() < 3 {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap();
+        events.push(line.expect("kubectl prints an event per change"));
+    }
+    watcher.kill().await.unwrap();
+    assert_eq!(events, ["ADDED late", "MODIFIED late", "DELETED late"]);
 }
 
 #[tokio::test]

@@ -123,6 +123,8 @@ pub(crate) struct Server {
     pub(crate) faults: Faults,
     /// Pods are stopped by the node before removal (graceful deletion).
     pub(crate) graceful_pods: bool,
+    /// Watches streaming now.
+    pub(crate) open_watches: std::sync::atomic::AtomicUsize,
 }
 
 impl Server {
@@ -181,6 +183,7 @@ impl ApiServer {
             users: config.users.clone(),
             faults: Faults::default(),
             graceful_pods: config.node.is_some(),
+            open_watches: std::sync::atomic::AtomicUsize::new(0),
         });
         seed(&server, &config)?;
         let node_name = if config.node_name.is_empty() {
@@ -355,6 +358,14 @@ impl ApiServerHandle {
         }
         self.server.faults.set(code, length);
         Ok(())
+    }
+
+    /// How many watches are streaming now (a harness waits for a client's watch to be
+    /// open before making the changes it should see).
+    pub fn open_watches(&self) -> usize {
+        self.server
+            .open_watches
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many requests injected faults have answered since the start.

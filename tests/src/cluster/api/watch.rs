@@ -4,6 +4,7 @@
 //! carry the current `resourceVersion` when asked for; `timeoutSeconds` ends the stream.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -109,7 +110,9 @@ pub(crate) fn serve(server: Arc<Server>, request: Request) -> Result<Body, ApiEr
         .timeout_seconds
         .map_or(DEFAULT_WATCH_TIMEOUT, Duration::from_secs);
     let bookmarks = request.query.bookmarks;
+    server.open_watches.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(async move {
+        let _open = OpenWatch(server.clone());
         let stream = async {
             match subscription {
                 Err((from, oldest)) => {
@@ -125,6 +128,15 @@ pub(crate) fn serve(server: Arc<Server>, request: Request) -> Result<Body, ApiEr
     Ok(Body::from_stream(
         tokio_stream::wrappers::ReceiverStream::new(rx),
     ))
+}
+
+/// Counts a watch as open while it lives.
+struct OpenWatch(Arc<Server>);
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        self.0.open_watches.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 async fn send(tx: &mpsc::Sender<Result<Bytes, std::convert::Infallible>>, event: &Value) -> bool {
