@@ -21,6 +21,7 @@ use crate::harness::{Cluster, admin_users};
 struct FakeNode {
     started: Mutex<Vec<String>>,
     stopped: Arc<Mutex<Vec<(String, Duration)>>>,
+    killed: Arc<Mutex<Vec<(String, String)>>>,
     volumes_seen: Mutex<Vec<Option<String>>>,
 }
 
@@ -28,6 +29,7 @@ struct FakePod {
     name: String,
     status: watch::Sender<PodStatus>,
     stopped: Arc<Mutex<Vec<(String, Duration)>>>,
+    killed: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl PodRunner for FakeNode {
@@ -44,7 +46,7 @@ impl PodRunner for FakeNode {
                 .config_map(&ns, "settings")
                 .and_then(|d| d.get("mode").cloned()),
         );
-        let stopped = self.stopped.clone();
+        let (stopped, killed) = (self.stopped.clone(), self.killed.clone());
         Box::pin(async move {
             if name.starts_with("refused") {
                 return Err(NodeError::Unsupported {
@@ -61,6 +63,7 @@ impl PodRunner for FakeNode {
                 name,
                 status,
                 stopped,
+                killed,
             }) as Box<dyn RunningPod>)
         })
     }
@@ -77,7 +80,11 @@ impl RunningPod for FakePod {
             .push((self.name.clone(), grace));
         Box::pin(async {})
     }
-    fn kill_container(&self, _container: &str) -> Result<(), NodeError> {
+    fn kill_container(&self, container: &str) -> Result<(), NodeError> {
+        self.killed
+            .lock()
+            .unwrap()
+            .push((self.name.clone(), container.to_owned()));
         Ok(())
     }
 }
@@ -137,6 +144,20 @@ async fn pods_are_scheduled_run_and_stopped_gracefully() {
     })
     .await;
     assert_eq!(node.started.lock().unwrap().clone(), ["web"]);
+    cluster
+        .server
+        .kill_container("default", "web", "c")
+        .unwrap();
+    assert_eq!(
+        node.killed.lock().unwrap().clone(),
+        [("web".to_owned(), "c".to_owned())]
+    );
+    assert!(
+        cluster
+            .server
+            .kill_container("default", "missing", "c")
+            .is_err()
+    );
     assert_eq!(
         node.volumes_seen.lock().unwrap().clone(),
         [Some("fast".to_owned())],

@@ -823,3 +823,46 @@ async fn bodies_up_to_the_limit_are_accepted_and_larger_are_413() {
         .unwrap_err();
     assert_eq!(code(over), (413, "RequestEntityTooLarge".to_owned()));
 }
+
+#[tokio::test]
+async fn kube_runtime_events_are_recorded_and_series_patched() {
+    use k8s_openapi::api::events::v1::Event as K8sEvent;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let cluster = Cluster::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), "default");
+    let subject = api
+        .create(&PostParams::default(), &config_map("subject", json!({})))
+        .await
+        .unwrap();
+    let reporter = Reporter {
+        controller: "test-controller".to_owned(),
+        instance: None,
+    };
+    let recorder = Recorder::new(cluster.client.clone(), reporter);
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "Seen".to_owned(),
+        note: Some("hello".to_owned()),
+        action: "Look".to_owned(),
+        secondary: None,
+    };
+    let reference = kube::Resource::object_ref(&subject, &());
+    recorder.publish(&event, &reference).await.unwrap();
+    recorder.publish(&event, &reference).await.unwrap();
+    let events: Api<K8sEvent> = Api::namespaced(cluster.client.clone(), "default");
+    let listed = events
+        .list(&ListParams::default().fields("regarding.name=subject"))
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.items.len(),
+        1,
+        "the second publish patches the same Event"
+    );
+    let recorded = &listed.items[0];
+    assert_eq!(
+        (recorded.reason.as_deref(), recorded.note.as_deref()),
+        (Some("Seen"), Some("hello"))
+    );
+    assert_eq!(recorded.series.as_ref().map(|s| s.count), Some(2));
+}

@@ -360,6 +360,24 @@ impl ApiServerHandle {
         Ok(())
     }
 
+    /// Fault injection: SIGKILL the main process of container `container` of Pod
+    /// `namespace/pod` on the node (which does not restart it).
+    pub fn kill_container(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+    ) -> Result<(), String> {
+        let kubelet = self.controllers.kubelet().ok_or("no node is configured")?;
+        let stored = self
+            .server
+            .store
+            .get(&ObjectKey::new("", "pods", namespace, pod))
+            .ok_or_else(|| format!("pod {namespace}/{pod} not found"))?;
+        let uid = meta::meta_str(&stored, "uid").unwrap_or("");
+        kubelet.kill_container(uid, container)
+    }
+
     /// How many watches are streaming now (a harness waits for a client's watch to be
     /// open before making the changes it should see).
     pub fn open_watches(&self) -> usize {

@@ -269,6 +269,15 @@ impl Kubelet {
         });
     }
 
+    /// Fault injection: SIGKILL container `container` of the running Pod with `uid`.
+    pub(crate) fn kill_container(&self, uid: &str, container: &str) -> Result<(), String> {
+        let running = match self.states().get(uid) {
+            Some(PodState::Running(running)) => running.clone(),
+            _ => return Err(format!("the node does not run a Pod with uid {uid}")),
+        };
+        running.kill_container(container).map_err(|e| e.to_string())
+    }
+
     /// Stops every Pod still running (server shutdown).
     pub(crate) async fn stop_all(&self, grace: Duration) {
         let running: Vec<Arc<dyn RunningPod>> = self
