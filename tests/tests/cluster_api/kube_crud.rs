@@ -213,6 +213,16 @@ async fn generation_counts_spec_changes_and_status_is_separate() {
         .await
         .unwrap();
     assert_eq!(rescaled.spec.unwrap().replicas, Some(4));
+    let applied_scale = json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "d"}, "spec": {"replicas": 4}});
+    let applied = api
+        .patch_scale(
+            "d",
+            &PatchParams::apply("scaler"),
+            &Patch::Apply(&applied_scale),
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.spec.unwrap().replicas, Some(4));
     let stored = api.get("d").await.unwrap();
     assert_eq!(stored.spec.replicas, Some(4));
     assert_eq!(stored.metadata.generation, Some(3));

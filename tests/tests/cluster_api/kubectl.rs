@@ -300,6 +300,15 @@ async fn crds_applied_with_kubectl_serve_runs() {
         ),
         "{out}"
     );
+    let established = cluster
+        .kubectl_ok(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/runs.kruntimes.io",
+            "--timeout=10s",
+        ])
+        .await;
+    assert!(established.contains("condition met"), "{established}");
     let run = r#"{"apiVersion":"kruntimes.io/v1alpha1","kind":"Run","metadata":{"name":"hello"},"spec":{"runtimeRef":{"name":"rt"},"command":["echo","hi"]}}"#;
     let (ok, out, err) = cluster
         .kubectl_stdin(&["apply", "--server-side", "-f", "-"], Some(run))
@@ -340,6 +349,20 @@ async fn crds_applied_with_kubectl_serve_runs() {
             || err.contains("UnsupportedMediaType")
             || err.contains("unknown format"),
         "strategic merge on a custom resource: {err}"
+    );
+    cluster
+        .kubectl_ok(&["delete", "crd", "runs.kruntimes.io"])
+        .await;
+    let store = cluster.server.store();
+    for _ in 0..100 {
+        if store.list("kruntimes.io", "runs", None).0.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        store.list("kruntimes.io", "runs", None).0.is_empty(),
+        "the CRD's objects go with it"
     );
 }
 

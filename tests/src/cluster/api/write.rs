@@ -208,6 +208,7 @@ fn prepare_new(rtype: &ResourceType, object: &mut Value) {
         match (rtype.group.as_str(), rtype.plural.as_str()) {
             ("", "pods") => object["status"] = json!({"phase": "Pending"}),
             ("", "namespaces") => object["status"] = json!({"phase": "Active"}),
+            ("apiextensions.k8s.io", _) => object["status"] = crd_status(object),
             _ => {
                 if let Some(m) = object.as_object_mut() {
                     m.remove("status");
@@ -215,6 +216,21 @@ fn prepare_new(rtype: &ResourceType, object: &mut Value) {
             }
         }
     }
+}
+
+/// A CRD's status as the apiserver sets it once it serves the CRD: its names accepted,
+/// `Established`, the storage version stored.
+fn crd_status(crd: &Value) -> Value {
+    let now = meta::now();
+    let condition = |kind: &str, reason: &str, message: &str| json!({"type": kind, "status": "True", "reason": reason, "message": message, "lastTransitionTime": now});
+    json!({
+        "acceptedNames": crd.pointer("/spec/names").cloned().unwrap_or_else(|| json!({})),
+        "conditions": [
+            condition("NamesAccepted", "NoConflicts", "no conflicts found"),
+            condition("Established", "InitialNamesAccepted", "the initial names have been accepted"),
+        ],
+        "storedVersions": super::resources::storage_version(crd).into_iter().collect::<Vec<_>>(),
+    })
 }
 
 /// `PUT` on an object or its `status`/`scale`.
@@ -518,6 +534,13 @@ pub(crate) async fn patch(server: &Server, request: &Request) -> Result<(u16, Va
             ApiError::bad_request("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch")
         })?;
         let sub = request.target.subresource.as_deref();
+        if sub == Some("scale") {
+            // A Scale applied: its spec.replicas is written, without field ownership.
+            let old = old.ok_or_else(|| not_found(&request.target, &name))?;
+            return update_scale(server, request, old, &applied)
+                .await
+                .map(|o| (200, o));
+        }
         let merged = apply::apply(
             old.as_ref(),
             &applied,
