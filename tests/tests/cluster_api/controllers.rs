@@ -440,3 +440,79 @@ async fn kubectl_waits_for_a_deployment_to_be_available() {
         .await;
     assert!(status.contains("successfully rolled out"), "{status}");
 }
+
+/// A kube-runtime `Controller` against the server: it copies each labelled ConfigMap
+/// into an owned one by server-side apply; the copy follows changes and goes with its
+/// owner through the garbage collector.
+#[tokio::test]
+async fn a_kube_runtime_controller_reconciles_against_the_server() {
+    use futures::StreamExt as _;
+    use kube::runtime::controller::{Action, Controller};
+    use kube::runtime::watcher;
+
+    async fn reconcile(
+        source: Arc<ConfigMap>,
+        client: Arc<kube::Client>,
+    ) -> Result<Action, kube::Error> {
+        let name = source.metadata.name.clone().unwrap_or_default();
+        let owner = kube::Resource::controller_owner_ref(source.as_ref(), &()).unwrap();
+        let copy = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": format!("{name}-copy"), "ownerReferences": [owner]}, "data": source.data});
+        let api: Api<ConfigMap> = Api::namespaced(client.as_ref().clone(), "default");
+        api.patch(
+            &format!("{name}-copy"),
+            &PatchParams::apply("copier").force(),
+            &Patch::Apply(&copy),
+        )
+        .await?;
+        Ok(Action::await_change())
+    }
+    let cluster = Cluster::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), "default");
+    let controller = Controller::new(api.clone(), watcher::Config::default().labels("copy=yes"))
+        .owns(api.clone(), watcher::Config::default())
+        .run(
+            reconcile,
+            |_, _, _| Action::requeue(Duration::from_secs(1)),
+            Arc::new(cluster.client.clone()),
+        )
+        .for_each(|_| async {});
+    let running = tokio::spawn(controller);
+
+    let source: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "src", "labels": {"copy": "yes"}}, "data": {"a": "1"}}),
+    )
+    .unwrap();
+    api.create(&PostParams::default(), &source).await.unwrap();
+    let data_of = |name: &'static str| {
+        let api = api.clone();
+        async move {
+            api.get_opt(name)
+                .await
+                .unwrap()
+                .and_then(|c| c.data)
+                .and_then(|d| d.get("a").cloned())
+        }
+    };
+    eventually("the copy is made", || async {
+        data_of("src-copy").await.as_deref() == Some("1")
+    })
+    .await;
+    api.patch(
+        "src",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"a": "2"}})),
+    )
+    .await
+    .unwrap();
+    eventually("the copy follows", || async {
+        data_of("src-copy").await.as_deref() == Some("2")
+    })
+    .await;
+    api.delete("src", &DeleteParams::default()).await.unwrap();
+    eventually("the copy goes with its owner", || async {
+        api.get_opt("src-copy").await.unwrap().is_none()
+    })
+    .await;
+    running.abort();
+}
