@@ -133,6 +133,22 @@ async fn crud_with_resource_versions_and_conflicts() {
         .await
         .unwrap_err();
     assert_eq!(code(err), (404, "NotFound".to_owned()));
+    let cluster_wide: Api<ConfigMap> = Api::all(cluster.client.clone());
+    let err = cluster_wide
+        .create(&PostParams::default(), &config_map("nowhere", json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(code(err).0, 404, "a write names its namespace");
+    assert_eq!(
+        cluster_wide
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1,
+        "reads span namespaces"
+    );
     let bad = api
         .create(&PostParams::default(), &config_map("Bad_Name", json!({})))
         .await

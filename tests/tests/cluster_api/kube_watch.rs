@@ -252,3 +252,37 @@ async fn kube_runtime_events_are_recorded_and_series_patched() {
     );
     assert_eq!(recorded.series.as_ref().map(|s| s.count), Some(2));
 }
+
+#[tokio::test]
+async fn shutdown_ends_watches_and_closes_the_port() {
+    let cluster = Cluster::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), "default");
+    let start = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(60), &start)
+        .await
+        .unwrap()
+        .boxed();
+    let addr = cluster.server.addr();
+    let crate::harness::Cluster { server, .. } = cluster;
+    tokio::time::timeout(Duration::from_secs(10), server.shutdown())
+        .await
+        .expect("shutdown returns");
+    let ended = tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+        .await
+        .expect("the watch ends");
+    assert!(
+        !matches!(ended, Ok(Some(_))),
+        "no event after shutdown: {ended:?}"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the port is closed"
+    );
+}

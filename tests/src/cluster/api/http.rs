@@ -191,6 +191,10 @@ async fn route(
         };
     }
     let target = parse_target(server, path)?;
+    // Only reads span namespaces: a write to a namespaced resource names its namespace.
+    if method != Method::GET && target.rtype.namespaced && target.namespace.is_none() {
+        return Err(ApiError::no_route(path));
+    }
     let request = Request {
         method,
         target,
