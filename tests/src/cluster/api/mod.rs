@@ -114,6 +114,33 @@ pub enum StartError {
     },
 }
 
+/// A harness call on a running server was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    /// `fail_requests` with a code it does not inject.
+    #[error("fault code {code}: only {allowed:?} are injected")]
+    FaultCode {
+        /// the code asked for
+        code: u16,
+        /// the codes injected
+        allowed: &'static [u16],
+    },
+    /// `kill_container` without a node.
+    #[error("kill_container: no node is configured (ApiConfig::node)")]
+    NoNode,
+    /// `kill_container` of a Pod that is not stored.
+    #[error("kill_container: pod {0} not found")]
+    PodNotFound(String),
+    /// The node refused to kill the container.
+    #[error("kill_container: pod {pod}: {reason}")]
+    Node {
+        /// `namespace/name`
+        pod: String,
+        /// the node's answer
+        reason: String,
+    },
+}
+
 /// State shared by every request.
 pub(crate) struct Server {
     pub(crate) store: Store,
@@ -349,12 +376,12 @@ impl ApiServerHandle {
 
     /// Answers every non-watch request with `code` (429, 500 or 503) and a `Status`
     /// while the fault lasts. Another code is refused.
-    pub fn fail_requests(&self, code: u16, length: FaultLength) -> Result<(), String> {
+    pub fn fail_requests(&self, code: u16, length: FaultLength) -> Result<(), HarnessError> {
         if !fault::FAULT_CODES.contains(&code) {
-            return Err(format!(
-                "fault code {code}: only {:?} are injected",
-                fault::FAULT_CODES
-            ));
+            return Err(HarnessError::FaultCode {
+                code,
+                allowed: fault::FAULT_CODES,
+            });
         }
         self.server.faults.set(code, length);
         Ok(())
@@ -367,15 +394,20 @@ impl ApiServerHandle {
         namespace: &str,
         pod: &str,
         container: &str,
-    ) -> Result<(), String> {
-        let kubelet = self.controllers.kubelet().ok_or("no node is configured")?;
+    ) -> Result<(), HarnessError> {
+        let kubelet = self.controllers.kubelet().ok_or(HarnessError::NoNode)?;
         let stored = self
             .server
             .store
             .get(&ObjectKey::new("", "pods", namespace, pod))
-            .ok_or_else(|| format!("pod {namespace}/{pod} not found"))?;
+            .ok_or_else(|| HarnessError::PodNotFound(format!("{namespace}/{pod}")))?;
         let uid = meta::meta_str(&stored, "uid").unwrap_or("");
-        kubelet.kill_container(uid, container)
+        kubelet
+            .kill_container(uid, container)
+            .map_err(|reason| HarnessError::Node {
+                pod: format!("{namespace}/{pod}"),
+                reason,
+            })
     }
 
     /// How many watches are streaming now (a harness waits for a client's watch to be
