@@ -516,3 +516,29 @@ async fn a_kube_runtime_controller_reconciles_against_the_server() {
     .await;
     running.abort();
 }
+
+#[tokio::test]
+async fn shutdown_stops_the_pods_the_node_runs() {
+    let (cluster, node) = with_node().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    pods.create(&PostParams::default(), &pod("left-running", 30))
+        .await
+        .unwrap();
+    eventually("it runs", || async {
+        pods.get("left-running")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.phase)
+            .as_deref()
+            == Some("Running")
+    })
+    .await;
+    let Cluster { server, .. } = cluster;
+    server.shutdown().await;
+    let grace = kruntimes_e2e::cluster::api::SHUTDOWN_GRACE;
+    assert_eq!(
+        node.stopped.lock().unwrap().clone(),
+        [("left-running".to_owned(), grace)]
+    );
+}
