@@ -85,7 +85,8 @@ pub(crate) fn scale_of(rtype: &ResourceType, object: &Value) -> Result<Value, Ap
         .unwrap_or(0);
     let mut scale_status = json!({"replicas": status});
     let selector = match &paths.label_selector {
-        Some(p) if !rtype.custom => deployment_selector(object, p),
+        // A Deployment's selector is a structure: the Scale carries it as a string.
+        Some(_) if !rtype.custom => deployment_selector(object),
         Some(p) => meta::at_path(object, p)
             .and_then(Value::as_str)
             .map(str::to_owned),
@@ -121,7 +122,7 @@ pub(crate) fn scale_of(rtype: &ResourceType, object: &Value) -> Result<Value, Ap
 }
 
 /// A Deployment's selector as a string (`a=b,c=d`) from `spec.selector.matchLabels`.
-fn deployment_selector(object: &Value, _path: &str) -> Option<String> {
+fn deployment_selector(object: &Value) -> Option<String> {
     let labels = object.pointer("/spec/selector/matchLabels")?.as_object()?;
     Some(
         labels
