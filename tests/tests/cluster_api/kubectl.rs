@@ -459,3 +459,93 @@ async fn generator_commands_send_protobuf_that_is_decoded() {
         "a kind without a decoder is refused clearly: {err}"
     );
 }
+
+#[tokio::test]
+async fn server_side_tables_print_kubectls_columns() {
+    let config = kruntimes_e2e::cluster::api::ApiConfig {
+        users: crate::harness::admin_users(),
+        crd_dirs: vec![crd_dir()],
+        ..Default::default()
+    };
+    let cluster = Cluster::with(config).await;
+    let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"busybox"}]}}"#;
+    let run = r#"{"apiVersion":"kruntimes.io/v1alpha1","kind":"Run","metadata":{"name":"hello"},"spec":{"runtimeRef":{"name":"rt"},"command":["echo","hi"]}}"#;
+    for manifest in [pod, run] {
+        let (ok, _, err) = cluster
+            .kubectl_stdin(&["create", "-f", "-"], Some(manifest))
+            .await;
+        assert!(ok, "{err}");
+    }
+    let header = |out: &str| {
+        out.lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let pods = cluster.kubectl_ok(&["get", "pods"]).await;
+    assert_eq!(
+        header(&pods),
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
+        "{pods}"
+    );
+    let row: Vec<&str> = pods
+        .lines()
+        .nth(1)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(&row[..4], ["p", "0/1", "Pending", "0"], "{pods}");
+    let wide = cluster
+        .kubectl_ok(&["get", "pods", "-o", "wide", "-A"])
+        .await;
+    assert_eq!(
+        header(&wide),
+        [
+            "NAMESPACE",
+            "NAME",
+            "READY",
+            "STATUS",
+            "RESTARTS",
+            "AGE",
+            "IP",
+            "NODE"
+        ],
+        "{wide}"
+    );
+    let namespaces = cluster.kubectl_ok(&["get", "ns", "default"]).await;
+    assert_eq!(header(&namespaces), ["NAME", "STATUS", "AGE"]);
+    assert!(namespaces.contains("Active"), "{namespaces}");
+    let runs = cluster.kubectl_ok(&["get", "runs"]).await;
+    let crd: serde_json::Value = serde_norway::from_str(
+        &std::fs::read_to_string(crd_dir().join("runs.kruntimes.io.yaml")).unwrap(),
+    )
+    .unwrap();
+    let columns = crd["spec"]["versions"][0]["additionalPrinterColumns"]
+        .as_array()
+        .expect("the Run CRD declares printer columns");
+    let mut expected: Vec<String> = vec!["NAME".to_owned()];
+    expected.extend(
+        columns
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_uppercase()),
+    );
+    if !expected.iter().any(|c| c == "AGE") {
+        expected.push("AGE".to_owned());
+    }
+    let header_line = runs
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert_eq!(header_line, expected.join(" "), "{runs}");
+    assert!(
+        runs.lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("hello") && l.contains("rt")),
+        "{runs}"
+    );
+}

@@ -26,6 +26,7 @@ mod read;
 pub mod resources;
 pub mod selector;
 pub mod store;
+mod table;
 mod tls;
 mod watch;
 mod write;

@@ -6,9 +6,9 @@ use serde_json::{Value, json};
 use super::Server;
 use super::error::{ApiError, Subject};
 use super::http::{Request, Target};
-use super::meta;
 use super::resources::ResourceType;
 use super::store::ObjectKey;
+use super::{meta, table};
 
 /// The stored key a target names (the target must name an object).
 pub(crate) fn key_of(target: &Target, name: &str) -> ObjectKey {
@@ -48,6 +48,18 @@ pub(crate) fn get_or_list(server: &Server, request: &Request) -> Result<Value, A
         .ok_or_else(|| not_found(target, name))?;
     match target.subresource.as_deref() {
         Some("scale") => scale_of(&target.rtype, &object),
+        _ if request.wants_table() => {
+            let rv = meta::meta_str(&object, "resourceVersion")
+                .unwrap_or("")
+                .to_owned();
+            let object = present(&target.rtype, object);
+            Ok(table::table(
+                &target.rtype,
+                &[object],
+                &rv,
+                request.query.include_object,
+            ))
+        }
         _ => Ok(present(&target.rtype, object)),
     }
 }
@@ -63,6 +75,14 @@ fn list(server: &Server, target: &Target, request: &Request) -> Value {
         .filter(|o| request.query.selectors.matches(o))
         .map(|o| present(rtype, o))
         .collect();
+    if request.wants_table() {
+        return table::table(
+            rtype,
+            &items,
+            &revision.to_string(),
+            request.query.include_object,
+        );
+    }
     json!({
         "apiVersion": rtype.api_version(),
         "kind": format!("{}List", rtype.kind),

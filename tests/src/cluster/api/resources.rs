@@ -40,6 +40,8 @@ pub struct ResourceType {
     pub custom: bool,
     /// Discovery categories (`all` for what `kubectl get all` lists).
     pub categories: Vec<String>,
+    /// A CRD version's `additionalPrinterColumns`: name, type, JSON path.
+    pub printer_columns: Vec<(String, String, String)>,
 }
 
 impl ResourceType {
@@ -206,6 +208,7 @@ pub fn builtin() -> Vec<ResourceType> {
                 } else {
                     Vec::new()
                 },
+                printer_columns: Vec::new(),
             },
         )
         .collect()
@@ -276,7 +279,26 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
                 scale,
                 custom: true,
                 categories: categories.clone(),
+                printer_columns: printer_columns(v),
             })
+        })
+        .collect()
+}
+
+fn printer_columns(version: &Value) -> Vec<(String, String, String)> {
+    let columns = version
+        .get("additionalPrinterColumns")
+        .and_then(Value::as_array);
+    columns
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            let field = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_owned);
+            Some((
+                field("name")?,
+                field("type").unwrap_or_else(|| "string".to_owned()),
+                field("jsonPath")?,
+            ))
         })
         .collect()
 }
