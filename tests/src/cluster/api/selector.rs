@@ -122,7 +122,7 @@ impl LabelSelector {
 }
 
 /// The fields a field selector may name, and where they are in the object.
-const FIELDS: &[(&str, &str)] = &[
+pub const FIELDS: &[(&str, &str)] = &[
     ("metadata.name", "/metadata/name"),
     ("metadata.namespace", "/metadata/namespace"),
     ("spec.nodeName", "/spec/nodeName"),
@@ -135,7 +135,7 @@ const FIELDS: &[(&str, &str)] = &[
 
 /// Event fields (`kubectl describe` selects a Pod's events by them): every
 /// `involvedObject.F` (core Events) and `regarding.F` (events.k8s.io) string field.
-const EVENT_OBJECT_FIELDS: &[&str] = &["involvedObject.", "regarding."];
+pub const EVENT_OBJECT_FIELDS: &[&str] = &["involvedObject.", "regarding."];
 
 /// A parsed field selector; empty matches everything.
 #[derive(Clone, Debug, Default, PartialEq)]
