@@ -142,7 +142,8 @@ fn install_objects(repo: &Path) -> Result<Vec<Value>, HarnessError> {
     Ok(objects)
 }
 
-/// A component process and the address of its admin port.
+/// A component process.
+#[derive(Debug)]
 struct Component {
     name: &'static str,
     child: Child,
@@ -194,9 +195,12 @@ async fn readyz(admin: SocketAddr) -> bool {
 }
 
 /// The running test cluster.
+#[derive(Debug)]
 pub struct TestCluster {
     api: Option<ApiServerHandle>,
-    node: Arc<Node>,
+    /// Held so that the node (its bridge and files) outlives the API server, whose
+    /// kubelet stops the Pods on shutdown.
+    _node: Arc<Node>,
     dir: PathBuf,
     webhook: Option<Component>,
     controller: Option<Component>,
@@ -240,7 +244,7 @@ impl TestCluster {
             api.write_kubeconfig(&dir.join(identity.file), &identity.token, "default")
                 .map_err(|e| HarnessError::Start(format!("writing {}: {e}", identity.file)))?;
         }
-        let mut cluster = TestCluster { api: Some(api), node, dir: dir.to_owned(), webhook: None, controller: None };
+        let mut cluster = TestCluster { api: Some(api), _node: node, dir: dir.to_owned(), webhook: None, controller: None };
         if install {
             let webhook_addr = free_port()?;
             services
@@ -326,7 +330,12 @@ impl TestCluster {
                 let code: u16 = code.parse().map_err(|_| HarnessError::Control(format!("code {code:?}")))?;
                 let seconds: u64 = seconds.parse().map_err(|_| HarnessError::Control(format!("seconds {seconds:?}")))?;
                 api.fail_requests(code, FaultLength::For(Duration::from_secs(seconds)))
-                    .map_err(HarnessError::Control)?;
+                    .map_err(|e| HarnessError::Control(e.to_string()))?;
+                Ok(String::new())
+            }
+            ["kill-container", namespace, pod, container] => {
+                api.kill_container(namespace, pod, container)
+                    .map_err(|e| HarnessError::Control(e.to_string()))?;
                 Ok(String::new())
             }
             ["restart-controller"] => {
@@ -353,7 +362,7 @@ impl TestCluster {
                 Ok(String::new())
             }
             _ => Err(HarnessError::Control(format!(
-                "unknown command {line:?}: fail-api CODE SECONDS | restart-controller | kill-controller | start-controller | stop-webhook"
+                "unknown command {line:?}: fail-api CODE SECONDS | kill-container NAMESPACE POD CONTAINER | restart-controller | kill-controller | start-controller | stop-webhook"
             ))),
         }
     }

@@ -21,6 +21,7 @@ use crate::harness::{Cluster, admin_users};
 struct FakeNode {
     started: Mutex<Vec<String>>,
     stopped: Arc<Mutex<Vec<(String, Duration)>>>,
+    killed: Arc<Mutex<Vec<(String, String)>>>,
     volumes_seen: Mutex<Vec<Option<String>>>,
 }
 
@@ -28,6 +29,7 @@ struct FakePod {
     name: String,
     status: watch::Sender<PodStatus>,
     stopped: Arc<Mutex<Vec<(String, Duration)>>>,
+    killed: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl PodRunner for FakeNode {
@@ -44,7 +46,7 @@ impl PodRunner for FakeNode {
                 .config_map(&ns, "settings")
                 .and_then(|d| d.get("mode").cloned()),
         );
-        let stopped = self.stopped.clone();
+        let (stopped, killed) = (self.stopped.clone(), self.killed.clone());
         Box::pin(async move {
             if name.starts_with("refused") {
                 return Err(NodeError::Unsupported {
@@ -61,6 +63,7 @@ impl PodRunner for FakeNode {
                 name,
                 status,
                 stopped,
+                killed,
             }) as Box<dyn RunningPod>)
         })
     }
@@ -77,7 +80,11 @@ impl RunningPod for FakePod {
             .push((self.name.clone(), grace));
         Box::pin(async {})
     }
-    fn kill_container(&self, _container: &str) -> Result<(), NodeError> {
+    fn kill_container(&self, container: &str) -> Result<(), NodeError> {
+        self.killed
+            .lock()
+            .unwrap()
+            .push((self.name.clone(), container.to_owned()));
         Ok(())
     }
 }
@@ -137,6 +144,20 @@ async fn pods_are_scheduled_run_and_stopped_gracefully() {
     })
     .await;
     assert_eq!(node.started.lock().unwrap().clone(), ["web"]);
+    cluster
+        .server
+        .kill_container("default", "web", "c")
+        .unwrap();
+    assert_eq!(
+        node.killed.lock().unwrap().clone(),
+        [("web".to_owned(), "c".to_owned())]
+    );
+    assert!(
+        cluster
+            .server
+            .kill_container("default", "missing", "c")
+            .is_err()
+    );
     assert_eq!(
         node.volumes_seen.lock().unwrap().clone(),
         [Some("fast".to_owned())],
@@ -418,4 +439,106 @@ async fn kubectl_waits_for_a_deployment_to_be_available() {
         .kubectl_ok(&["rollout", "status", "deployment/api", "--timeout=20s"])
         .await;
     assert!(status.contains("successfully rolled out"), "{status}");
+}
+
+/// A kube-runtime `Controller` against the server: it copies each labelled ConfigMap
+/// into an owned one by server-side apply; the copy follows changes and goes with its
+/// owner through the garbage collector.
+#[tokio::test]
+async fn a_kube_runtime_controller_reconciles_against_the_server() {
+    use futures::StreamExt as _;
+    use kube::runtime::controller::{Action, Controller};
+    use kube::runtime::watcher;
+
+    async fn reconcile(
+        source: Arc<ConfigMap>,
+        client: Arc<kube::Client>,
+    ) -> Result<Action, kube::Error> {
+        let name = source.metadata.name.clone().unwrap_or_default();
+        let owner = kube::Resource::controller_owner_ref(source.as_ref(), &()).unwrap();
+        let copy = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": format!("{name}-copy"), "ownerReferences": [owner]}, "data": source.data});
+        let api: Api<ConfigMap> = Api::namespaced(client.as_ref().clone(), "default");
+        api.patch(
+            &format!("{name}-copy"),
+            &PatchParams::apply("copier").force(),
+            &Patch::Apply(&copy),
+        )
+        .await?;
+        Ok(Action::await_change())
+    }
+    let cluster = Cluster::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), "default");
+    let controller = Controller::new(api.clone(), watcher::Config::default().labels("copy=yes"))
+        .owns(api.clone(), watcher::Config::default())
+        .run(
+            reconcile,
+            |_, _, _| Action::requeue(Duration::from_secs(1)),
+            Arc::new(cluster.client.clone()),
+        )
+        .for_each(|_| async {});
+    let running = tokio::spawn(controller);
+
+    let source: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "src", "labels": {"copy": "yes"}}, "data": {"a": "1"}}),
+    )
+    .unwrap();
+    api.create(&PostParams::default(), &source).await.unwrap();
+    let data_of = |name: &'static str| {
+        let api = api.clone();
+        async move {
+            api.get_opt(name)
+                .await
+                .unwrap()
+                .and_then(|c| c.data)
+                .and_then(|d| d.get("a").cloned())
+        }
+    };
+    eventually("the copy is made", || async {
+        data_of("src-copy").await.as_deref() == Some("1")
+    })
+    .await;
+    api.patch(
+        "src",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"a": "2"}})),
+    )
+    .await
+    .unwrap();
+    eventually("the copy follows", || async {
+        data_of("src-copy").await.as_deref() == Some("2")
+    })
+    .await;
+    api.delete("src", &DeleteParams::default()).await.unwrap();
+    eventually("the copy goes with its owner", || async {
+        api.get_opt("src-copy").await.unwrap().is_none()
+    })
+    .await;
+    running.abort();
+}
+
+#[tokio::test]
+async fn shutdown_stops_the_pods_the_node_runs() {
+    let (cluster, node) = with_node().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    pods.create(&PostParams::default(), &pod("left-running", 30))
+        .await
+        .unwrap();
+    eventually("it runs", || async {
+        pods.get("left-running")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.phase)
+            .as_deref()
+            == Some("Running")
+    })
+    .await;
+    let Cluster { server, .. } = cluster;
+    server.shutdown().await;
+    let grace = kruntimes_e2e::cluster::api::SHUTDOWN_GRACE;
+    assert_eq!(
+        node.stopped.lock().unwrap().clone(),
+        [("left-running".to_owned(), grace)]
+    );
 }

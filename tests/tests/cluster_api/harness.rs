@@ -7,7 +7,6 @@ use tokio::process::Command;
 
 use kruntimes_e2e::cluster::api::{ApiConfig, ApiServer, ApiServerHandle};
 use kruntimes_e2e::cluster::contract::UserInfo;
-use serde_json::Value;
 
 pub const ADMIN_TOKEN: &str = "admin-token";
 
@@ -110,11 +109,4 @@ impl Cluster {
 /// The repository's CRD directory.
 pub fn crd_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/kruntimes/crds")
-}
-
-pub fn rv(object: &Value) -> u64 {
-    object["metadata"]["resourceVersion"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .expect("resourceVersion is a number")
 }

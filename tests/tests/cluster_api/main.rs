@@ -12,4 +12,5 @@ mod admission;
 mod controllers;
 mod harness;
 mod kube_crud;
+mod kube_watch;
 mod kubectl;

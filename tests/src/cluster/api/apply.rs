@@ -123,6 +123,8 @@ struct Entry {
     subresource: Option<String>,
     api_version: String,
     paths: BTreeSet<Path>,
+    /// When the entry last changed; `None`: now.
+    time: Option<String>,
 }
 
 fn entries(object: Option<&Value>) -> Vec<Entry> {
@@ -145,6 +147,7 @@ fn entries(object: Option<&Value>) -> Vec<Entry> {
                 subresource: s("subresource"),
                 api_version: s("apiVersion").unwrap_or_default(),
                 paths,
+                time: s("time"),
             }
         })
         .collect()
@@ -156,7 +159,7 @@ fn write_entries(object: &mut Value, entries: &[Entry]) {
         .iter()
         .filter(|e| !e.paths.is_empty())
         .map(|e| {
-            let mut v = json!({"manager": e.manager, "operation": e.operation, "apiVersion": e.api_version, "time": time, "fieldsType": "FieldsV1", "fieldsV1": encode(&e.paths)});
+            let mut v = json!({"manager": e.manager, "operation": e.operation, "apiVersion": e.api_version, "time": e.time.clone().unwrap_or_else(|| time.clone()), "fieldsType": "FieldsV1", "fieldsV1": encode(&e.paths)});
             if let Some(sub) = &e.subresource {
                 v["subresource"] = json!(sub);
             }
@@ -255,6 +258,13 @@ pub(crate) fn apply(
             remove_at(&mut merged, dropped);
         }
     }
+    // An apply that claims what it claimed before keeps its entry's time, so that a
+    // repeated apply is a no-op write.
+    let time = all
+        .iter()
+        .find(|e| mine(e))
+        .filter(|_| previous == applied_paths)
+        .and_then(|e| e.time.clone());
     all.retain(|e| !mine(e));
     all.push(Entry {
         manager: manager.to_owned(),
@@ -262,6 +272,7 @@ pub(crate) fn apply(
         subresource: sub,
         api_version: rtype.api_version(),
         paths: applied_paths,
+        time,
     });
     write_entries(&mut merged, &all);
     Ok(merged)
@@ -332,13 +343,17 @@ pub(crate) fn record_update(
             .iter_mut()
             .find(|e| e.manager == manager && e.operation == "Update" && e.subresource == sub)
         {
-            Some(entry) => entry.paths.extend(changed),
+            Some(entry) => {
+                entry.paths.extend(changed);
+                entry.time = None;
+            }
             None => all.push(Entry {
                 manager: manager.to_owned(),
                 operation: "Update".to_owned(),
                 subresource: sub,
                 api_version,
                 paths: changed,
+                time: None,
             }),
         }
     }

@@ -177,13 +177,13 @@ impl ApiError {
         )
     }
 
-    /// 415 for a body that is neither JSON nor YAML (Protobuf and CBOR are not decoded).
+    /// 415 for a body that is neither JSON, YAML nor Protobuf (CBOR is not decoded).
     pub fn unsupported_body(content_type: &str) -> ApiError {
         ApiError::new(
             415,
             "UnsupportedMediaType",
             format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type:?}; this server decodes no Protobuf or CBOR)"
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type:?}; this server decodes no CBOR, and Protobuf only for a few kinds)"
             ),
         )
     }

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::error::ApiError;
 use super::resources::{self, ResourceType};
 use super::selector::{FieldSelector, LabelSelector, Selectors};
+use super::table::{self, IncludeObject};
 use super::{Server, openapi, read, watch, write};
 use crate::cluster::contract::UserInfo;
 
@@ -35,6 +36,7 @@ pub(crate) struct Query {
     pub(crate) dry_run: bool,
     pub(crate) field_manager: Option<String>,
     pub(crate) force: bool,
+    pub(crate) include_object: IncludeObject,
 }
 
 impl Query {
@@ -65,6 +67,13 @@ impl Query {
                 }
                 "fieldManager" => q.field_manager = Some(value.into_owned()),
                 "force" => q.force = truthy,
+                "includeObject" => {
+                    q.include_object = match value.as_ref() {
+                        "Object" => IncludeObject::Object,
+                        "None" => IncludeObject::None,
+                        _ => IncludeObject::Metadata,
+                    }
+                }
                 _ => {}
             }
         }
@@ -91,6 +100,15 @@ impl Request {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(';').next())
             .map_or("application/json", str::trim)
+    }
+
+    /// Whether the client asked for a server-side Table.
+    pub(crate) fn wants_table(&self) -> bool {
+        table::wanted(
+            self.headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok()),
+        )
     }
 
     /// The field manager: the query's, else one derived from the user agent as the
@@ -130,14 +148,27 @@ fn error_response(err: &ApiError) -> Response {
     response
 }
 
+/// The largest request body, as the apiserver's (3 MiB): larger is `413`.
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
 /// The one handler: every request comes here.
 pub(crate) async fn handle(
     State(server): State<Arc<Server>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    let Ok(body) = body else {
+        let err = ApiError::new(
+            413,
+            "RequestEntityTooLarge",
+            format!(
+                "the request body is larger than the limit of {MAX_BODY_BYTES} bytes, or could not be read"
+            ),
+        );
+        return error_response(&err);
+    };
     match route(&server, method, &uri, headers, body).await {
         Ok(response) => response,
         Err(err) => error_response(&err),
@@ -178,6 +209,10 @@ async fn route(
         };
     }
     let target = parse_target(server, path)?;
+    // Only reads span namespaces: a write to a namespaced resource names its namespace.
+    if method != Method::GET && target.rtype.namespaced && target.namespace.is_none() {
+        return Err(ApiError::no_route(path));
+    }
     let request = Request {
         method,
         target,

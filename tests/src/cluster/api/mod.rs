@@ -6,7 +6,8 @@
 //! the CRD schema check ([`crate::cluster::contract`]). Watches replay a bounded history
 //! and then follow live changes. docs/test-cluster.md ("API server") lists every known
 //! difference from a real apiserver; the main ones: no RBAC, no aggregated discovery,
-//! no OpenAPI documents, no pagination, no protobuf, no version conversion beyond the
+//! OpenAPI v3 documents without schemas and no v2, no pagination, Protobuf bodies only
+//! for the kinds kubectl's generator commands create, no version conversion beyond the
 //! `apiVersion` field.
 
 mod admit;
@@ -20,10 +21,12 @@ pub mod meta;
 mod namespaces;
 mod openapi;
 mod patch;
+mod proto;
 mod read;
 pub mod resources;
 pub mod selector;
 pub mod store;
+mod table;
 mod tls;
 mod watch;
 mod write;
@@ -41,6 +44,7 @@ use resources::ResourceType;
 use store::{ObjectKey, Store};
 
 pub use controllers::RESYNC;
+pub use http::MAX_BODY_BYTES;
 pub use tls::TlsError;
 pub use watch::{BOOKMARK_INTERVAL, DEFAULT_WATCH_TIMEOUT};
 pub use write::DEFAULT_GRACE_SECONDS;
@@ -111,6 +115,33 @@ pub enum StartError {
     },
 }
 
+/// A harness call on a running server was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    /// `fail_requests` with a code it does not inject.
+    #[error("fault code {code}: only {allowed:?} are injected")]
+    FaultCode {
+        /// the code asked for
+        code: u16,
+        /// the codes injected
+        allowed: &'static [u16],
+    },
+    /// `kill_container` without a node.
+    #[error("kill_container: no node is configured (ApiConfig::node)")]
+    NoNode,
+    /// `kill_container` of a Pod that is not stored.
+    #[error("kill_container: pod {0} not found")]
+    PodNotFound(String),
+    /// The node refused to kill the container.
+    #[error("kill_container: pod {pod}: {reason}")]
+    Node {
+        /// `namespace/name`
+        pod: String,
+        /// the node's answer
+        reason: String,
+    },
+}
+
 /// State shared by every request.
 pub(crate) struct Server {
     pub(crate) store: Store,
@@ -120,6 +151,8 @@ pub(crate) struct Server {
     pub(crate) faults: Faults,
     /// Pods are stopped by the node before removal (graceful deletion).
     pub(crate) graceful_pods: bool,
+    /// Watches streaming now.
+    pub(crate) open_watches: std::sync::atomic::AtomicUsize,
 }
 
 impl Server {
@@ -178,6 +211,7 @@ impl ApiServer {
             users: config.users.clone(),
             faults: Faults::default(),
             graceful_pods: config.node.is_some(),
+            open_watches: std::sync::atomic::AtomicUsize::new(0),
         });
         seed(&server, &config)?;
         let node_name = if config.node_name.is_empty() {
@@ -200,6 +234,7 @@ impl ApiServer {
         let handle = axum_server::Handle::new();
         let app = axum::Router::new()
             .fallback(http::handle)
+            .layer(axum::extract::DefaultBodyLimit::max(http::MAX_BODY_BYTES))
             .with_state(server.clone());
         let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls.config);
         let serve = axum_server::from_tcp_rustls(listener, rustls)
@@ -342,15 +377,46 @@ impl ApiServerHandle {
 
     /// Answers every non-watch request with `code` (429, 500 or 503) and a `Status`
     /// while the fault lasts. Another code is refused.
-    pub fn fail_requests(&self, code: u16, length: FaultLength) -> Result<(), String> {
+    pub fn fail_requests(&self, code: u16, length: FaultLength) -> Result<(), HarnessError> {
         if !fault::FAULT_CODES.contains(&code) {
-            return Err(format!(
-                "fault code {code}: only {:?} are injected",
-                fault::FAULT_CODES
-            ));
+            return Err(HarnessError::FaultCode {
+                code,
+                allowed: fault::FAULT_CODES,
+            });
         }
         self.server.faults.set(code, length);
         Ok(())
+    }
+
+    /// Fault injection: SIGKILL the main process of container `container` of Pod
+    /// `namespace/pod` on the node (which does not restart it).
+    pub fn kill_container(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+    ) -> Result<(), HarnessError> {
+        let kubelet = self.controllers.kubelet().ok_or(HarnessError::NoNode)?;
+        let stored = self
+            .server
+            .store
+            .get(&ObjectKey::new("", "pods", namespace, pod))
+            .ok_or_else(|| HarnessError::PodNotFound(format!("{namespace}/{pod}")))?;
+        let uid = meta::meta_str(&stored, "uid").unwrap_or("");
+        kubelet
+            .kill_container(uid, container)
+            .map_err(|reason| HarnessError::Node {
+                pod: format!("{namespace}/{pod}"),
+                reason,
+            })
+    }
+
+    /// How many watches are streaming now (a harness waits for a client's watch to be
+    /// open before making the changes it should see).
+    pub fn open_watches(&self) -> usize {
+        self.server
+            .open_watches
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many requests injected faults have answered since the start.

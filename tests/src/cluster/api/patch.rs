@@ -53,7 +53,7 @@ pub(crate) fn apply_patch(
                     "a strategic merge patch must be a JSON object",
                 ));
             };
-            strategic_merge_map(&mut doc, &patch, None);
+            strategic_merge_map(&mut doc, &patch);
         }
         other => return Err(ApiError::unsupported_media_type(other)),
     }
@@ -81,7 +81,7 @@ fn merge_key(field: &str, elements: &[Value]) -> Option<&'static str> {
     }
 }
 
-fn strategic_merge_map(doc: &mut Value, patch: &Map<String, Value>, _field: Option<&str>) {
+fn strategic_merge_map(doc: &mut Value, patch: &Map<String, Value>) {
     if patch.get("$patch").and_then(Value::as_str) == Some("replace") {
         let mut replaced = patch.clone();
         replaced.remove("$patch");
@@ -108,11 +108,9 @@ fn strategic_merge_map(doc: &mut Value, patch: &Map<String, Value>, _field: Opti
             Value::Null => {
                 target.remove(key);
             }
-            Value::Object(inner) => strategic_merge_map(
-                target.entry(key.clone()).or_insert(Value::Null),
-                inner,
-                Some(key),
-            ),
+            Value::Object(inner) => {
+                strategic_merge_map(target.entry(key.clone()).or_insert(Value::Null), inner)
+            }
             Value::Array(items) => merge_list(target, key, items),
             scalar => {
                 target.insert(key.clone(), scalar.clone());
@@ -154,12 +152,10 @@ fn merge_list(target: &mut Map<String, Value>, field: &str, items: &[Value]) {
                 merged.remove(i);
             }
             (_, _) if delete => {}
-            (Some(i), Value::Object(patch)) => {
-                strategic_merge_map(&mut merged[i], patch, Some(field))
-            }
+            (Some(i), Value::Object(patch)) => strategic_merge_map(&mut merged[i], patch),
             (None, Value::Object(patch)) => {
                 let mut fresh = Value::Object(Map::new());
-                strategic_merge_map(&mut fresh, patch, Some(field));
+                strategic_merge_map(&mut fresh, patch);
                 merged.push(fresh);
             }
             (_, other) => merged.push(other.clone()),

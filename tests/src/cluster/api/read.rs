@@ -6,9 +6,9 @@ use serde_json::{Value, json};
 use super::Server;
 use super::error::{ApiError, Subject};
 use super::http::{Request, Target};
-use super::meta;
 use super::resources::ResourceType;
 use super::store::ObjectKey;
+use super::{meta, table};
 
 /// The stored key a target names (the target must name an object).
 pub(crate) fn key_of(target: &Target, name: &str) -> ObjectKey {
@@ -48,6 +48,18 @@ pub(crate) fn get_or_list(server: &Server, request: &Request) -> Result<Value, A
         .ok_or_else(|| not_found(target, name))?;
     match target.subresource.as_deref() {
         Some("scale") => scale_of(&target.rtype, &object),
+        _ if request.wants_table() => {
+            let rv = meta::meta_str(&object, "resourceVersion")
+                .unwrap_or("")
+                .to_owned();
+            let object = present(&target.rtype, object);
+            Ok(table::table(
+                &target.rtype,
+                &[object],
+                &rv,
+                request.query.include_object,
+            ))
+        }
         _ => Ok(present(&target.rtype, object)),
     }
 }
@@ -63,6 +75,14 @@ fn list(server: &Server, target: &Target, request: &Request) -> Value {
         .filter(|o| request.query.selectors.matches(o))
         .map(|o| present(rtype, o))
         .collect();
+    if request.wants_table() {
+        return table::table(
+            rtype,
+            &items,
+            &revision.to_string(),
+            request.query.include_object,
+        );
+    }
     json!({
         "apiVersion": rtype.api_version(),
         "kind": format!("{}List", rtype.kind),
@@ -85,7 +105,8 @@ pub(crate) fn scale_of(rtype: &ResourceType, object: &Value) -> Result<Value, Ap
         .unwrap_or(0);
     let mut scale_status = json!({"replicas": status});
     let selector = match &paths.label_selector {
-        Some(p) if !rtype.custom => deployment_selector(object, p),
+        // A Deployment's selector is a structure: the Scale carries it as a string.
+        Some(_) if !rtype.custom => deployment_selector(object),
         Some(p) => meta::at_path(object, p)
             .and_then(Value::as_str)
             .map(str::to_owned),
@@ -121,7 +142,7 @@ pub(crate) fn scale_of(rtype: &ResourceType, object: &Value) -> Result<Value, Ap
 }
 
 /// A Deployment's selector as a string (`a=b,c=d`) from `spec.selector.matchLabels`.
-fn deployment_selector(object: &Value, _path: &str) -> Option<String> {
+fn deployment_selector(object: &Value) -> Option<String> {
     let labels = object.pointer("/spec/selector/matchLabels")?.as_object()?;
     Some(
         labels

@@ -38,6 +38,10 @@ pub struct ResourceType {
     pub scale: Option<ScalePaths>,
     /// Custom resource: schema-checked through its CRD.
     pub custom: bool,
+    /// Discovery categories (`all` for what `kubectl get all` lists).
+    pub categories: Vec<String>,
+    /// A CRD version's `additionalPrinterColumns`: name, type, JSON path.
+    pub printer_columns: Vec<(String, String, String)>,
 }
 
 impl ResourceType {
@@ -199,6 +203,12 @@ pub fn builtin() -> Vec<ResourceType> {
                     label_selector: Some(".status.selector".to_owned()),
                 }),
                 custom: false,
+                categories: if matches!(plural, "pods" | "services" | "deployments") {
+                    vec!["all".to_owned()]
+                } else {
+                    Vec::new()
+                },
+                printer_columns: Vec::new(),
             },
         )
         .collect()
@@ -223,6 +233,16 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
     let namespaced = str_at(crd, "/spec/scope") != Some("Cluster");
     let short_names: Vec<String> = crd
         .pointer("/spec/names/shortNames")
+        .and_then(Value::as_array)
+        .map(|names| {
+            names
+                .iter()
+                .filter_map(|n| n.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let categories: Vec<String> = crd
+        .pointer("/spec/names/categories")
         .and_then(Value::as_array)
         .map(|names| {
             names
@@ -258,7 +278,27 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
                 status: v.pointer("/subresources/status").is_some(),
                 scale,
                 custom: true,
+                categories: categories.clone(),
+                printer_columns: printer_columns(v),
             })
+        })
+        .collect()
+}
+
+fn printer_columns(version: &Value) -> Vec<(String, String, String)> {
+    let columns = version
+        .get("additionalPrinterColumns")
+        .and_then(Value::as_array);
+    columns
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            let field = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_owned);
+            Some((
+                field("name")?,
+                field("type").unwrap_or_else(|| "string".to_owned()),
+                field("jsonPath")?,
+            ))
         })
         .collect()
 }
@@ -288,6 +328,7 @@ pub fn resource_list(types: &[ResourceType], group_version: &str) -> Value {
             "kind": t.kind,
             "verbs": VERBS,
             "shortNames": t.short_names,
+            "categories": t.categories,
         }));
         if t.status {
             resources.push(json!({"name": format!("{}/status", t.plural), "singularName": "", "namespaced": t.namespaced, "kind": t.kind, "verbs": ["get", "patch", "update"]}));

@@ -122,19 +122,24 @@ impl LabelSelector {
 }
 
 /// The fields a field selector may name, and where they are in the object.
-const FIELDS: &[(&str, &str)] = &[
+pub const FIELDS: &[(&str, &str)] = &[
     ("metadata.name", "/metadata/name"),
     ("metadata.namespace", "/metadata/namespace"),
     ("spec.nodeName", "/spec/nodeName"),
     ("status.phase", "/status/phase"),
-    ("involvedObject.name", "/involvedObject/name"),
-    ("involvedObject.uid", "/involvedObject/uid"),
-    ("regarding.name", "/regarding/name"),
+    ("spec.serviceAccountName", "/spec/serviceAccountName"),
+    ("status.podIP", "/status/podIP"),
+    ("type", "/type"),
+    ("reason", "/reason"),
 ];
+
+/// Event fields (`kubectl describe` selects a Pod's events by them): every
+/// `involvedObject.F` (core Events) and `regarding.F` (events.k8s.io) string field.
+pub const EVENT_OBJECT_FIELDS: &[&str] = &["involvedObject.", "regarding."];
 
 /// A parsed field selector; empty matches everything.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct FieldSelector(Vec<(&'static str, bool, String)>);
+pub struct FieldSelector(Vec<(String, bool, String)>);
 
 impl FieldSelector {
     /// Parses `fieldSelector`; a field outside [`FIELDS`] is a 400, as the apiserver
@@ -152,13 +157,21 @@ impl FieldSelector {
                 )));
             };
             let field = field.trim();
-            let pointer = FIELDS
+            let known = FIELDS
                 .iter()
                 .find(|(name, _)| *name == field)
-                .map(|(_, p)| *p)
-                .ok_or_else(|| {
-                    ApiError::bad_request(format!("field label not supported: {field}"))
-                })?;
+                .map(|(_, p)| (*p).to_owned());
+            let event_field = EVENT_OBJECT_FIELDS
+                .iter()
+                .any(|prefix| {
+                    field
+                        .strip_prefix(prefix)
+                        .is_some_and(|rest| !rest.is_empty() && !rest.contains('.'))
+                })
+                .then(|| format!("/{}", field.replace('.', "/")));
+            let pointer = known.or(event_field).ok_or_else(|| {
+                ApiError::bad_request(format!("field label not supported: {field}"))
+            })?;
             terms.push((pointer, equal, value.trim().to_owned()));
         }
         Ok(FieldSelector(terms))

@@ -15,8 +15,9 @@ use tokio::sync::broadcast;
 pub const DEFAULT_HISTORY: usize = 10_000;
 
 /// How many live events a slow watcher may fall behind before it is ended with `410`
-/// (it then relists, as a real client does after a compaction).
-const LIVE_BUFFER: usize = 4_096;
+/// (it then relists, as a real client does after a compaction): the memory a stalled
+/// watch may hold is bounded, and a test's bursts fit.
+pub const WATCH_LAG_LIMIT: usize = 4_096;
 
 /// Where an object lives: group, plural, namespace (`""` for cluster-scoped), name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -124,7 +125,7 @@ impl Default for Store {
 impl Store {
     /// An empty store keeping `history_limit` change events.
     pub fn new(history_limit: usize) -> Store {
-        let (live, _) = broadcast::channel(LIVE_BUFFER);
+        let (live, _) = broadcast::channel(WATCH_LAG_LIMIT);
         Store {
             inner: Arc::new(Mutex::new(Inner {
                 revision: 1,
@@ -333,6 +334,27 @@ mod tests {
         assert_eq!(from_oldest, Ok(3));
         assert_eq!(store.subscribe(1).err(), Some(TooOld { oldest: 2 }));
         assert_eq!(store.subscribe(5).map(|s| s.backlog.len()), Ok(0));
+    }
+
+    #[test]
+    fn a_subscriber_may_lag_by_the_limit_and_not_more() {
+        let write = |store: &Store, n: usize| {
+            for i in 0..n {
+                let key = ObjectKey::new("", "configmaps", "default", &format!("c{i}"));
+                assert!(store.put(&key, json!({"metadata": {}}), None).is_ok());
+            }
+        };
+        let store = Store::default();
+        let mut at_limit = store.changes();
+        write(&store, WATCH_LAG_LIMIT);
+        assert!(at_limit.try_recv().is_ok(), "nothing lost at the limit");
+        let store = Store::default();
+        let mut over = store.changes();
+        write(&store, WATCH_LAG_LIMIT + 1);
+        assert!(matches!(
+            over.try_recv(),
+            Err(broadcast::error::TryRecvError::Lagged(1))
+        ));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! carry the current `resourceVersion` when asked for; `timeoutSeconds` ends the stream.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -16,6 +17,7 @@ use super::http::{Request, Target};
 use super::read::present;
 use super::selector::Selectors;
 use super::store::{Change, EventType, Subscription};
+use super::table::{self, IncludeObject};
 
 /// How often a watch that allows bookmarks gets one.
 pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(5);
@@ -29,6 +31,8 @@ const STREAM_BUFFER: usize = 64;
 struct Filter {
     target: Target,
     selectors: Selectors,
+    /// Events carry one-row Tables (`kubectl get -w`), with what of the object.
+    table: Option<IncludeObject>,
 }
 
 impl Filter {
@@ -63,7 +67,24 @@ impl Filter {
             (EventType::Deleted, _, true) => "DELETED",
             _ => return None,
         };
-        Some(json!({"type": kind, "object": present(rtype, change.object.clone())}))
+        Some(json!({"type": kind, "object": self.shape(change.object.clone())}))
+    }
+
+    /// The object as the watcher asked for it.
+    fn shape(&self, object: Value) -> Value {
+        let rtype = &self.target.rtype;
+        let object = present(rtype, object);
+        match self.table {
+            Some(include) => {
+                let rv = object
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
+                table::table(rtype, &[object], &rv, include)
+            }
+            None => object,
+        }
     }
 }
 
@@ -73,6 +94,9 @@ pub(crate) fn serve(server: Arc<Server>, request: Request) -> Result<Body, ApiEr
     let filter = Filter {
         target: request.target.clone(),
         selectors: request.query.selectors.clone(),
+        table: request
+            .wants_table()
+            .then_some(request.query.include_object),
     };
     let rtype = &filter.target.rtype;
     let from = match request.query.resource_version.as_deref() {
@@ -95,7 +119,7 @@ pub(crate) fn serve(server: Arc<Server>, request: Request) -> Result<Body, ApiEr
             initial = objects
                 .into_iter()
                 .filter(|o| filter.selects(o))
-                .map(|o| json!({"type": "ADDED", "object": present(rtype, o)}))
+                .map(|o| json!({"type": "ADDED", "object": filter.shape(o)}))
                 .collect();
             Ok(sub)
         }
@@ -109,7 +133,9 @@ pub(crate) fn serve(server: Arc<Server>, request: Request) -> Result<Body, ApiEr
         .timeout_seconds
         .map_or(DEFAULT_WATCH_TIMEOUT, Duration::from_secs);
     let bookmarks = request.query.bookmarks;
+    server.open_watches.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(async move {
+        let _open = OpenWatch(server.clone());
         let stream = async {
             match subscription {
                 Err((from, oldest)) => {
@@ -125,6 +151,15 @@ pub(crate) fn serve(server: Arc<Server>, request: Request) -> Result<Body, ApiEr
     Ok(Body::from_stream(
         tokio_stream::wrappers::ReceiverStream::new(rx),
     ))
+}
+
+/// Counts a watch as open while it lives.
+struct OpenWatch(Arc<Server>);
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        self.0.open_watches.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 async fn send(tx: &mpsc::Sender<Result<Bytes, std::convert::Infallible>>, event: &Value) -> bool {

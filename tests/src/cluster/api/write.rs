@@ -12,7 +12,7 @@ use super::http::Request;
 use super::read::{key_of, not_found, present, scale_of};
 use super::resources::ResourceType;
 use super::store::ObjectKey;
-use super::{apply, meta, patch};
+use super::{apply, meta, patch, proto};
 use crate::cluster::contract::Operation;
 
 /// How long a Pod's containers get between SIGTERM and SIGKILL when neither the delete
@@ -29,6 +29,9 @@ fn subject<'a>(rtype: &'a ResourceType, name: &'a str) -> Subject<'a> {
 
 fn parse_body(request: &Request) -> Result<Value, ApiError> {
     let content_type = request.content_type();
+    if content_type == proto::PROTOBUF {
+        return proto::decode(&request.body);
+    }
     if !content_type.contains("json") && !content_type.contains("yaml") {
         return Err(ApiError::unsupported_body(content_type));
     }
@@ -178,6 +181,16 @@ fn check_namespace(server: &Server, namespace: &str) -> Result<(), ApiError> {
 
 /// The metadata and status a new object starts with.
 fn prepare_new(rtype: &ResourceType, object: &mut Value) {
+    // The one built-in default clients rely on: a Secret without a type is Opaque.
+    if rtype.group.is_empty()
+        && rtype.plural == "secrets"
+        && object
+            .get("type")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+    {
+        object["type"] = json!("Opaque");
+    }
     if let Some(m) = object["metadata"].as_object_mut() {
         for field in [
             "resourceVersion",
@@ -195,6 +208,7 @@ fn prepare_new(rtype: &ResourceType, object: &mut Value) {
         match (rtype.group.as_str(), rtype.plural.as_str()) {
             ("", "pods") => object["status"] = json!({"phase": "Pending"}),
             ("", "namespaces") => object["status"] = json!({"phase": "Active"}),
+            ("apiextensions.k8s.io", _) => object["status"] = crd_status(object),
             _ => {
                 if let Some(m) = object.as_object_mut() {
                     m.remove("status");
@@ -202,6 +216,21 @@ fn prepare_new(rtype: &ResourceType, object: &mut Value) {
             }
         }
     }
+}
+
+/// A CRD's status as the apiserver sets it once it serves the CRD: its names accepted,
+/// `Established`, the storage version stored.
+fn crd_status(crd: &Value) -> Value {
+    let now = meta::now();
+    let condition = |kind: &str, reason: &str, message: &str| json!({"type": kind, "status": "True", "reason": reason, "message": message, "lastTransitionTime": now});
+    json!({
+        "acceptedNames": crd.pointer("/spec/names").cloned().unwrap_or_else(|| json!({})),
+        "conditions": [
+            condition("NamesAccepted", "NoConflicts", "no conflicts found"),
+            condition("Established", "InitialNamesAccepted", "the initial names have been accepted"),
+        ],
+        "storedVersions": super::resources::storage_version(crd).into_iter().collect::<Vec<_>>(),
+    })
 }
 
 /// `PUT` on an object or its `status`/`scale`.
@@ -220,6 +249,11 @@ pub(crate) async fn update(server: &Server, request: &Request) -> Result<Value, 
         return update_scale(server, request, old, &body).await;
     }
     check_identity(request, &mut body)?;
+    if let Some(body_name) = meta::meta_str(&body, "name").filter(|n| !n.is_empty() && *n != name) {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
+    }
     let expected = meta::meta_str(&body, "resourceVersion").map(str::to_owned);
     update_object(server, request, old, body, expected.as_deref()).await
 }
@@ -402,14 +436,24 @@ fn keep_server_fields(old: &Value, new: &mut Value) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// An update that changes nothing but bookkeeping is not written (no new
-/// `resourceVersion`, no watch event), as on a real apiserver.
+/// An update that changes nothing but bookkeeping (`resourceVersion`, the times of
+/// `managedFields` entries) is not written (no new `resourceVersion`, no watch event),
+/// as on a real apiserver. A change of ownership alone is written.
 fn unchanged(old: &Value, new: &Value) -> bool {
     let strip = |v: &Value| {
         let mut v = v.clone();
         if let Some(m) = v["metadata"].as_object_mut() {
             m.remove("resourceVersion");
-            m.remove("managedFields");
+            for entry in m
+                .get_mut("managedFields")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(e) = entry.as_object_mut() {
+                    e.remove("time");
+                }
+            }
         }
         v
     };
@@ -490,6 +534,13 @@ pub(crate) async fn patch(server: &Server, request: &Request) -> Result<(u16, Va
             ApiError::bad_request("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch")
         })?;
         let sub = request.target.subresource.as_deref();
+        if sub == Some("scale") {
+            // A Scale applied: its spec.replicas is written, without field ownership.
+            let old = old.ok_or_else(|| not_found(&request.target, &name))?;
+            return update_scale(server, request, old, &applied)
+                .await
+                .map(|o| (200, o));
+        }
         let merged = apply::apply(
             old.as_ref(),
             &applied,
@@ -547,7 +598,9 @@ pub(crate) async fn delete(server: &Server, request: &Request) -> Result<(u16, V
     let options: Value = if request.body.is_empty() {
         json!({})
     } else {
-        serde_json::from_slice(&request.body).unwrap_or(json!({}))
+        serde_json::from_slice(&request.body).map_err(|e| {
+            ApiError::bad_request(format!("the DeleteOptions body is not valid JSON: {e}"))
+        })?
     };
     check_preconditions(rtype, &name, &old, &options)?;
     let dry_run = request.query.dry_run

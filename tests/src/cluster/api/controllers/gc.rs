@@ -39,6 +39,14 @@ pub(super) async fn reconcile(server: &Server) {
     for (key, object) in orphans {
         namespaces::remove_or_mark(server, &key, object);
     }
+    // Custom resources whose CRD is gone go with it.
+    let served: HashSet<(String, String)> =
+        server.types().into_iter().map(|t| t.store_key()).collect();
+    for (key, object) in &objects {
+        if !served.contains(&(key.group.clone(), key.resource.clone())) {
+            namespaces::remove_or_mark(server, key, object.clone());
+        }
+    }
     for (key, object) in &objects {
         if key.group.is_empty()
             && key.resource == "namespaces"

@@ -31,6 +31,8 @@ pub(crate) struct Kubelet {
     node: Arc<dyn PodRunner>,
     node_name: String,
     pods: Mutex<HashMap<String, PodState>>,
+    /// Set by `stop_all`: a Pod whose start completes afterwards is stopped at once.
+    stopping_all: std::sync::atomic::AtomicBool,
 }
 
 /// Secrets and ConfigMaps as the store holds them now.
@@ -154,6 +156,7 @@ impl Kubelet {
             node,
             node_name: node_name.to_owned(),
             pods: Mutex::new(HashMap::new()),
+            stopping_all: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -247,7 +250,20 @@ impl Kubelet {
                 Ok(running) => {
                     let running: Arc<dyn RunningPod> = Arc::from(running);
                     let mut status = running.status();
-                    me.states().insert(uid.clone(), PodState::Running(running));
+                    let late = {
+                        let mut states = me.states();
+                        let late = me.stopping_all.load(std::sync::atomic::Ordering::SeqCst);
+                        if !late {
+                            states.insert(uid.clone(), PodState::Running(running.clone()));
+                        }
+                        late
+                    };
+                    if late {
+                        // Started after the server's shutdown began: stop it now.
+                        running.stop(crate::cluster::api::SHUTDOWN_GRACE).await;
+                        return;
+                    }
+                    drop(running);
                     loop {
                         let current = status.borrow_and_update().clone();
                         set_status(&store, &key, &uid, &current);
@@ -269,16 +285,30 @@ impl Kubelet {
         });
     }
 
+    /// Fault injection: SIGKILL container `container` of the running Pod with `uid`.
+    pub(crate) fn kill_container(&self, uid: &str, container: &str) -> Result<(), String> {
+        let running = match self.states().get(uid) {
+            Some(PodState::Running(running)) => running.clone(),
+            _ => return Err(format!("the node does not run a Pod with uid {uid}")),
+        };
+        running.kill_container(container).map_err(|e| e.to_string())
+    }
+
     /// Stops every Pod still running (server shutdown).
     pub(crate) async fn stop_all(&self, grace: Duration) {
-        let running: Vec<Arc<dyn RunningPod>> = self
-            .states()
-            .drain()
-            .filter_map(|(_, s)| match s {
-                PodState::Running(r) => Some(r),
-                _ => None,
-            })
-            .collect();
+        let running: Vec<Arc<dyn RunningPod>> = {
+            let mut states = self.states();
+            // Under the lock: a start completing from now on sees the flag.
+            self.stopping_all
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            states
+                .drain()
+                .filter_map(|(_, s)| match s {
+                    PodState::Running(r) => Some(r),
+                    _ => None,
+                })
+                .collect()
+        };
         futures::future::join_all(running.iter().map(|r| r.stop(grace))).await;
     }
 }

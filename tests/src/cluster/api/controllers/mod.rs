@@ -83,6 +83,11 @@ impl Controllers {
         Controllers { tasks, kubelet }
     }
 
+    /// The kubelet, when a node is configured.
+    pub(crate) fn kubelet(&self) -> Option<&Kubelet> {
+        self.kubelet.as_deref()
+    }
+
     /// No controller.
     pub(crate) fn none() -> Controllers {
         Controllers {
