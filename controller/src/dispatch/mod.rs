@@ -53,6 +53,16 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// unreachable.
 pub const DEADLINE_GRACE: Duration = Duration::from_secs(30);
 
+/// How long a Run found `Running` after a restart waits for its pod to appear in the
+/// pool (with an IP and the Runtime's credentials) before it is re-attached anyway, and
+/// so found lost if the pod is gone: a new controller learns its pools from reflectors
+/// that fill in after the Runs' first reconciles.
+pub const ADOPTION_WAIT: Duration = Duration::from_secs(30);
+
+/// How soon a Run waiting for its pool to be known (see [`ADOPTION_WAIT`]) is submitted
+/// again.
+pub const ADOPTION_RETRY: Duration = Duration::from_secs(1);
+
 /// What a [`Dispatcher`] can be tuned with; the default is what the controller runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DispatchOptions {
@@ -152,6 +162,9 @@ pub enum Submitted {
     /// The Runtime's queue is full ([`MAX_QUEUED_RUNS_PER_RUNTIME`]); submit it again
     /// later.
     QueueFull,
+    /// A Run already running on a pod this dispatcher does not know yet (after a
+    /// restart); submit it again after [`ADOPTION_RETRY`].
+    PodNotKnownYet,
 }
 
 #[derive(Debug)]
@@ -176,6 +189,8 @@ struct Pool {
     synced: HashSet<String>,
     /// Pods being read from runtimed now.
     syncing: HashSet<String>,
+    /// Runs (by uid) found running on a pod not known yet, since when.
+    adopting_since: HashMap<String, Instant>,
 }
 
 impl Pool {
@@ -349,6 +364,14 @@ impl Dispatcher {
                 return Submitted::Known;
             }
             if let Some(pod) = submission.running_on.clone() {
+                let uid = &submission.key.uid;
+                let known = pool.spec.credentials.is_some()
+                    && pool.spec.pods.iter().any(|p| p.name == pod && !p.ip.is_empty());
+                let since = *pool.adopting_since.entry(uid.clone()).or_insert_with(Instant::now);
+                if !known && since.elapsed() < ADOPTION_WAIT {
+                    return Submitted::PodNotKnownYet;
+                }
+                pool.adopting_since.remove(uid);
                 self.start(runtime, pool, pod, submission);
                 return Submitted::Queued;
             }

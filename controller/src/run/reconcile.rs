@@ -21,7 +21,7 @@ use super::finalizer::{
 };
 use super::sink::apply_status;
 use crate::Error;
-use crate::dispatch::{Dispatcher, RunKey, RuntimeKey, Submission, Submitted};
+use crate::dispatch::{ADOPTION_RETRY, Dispatcher, RunKey, RuntimeKey, Submission, Submitted};
 use crate::reasons::RunReason;
 use crate::run_status::{MAX_MESSAGE_BYTES, bounded};
 
@@ -289,6 +289,7 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
             };
             match ctx.dispatcher.submit(&runtime_key, submission) {
                 Submitted::QueueFull => Ok(Action::requeue(WAIT_REQUEUE)),
+                Submitted::PodNotKnownYet => Ok(Action::requeue(ADOPTION_RETRY)),
                 Submitted::Queued | Submitted::Known => Ok(Action::await_change()),
             }
         }

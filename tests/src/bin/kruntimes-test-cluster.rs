@@ -12,7 +12,10 @@ use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Debug, Parser)]
-#[command(version, about = "An emulated Kubernetes cluster for kruntimes' end-to-end tests")]
+#[command(
+    version,
+    about = "An emulated Kubernetes cluster for kruntimes' end-to-end tests"
+)]
 struct Args {
     /// Directory for the kubeconfigs, the node's files and the components' logs.
     #[arg(long)]
@@ -37,14 +40,22 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
     if !nix::unistd::geteuid().is_root() {
-        anyhow::bail!("kruntimes-test-cluster needs root: its node runs Pods as processes in namespaces of their own");
+        anyhow::bail!(
+            "kruntimes-test-cluster needs root: its node runs Pods as processes in namespaces of their own"
+        );
     }
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut cluster = TestCluster::start(&args.dir, &args.repo, args.install).await?;
     let mut stdout = tokio::io::stdout();
-    let addr = cluster.api_addr().map(|a| a.to_string()).unwrap_or_default();
-    let ready = format!("ready server=https://{addr} kubeconfig={}\n", cluster.kubeconfig().display());
+    let addr = cluster
+        .api_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let ready = format!(
+        "ready server=https://{addr} kubeconfig={}\n",
+        cluster.kubeconfig().display()
+    );
     stdout.write_all(ready.as_bytes()).await?;
     stdout.flush().await?;
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
@@ -71,5 +82,8 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!("stopping");
     cluster.stop().await;
-    Ok(())
+    tracing::info!("stopped");
+    // tokio reads stdin on a blocking thread that a runtime shutdown would wait for, and
+    // a parent keeping the pipe open would then hang us: exit now, everything is stopped.
+    std::process::exit(0)
 }

@@ -71,14 +71,23 @@ fn identities() -> Vec<Identity> {
                 groups: vec!["system:masters".into(), "system:authenticated".into()],
             },
         },
-        Identity { file: "webhook.kubeconfig", token: token(), user: account("kruntimes-webhook") },
-        Identity { file: "controller.kubeconfig", token: token(), user: account("kruntimes-controller") },
+        Identity {
+            file: "webhook.kubeconfig",
+            token: token(),
+            user: account("kruntimes-webhook"),
+        },
+        Identity {
+            file: "controller.kubeconfig",
+            token: token(),
+            user: account("kruntimes-controller"),
+        },
     ]
 }
 
 /// Where the binaries of this build are: beside this executable (`target/<profile>/`).
 fn binary(name: &str) -> Result<PathBuf, HarnessError> {
-    let exe = std::env::current_exe().map_err(|e| HarnessError::Start(format!("current_exe: {e}")))?;
+    let exe =
+        std::env::current_exe().map_err(|e| HarnessError::Start(format!("current_exe: {e}")))?;
     let mut dir = exe.parent().map(Path::to_owned).unwrap_or_default();
     // Test binaries live in target/<profile>/deps.
     if dir.ends_with("deps") {
@@ -104,7 +113,8 @@ fn free_port() -> Result<SocketAddr, HarnessError> {
 /// The manifests of `file` (YAML documents), repository-relative.
 fn manifests(repo: &Path, file: &str) -> Result<Vec<Value>, HarnessError> {
     let path = repo.join(file);
-    let text = std::fs::read_to_string(&path).map_err(|e| HarnessError::Start(format!("{}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| HarnessError::Start(format!("{}: {e}", path.display())))?;
     let mut out = Vec::new();
     for doc in serde_norway::Deserializer::from_str(&text) {
         let value: Value = serde::Deserialize::deserialize(doc)
@@ -124,10 +134,20 @@ fn install_objects(repo: &Path) -> Result<Vec<Value>, HarnessError> {
         "apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": SYSTEM_NAMESPACE, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
     })];
-    for file in ["deploy/webhook-rbac.yaml", "deploy/controller-rbac.yaml", "deploy/webhook-certificates-rbac.yaml"] {
-        for account in manifests(repo, file)?.into_iter().filter(|o| o["kind"] == "ServiceAccount") {
+    for file in [
+        "deploy/webhook-rbac.yaml",
+        "deploy/controller-rbac.yaml",
+        "deploy/webhook-certificates-rbac.yaml",
+    ] {
+        for account in manifests(repo, file)?
+            .into_iter()
+            .filter(|o| o["kind"] == "ServiceAccount")
+        {
             // Several files name the same account (each says what it needs).
-            if !objects.iter().any(|o| o["kind"] == account["kind"] && o["metadata"] == account["metadata"]) {
+            if !objects
+                .iter()
+                .any(|o| o["kind"] == account["kind"] && o["metadata"] == account["metadata"])
+            {
                 objects.push(account);
             }
         }
@@ -152,10 +172,19 @@ struct Component {
 impl Component {
     async fn stop(&mut self) {
         if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
-        if tokio::time::timeout(COMPONENT_STOP_GRACE, self.child.wait()).await.is_err() {
-            tracing::warn!(component = self.name, "did not exit after SIGTERM; killing it");
+        if tokio::time::timeout(COMPONENT_STOP_GRACE, self.child.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                component = self.name,
+                "did not exit after SIGTERM; killing it"
+            );
             let _ = self.child.kill().await;
         }
     }
@@ -166,7 +195,10 @@ async fn wait_ready(component: &mut Component, admin: SocketAddr) -> Result<(), 
     let deadline = tokio::time::Instant::now() + COMPONENT_READY_TIMEOUT;
     loop {
         if let Ok(Some(status)) = component.child.try_wait() {
-            return Err(HarnessError::Start(format!("{} exited before it was ready: {status}", component.name)));
+            return Err(HarnessError::Start(format!(
+                "{} exited before it was ready: {status}",
+                component.name
+            )));
         }
         if readyz(admin).await {
             return Ok(());
@@ -184,7 +216,9 @@ async fn wait_ready(component: &mut Component, admin: SocketAddr) -> Result<(), 
 /// One plain-HTTP GET of `/readyz`: whether it answered 200.
 async fn readyz(admin: SocketAddr) -> bool {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let Ok(mut stream) = tokio::net::TcpStream::connect(admin).await else { return false };
+    let Ok(mut stream) = tokio::net::TcpStream::connect(admin).await else {
+        return false;
+    };
     let request = format!("GET /readyz HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
     if stream.write_all(request.as_bytes()).await.is_err() {
         return false;
@@ -194,13 +228,17 @@ async fn readyz(admin: SocketAddr) -> bool {
     answer.starts_with(b"HTTP/1.1 200")
 }
 
+/// Where each Service port `(namespace, name, port)` is served: the components listen
+/// on loopback ports, not behind a Service.
+type ServiceTable = BTreeMap<(String, String, u16), SocketAddr>;
+
 /// The running test cluster.
 #[derive(Debug)]
 pub struct TestCluster {
     api: Option<ApiServerHandle>,
     /// Held so that the node (its bridge and files) outlives the API server, whose
     /// kubelet stops the Pods on shutdown.
-    _node: Arc<Node>,
+    node: Arc<Node>,
     dir: PathBuf,
     webhook: Option<Component>,
     controller: Option<Component>,
@@ -208,8 +246,13 @@ pub struct TestCluster {
 
 impl TestCluster {
     /// Starts the cluster in `dir`; with `install`, kruntimes too.
-    pub async fn start(dir: &Path, repo: &Path, install: bool) -> Result<TestCluster, HarnessError> {
-        std::fs::create_dir_all(dir).map_err(|e| HarnessError::Start(format!("{}: {e}", dir.display())))?;
+    pub async fn start(
+        dir: &Path,
+        repo: &Path,
+        install: bool,
+    ) -> Result<TestCluster, HarnessError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| HarnessError::Start(format!("{}: {e}", dir.display())))?;
         let runtimed = binary("runtimed")?;
         let node = Node::new(
             NodeConfig::new(NODE_NAME)
@@ -218,11 +261,15 @@ impl TestCluster {
         )
         .map_err(|e| HarnessError::Start(format!("the node: {e}")))?;
         let node = Arc::new(node);
-        let services: Arc<Mutex<BTreeMap<(String, String, u16), SocketAddr>>> = Arc::default();
+        let services: Arc<Mutex<ServiceTable>> = Arc::default();
         let resolver = {
             let services = services.clone();
             Arc::new(move |service: &ServiceRef| {
-                let key = (service.namespace.clone(), service.name.clone(), service.port);
+                let key = (
+                    service.namespace.clone(),
+                    service.name.clone(),
+                    service.port,
+                );
                 services.lock().ok()?.get(&key).copied()
             })
         };
@@ -232,25 +279,39 @@ impl TestCluster {
             schema: Some(Arc::new(CrdSchemaCheck::new())),
             node: Some(node.clone() as Arc<dyn crate::cluster::contract::PodRunner>),
             node_name: NODE_NAME.into(),
-            users: identities.iter().map(|i| (i.token.clone(), i.user.clone())).collect(),
+            users: identities
+                .iter()
+                .map(|i| (i.token.clone(), i.user.clone()))
+                .collect(),
             ..ApiConfig::default()
         };
         if install {
             config.crd_dirs.push(repo.join("charts/kruntimes/crds"));
             config.initial_objects = install_objects(repo)?;
         }
-        let api = ApiServer::start(config).await.map_err(|e| HarnessError::Start(format!("the API server: {e}")))?;
+        let api = ApiServer::start(config)
+            .await
+            .map_err(|e| HarnessError::Start(format!("the API server: {e}")))?;
         for identity in &identities {
             api.write_kubeconfig(&dir.join(identity.file), &identity.token, "default")
                 .map_err(|e| HarnessError::Start(format!("writing {}: {e}", identity.file)))?;
         }
-        let mut cluster = TestCluster { api: Some(api), _node: node, dir: dir.to_owned(), webhook: None, controller: None };
+        let mut cluster = TestCluster {
+            api: Some(api),
+            node,
+            dir: dir.to_owned(),
+            webhook: None,
+            controller: None,
+        };
         if install {
             let webhook_addr = free_port()?;
             services
                 .lock()
                 .map_err(|_| HarnessError::Start("service table poisoned".into()))?
-                .insert((SYSTEM_NAMESPACE.into(), "kruntimes-webhook".into(), 443), webhook_addr);
+                .insert(
+                    (SYSTEM_NAMESPACE.into(), "kruntimes-webhook".into(), 443),
+                    webhook_addr,
+                );
             cluster.webhook = Some(cluster.start_webhook(webhook_addr).await?);
             cluster.controller = Some(cluster.start_controller().await?);
         }
@@ -270,7 +331,8 @@ impl TestCluster {
     async fn start_webhook(&self, bind: SocketAddr) -> Result<Component, HarnessError> {
         let admin = free_port()?;
         let certs = self.dir.join("webhook-certs");
-        std::fs::create_dir_all(&certs).map_err(|e| HarnessError::Start(format!("{}: {e}", certs.display())))?;
+        std::fs::create_dir_all(&certs)
+            .map_err(|e| HarnessError::Start(format!("{}: {e}", certs.display())))?;
         let log = log_file(&self.dir, "webhook")?;
         let child = Command::new(binary("kruntimes-webhook")?)
             .arg("--tls-cert-file")
@@ -282,18 +344,28 @@ impl TestCluster {
             .arg("--kubeconfig")
             .arg(self.dir.join("webhook.kubeconfig"))
             .args(["--cert-mode", "self-managed"])
-            .arg(format!("--self-managed-secret={SYSTEM_NAMESPACE}/kruntimes-webhook-tls"))
-            .arg(format!("--self-managed-service={SYSTEM_NAMESPACE}/kruntimes-webhook"))
+            .arg(format!(
+                "--self-managed-secret={SYSTEM_NAMESPACE}/kruntimes-webhook-tls"
+            ))
+            .arg(format!(
+                "--self-managed-service={SYSTEM_NAMESPACE}/kruntimes-webhook"
+            ))
             .args(["--log-format", "text"])
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| HarnessError::Start(format!("log: {e}")))?)
+            .stdout(
+                log.try_clone()
+                    .map_err(|e| HarnessError::Start(format!("log: {e}")))?,
+            )
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| HarnessError::Start(format!("starting kruntimes-webhook: {e}")))?;
-        let mut component = Component { name: "kruntimes-webhook", child };
+        let mut component = Component {
+            name: "kruntimes-webhook",
+            child,
+        };
         wait_ready(&mut component, admin).await?;
         Ok(component)
     }
@@ -308,14 +380,23 @@ impl TestCluster {
             .args(["--log-format", "text"])
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| HarnessError::Start(format!("log: {e}")))?)
+            .stdout(
+                log.try_clone()
+                    .map_err(|e| HarnessError::Start(format!("log: {e}")))?,
+            )
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| HarnessError::Start(format!("starting kruntimes-controller: {e}")))?;
-        let mut component = Component { name: "kruntimes-controller", child };
+        let mut component = Component {
+            name: "kruntimes-controller",
+            child,
+        };
         wait_ready(&mut component, admin).await?;
         Ok(component)
     }
@@ -324,11 +405,18 @@ impl TestCluster {
     /// returns its answer.
     pub async fn control(&mut self, line: &str) -> Result<String, HarnessError> {
         let words: Vec<&str> = line.split_whitespace().collect();
-        let api = self.api.as_ref().ok_or_else(|| HarnessError::Control("stopped".into()))?;
+        let api = self
+            .api
+            .as_ref()
+            .ok_or_else(|| HarnessError::Control("stopped".into()))?;
         match words.as_slice() {
             ["fail-api", code, seconds] => {
-                let code: u16 = code.parse().map_err(|_| HarnessError::Control(format!("code {code:?}")))?;
-                let seconds: u64 = seconds.parse().map_err(|_| HarnessError::Control(format!("seconds {seconds:?}")))?;
+                let code: u16 = code
+                    .parse()
+                    .map_err(|_| HarnessError::Control(format!("code {code:?}")))?;
+                let seconds: u64 = seconds
+                    .parse()
+                    .map_err(|_| HarnessError::Control(format!("seconds {seconds:?}")))?;
                 api.fail_requests(code, FaultLength::For(Duration::from_secs(seconds)))
                     .map_err(|e| HarnessError::Control(e.to_string()))?;
                 Ok(String::new())
@@ -342,17 +430,32 @@ impl TestCluster {
                 if let Some(mut controller) = self.controller.take() {
                     controller.stop().await;
                 }
-                self.controller = Some(self.start_controller().await.map_err(|e| HarnessError::Control(e.to_string()))?);
+                self.controller = Some(
+                    self.start_controller()
+                        .await
+                        .map_err(|e| HarnessError::Control(e.to_string()))?,
+                );
                 Ok(String::new())
             }
             ["kill-controller"] => {
-                let controller = self.controller.as_mut().ok_or_else(|| HarnessError::Control("no controller".into()))?;
-                controller.child.kill().await.map_err(|e| HarnessError::Control(e.to_string()))?;
+                let controller = self
+                    .controller
+                    .as_mut()
+                    .ok_or_else(|| HarnessError::Control("no controller".into()))?;
+                controller
+                    .child
+                    .kill()
+                    .await
+                    .map_err(|e| HarnessError::Control(e.to_string()))?;
                 self.controller = None;
                 Ok(String::new())
             }
             ["start-controller"] => {
-                self.controller = Some(self.start_controller().await.map_err(|e| HarnessError::Control(e.to_string()))?);
+                self.controller = Some(
+                    self.start_controller()
+                        .await
+                        .map_err(|e| HarnessError::Control(e.to_string()))?,
+                );
                 Ok(String::new())
             }
             ["stop-webhook"] => {
@@ -370,17 +473,27 @@ impl TestCluster {
     /// Stops the components, then the API server (whose kubelet stops every Pod with
     /// its grace period); dropping the node then removes its bridge and files.
     pub async fn stop(mut self) {
-        for component in [self.controller.take(), self.webhook.take()].into_iter().flatten() {
+        for component in [self.controller.take(), self.webhook.take()]
+            .into_iter()
+            .flatten()
+        {
             let mut component = component;
             component.stop().await;
         }
         if let Some(api) = self.api.take() {
             api.shutdown().await;
         }
+        // Whatever the kubelet had not stopped yet (Pods of a namespace being deleted).
+        self.node.shutdown().await;
     }
 }
 
 fn log_file(dir: &Path, name: &str) -> Result<std::fs::File, HarnessError> {
     let path = dir.join(format!("{name}.log"));
-    std::fs::File::create(&path).map_err(|e| HarnessError::Start(format!("{}: {e}", path.display())))
+    // Appended to: a restarted component's log follows its predecessor's.
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| HarnessError::Start(format!("{}: {e}", path.display())))
 }

@@ -9,6 +9,6 @@
 pub mod admission;
 pub mod api;
 pub mod contract;
+pub mod harness;
 pub mod node;
 pub mod schema;
-pub mod harness;

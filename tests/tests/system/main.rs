@@ -5,5 +5,6 @@
 //! `.github/workflows/e2e.yml`). Each scenario uses a namespace of its own.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod faults;
 mod runs;
 mod support;

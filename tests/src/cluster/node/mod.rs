@@ -176,13 +176,30 @@ impl Node {
     }
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
+impl Node {
+    /// Ends every Pod still running at once (SIGKILL) and removes the bridge, as dropping
+    /// the node does: for a harness that must leave nothing behind although tasks it
+    /// does not own may still hold the node.
+    pub async fn shutdown(&self) {
+        self.kill_all();
+        self.inner.bridge.lock().await.take();
+        if !self.inner.config.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.inner.dir);
+        }
+    }
+
+    fn kill_all(&self) {
         if let Ok(pods) = self.inner.pods.lock() {
             pods.iter()
                 .filter_map(Weak::upgrade)
                 .for_each(|p| p.kill_now());
         }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill_all();
         if !self.inner.config.keep_dir {
             let _ = std::fs::remove_dir_all(&self.inner.dir);
         }
