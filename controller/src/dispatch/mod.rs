@@ -360,14 +360,29 @@ impl Dispatcher {
         let outcome = {
             let mut pools = self.pools();
             let pool = pools.entry(runtime.clone()).or_default();
-            if pool.is_known(&submission.key.uid) {
+            let uid = submission.key.uid.clone();
+            if submission.running_on.is_some() && !pool.inflight.contains_key(&uid) {
+                // Queued before its `Running` status was seen (a restart while another
+                // controller dispatched it): it runs already, so it is followed where it
+                // runs instead of waiting for a slot its own execution holds.
+                pool.queue.retain(|_, s| s.key.uid != uid);
+                pool.queued_since.remove(&uid);
+            }
+            if pool.is_known(&uid) {
                 return Submitted::Known;
             }
             if let Some(pod) = submission.running_on.clone() {
                 let uid = &submission.key.uid;
                 let known = pool.spec.credentials.is_some()
-                    && pool.spec.pods.iter().any(|p| p.name == pod && !p.ip.is_empty());
-                let since = *pool.adopting_since.entry(uid.clone()).or_insert_with(Instant::now);
+                    && pool
+                        .spec
+                        .pods
+                        .iter()
+                        .any(|p| p.name == pod && !p.ip.is_empty());
+                let since = *pool
+                    .adopting_since
+                    .entry(uid.clone())
+                    .or_insert_with(Instant::now);
                 if !known && since.elapsed() < ADOPTION_WAIT {
                     return Submitted::PodNotKnownYet;
                 }

@@ -23,7 +23,7 @@ struct Emulator {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 /// A cluster with kruntimes installed.
@@ -78,7 +78,7 @@ impl Cluster {
             child,
             stdin,
             stdout,
-            _dir: dir,
+            dir,
         };
         Some(Cluster {
             client,
@@ -168,6 +168,9 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print_diagnostics();
+        }
         if let Some(emulator) = self.emulator.take() {
             let mut emulator = emulator.into_inner().unwrap_or_else(|e| e.into_inner());
             let pid = nix::unistd::Pid::from_raw(i32::try_from(emulator.child.id()).unwrap());
@@ -179,6 +182,33 @@ impl Drop for Cluster {
                     "kruntimes-test-cluster ended with {status}"
                 );
             }
+        }
+    }
+}
+
+impl Cluster {
+    /// For a failed scenario: every kruntimes object with its status, and the end of
+    /// the emulated components' logs.
+    fn print_diagnostics(&self) {
+        let objects = self.kubectl(
+            &["get", "runtimes,runs,workflows,pods", "-A", "-o", "yaml"],
+            None,
+        );
+        eprintln!(
+            "--- objects at the failure\n{}",
+            String::from_utf8_lossy(&objects.stdout)
+        );
+        let Some(emulator) = &self.emulator else {
+            return;
+        };
+        let Ok(emulator) = emulator.lock() else {
+            return;
+        };
+        for log in ["controller.log", "webhook.log"] {
+            let text = std::fs::read_to_string(emulator.dir.path().join(log)).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(80)..].join("\n");
+            eprintln!("--- last lines of {log}\n{tail}");
         }
     }
 }

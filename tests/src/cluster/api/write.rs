@@ -519,7 +519,29 @@ pub(crate) fn must_wait(server: &Server, is_pod: bool, object: &Value) -> bool {
 
 /// `PATCH` on an object or its `status`/`scale`; a server-side apply to a missing
 /// object creates it.
+/// How many times a patch is applied again to the latest object when a write raced
+/// it, as kube-apiserver's update loop does; a client's own `resourceVersion`
+/// precondition still fails every time.
+pub(super) const PATCH_RETRIES: usize = 5;
+
+/// `PATCH` on an object (any patch type), retried on a racing write.
 pub(crate) async fn patch(server: &Server, request: &Request) -> Result<(u16, Value), ApiError> {
+    let mut attempt = 0;
+    loop {
+        match patch_once(server, request).await {
+            Err(e)
+                if e.code == 409
+                    && e.message.contains("has been modified")
+                    && attempt < PATCH_RETRIES =>
+            {
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn patch_once(server: &Server, request: &Request) -> Result<(u16, Value), ApiError> {
     let name = request
         .target
         .name
