@@ -4,7 +4,7 @@
 //! the registered webhook configurations ([`admission`]), CRD schema pruning and CEL
 //! rules ([`schema`]), and a node that runs Pods as real processes ([`node`]). The
 //! parts meet only through the traits in [`contract`]. It is a test harness, never a
-//! product: docs/testing.md lists where it differs from a real cluster.
+//! product: docs/test-cluster.md lists where it differs from a real cluster.
 
 pub mod admission;
 pub mod api;
