@@ -170,6 +170,41 @@ struct Component {
 }
 
 impl Component {
+    /// Starts `command` with text logs appended to `DIR/<log>.log`, a clean environment
+    /// (`PATH`, and `RUST_LOG` as the harness has it) and its admin port, given by
+    /// `admin_flag`, on a free loopback port; returns once its `/readyz` answers.
+    async fn start(
+        dir: &Path,
+        name: &'static str,
+        log: &str,
+        mut command: Command,
+        admin_flag: &str,
+    ) -> Result<Component, HarnessError> {
+        let admin = free_port()?;
+        let log = log_file(dir, log)?;
+        let log_copy = log
+            .try_clone()
+            .map_err(|e| HarnessError::Start(format!("log: {e}")))?;
+        let child = command
+            .arg(format!("{admin_flag}={admin}"))
+            .args(["--log-format", "text"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log_copy)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| HarnessError::Start(format!("starting {name}: {e}")))?;
+        let mut component = Component { name, child };
+        wait_ready(&mut component, admin).await?;
+        Ok(component)
+    }
+
     async fn stop(&mut self) {
         if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
             let _ = nix::sys::signal::kill(
@@ -329,18 +364,16 @@ impl TestCluster {
     }
 
     async fn start_webhook(&self, bind: SocketAddr) -> Result<Component, HarnessError> {
-        let admin = free_port()?;
         let certs = self.dir.join("webhook-certs");
         std::fs::create_dir_all(&certs)
             .map_err(|e| HarnessError::Start(format!("{}: {e}", certs.display())))?;
-        let log = log_file(&self.dir, "webhook")?;
-        let child = Command::new(binary("kruntimes-webhook")?)
+        let mut command = Command::new(binary("kruntimes-webhook")?);
+        command
             .arg("--tls-cert-file")
             .arg(certs.join("tls.crt"))
             .arg("--tls-private-key-file")
             .arg(certs.join("tls.key"))
             .arg(format!("--bind-address={bind}"))
-            .arg(format!("--admin-bind-address={admin}"))
             .arg("--kubeconfig")
             .arg(self.dir.join("webhook.kubeconfig"))
             .args(["--cert-mode", "self-managed"])
@@ -349,56 +382,30 @@ impl TestCluster {
             ))
             .arg(format!(
                 "--self-managed-service={SYSTEM_NAMESPACE}/kruntimes-webhook"
-            ))
-            .args(["--log-format", "text"])
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .stdin(Stdio::null())
-            .stdout(
-                log.try_clone()
-                    .map_err(|e| HarnessError::Start(format!("log: {e}")))?,
-            )
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| HarnessError::Start(format!("starting kruntimes-webhook: {e}")))?;
-        let mut component = Component {
-            name: "kruntimes-webhook",
-            child,
-        };
-        wait_ready(&mut component, admin).await?;
-        Ok(component)
+            ));
+        Component::start(
+            &self.dir,
+            "kruntimes-webhook",
+            "webhook",
+            command,
+            "--admin-bind-address",
+        )
+        .await
     }
 
     async fn start_controller(&self) -> Result<Component, HarnessError> {
-        let admin = free_port()?;
-        let log = log_file(&self.dir, "controller")?;
-        let child = Command::new(binary("kruntimes-controller")?)
+        let mut command = Command::new(binary("kruntimes-controller")?);
+        command
             .arg("--kubeconfig")
-            .arg(self.dir.join("controller.kubeconfig"))
-            .arg(format!("--metrics-bind-address={admin}"))
-            .args(["--log-format", "text"])
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(
-                log.try_clone()
-                    .map_err(|e| HarnessError::Start(format!("log: {e}")))?,
-            )
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| HarnessError::Start(format!("starting kruntimes-controller: {e}")))?;
-        let mut component = Component {
-            name: "kruntimes-controller",
-            child,
-        };
-        wait_ready(&mut component, admin).await?;
-        Ok(component)
+            .arg(self.dir.join("controller.kubeconfig"));
+        Component::start(
+            &self.dir,
+            "kruntimes-controller",
+            "controller",
+            command,
+            "--metrics-bind-address",
+        )
+        .await
     }
 
     /// Runs one control command (see docs/test-cluster.md, "Control commands") and

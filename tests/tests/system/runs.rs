@@ -240,6 +240,16 @@ async fn admission_refuses_through_the_api_server() {
     cluster.delete_namespace(&ns).await;
 }
 
+/// Waits until kubectl reads `replicas` as Runtime `name`'s `readyReplicas`.
+async fn kubectl_ready_replicas(cluster: &Cluster, ns: &str, name: &str, replicas: u32) {
+    let jsonpath = "jsonpath={.status.readyReplicas}";
+    eventually(&format!("Runtime {name} at {replicas} ready"), || async {
+        let ready = cluster.kubectl_ok(&["-n", ns, "get", "runtime", name, "-o", jsonpath], None);
+        (ready.trim() == replicas.to_string()).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_runtime_is_a_warm_pool_of_injected_pods_that_kubectl_sees() {
     let Some(cluster) = Cluster::start().await else {
@@ -251,22 +261,7 @@ async fn a_runtime_is_a_warm_pool_of_injected_pods_that_kubectl_sees() {
         &["-n", &ns, "apply", "--server-side", "-f", "-"],
         Some(&manifest),
     );
-    eventually("Runtime pool ready", || async {
-        let ready = cluster.kubectl_ok(
-            &[
-                "-n",
-                &ns,
-                "get",
-                "runtime",
-                "pool",
-                "-o",
-                "jsonpath={.status.readyReplicas}",
-            ],
-            None,
-        );
-        (ready.trim() == "1").then_some(())
-    })
-    .await;
+    kubectl_ready_replicas(&cluster, &ns, "pool", 1).await;
     // Its pods carry the injected sidecar.
     let pods = cluster.kubectl_ok(
         &[
@@ -287,22 +282,7 @@ async fn a_runtime_is_a_warm_pool_of_injected_pods_that_kubectl_sees() {
     );
     // Scaling through the scale subresource.
     cluster.kubectl_ok(&["-n", &ns, "scale", "runtime/pool", "--replicas=2"], None);
-    eventually("Runtime pool at 2 ready", || async {
-        let ready = cluster.kubectl_ok(
-            &[
-                "-n",
-                &ns,
-                "get",
-                "runtime",
-                "pool",
-                "-o",
-                "jsonpath={.status.readyReplicas}",
-            ],
-            None,
-        );
-        (ready.trim() == "2").then_some(())
-    })
-    .await;
+    kubectl_ready_replicas(&cluster, &ns, "pool", 2).await;
     // A Run through kubectl, waited for with kubectl.
     let run_manifest = serde_json::to_string(&run(
         "hello",
