@@ -16,7 +16,7 @@ use tokio::process::{Child, Command};
 
 use crate::cluster::admission::{ServiceRef, WebhookAdmission};
 use crate::cluster::api::fault::FaultLength;
-use crate::cluster::api::{ApiConfig, ApiServer, ApiServerHandle};
+use crate::cluster::api::{ApiConfig, ApiServer, ApiServerHandle, manifests_in};
 use crate::cluster::contract::UserInfo;
 use crate::cluster::node::{Node, NodeConfig};
 use crate::cluster::schema::CrdSchemaCheck;
@@ -112,18 +112,7 @@ fn free_port() -> Result<SocketAddr, HarnessError> {
 
 /// The manifests of `file` (YAML documents), repository-relative.
 fn manifests(repo: &Path, file: &str) -> Result<Vec<Value>, HarnessError> {
-    let path = repo.join(file);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| HarnessError::Start(format!("{}: {e}", path.display())))?;
-    let mut out = Vec::new();
-    for doc in serde_norway::Deserializer::from_str(&text) {
-        let value: Value = serde::Deserialize::deserialize(doc)
-            .map_err(|e| HarnessError::Start(format!("{}: {e}", path.display())))?;
-        if !value.is_null() {
-            out.push(value);
-        }
-    }
-    Ok(out)
+    manifests_in(&repo.join(file)).map_err(|e| HarnessError::Start(e.to_string()))
 }
 
 /// What `--install` stores before the components start: their namespace, accounts and

@@ -305,19 +305,31 @@ fn read_manifests(dir: &Path) -> Result<Vec<(String, Value)>, StartError> {
     let mut out = Vec::new();
     for file in files {
         let context = file.display().to_string();
-        let text = std::fs::read_to_string(&file).map_err(|source| StartError::Io {
-            context: format!("reading {context}"),
-            source,
-        })?;
-        for doc in serde_norway::Deserializer::from_str(&text) {
-            let value: Value =
-                serde::Deserialize::deserialize(doc).map_err(|e| StartError::Object {
-                    context: context.clone(),
-                    message: e.to_string(),
-                })?;
-            if !value.is_null() {
-                out.push((context.clone(), value));
-            }
+        out.extend(
+            manifests_in(&file)?
+                .into_iter()
+                .map(|v| (context.clone(), v)),
+        );
+    }
+    Ok(out)
+}
+
+/// The documents of one YAML (or JSON) file, empty documents left out.
+pub fn manifests_in(file: &Path) -> Result<Vec<Value>, StartError> {
+    let context = file.display().to_string();
+    let text = std::fs::read_to_string(file).map_err(|source| StartError::Io {
+        context: format!("reading {context}"),
+        source,
+    })?;
+    let mut out = Vec::new();
+    for doc in serde_norway::Deserializer::from_str(&text) {
+        let value: Value =
+            serde::Deserialize::deserialize(doc).map_err(|e| StartError::Object {
+                context: context.clone(),
+                message: e.to_string(),
+            })?;
+        if !value.is_null() {
+            out.push(value);
         }
     }
     Ok(out)
