@@ -224,7 +224,12 @@ async fn an_agent_running_as_another_user_runs_runs_without_capabilities() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let socket = dir.path().join("agent.sock");
-    let mut command = std::process::Command::new(RUNTIMED);
+    // A copy the other user can reach: the build's own may sit below a directory only
+    // root may enter (a checkout in a `mktemp -d` directory).
+    let binary = dir.path().join("runtimed");
+    std::fs::copy(RUNTIMED, &binary).unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut command = std::process::Command::new(&binary);
     command
         .args(["agent", "--socket"])
         .arg(&socket)
