@@ -212,93 +212,6 @@ async fn agent_socket_mode_is_the_one_asked_for() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--socket-mode"));
 }
 
-/// An agent that is not root has no CAP_SETPCAP, so it cannot empty the bounding set;
-/// its Runs must still start, with no capability in any other set and no_new_privs.
-#[tokio::test]
-async fn an_agent_running_as_another_user_runs_runs_without_capabilities() {
-    use std::os::unix::process::CommandExt;
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root: the test starts the agent as uid 65534");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let socket = dir.path().join("agent.sock");
-    // A copy the other user can reach: the build's own may sit below a directory only
-    // root may enter (a checkout in a `mktemp -d` directory).
-    let binary = dir.path().join("runtimed");
-    std::fs::copy(RUNTIMED, &binary).unwrap();
-    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut command = std::process::Command::new(&binary);
-    command
-        .args(["agent", "--socket"])
-        .arg(&socket)
-        .arg("--workspace")
-        .arg(dir.path().join("ws"))
-        .env("RUNTIMED_LOG", "warn")
-        .uid(65534)
-        .gid(65534);
-    let mut agent = tokio::process::Command::from(command)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut client = connect(&socket).await;
-    client
-        .execute(proto::ExecuteRequest {
-            run_uid: "nobody".into(),
-            interpreter: proto::Interpreter::Bash as i32,
-            script: Some(
-                "id -u; grep -E '^(CapInh|CapPrm|CapEff|CapAmb|NoNewPrivs)' /proc/self/status"
-                    .into(),
-            ),
-            timeout_ms: 10_000,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut stream = client
-        .logs(proto::LogsRequest {
-            execution_id: "nobody".into(),
-            follow: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut out = Vec::new();
-    while let Some(chunk) = stream.message().await.unwrap() {
-        if chunk.stream == proto::Stream::Stdout as i32 {
-            out.extend_from_slice(&chunk.data);
-        }
-    }
-    let status = client
-        .status(proto::StatusRequest {
-            execution_id: "nobody".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let out = String::from_utf8(out).unwrap();
-    assert_eq!(
-        status.phase,
-        proto::Phase::Succeeded as i32,
-        "{status:?} {out}"
-    );
-    assert_eq!(out.lines().next(), Some("65534"), "{out}");
-    for field in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
-        let line = out.lines().find(|l| l.starts_with(field)).unwrap();
-        assert_eq!(
-            line.split_whitespace().nth(1),
-            Some("0000000000000000"),
-            "{line}"
-        );
-    }
-    let nnp = out.lines().find(|l| l.starts_with("NoNewPrivs")).unwrap();
-    assert_eq!(nnp.split_whitespace().nth(1), Some("1"));
-    agent.start_kill().unwrap();
-    agent.wait().await.unwrap();
-}
-
 /// Starts `runtimed ARGS` from a shell that has ended, and been reaped, before runtimed
 /// starts: the parent it is started by is gone before its first look, as when
 /// `krt run --local` is killed right after its fork. With `name_parent`, the shell's
@@ -468,55 +381,141 @@ fn peak_kib(pid: u32) -> usize {
         .unwrap()
 }
 
-/// An agent killed with SIGKILL cannot end its Runs; its spawner, seeing it gone, kills
-/// what they left, down to a process that left the Run's session and cleared its
-/// environment (through the Run's cgroup).
-#[tokio::test]
-async fn the_processes_of_a_run_do_not_outlive_a_killed_agent() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root: Run cgroups are made in the agent's cgroup");
-        return;
-    }
-    // The agent is in this process's cgroup: where it can make Run cgroups, so can this.
-    if let Err(why) = kruntimes_runtimed::agent::cgroup::RunCgroups::discover(0) {
-        eprintln!("skipped: needs a writable cgroup v2 hierarchy: {why}");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (mut agent, socket) = agent(dir.path(), &[]);
-    let mut client = connect(&socket).await;
-    let marker = format!("1000.{}3", std::process::id());
-    client
-        .execute(proto::ExecuteRequest {
-            run_uid: "orphaned".into(),
-            interpreter: proto::Interpreter::Bash as i32,
-            script: Some(format!("setsid env -i sleep {marker} & sleep 1000")),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut escaped = Vec::new();
-    for _ in 0..500 {
-        escaped = processes_with_argument(&marker);
-        if !escaped.is_empty() {
-            break;
+/// Tests that need root: the default nextest profile leaves them out, `--profile full`
+/// runs them (as root, as `.ci/run` does).
+mod needs_root {
+    use super::*;
+
+    /// An agent that is not root has no CAP_SETPCAP, so it cannot empty the bounding set;
+    /// its Runs must still start, with no capability in any other set and no_new_privs.
+    #[tokio::test]
+    async fn an_agent_running_as_another_user_runs_runs_without_capabilities() {
+        use std::os::unix::process::CommandExt;
+        kruntimes_testkit::privilege::require_root("the test starts the agent as uid 65534");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let socket = dir.path().join("agent.sock");
+        // A copy the other user can reach: the build's own may sit below a directory only
+        // root may enter (a checkout in a `mktemp -d` directory).
+        let binary = dir.path().join("runtimed");
+        std::fs::copy(RUNTIMED, &binary).unwrap();
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut command = std::process::Command::new(&binary);
+        command
+            .args(["agent", "--socket"])
+            .arg(&socket)
+            .arg("--workspace")
+            .arg(dir.path().join("ws"))
+            .env("RUNTIMED_LOG", "warn")
+            .uid(65534)
+            .gid(65534);
+        let mut agent = tokio::process::Command::from(command)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut client = connect(&socket).await;
+        client
+            .execute(proto::ExecuteRequest {
+                run_uid: "nobody".into(),
+                interpreter: proto::Interpreter::Bash as i32,
+                script: Some(
+                    "id -u; grep -E '^(CapInh|CapPrm|CapEff|CapAmb|NoNewPrivs)' /proc/self/status"
+                        .into(),
+                ),
+                timeout_ms: 10_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut stream = client
+            .logs(proto::LogsRequest {
+                execution_id: "nobody".into(),
+                follow: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.message().await.unwrap() {
+            if chunk.stream == proto::Stream::Stdout as i32 {
+                out.extend_from_slice(&chunk.data);
+            }
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(
-        escaped.len(),
-        1,
-        "the Run's background process never started"
-    );
-    agent.kill().await.unwrap();
-    for _ in 0..1000 {
-        if processes_with_argument(&marker).is_empty() {
-            return;
+        let status = client
+            .status(proto::StatusRequest {
+                execution_id: "nobody".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(
+            status.phase,
+            proto::Phase::Succeeded as i32,
+            "{status:?} {out}"
+        );
+        assert_eq!(out.lines().next(), Some("65534"), "{out}");
+        for field in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+            let line = out.lines().find(|l| l.starts_with(field)).unwrap();
+            assert_eq!(
+                line.split_whitespace().nth(1),
+                Some("0000000000000000"),
+                "{line}"
+            );
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        let nnp = out.lines().find(|l| l.starts_with("NoNewPrivs")).unwrap();
+        assert_eq!(nnp.split_whitespace().nth(1), Some("1"));
+        agent.start_kill().unwrap();
+        agent.wait().await.unwrap();
     }
-    for pid in processes_with_argument(&marker) {
-        signal(pid, nix::sys::signal::Signal::SIGKILL);
+
+    /// An agent killed with SIGKILL cannot end its Runs; its spawner, seeing it gone, kills
+    /// what they left, down to a process that left the Run's session and cleared its
+    /// environment (through the Run's cgroup).
+    #[tokio::test]
+    async fn the_processes_of_a_run_do_not_outlive_a_killed_agent() {
+        kruntimes_testkit::privilege::require_root("Run cgroups are made in the agent's cgroup");
+        // The agent is in this process's cgroup: where it can make Run cgroups, so can this.
+        if let Err(why) = kruntimes_runtimed::agent::cgroup::RunCgroups::discover(0) {
+            panic!("needs a writable cgroup v2 hierarchy, as a Runtime pod's has: {why}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (mut agent, socket) = agent(dir.path(), &[]);
+        let mut client = connect(&socket).await;
+        let marker = format!("1000.{}3", std::process::id());
+        client
+            .execute(proto::ExecuteRequest {
+                run_uid: "orphaned".into(),
+                interpreter: proto::Interpreter::Bash as i32,
+                script: Some(format!("setsid env -i sleep {marker} & sleep 1000")),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut escaped = Vec::new();
+        for _ in 0..500 {
+            escaped = processes_with_argument(&marker);
+            if !escaped.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            escaped.len(),
+            1,
+            "the Run's background process never started"
+        );
+        agent.kill().await.unwrap();
+        for _ in 0..1000 {
+            if processes_with_argument(&marker).is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for pid in processes_with_argument(&marker) {
+            signal(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        panic!("a process of the Run outlived the killed agent");
     }
-    panic!("a process of the Run outlived the killed agent");
 }

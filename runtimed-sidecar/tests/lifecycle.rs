@@ -140,49 +140,6 @@ async fn background_processes_left_after_a_normal_exit_are_killed_when_forked_he
     background_processes_left_after_a_normal_exit_are_killed_in(Spawn::Fork).await;
 }
 
-async fn every_capability_is_dropped_and_no_new_privs_is_set_in(mode: Spawn) {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!(
-            "skipped: needs root: only root holds capabilities (and CAP_SETPCAP, to empty the bounding set) for the Run to lose"
-        );
-        return;
-    }
-    let uid = &mode.uid("caps");
-    let root = tempfile::tempdir().unwrap();
-    let sup = supervisor_in(root.path(), mode);
-    let execution = sup
-        .start(bash(uid, "grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status; ps -o sid= -o pgid= -o pid= -p $$ 2>/dev/null || cat /proc/self/stat")).await
-        .unwrap();
-    let end = execution.wait().await;
-    assert_eq!(
-        end.phase,
-        Phase::Succeeded,
-        "{}",
-        String::from_utf8_lossy(&execution.stderr.kept_bytes())
-    );
-    let out = stdout_of(&execution);
-    for field in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
-        let line = out.lines().find(|l| l.starts_with(field)).unwrap();
-        assert_eq!(
-            line.split_whitespace().nth(1),
-            Some("0000000000000000"),
-            "{line}"
-        );
-    }
-    let nnp = out.lines().find(|l| l.starts_with("NoNewPrivs")).unwrap();
-    assert_eq!(nnp.split_whitespace().nth(1), Some("1"));
-}
-
-#[tokio::test]
-async fn every_capability_is_dropped_and_no_new_privs_is_set() {
-    every_capability_is_dropped_and_no_new_privs_is_set_in(Spawn::Spawner).await;
-}
-
-#[tokio::test]
-async fn every_capability_is_dropped_and_no_new_privs_is_set_when_forked_here() {
-    every_capability_is_dropped_and_no_new_privs_is_set_in(Spawn::Fork).await;
-}
-
 async fn the_process_runs_in_its_own_session_and_group_in(mode: Spawn) {
     let uid = &mode.uid("session");
     let root = tempfile::tempdir().unwrap();
@@ -641,43 +598,85 @@ async fn an_existing_directory_at_the_workspace_path_is_refused_and_left_alone()
     );
 }
 
-/// A process that leaves the Run's session and clears its environment (`setsid env -i`)
-/// and an env-cleared double fork carry nothing that tells them apart as the Run's once
-/// the Run's shell has exited; its cgroup does: after the Run, none of them exists.
-#[tokio::test]
-async fn processes_that_clear_their_environment_do_not_outlive_the_run() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root: Run cgroups are made in this process's cgroup");
-        return;
-    }
-    let root = tempfile::tempdir().unwrap();
-    let sup = supervisor(root.path());
-    if let Err(why) = kruntimes_runtimed::agent::cgroup::RunCgroups::discover(0) {
-        eprintln!("skipped: needs a writable cgroup v2 hierarchy: {why}");
-        return;
-    }
-    // Durations no other process uses: how they are found in /proc.
-    let escaped = format!("1000.{}1", std::process::id());
-    let forked = format!("1000.{}2", std::process::id());
-    let script = format!(
-        "setsid env -i sleep {escaped} &\n\
-         env -i sh -c '(sleep {forked} &) &'\n\
-         while [ ! -e gate ]; do sleep 0.01; done"
-    );
-    let execution = sup.start(bash("env-cleared", &script)).await.unwrap();
-    let mut started = false;
-    for _ in 0..500 {
-        started = processes_with_argument(&escaped).len() == 1
-            && processes_with_argument(&forked).len() == 1;
-        if started {
-            break;
+/// Tests that need root: the default nextest profile leaves them out, `--profile full`
+/// runs them (as root, as `.ci/run` does).
+mod needs_root {
+    use super::*;
+
+    async fn every_capability_is_dropped_and_no_new_privs_is_set_in(mode: Spawn) {
+        kruntimes_testkit::privilege::require_root(
+            "only root holds capabilities (and CAP_SETPCAP, to empty the bounding set) for the Run to lose",
+        );
+        let uid = &mode.uid("caps");
+        let root = tempfile::tempdir().unwrap();
+        let sup = supervisor_in(root.path(), mode);
+        let execution = sup
+            .start(bash(uid, "grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status; ps -o sid= -o pgid= -o pid= -p $$ 2>/dev/null || cat /proc/self/stat")).await
+            .unwrap();
+        let end = execution.wait().await;
+        assert_eq!(
+            end.phase,
+            Phase::Succeeded,
+            "{}",
+            String::from_utf8_lossy(&execution.stderr.kept_bytes())
+        );
+        let out = stdout_of(&execution);
+        for field in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+            let line = out.lines().find(|l| l.starts_with(field)).unwrap();
+            assert_eq!(
+                line.split_whitespace().nth(1),
+                Some("0000000000000000"),
+                "{line}"
+            );
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        let nnp = out.lines().find(|l| l.starts_with("NoNewPrivs")).unwrap();
+        assert_eq!(nnp.split_whitespace().nth(1), Some("1"));
     }
-    assert!(started, "the Run's background processes never started");
-    std::fs::write(root.path().join("env-cleared/gate"), b"").unwrap();
-    let end = execution.wait().await;
-    assert_eq!(end.phase, Phase::Succeeded, "{end:?}");
-    assert_eq!(processes_with_argument(&escaped), Vec::<i32>::new());
-    assert_eq!(processes_with_argument(&forked), Vec::<i32>::new());
+
+    #[tokio::test]
+    async fn every_capability_is_dropped_and_no_new_privs_is_set() {
+        every_capability_is_dropped_and_no_new_privs_is_set_in(Spawn::Spawner).await;
+    }
+
+    #[tokio::test]
+    async fn every_capability_is_dropped_and_no_new_privs_is_set_when_forked_here() {
+        every_capability_is_dropped_and_no_new_privs_is_set_in(Spawn::Fork).await;
+    }
+
+    /// A process that leaves the Run's session and clears its environment (`setsid env -i`)
+    /// and an env-cleared double fork carry nothing that tells them apart as the Run's once
+    /// the Run's shell has exited; its cgroup does: after the Run, none of them exists.
+    #[tokio::test]
+    async fn processes_that_clear_their_environment_do_not_outlive_the_run() {
+        kruntimes_testkit::privilege::require_root("Run cgroups are made in this process's cgroup");
+        let root = tempfile::tempdir().unwrap();
+        let sup = supervisor(root.path());
+        if let Err(why) = kruntimes_runtimed::agent::cgroup::RunCgroups::discover(0) {
+            panic!("needs a writable cgroup v2 hierarchy, as a Runtime pod's has: {why}");
+        }
+        // Durations no other process uses: how they are found in /proc.
+        let escaped = format!("1000.{}1", std::process::id());
+        let forked = format!("1000.{}2", std::process::id());
+        let script = format!(
+            "setsid env -i sleep {escaped} &\n\
+             env -i sh -c '(sleep {forked} &) &'\n\
+             while [ ! -e gate ]; do sleep 0.01; done"
+        );
+        let execution = sup.start(bash("env-cleared", &script)).await.unwrap();
+        let mut started = false;
+        for _ in 0..500 {
+            started = processes_with_argument(&escaped).len() == 1
+                && processes_with_argument(&forked).len() == 1;
+            if started {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(started, "the Run's background processes never started");
+        std::fs::write(root.path().join("env-cleared/gate"), b"").unwrap();
+        let end = execution.wait().await;
+        assert_eq!(end.phase, Phase::Succeeded, "{end:?}");
+        assert_eq!(processes_with_argument(&escaped), Vec::<i32>::new());
+        assert_eq!(processes_with_argument(&forked), Vec::<i32>::new());
+    }
 }

@@ -65,85 +65,6 @@ fn the_static_build_needs_no_loader() {
     );
 }
 
-#[tokio::test]
-#[ignore = "needs the static build: .ci/run builds it and sets KRT_STATIC_RUNTIMED"]
-async fn the_static_agent_runs_a_run_in_a_root_holding_only_runtimed() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!(
-            "skipped: needs root: the test mounts /proc and chroots, as a container runtime does"
-        );
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    for sub in ["krt", "proc", "dev", "ws"] {
-        std::fs::create_dir(root.join(sub)).unwrap();
-    }
-    std::fs::copy(static_runtimed(), root.join("krt/runtimed")).unwrap();
-    std::fs::write(root.join("dev/null"), b"").unwrap();
-    // In a mount namespace of its own (private propagation: nothing shows outside):
-    // what a container runtime mounts, then the agent as PID 1 of a scratch image
-    // would be. `--kill-child` and `--exit-with-parent` stop it with the test.
-    let script = r#"
-        mount -t proc proc "$1/proc"
-        mount --bind /dev/null "$1/dev/null"
-        exec chroot "$1" /krt/runtimed agent --socket /agent.sock --workspace /ws --exit-with-parent
-    "#;
-    let mut agent = tokio::process::Command::new("unshare")
-        .args([
-            "--mount",
-            "--fork",
-            "--kill-child=SIGTERM",
-            "--",
-            "sh",
-            "-ec",
-            script,
-            "sh",
-        ])
-        .arg(root)
-        .env("RUNTIMED_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut client = connect(&root.join("agent.sock"), &mut agent).await;
-    let health = client
-        .health(proto::HealthRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(health.ready, "{health:?}");
-
-    // The one program this root holds: runtimed itself, as an exec Run.
-    let mut events = client
-        .execute_and_follow(proto::ExecuteRequest {
-            run_uid: "in-scratch".into(),
-            interpreter: proto::Interpreter::Exec as i32,
-            command: vec!["/krt/runtimed".into(), "--version".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let (mut stdout, mut ended) = (Vec::new(), None);
-    while let Some(event) = events.message().await.unwrap() {
-        match event.event {
-            Some(proto::execution_event::Event::Output(chunk))
-                if chunk.stream == proto::Stream::Stdout as i32 =>
-            {
-                stdout.extend_from_slice(&chunk.data);
-            }
-            Some(proto::execution_event::Event::Ended(execution)) => ended = Some(execution),
-            _ => {}
-        }
-    }
-    let ended = ended.expect("an ended event");
-    assert_eq!(ended.phase, proto::Phase::Succeeded as i32, "{ended:?}");
-    assert_eq!(
-        String::from_utf8_lossy(&stdout),
-        format!("runtimed {}\n", env!("CARGO_PKG_VERSION"))
-    );
-}
-
 async fn connect(
     socket: &Path,
     agent: &mut tokio::process::Child,
@@ -158,4 +79,86 @@ async fn connect(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("the agent never listened on {}", socket.display());
+}
+
+/// Tests that need root: the default nextest profile leaves them out, `--profile full`
+/// runs them (as root, as `.ci/run` does).
+mod needs_root {
+    use super::*;
+
+    #[tokio::test]
+    #[ignore = "needs the static build: .ci/run builds it and sets KRT_STATIC_RUNTIMED"]
+    async fn the_static_agent_runs_a_run_in_a_root_holding_only_runtimed() {
+        kruntimes_testkit::privilege::require_root(
+            "the test mounts /proc and chroots, as a container runtime does",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for sub in ["krt", "proc", "dev", "ws"] {
+            std::fs::create_dir(root.join(sub)).unwrap();
+        }
+        std::fs::copy(static_runtimed(), root.join("krt/runtimed")).unwrap();
+        std::fs::write(root.join("dev/null"), b"").unwrap();
+        // In a mount namespace of its own (private propagation: nothing shows outside):
+        // what a container runtime mounts, then the agent as PID 1 of a scratch image
+        // would be. `--kill-child` and `--exit-with-parent` stop it with the test.
+        let script = r#"
+            mount -t proc proc "$1/proc"
+            mount --bind /dev/null "$1/dev/null"
+            exec chroot "$1" /krt/runtimed agent --socket /agent.sock --workspace /ws --exit-with-parent
+        "#;
+        let mut agent = tokio::process::Command::new("unshare")
+            .args([
+                "--mount",
+                "--fork",
+                "--kill-child=SIGTERM",
+                "--",
+                "sh",
+                "-ec",
+                script,
+                "sh",
+            ])
+            .arg(root)
+            .env("RUNTIMED_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut client = connect(&root.join("agent.sock"), &mut agent).await;
+        let health = client
+            .health(proto::HealthRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(health.ready, "{health:?}");
+
+        // The one program this root holds: runtimed itself, as an exec Run.
+        let mut events = client
+            .execute_and_follow(proto::ExecuteRequest {
+                run_uid: "in-scratch".into(),
+                interpreter: proto::Interpreter::Exec as i32,
+                command: vec!["/krt/runtimed".into(), "--version".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let (mut stdout, mut ended) = (Vec::new(), None);
+        while let Some(event) = events.message().await.unwrap() {
+            match event.event {
+                Some(proto::execution_event::Event::Output(chunk))
+                    if chunk.stream == proto::Stream::Stdout as i32 =>
+                {
+                    stdout.extend_from_slice(&chunk.data);
+                }
+                Some(proto::execution_event::Event::Ended(execution)) => ended = Some(execution),
+                _ => {}
+            }
+        }
+        let ended = ended.expect("an ended event");
+        assert_eq!(ended.phase, proto::Phase::Succeeded as i32, "{ended:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&stdout),
+            format!("runtimed {}\n", env!("CARGO_PKG_VERSION"))
+        );
+    }
 }

@@ -8,6 +8,7 @@
 //! - [`apiserver`]: a mocked Kubernetes API server behind a real `kube::Client`
 //!   (tower-test), driven by scenarios of the exact requests expected and their answers;
 //! - [`http`]: plain HTTP/1.1 GETs (admin ports);
+//! - [`privilege`]: the guard of the tests that need root;
 //! - [`s3`]: a real S3-compatible server (moto) and plain-HTTP reads of what it holds;
 //! - [`git_server`]: bare repositories served over HTTPS by `git http-backend`;
 //! - [`runtimed`]: the runtimed binary of this build, and an agent with a sidecar
@@ -23,5 +24,6 @@ pub mod certs;
 pub mod fixtures;
 pub mod git_server;
 pub mod http;
+pub mod privilege;
 pub mod runtimed;
 pub mod s3;

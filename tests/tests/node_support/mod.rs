@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
-use kruntimes_e2e::cluster::contract::{NodeError, PodRunner, RunningPod, VolumeSource};
+use kruntimes_e2e::cluster::contract::{PodRunner, RunningPod, VolumeSource};
 use kruntimes_e2e::cluster::node::{Node, NodeConfig};
 use serde_json::{Value, json};
 
@@ -51,18 +51,16 @@ pub(crate) fn pod(name: &str, spec: Value) -> Pod {
     .unwrap()
 }
 
-/// Starts `pod`; `None` (after printing why) when the node cannot run pods here.
-pub(crate) async fn start(node: &Node, pod: Pod, objects: Objects) -> Option<Box<dyn RunningPod>> {
+/// Starts `pod` on `node`; fails the test (saying why) when the node cannot run it.
+pub(crate) async fn start(node: &Node, pod: Pod, objects: Objects) -> Box<dyn RunningPod> {
+    kruntimes_testkit::privilege::require_root(
+        "the emulated node runs pods in namespaces of their own",
+    );
     let mut pod = pod;
     pod.spec.as_mut().unwrap().node_name = Some(node.name().to_owned());
-    match node.start(pod, Arc::new(objects)).await {
-        Ok(running) => Some(running),
-        Err(NodeError::Unsupported { reason, .. }) if reason.contains("needs root") => {
-            println!("skipped: {reason}");
-            None
-        }
-        Err(e) => panic!("start: {e}"),
-    }
+    node.start(pod, Arc::new(objects))
+        .await
+        .unwrap_or_else(|e| panic!("start: {e}"))
 }
 
 pub(crate) fn node() -> Node {
@@ -170,13 +168,4 @@ pub(crate) fn link_exists(name: &str) -> bool {
         .status()
         .unwrap()
         .success()
-}
-
-pub(crate) fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
-        .unwrap_or(false)
 }

@@ -36,8 +36,8 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
-    /// The cluster for a scenario, or `None` (with the reason printed) where there is
-    /// none: no `KUBECONFIG` and not root, which the emulated node needs.
+    /// The cluster for a scenario: the one `KUBECONFIG` names, else an emulated one
+    /// (which needs root: the test fails saying so otherwise). Always `Some`.
     pub(crate) async fn start() -> Option<Cluster> {
         if let Some(kubeconfig) = std::env::var_os("KUBECONFIG") {
             let kubeconfig = PathBuf::from(kubeconfig);
@@ -48,12 +48,10 @@ impl Cluster {
                 emulator: None,
             });
         }
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!(
-                "skipped: needs root or KUBECONFIG: the emulated cluster runs Pods as processes in namespaces of their own"
-            );
-            return None;
-        }
+        kruntimes_testkit::privilege::require_root(
+            "without KUBECONFIG the suite starts the emulated cluster, whose node runs Pods \
+             as processes in namespaces of their own",
+        );
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_kruntimes-test-cluster"))
             .arg("--dir")
