@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
 use crate::cluster::admission::{ServiceRef, WebhookAdmission};
+use crate::cluster::api::counts::RequestCounts;
 use crate::cluster::api::fault::FaultLength;
 use crate::cluster::api::{ApiConfig, ApiServer, ApiServerHandle, manifests_in};
 use crate::cluster::contract::UserInfo;
@@ -40,6 +41,9 @@ pub enum HarnessError {
     #[error("{0}")]
     Control(String),
 }
+
+/// The controller's ServiceAccount name.
+const CONTROLLER_ACCOUNT: &str = "kruntimes-controller";
 
 /// The identities the harness hands out: admin, webhook and controller.
 struct Identity {
@@ -79,7 +83,7 @@ fn identities() -> Vec<Identity> {
         Identity {
             file: "controller.kubeconfig",
             token: token(),
-            user: account("kruntimes-controller"),
+            user: account(CONTROLLER_ACCOUNT),
         },
     ]
 }
@@ -350,6 +354,19 @@ impl TestCluster {
     /// The API server's address.
     pub fn api_addr(&self) -> Option<SocketAddr> {
         self.api.as_ref().map(ApiServerHandle::addr)
+    }
+
+    /// The requests the controller's identity made since the start (any controller
+    /// process the harness started), by kind.
+    pub fn controller_requests(&self) -> RequestCounts {
+        self.api
+            .as_ref()
+            .map(|api| {
+                api.requests_of(&format!(
+                    "system:serviceaccount:{SYSTEM_NAMESPACE}:{CONTROLLER_ACCOUNT}"
+                ))
+            })
+            .unwrap_or_default()
     }
 
     async fn start_webhook(&self, bind: SocketAddr) -> Result<Component, HarnessError> {

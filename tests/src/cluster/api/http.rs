@@ -197,6 +197,7 @@ async fn route(
 ) -> Result<Response, ApiError> {
     let user = authenticate(server, &headers)?;
     let query = Query::parse(uri.query())?;
+    server.requests.record(&user.username, &method, query.watch);
     if !query.watch {
         server.faults.check()?;
     }

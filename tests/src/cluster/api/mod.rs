@@ -13,6 +13,7 @@
 mod admit;
 mod apply;
 mod controllers;
+pub mod counts;
 pub mod error;
 pub mod fault;
 mod http;
@@ -153,6 +154,8 @@ pub(crate) struct Server {
     pub(crate) graceful_pods: bool,
     /// Watches streaming now.
     pub(crate) open_watches: std::sync::atomic::AtomicUsize,
+    /// Requests per user.
+    pub(crate) requests: counts::RequestLog,
 }
 
 impl Server {
@@ -212,6 +215,7 @@ impl ApiServer {
             faults: Faults::default(),
             graceful_pods: config.node.is_some(),
             open_watches: std::sync::atomic::AtomicUsize::new(0),
+            requests: counts::RequestLog::default(),
         });
         seed(&server, &config)?;
         let node_name = if config.node_name.is_empty() {
@@ -429,6 +433,11 @@ impl ApiServerHandle {
         self.server
             .open_watches
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The requests `username` made since the start, by kind.
+    pub fn requests_of(&self, username: &str) -> counts::RequestCounts {
+        self.server.requests.of(username)
     }
 
     /// How many requests injected faults have answered since the start.

@@ -1,0 +1,409 @@
+//! Figures for docs/benchmarks.md (not a pass/fail test): what a Run created through the
+//! Kubernetes API costs over calling runtimed directly, on the emulated cluster
+//! (`kruntimes-test-cluster`'s library, in this process): its API server, the real
+//! webhook and controller binaries, and a Runtime of [`REPLICAS`] pods × [`CONCURRENCY`]
+//! run by its node as real processes. Each figure has a floor measured in the same run
+//! against the same pods: the same script sent straight to the pods' runtimed over TLS
+//! with the Runtime's token (`ExecuteAndFollow`), which is what the controller does for
+//! each Run, minus the API server, the watch and the status writes.
+//!
+//! 1. Created-to-started, one Run at a time ([`SEQUENTIAL`] after [`WARMUP`]): from just
+//!    before the create request to the script's first statement (`date +%s%N`, the same
+//!    clock). The floor: from just before `ExecuteAndFollow` to the same statement.
+//!    Also created-to-terminal: until the client's watch sees the terminal status.
+//! 2. A burst: [`BURST`] Runs created at once; Runs per second until the watch has seen
+//!    all of them terminal, against the same number sent directly, [`REPLICAS`] ×
+//!    [`CONCURRENCY`] at a time.
+//! 3. API requests the controller made per Run during the burst (writes, reads, watches
+//!    opened), counted by the emulated API server per identity.
+//!
+//! As root (the node runs pods in namespaces of their own), after building the binaries
+//! it starts: `cargo build --release --workspace --bins && cargo bench -p kruntimes-e2e
+//! --bench dispatch`.
+// A benchmark prints its figures and stops loudly on a setup failure.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use kruntimes_api::labels::{RUNTIME_LABEL, RUNTIMED_GRPC_PORT};
+use kruntimes_api::v1alpha1::{Run, Runtime};
+use kruntimes_e2e::cluster::harness::TestCluster;
+use kruntimes_runtimed_api::client::{TlsClient, TlsTarget, connect_tls};
+use kruntimes_runtimed_api::proto;
+use kube::api::{Api, ListParams, PostParams};
+use kube::runtime::watcher;
+use serde_json::json;
+use tokio::sync::Notify;
+
+const NAMESPACE: &str = "bench";
+const RUNTIME: &str = "bench";
+const REPLICAS: i32 = 2;
+const CONCURRENCY: i32 = 2;
+/// Runs measured one at a time (after [`WARMUP`] unmeasured ones).
+const SEQUENTIAL: usize = 60;
+const WARMUP: usize = 5;
+/// Runs created at once in the throughput measurement.
+const BURST: usize = 40;
+/// The script: prints when its first statement ran (ns since the epoch).
+const SCRIPT: &str = "date +%s%N";
+
+fn main() {
+    if !kruntimes_testkit::privilege::is_root() {
+        eprintln!(
+            "the dispatch benchmark needs root: the emulated node runs pods in namespaces of their own"
+        );
+        std::process::exit(1);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(bench());
+}
+
+async fn bench() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let cluster = TestCluster::start(dir.path(), repo, true).await.unwrap();
+    let client = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(cluster.kubeconfig()).unwrap(),
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .unwrap(),
+    )
+    .unwrap();
+    let pods = warm_pool(&client).await;
+    println!("Runtime {RUNTIME}: {REPLICAS} pods x concurrency {CONCURRENCY}; script `{SCRIPT}`\n");
+    let runs: Api<Run> = Api::namespaced(client.clone(), NAMESPACE);
+    let terminal = TerminalWatch::start(runs.clone());
+    let mut direct = Direct::connect(&client, &pods).await;
+
+    for i in 0..WARMUP {
+        through_api(&runs, &terminal, &format!("warmup-{i}")).await;
+        direct.start_latency(i).await;
+    }
+    let mut api_started = Vec::new();
+    let mut api_terminal = Vec::new();
+    let mut direct_started = Vec::new();
+    for i in 0..SEQUENTIAL {
+        let (started, ended) = through_api(&runs, &terminal, &format!("seq-{i}")).await;
+        api_started.push(started);
+        api_terminal.push(ended);
+        direct_started.push(direct.start_latency(i).await);
+    }
+    println!("1. created-to-started, one at a time ({SEQUENTIAL} Runs, ms)");
+    println!("   {:<36} {:>8} {:>8}", "", "p50", "p99");
+    row("Run through the API (started)", &mut api_started);
+    row("Run through the API (terminal seen)", &mut api_terminal);
+    row("floor: ExecuteAndFollow (started)", &mut direct_started);
+
+    let before = cluster.controller_requests();
+    let burst_api = burst_through_api(&runs, &terminal).await;
+    let after = cluster.controller_requests();
+    let burst_direct = direct.burst().await;
+    println!("\n2. a burst of {BURST} Runs");
+    println!(
+        "   through the API: {:.1} s, {:.0} Runs/s",
+        burst_api.as_secs_f64(),
+        BURST as f64 / burst_api.as_secs_f64()
+    );
+    println!(
+        "   floor, direct, {} at a time: {:.2} s, {:.0} Runs/s",
+        REPLICAS * CONCURRENCY,
+        burst_direct.as_secs_f64(),
+        BURST as f64 / burst_direct.as_secs_f64()
+    );
+    let per_run = |n: u64| n as f64 / BURST as f64;
+    println!(
+        "\n3. the controller's API requests per Run in the burst: {:.1} writes, {:.1} reads, {:.2} watches opened",
+        per_run(after.writes - before.writes),
+        per_run(after.reads - before.reads),
+        per_run(after.watches - before.watches)
+    );
+    cluster.stop().await;
+}
+
+/// Prints p50 and p99 of `samples` in milliseconds.
+fn row(name: &str, samples: &mut [Duration]) {
+    samples.sort();
+    let at = |p: usize| samples[(samples.len() * p / 100).min(samples.len() - 1)];
+    println!(
+        "   {name:<36} {:>8.1} {:>8.1}",
+        at(50).as_secs_f64() * 1e3,
+        at(99).as_secs_f64() * 1e3
+    );
+}
+
+fn now_unix_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// The time from `t0` (ns since the epoch) to the instant the script printed.
+fn since(t0: u128, printed: &str) -> Duration {
+    let at: u128 = printed
+        .trim()
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the script's output {printed:?} is not a time"));
+    Duration::from_nanos(u64::try_from(at.saturating_sub(t0)).unwrap())
+}
+
+/// Creates the namespace and the Runtime and waits for every pod to be ready; returns
+/// the pods.
+async fn warm_pool(client: &kube::Client) -> Vec<Pod> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns = serde_json::from_value(json!({"metadata": {"name": NAMESPACE}})).unwrap();
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let runtime: Runtime = serde_json::from_value(json!({
+        "apiVersion": "kruntimes.io/v1alpha1", "kind": "Runtime",
+        "metadata": {"name": RUNTIME},
+        "spec": {
+            "replicas": REPLICAS, "concurrency": CONCURRENCY,
+            "template": {"spec": {
+                "securityContext": {"runAsNonRoot": true, "runAsUser": 10001,
+                                    "seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [{"name": "main", "image": "debian:trixie-slim",
+                    "securityContext": {"allowPrivilegeEscalation": false,
+                                        "capabilities": {"drop": ["ALL"]}}}],
+            }},
+        },
+    }))
+    .unwrap();
+    let runtimes: Api<Runtime> = Api::namespaced(client.clone(), NAMESPACE);
+    runtimes
+        .create(&PostParams::default(), &runtime)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let current = runtimes.get(RUNTIME).await.unwrap();
+        let ready = current.status.and_then(|s| s.ready_replicas);
+        if ready == Some(REPLICAS) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the Runtime never became ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("{RUNTIME_LABEL}={RUNTIME}")))
+        .await
+        .unwrap();
+    list.items
+}
+
+/// When the client's watch first saw each Run terminal, with its stdout tail.
+#[derive(Clone)]
+struct TerminalWatch {
+    seen: Arc<Mutex<BTreeMap<String, (Instant, String)>>>,
+    changed: Arc<Notify>,
+}
+
+impl TerminalWatch {
+    fn start(runs: Api<Run>) -> TerminalWatch {
+        let watch = TerminalWatch {
+            seen: Arc::default(),
+            changed: Arc::default(),
+        };
+        let recorder = watch.clone();
+        tokio::spawn(async move {
+            let mut events = std::pin::pin!(watcher(runs, watcher::Config::default()));
+            while let Some(event) = events.next().await {
+                let (watcher::Event::Apply(run) | watcher::Event::InitApply(run)) = event.unwrap()
+                else {
+                    continue;
+                };
+                recorder.record(&run);
+            }
+        });
+        watch
+    }
+
+    fn record(&self, run: &Run) {
+        let Some(status) = run.status.as_ref() else {
+            return;
+        };
+        if !status.phase.is_some_and(|p| p.is_terminal()) {
+            return;
+        }
+        let name = run.metadata.name.clone().unwrap_or_default();
+        let stdout = status
+            .output
+            .as_ref()
+            .map(|o| o.stdout_tail.clone())
+            .unwrap_or_default();
+        self.seen
+            .lock()
+            .unwrap()
+            .entry(name)
+            .or_insert((Instant::now(), stdout));
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until `name` was seen terminal.
+    async fn wait(&self, name: &str) -> (Instant, String) {
+        loop {
+            let notified = self.changed.notified();
+            if let Some(seen) = self.seen.lock().unwrap().get(name) {
+                return seen.clone();
+            }
+            tokio::time::timeout(Duration::from_secs(60), notified)
+                .await
+                .unwrap_or_else(|_| panic!("Run {name} not terminal within 60 s"));
+        }
+    }
+}
+
+fn run(name: &str) -> Run {
+    serde_json::from_value(json!({
+        "apiVersion": "kruntimes.io/v1alpha1", "kind": "Run",
+        "metadata": {"name": name},
+        "spec": {"runtimeRef": {"name": RUNTIME}, "script": SCRIPT},
+    }))
+    .unwrap()
+}
+
+/// One Run through the API: created-to-started and created-to-terminal-seen.
+async fn through_api(
+    runs: &Api<Run>,
+    terminal: &TerminalWatch,
+    name: &str,
+) -> (Duration, Duration) {
+    let t0 = now_unix_ns();
+    let created = Instant::now();
+    runs.create(&PostParams::default(), &run(name))
+        .await
+        .unwrap();
+    let (seen, stdout) = terminal.wait(name).await;
+    (since(t0, &stdout), seen - created)
+}
+
+async fn burst_through_api(runs: &Api<Run>, terminal: &TerminalWatch) -> Duration {
+    let started = Instant::now();
+    let creates = (0..BURST).map(|i| {
+        let runs = runs.clone();
+        async move {
+            runs.create(&PostParams::default(), &run(&format!("burst-{i}")))
+                .await
+                .unwrap()
+        }
+    });
+    futures::future::join_all(creates).await;
+    let mut last = started;
+    for i in 0..BURST {
+        let (seen, _) = terminal.wait(&format!("burst-{i}")).await;
+        last = last.max(seen);
+    }
+    last - started
+}
+
+/// The floor: the Runtime's pods called directly, as the controller calls them.
+struct Direct {
+    clients: Vec<TlsClient>,
+}
+
+impl Direct {
+    async fn connect(client: &kube::Client, pods: &[Pod]) -> Direct {
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
+        let secret = secrets
+            .get(&kruntimes_controller::naming::secret_name(RUNTIME))
+            .await
+            .unwrap();
+        let data = secret.data.unwrap();
+        let token =
+            String::from_utf8(data[kruntimes_controller::naming::TOKEN_KEY].0.clone()).unwrap();
+        let certificate_pem = data[kruntimes_controller::naming::TLS_CERT_KEY].0.clone();
+        let mut clients = Vec::new();
+        for pod in pods {
+            let ip = pod.status.as_ref().unwrap().pod_ip.clone().unwrap();
+            let target = TlsTarget {
+                authority: format!("{ip}:{RUNTIMED_GRPC_PORT}"),
+                server_name: kruntimes_controller::naming::server_name(RUNTIME, NAMESPACE),
+                certificate_pem: certificate_pem.clone(),
+                token: token.trim().to_owned(),
+            };
+            clients.push(connect_tls(&target, Duration::from_secs(5)).await.unwrap());
+        }
+        Direct { clients }
+    }
+
+    /// One execution on pod `i % pods`: from the call to the script's first statement.
+    async fn start_latency(&mut self, i: usize) -> Duration {
+        let pods = self.clients.len();
+        let client = &mut self.clients[i % pods];
+        let t0 = now_unix_ns();
+        let stdout = execute_and_follow(client, &format!("direct-{}", uuid(i))).await;
+        since(t0, &stdout)
+    }
+
+    /// [`BURST`] executions, [`CONCURRENCY`] at a time on each pod.
+    async fn burst(&mut self) -> Duration {
+        let started = Instant::now();
+        let lanes = self
+            .clients
+            .iter()
+            .flat_map(|client| (0..CONCURRENCY as usize).map(move |_| client.clone()));
+        let lanes: Vec<TlsClient> = lanes.collect();
+        let count = lanes.len();
+        let tasks = lanes
+            .into_iter()
+            .enumerate()
+            .map(|(lane, mut client)| async move {
+                for i in (lane..BURST).step_by(count) {
+                    execute_and_follow(&mut client, &format!("burst-{}", uuid(i))).await;
+                }
+            });
+        futures::future::join_all(tasks).await;
+        started.elapsed()
+    }
+}
+
+/// A run uid no other execution of this process has.
+fn uuid(i: usize) -> String {
+    format!("{:x}-{i}", now_unix_ns())
+}
+
+/// Runs [`SCRIPT`] to its end; its stdout.
+async fn execute_and_follow(client: &mut TlsClient, run_uid: &str) -> String {
+    let request = proto::ExecuteRequest {
+        run_uid: run_uid.to_owned(),
+        interpreter: proto::Interpreter::Bash as i32,
+        script: Some(SCRIPT.to_owned()),
+        ..Default::default()
+    };
+    let mut events = client
+        .execute_and_follow(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut stdout = Vec::new();
+    while let Some(event) = events.message().await.unwrap() {
+        match event.event {
+            Some(proto::execution_event::Event::Output(chunk))
+                if chunk.stream == proto::Stream::Stdout as i32 =>
+            {
+                stdout.extend_from_slice(&chunk.data);
+            }
+            Some(proto::execution_event::Event::Ended(ended)) => {
+                assert_eq!(ended.phase, proto::Phase::Succeeded as i32, "{ended:?}");
+                break;
+            }
+            _ => {}
+        }
+    }
+    String::from_utf8(stdout).unwrap()
+}

@@ -1,0 +1,72 @@
+//! How many requests each user made, by kind: what a benchmark reads to tell how many
+//! API writes one Run costs the controller.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use axum::http::Method;
+
+/// One user's requests since the server started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestCounts {
+    /// GETs that are not watches (get and list).
+    pub reads: u64,
+    /// Watches opened.
+    pub watches: u64,
+    /// POST, PUT, PATCH and DELETE.
+    pub writes: u64,
+}
+
+/// The counts of every user, by username.
+#[derive(Debug, Default)]
+pub(crate) struct RequestLog(Mutex<BTreeMap<String, RequestCounts>>);
+
+impl RequestLog {
+    /// Counts one authenticated request (faulted ones too: the client made them).
+    pub(crate) fn record(&self, username: &str, method: &Method, watch: bool) {
+        let Ok(mut counts) = self.0.lock() else {
+            return;
+        };
+        let entry = counts.entry(username.to_owned()).or_default();
+        match *method {
+            Method::GET if watch => entry.watches += 1,
+            Method::GET | Method::HEAD => entry.reads += 1,
+            _ => entry.writes += 1,
+        }
+    }
+
+    /// `username`'s counts (zero when it made no request).
+    pub(crate) fn of(&self, username: &str) -> RequestCounts {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|counts| counts.get(username).copied())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_watches_and_writes_are_counted_apart_per_user() {
+        let log = RequestLog::default();
+        log.record("a", &Method::GET, false);
+        log.record("a", &Method::GET, true);
+        for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+            log.record("a", &method, false);
+        }
+        log.record("b", &Method::GET, false);
+        assert_eq!(
+            log.of("a"),
+            RequestCounts {
+                reads: 1,
+                watches: 1,
+                writes: 4
+            }
+        );
+        assert_eq!(log.of("b").reads, 1);
+        assert_eq!(log.of("nobody"), RequestCounts::default());
+    }
+}
