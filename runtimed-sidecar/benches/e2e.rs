@@ -12,9 +12,9 @@
 //!    call returning (std's `posix_spawn` also returns after the exec). Measured twice
 //!    on both sides: back to back (each start as soon as the previous Run is done) and
 //!    paced (each start [`PACE`] after the previous one began, the CPUs idle in
-//!    between, as for Runs that arrive one at a time). On this VM a CPU that has just
+//!    between, as for Runs that arrive one at a time). On the benchmark VMs a CPU that has just
 //!    been idle starts bash markedly slower than one that has not (docs/benchmarks.md,
-//!    "Session 8"): back to back, the floor's bash always finds a CPU that has been
+//!    "Paced and back-to-back starts"): back to back, the floor's bash always finds a CPU that has been
 //!    busy, a Run's bash one that was idle while the call went through the other
 //!    processes; paced, both start from the same idle machine.
 //! 2. Short Runs per second (`bash` running `true`), [`IN_FLIGHT`] at once, twice: each

@@ -2,8 +2,8 @@
 //!
 //! Why: on ext4, `mkdir` of a Run's workspace and `rmdir` of it afterwards cost about
 //! 230 µs together (inode and directory block allocated, then freed), against about
-//! 26 µs for renaming an existing directory in and out of place (measured in
-//! `docs/benchmarks.md`, "Session 6"). A workspace is needed for every Run, and on
+//! 26 µs for renaming an existing directory in and out of place (on ext4, on the VMs
+//! of `docs/benchmarks.md`). A workspace is needed for every Run, and on
 //! the start path. So a removed workspace is emptied and, when it is exactly as a new
 //! one would be, renamed to a spare name in the workspace root; the next Run's
 //! workspace is a spare renamed into place, or a new directory when none is left.
@@ -41,8 +41,8 @@ const SPARE_PREFIX: &str = "+spare-";
 
 /// Script files a spare may keep, emptied: nearly every Run's workspace gets one of
 /// them first thing, and creating a file's inode on ext4 (its allocator skips every
-/// recently deleted inode) was a fifth of the agent's CPU on the start path
-/// (`docs/benchmarks.md`, session 7).
+/// recently deleted inode) was a fifth of the agent's CPU on the start path (profiled on
+/// ext4 while `cargo bench -p kruntimes-runtimed --bench e2e` ran).
 const KEPT_SCRIPTS: [&str; 2] = ["main.sh", "main.py"];
 
 /// Mode of a script file the agent writes.
