@@ -168,21 +168,7 @@ async fn warm_pool(client: &kube::Client) -> Vec<Pod> {
         .create(&PostParams::default(), &ns)
         .await
         .unwrap();
-    let runtime: Runtime = serde_json::from_value(json!({
-        "apiVersion": "kruntimes.io/v1alpha1", "kind": "Runtime",
-        "metadata": {"name": RUNTIME},
-        "spec": {
-            "replicas": REPLICAS, "concurrency": CONCURRENCY,
-            "template": {"spec": {
-                "securityContext": {"runAsNonRoot": true, "runAsUser": 10001,
-                                    "seccompProfile": {"type": "RuntimeDefault"}},
-                "containers": [{"name": "main", "image": "debian:trixie-slim",
-                    "securityContext": {"allowPrivilegeEscalation": false,
-                                        "capabilities": {"drop": ["ALL"]}}}],
-            }},
-        },
-    }))
-    .unwrap();
+    let runtime = kruntimes_e2e::fixtures::restricted_runtime(RUNTIME, REPLICAS, CONCURRENCY);
     let runtimes: Api<Runtime> = Api::namespaced(client.clone(), NAMESPACE);
     runtimes
         .create(&PostParams::default(), &runtime)
@@ -379,31 +365,12 @@ fn uuid(i: usize) -> String {
 
 /// Runs [`SCRIPT`] to its end; its stdout.
 async fn execute_and_follow(client: &mut TlsClient, run_uid: &str) -> String {
-    let request = proto::ExecuteRequest {
-        run_uid: run_uid.to_owned(),
-        interpreter: proto::Interpreter::Bash as i32,
-        script: Some(SCRIPT.to_owned()),
-        ..Default::default()
-    };
-    let mut events = client
-        .execute_and_follow(request)
-        .await
-        .unwrap()
-        .into_inner();
-    let mut stdout = Vec::new();
-    while let Some(event) = events.message().await.unwrap() {
-        match event.event {
-            Some(proto::execution_event::Event::Output(chunk))
-                if chunk.stream == proto::Stream::Stdout as i32 =>
-            {
-                stdout.extend_from_slice(&chunk.data);
-            }
-            Some(proto::execution_event::Event::Ended(ended)) => {
-                assert_eq!(ended.phase, proto::Phase::Succeeded as i32, "{ended:?}");
-                break;
-            }
-            _ => {}
-        }
-    }
-    String::from_utf8(stdout).unwrap()
+    let run = kruntimes_e2e::fixtures::run_bash(client, run_uid, SCRIPT).await;
+    assert_eq!(
+        run.ended.phase,
+        proto::Phase::Succeeded as i32,
+        "{:?}",
+        run.ended
+    );
+    String::from_utf8(run.stdout).unwrap()
 }

@@ -14,39 +14,6 @@ use kruntimes_e2e::cluster::node::{Node, NodeConfig};
 use node_support::*;
 use serde_json::json;
 
-/// Runs a bash script through `client`: its stdout and its final state.
-async fn run_script(
-    client: &mut kruntimes_runtimed_api::client::TlsClient,
-    script: &str,
-) -> (String, kruntimes_runtimed_api::proto::Execution) {
-    use kruntimes_runtimed_api::proto::{self, execution_event::Event};
-    let request = proto::ExecuteRequest {
-        run_uid: format!("run-{}", std::process::id()),
-        interpreter: proto::Interpreter::Bash as i32,
-        script: Some(script.to_owned()),
-        ..Default::default()
-    };
-    let mut events = client
-        .execute_and_follow(request)
-        .await
-        .unwrap()
-        .into_inner();
-    let mut output = Vec::new();
-    while let Some(event) = events.message().await.unwrap() {
-        match event.event {
-            Some(Event::Output(chunk)) => output.extend(chunk.data),
-            Some(Event::Ended(execution)) => {
-                return (String::from_utf8_lossy(&output).into_owned(), execution);
-            }
-            _ => {}
-        }
-    }
-    panic!(
-        "the execution never ended; output {:?}",
-        String::from_utf8_lossy(&output)
-    );
-}
-
 /// Tests that need root: the default nextest profile leaves them out, `--profile full`
 /// runs them (as root, as `.ci/run` does).
 mod needs_root {
@@ -123,11 +90,13 @@ mod needs_root {
         assert!(health.ready && health.workspace_writable, "{health:?}");
 
         // A Run goes to the agent in the user container (PID 1 there, on the pod's hostname).
-        let (output, ended) = run_script(
+        let run = kruntimes_e2e::fixtures::run_bash(
             &mut client,
+            &format!("run-{}", std::process::id()),
             "echo host=$(uname -n) uid=$(id -u); echo pid1=$(tr '\\0' ' ' < /proc/1/cmdline)",
         )
         .await;
+        let (output, ended) = (String::from_utf8_lossy(&run.stdout), run.ended);
         assert_eq!(ended.exit_code, Some(0), "{ended:?} {output}");
         assert!(output.contains("host=warm-0 uid=1000\n"), "{output}");
         assert!(

@@ -9,21 +9,7 @@ use crate::support::{Cluster, eventually};
 
 /// A Runtime whose pods pass Pod Security `restricted`.
 pub(crate) fn runtime(name: &str, replicas: i32, concurrency: i32) -> Runtime {
-    serde_json::from_value(json!({
-        "apiVersion": "kruntimes.io/v1alpha1", "kind": "Runtime",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas, "concurrency": concurrency,
-            "template": {"spec": {
-                "securityContext": {"runAsNonRoot": true, "runAsUser": 10001,
-                                    "seccompProfile": {"type": "RuntimeDefault"}},
-                "containers": [{"name": "main", "image": "debian:trixie-slim",
-                    "securityContext": {"allowPrivilegeEscalation": false,
-                                        "capabilities": {"drop": ["ALL"]}}}],
-            }},
-        },
-    }))
-    .unwrap()
+    kruntimes_e2e::fixtures::restricted_runtime(name, replicas, concurrency)
 }
 
 pub(crate) fn run(name: &str, runtime: &str, spec: Value) -> Run {
