@@ -221,12 +221,15 @@ chart.kruntimes.io/namespace: {{ .Release.Namespace }}
 
 {{/*
 checkov checks the chart's workloads fail by design, with the reason; rendered as
-checkov.io/skipN annotations (checkov reads them from the object's metadata).
+checkov.io/skipN annotations (checkov reads them from the object's metadata): (list $ image).
 */}}
 {{- define "kruntimes.checkovWorkloadSkips" -}}
-checkov.io/skip1: CKV_K8S_38=the component talks to the Kubernetes API (watches, Secret, Lease), so the pod mounts its service account token
-checkov.io/skip2: CKV_K8S_15=imagePullPolicy is a value (default IfNotPresent); images are pinned by version or digest, so Always only adds registry calls
-checkov.io/skip3: CKV_K8S_43=images are referenced by version tag by default; set image.digest to pin them by digest (ci/digests-values.yaml)
+{{- $image := index . 1 }}
+checkov.io/skip1: "CKV_K8S_38=the component talks to the Kubernetes API (watches, Secret, Lease), so the pod mounts its service account token"
+checkov.io/skip2: "CKV_K8S_15=imagePullPolicy is a value (default IfNotPresent); images are pinned by version or digest, so Always only adds registry calls"
+{{- if not $image.digest }}
+checkov.io/skip3: "CKV_K8S_43=images are referenced by version tag by default; set image.digest to pin them by digest (ci/digests-values.yaml)"
+{{- end }}
 {{- end }}
 
 {{/* Egress to the Kubernetes API server and to DNS, for both components. */}}
@@ -250,11 +253,42 @@ checkov.io/skip3: CKV_K8S_43=images are referenced by version tag by default; se
     - {protocol: TCP, port: 53}
 {{- end }}
 
-{{/* checkov checks the hook and test pods fail by design, with the reason. */}}
+{{/* checkov checks the hook and test pods fail by design, with the reason: (list $ image). */}}
 {{- define "kruntimes.checkovHookSkips" -}}
-checkov.io/skip1: CKV_K8S_38=the pod runs kubectl against the Kubernetes API, so it mounts its service account token
-checkov.io/skip2: CKV_K8S_15=a one-shot pod of a pinned image; imagePullPolicy Always only adds a registry call
-checkov.io/skip3: CKV_K8S_43=the image is referenced by version tag by default; set its digest value to pin it by digest (ci/digests-values.yaml)
-checkov.io/skip4: CKV_K8S_8=a one-shot pod that exits when its command ends: no liveness probe to answer
-checkov.io/skip5: CKV_K8S_9=a one-shot pod that serves nothing: no readiness probe to answer
+{{- $image := index . 1 }}
+checkov.io/skip1: "CKV_K8S_38=the pod runs kubectl against the Kubernetes API, so it mounts its service account token"
+checkov.io/skip2: "CKV_K8S_15=a one-shot pod of a pinned image; imagePullPolicy Always only adds a registry call"
+{{- if not $image.digest }}
+checkov.io/skip3: "CKV_K8S_43=the image is referenced by version tag by default; set its digest value to pin it by digest (ci/digests-values.yaml)"
+{{- end }}
+checkov.io/skip4: "CKV_K8S_8=a one-shot pod that exits when its command ends: no liveness probe to answer"
+checkov.io/skip5: "CKV_K8S_9=a one-shot pod that serves nothing: no readiness probe to answer"
+{{- end }}
+
+{{/*
+A NetworkPolicy for a one-shot pod of the chart (hook or test): no ingress; egress to the
+API server and DNS, plus extra egress rules. include with (list $ "component" hook-dict
+extra-egress-yaml).
+*/}}
+{{- define "kruntimes.oneShotNetworkPolicy" -}}
+{{- $root := index . 0 }}
+{{- $component := index . 1 }}
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: {{ include "kruntimes.fullname" $root }}-{{ $component }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "kruntimes.componentLabels" (list $root $component) | nindent 4 }}
+  {{- with include "kruntimes.annotations" (list $root (index . 2)) }}{{ . | trim | nindent 2 }}{{- end }}
+spec:
+  podSelector:
+    matchLabels:
+      {{- include "kruntimes.selectorLabels" (list $root $component) | nindent 6 }}
+  policyTypes: [Ingress, Egress]
+  egress:
+    {{- include "kruntimes.apiServerEgress" $root | nindent 4 }}
+    {{- with index . 3 }}
+    {{- . | nindent 4 }}
+    {{- end }}
 {{- end }}
