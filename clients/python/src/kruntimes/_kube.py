@@ -10,8 +10,8 @@ import json
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 import urllib3
-from kubernetes import client as k8s
-from kubernetes import watch as k8s_watch
+from kubernetes import watch as _watch_module
+from kubernetes.client.exceptions import ApiException
 
 from ._spec import GROUP, PLURAL, VERSION
 from .errors import ClusterUnreachable, KruntimesError, RunNotFound, from_api_exception
@@ -36,8 +36,8 @@ class _Gone(Exception):
     """The pod does not exist."""
 
 
-def _api_exception() -> type:
-    return k8s.exceptions.ApiException  # type: ignore[no-any-return]
+# The watch helper has no type hints.
+k8s_watch: Any = _watch_module
 
 
 class KubeApi:
@@ -59,7 +59,7 @@ class KubeApi:
         try:
             return fn(*args, _request_timeout=(CONNECT_TIMEOUT_SECONDS, REQUEST_TIMEOUT_SECONDS),
                       **kwargs)
-        except _api_exception() as exc:
+        except ApiException as exc:
             raise from_api_exception(
                 exc, verb=verb, resource=resource, namespace=self.namespace, name=name
             ) from None
@@ -112,7 +112,7 @@ class KubeApi:
                     return
                 if kind in ("ADDED", "MODIFIED"):
                     yield obj
-        except _api_exception() as exc:
+        except ApiException as exc:
             if getattr(exc, "status", None) == 410:
                 return
             raise from_api_exception(
@@ -161,7 +161,7 @@ class KubeApi:
                 pod, self.namespace, _preload_content=False,
                 _request_timeout=(CONNECT_TIMEOUT_SECONDS, idle_seconds), **kwargs,
             )
-        except _api_exception() as exc:
+        except ApiException as exc:
             if getattr(exc, "status", None) == 404:
                 raise _Gone() from None
             raise from_api_exception(
@@ -190,7 +190,7 @@ def _lines(response: Any) -> Iterator[bytes]:
                                                        lambda: False)():
         chunks: Iterator[bytes] = response.read_chunked(decode_content=True)
     else:
-        chunks = iter(lambda: response.read1(65536), b"")  # type: ignore[no-any-return]
+        chunks = iter(lambda: bytes(response.read1(65536)), b"")
     pending = b""
     for chunk in chunks:
         pending += chunk

@@ -7,7 +7,7 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Generator, Iterator, Mapping, Optional, Sequence, Union
 
 from ._kube import KubeApi, LogIdle, _Gone, injected_container
 from ._records import OutputAssembler
@@ -41,6 +41,8 @@ RECONNECT_DELAY_SECONDS = 0.5
 """Pause before reopening a log stream that the server closed."""
 
 Item = Union[Output, Result]
+ItemStream = Generator[Item, None, None]
+"""What `stream` and `follow` return: a generator, so that `close()` ends it early."""
 
 
 @dataclass(frozen=True)
@@ -210,7 +212,7 @@ class Client:
         wait_timeout: Optional[float] = None,
         name: Optional[str] = None,
         labels: Optional[Mapping[str, str]] = None,
-    ) -> Iterator[Item]:
+    ) -> ItemStream:
         """Like `run`, but yields the output as it comes (`Output` items, stdout and
         stderr in the order they arrive) and the `Result` last.
 
@@ -225,13 +227,13 @@ class Client:
             wait_timeout = float(timeout) + DEFAULT_WAIT_MARGIN_SECONDS
         return self.follow(ref, wait_timeout=wait_timeout)
 
-    def follow(self, ref: RunRef, *, wait_timeout: Optional[float] = None) -> Iterator[Item]:
+    def follow(self, ref: RunRef, *, wait_timeout: Optional[float] = None) -> ItemStream:
         """The output and Result of a Run created with `submit` (see `stream`)."""
         if wait_timeout is not None and not wait_timeout > 0:
             raise ValueError("wait_timeout must be a positive number of seconds")
         return self._owned_stream(ref, wait_timeout)
 
-    def _owned_stream(self, ref: RunRef, wait_timeout: Optional[float]) -> Iterator[Item]:
+    def _owned_stream(self, ref: RunRef, wait_timeout: Optional[float]) -> ItemStream:
         finished = False
         try:
             for item in self._follow(ref, _monotonic_deadline(wait_timeout)):
@@ -400,8 +402,10 @@ def _since_seconds(run: Dict[str, Any]) -> Optional[int]:
 
 def _load_config(kubeconfig: Optional[str], context: Optional[str]) -> tuple[Any, str]:
     """An ApiClient and the default namespace, as kubectl finds them."""
-    from kubernetes import config as k8s_config
+    from kubernetes import config as config_module
 
+    # The config helpers have no type hints.
+    k8s_config: Any = config_module
     path = kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
     path = path.split(os.pathsep)[0]
     in_cluster = kubeconfig is None and not os.path.exists(path) and os.environ.get(
