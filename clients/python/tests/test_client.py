@@ -240,3 +240,33 @@ def test_the_finished_result_is_not_cancelled() -> None:
     for _ in Client._with_api(api).stream("bash", script="echo"):
         pass
     assert api.cancelled == 0
+
+
+def test_without_a_wait_timeout_the_client_waits_timeout_plus_the_margin(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import kruntimes.client as module
+    monkeypatch.setattr(module, "DEFAULT_WAIT_MARGIN_SECONDS", 0.5)
+    api = FakeKube([run_state("Pending")])
+    started = time.monotonic()
+    with pytest.raises(RunTimeout) as caught:
+        Client._with_api(api).run("bash", script="sleep 60", timeout=1)
+    elapsed = time.monotonic() - started
+    assert caught.value.waited == 1.5
+    assert 1.5 <= elapsed < 5, elapsed
+
+
+def test_a_cancel_that_never_ends_the_run_is_waited_for_at_most_cancel_wait(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import kruntimes.client as module
+    monkeypatch.setattr(module, "CANCEL_WAIT_SECONDS", 0.3)
+
+    class Stuck(FakeKube):
+        def cancel_run(self, name: str) -> None:
+            self.cancelled_without_effect = True
+
+    api = Stuck([run_state("Pending")])
+    started = time.monotonic()
+    with pytest.raises(RunTimeout) as caught:
+        Client._with_api(api).run("bash", script="sleep 60", wait_timeout=0.2)
+    assert caught.value.phase == "Pending"
+    assert time.monotonic() - started < 5

@@ -13,7 +13,8 @@ from typing import Any, AsyncIterator, Mapping, Optional, Sequence, Tuple
 
 from ._result import Result
 from ._spec import Timeout, run_manifest
-from .client import CANCEL_WAIT_SECONDS, DEFAULT_WAIT_MARGIN_SECONDS, Client, Item, RunRef
+from . import client as _client
+from .client import Client, Item, RunRef
 
 
 class AsyncClient:
@@ -87,7 +88,7 @@ class AsyncClient:
             args=args, input=input, env=env, timeout=timeout, labels=labels,
         )
         if wait_timeout is None and timeout is not None:
-            wait_timeout = float(timeout) + DEFAULT_WAIT_MARGIN_SECONDS
+            wait_timeout = float(timeout) + _client.DEFAULT_WAIT_MARGIN_SECONDS
         return self._stream(manifest, wait_timeout)
 
     async def _stream(
@@ -123,6 +124,6 @@ class AsyncClient:
                 # The task was cancelled or the consumer left: cancel the Run; the
                 # worker then sees it end and stops.
                 await asyncio.shield(
-                    asyncio.to_thread(self.sync.cancel_and_wait, ref.name, CANCEL_WAIT_SECONDS)
+                    asyncio.to_thread(self.sync.cancel_and_wait, ref.name)
                 )
             await asyncio.shield(worker)

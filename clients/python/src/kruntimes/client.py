@@ -143,15 +143,16 @@ class Client:
         """Sets `spec.cancel: true` on the Run (it ends `Cancelled` unless already over)."""
         self._api.cancel_run(check_subdomain("metadata.name", name))
 
-    def cancel_and_wait(self, name: str, wait: float = CANCEL_WAIT_SECONDS) -> Optional[str]:
-        """Cancels the Run and waits up to `wait` seconds for its terminal phase; the last
-        phase seen."""
+    def cancel_and_wait(self, name: str, wait: Optional[float] = None) -> Optional[str]:
+        """Cancels the Run and waits up to `wait` seconds (default CANCEL_WAIT_SECONDS)
+        for its terminal phase; the last phase seen."""
         try:
             self.cancel(name)
         except RunNotFound:
             return None
         try:
-            run = self._wait_until(name, is_terminal, _monotonic_deadline(wait))
+            limit = CANCEL_WAIT_SECONDS if wait is None else wait
+            run = self._wait_until(name, is_terminal, _monotonic_deadline(limit))
         except _DeadlinePassed as passed:
             run = passed.args[0]
         return phase_of(run)
@@ -261,10 +262,13 @@ class Client:
     # --- following --------------------------------------------------------------------
 
     def _follow(self, ref: RunRef, deadline: Optional[float]) -> Iterator[Item]:
-        assembler = OutputAssembler(ref.uid)
         run = self._wait_until(
             ref.name, lambda r: bool(_pod_of(r)) or is_terminal(r), deadline
         )
+        # Records name runtimed's execution id, which is the Run's uid.
+        execution = (run.get("status") or {}).get("executionId")
+        assembler = OutputAssembler(execution if isinstance(execution, str) and execution
+                                    else ref.uid)
         pod = _pod_of(run)
         if pod:
             yield from self._read_log(ref, run, pod, assembler, deadline)
