@@ -244,8 +244,8 @@ def test_the_finished_result_is_not_cancelled() -> None:
 
 def test_without_a_wait_timeout_the_client_waits_timeout_plus_the_margin(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import kruntimes.client as module
-    monkeypatch.setattr(module, "DEFAULT_WAIT_MARGIN_SECONDS", 0.5)
+    import kruntimes._spec as spec
+    monkeypatch.setattr(spec, "DEFAULT_WAIT_MARGIN_SECONDS", 0.5)
     api = FakeKube([run_state("Pending")])
     started = time.monotonic()
     with pytest.raises(RunTimeout) as caught:

@@ -116,3 +116,8 @@ def test_input_must_be_json() -> None:
     assert manifest(script="x", input=[1, "a", None])["spec"]["input"] == [1, "a", None]
     refused("spec.input", script="x", input={"x": object()})
     refused("spec.input", script="x", input=float("inf"))
+
+
+def test_an_unknown_argument_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="scirpt"):
+        run_manifest("bash", scirpt="echo")  # type: ignore[call-arg]

@@ -10,9 +10,13 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence, Tuple, TypedDict, Union, cast
 
 from .errors import InvalidRun
+
+if TYPE_CHECKING:
+    # Only in annotations, which `from __future__ import annotations` leaves as strings.
+    from typing_extensions import Unpack
 
 GROUP = "kruntimes.io"
 VERSION = "v1alpha1"
@@ -37,6 +41,42 @@ _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 Timeout = Union[int, float]
+
+
+class Program(TypedDict, total=False):
+    """The keyword arguments that describe a Run (see `Client.run`)."""
+
+    script: Optional[str]
+    interpreter: Optional[str]
+    command: Optional[Sequence[str]]
+    args: Optional[Sequence[str]]
+    input: Any
+    env: Optional[Mapping[str, str]]
+    timeout: Optional[Timeout]
+    name: Optional[str]
+    labels: Optional[Mapping[str, str]]
+
+
+class RunOptions(Program, total=False):
+    """`Program` and how long the client waits for the Run."""
+
+    wait_timeout: Optional[float]
+
+
+DEFAULT_WAIT_MARGIN_SECONDS = 60.0
+"""With a `timeout`, the client waits at most this much longer than it for the Run to
+end: time to get a warm pod, start, and report the terminal phase."""
+
+
+def split_options(options: RunOptions) -> Tuple[Program, Optional[float]]:
+    """The Run's arguments, and how long to wait for it: `wait_timeout`, else `timeout` +
+    DEFAULT_WAIT_MARGIN_SECONDS, else no limit."""
+    program = cast(Program, {k: v for k, v in options.items() if k != "wait_timeout"})
+    wait_timeout = options.get("wait_timeout")
+    timeout = options.get("timeout")
+    if wait_timeout is None and timeout is not None:
+        wait_timeout = float(timeout) + DEFAULT_WAIT_MARGIN_SECONDS
+    return program, wait_timeout
 
 
 def check_label(field: str, value: object) -> str:
@@ -151,22 +191,16 @@ def _program(
     return {"interpreter": interpreter, "script": text}
 
 
-def run_manifest(
-    runtime: str,
-    *,
-    name: Optional[str],
-    interpreter: Optional[str],
-    script: Optional[str],
-    command: Optional[Sequence[str]],
-    args: Optional[Sequence[str]],
-    input: Any,
-    env: Optional[Mapping[str, str]],
-    timeout: Optional[Timeout],
-    labels: Optional[Mapping[str, str]],
-) -> Dict[str, Any]:
+def run_manifest(runtime: str, **program: Unpack[Program]) -> Dict[str, Any]:
     """The Run object to create, or InvalidRun naming the first field at fault."""
+    unknown = set(program) - set(Program.__annotations__)
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
     spec: Dict[str, Any] = {"runtimeRef": {"name": check_label("spec.runtimeRef.name", runtime)}}
-    spec.update(_program(interpreter, script, command))
+    spec.update(_program(program.get("interpreter"), program.get("script"),
+                         program.get("command")))
+    args, env, input = program.get("args"), program.get("env"), program.get("input")
+    timeout, name, labels = program.get("timeout"), program.get("name"), program.get("labels")
     if args is not None:
         spec["args"] = _check_argv("spec.args", args, first_non_empty=False)
     if env:

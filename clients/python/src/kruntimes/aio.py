@@ -9,12 +9,14 @@ CancelledError goes on.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, AsyncIterator, Optional, Tuple
 
 from ._result import Result
-from ._spec import Timeout, run_manifest
-from . import client as _client
+from ._spec import RunOptions, run_manifest, split_options
 from .client import Client, Item, RunRef
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 class AsyncClient:
@@ -41,55 +43,18 @@ class AsyncClient:
     async def result(self, name: str) -> Result:
         return await asyncio.to_thread(self.sync.result, name)
 
-    async def run(
-        self,
-        runtime: str,
-        *,
-        script: Optional[str] = None,
-        interpreter: Optional[str] = None,
-        command: Optional[Sequence[str]] = None,
-        args: Optional[Sequence[str]] = None,
-        input: Any = None,
-        env: Optional[Mapping[str, str]] = None,
-        timeout: Optional[Timeout] = None,
-        wait_timeout: Optional[float] = None,
-        name: Optional[str] = None,
-        labels: Optional[Mapping[str, str]] = None,
-    ) -> Result:
+    async def run(self, runtime: str, **options: Unpack[RunOptions]) -> Result:
         """`Client.run` as a coroutine."""
-        async for item in self.stream(
-            runtime, script=script, interpreter=interpreter, command=command, args=args,
-            input=input, env=env, timeout=timeout, wait_timeout=wait_timeout, name=name,
-            labels=labels,
-        ):
+        async for item in self.stream(runtime, **options):
             if isinstance(item, Result):
                 return item
         raise AssertionError("the output stream ended without a result")  # pragma: no cover
 
-    def stream(
-        self,
-        runtime: str,
-        *,
-        script: Optional[str] = None,
-        interpreter: Optional[str] = None,
-        command: Optional[Sequence[str]] = None,
-        args: Optional[Sequence[str]] = None,
-        input: Any = None,
-        env: Optional[Mapping[str, str]] = None,
-        timeout: Optional[Timeout] = None,
-        wait_timeout: Optional[float] = None,
-        name: Optional[str] = None,
-        labels: Optional[Mapping[str, str]] = None,
-    ) -> AsyncIterator[Item]:
+    def stream(self, runtime: str, **options: Unpack[RunOptions]) -> AsyncIterator[Item]:
         """`Client.stream` as an async iterator. The arguments are checked at once (an
         InvalidRun raises here); the Run is created on the first iteration."""
-        manifest = run_manifest(
-            runtime, name=name, interpreter=interpreter, script=script, command=command,
-            args=args, input=input, env=env, timeout=timeout, labels=labels,
-        )
-        if wait_timeout is None and timeout is not None:
-            wait_timeout = float(timeout) + _client.DEFAULT_WAIT_MARGIN_SECONDS
-        return self._stream(manifest, wait_timeout)
+        program, wait_timeout = split_options(options)
+        return self._stream(run_manifest(runtime, **program), wait_timeout)
 
     async def _stream(
         self, manifest: dict[str, Any], wait_timeout: Optional[float]

@@ -7,17 +7,26 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, Generator, Iterator, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Generator, Iterator, Optional, Union
 
 from ._kube import KubeApi, LogIdle, _Gone, injected_container
 from ._records import OutputAssembler
 from ._result import Output, Result, build_result, is_terminal, phase_of
-from ._spec import Timeout, check_label, check_subdomain, run_manifest
+from ._spec import (
+    DEFAULT_WAIT_MARGIN_SECONDS,
+    Program,
+    RunOptions,
+    check_label,
+    check_subdomain,
+    run_manifest,
+    split_options,
+)
 from .errors import ConfigError, KruntimesError, RunNotFound, RunTimeout
 
-DEFAULT_WAIT_MARGIN_SECONDS = 60.0
-"""With a `timeout`, the client waits at most this much longer than it for the Run to
-end: time to get a warm pod, start, and report the terminal phase."""
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["CANCEL_WAIT_SECONDS", "DEFAULT_WAIT_MARGIN_SECONDS", "Client", "RunRef"]
 
 CANCEL_WAIT_SECONDS = 60.0
 """How long the client waits for a cancelled Run to reach its terminal phase: runtimed
@@ -113,26 +122,9 @@ class Client:
 
     # --- creating and cancelling ------------------------------------------------------
 
-    def submit(
-        self,
-        runtime: str,
-        *,
-        script: Optional[str] = None,
-        interpreter: Optional[str] = None,
-        command: Optional[Sequence[str]] = None,
-        args: Optional[Sequence[str]] = None,
-        input: Any = None,
-        env: Optional[Mapping[str, str]] = None,
-        timeout: Optional[Timeout] = None,
-        name: Optional[str] = None,
-        labels: Optional[Mapping[str, str]] = None,
-    ) -> RunRef:
+    def submit(self, runtime: str, **program: Unpack[Program]) -> RunRef:
         """Creates the Run and returns at once (see `run` for the arguments)."""
-        manifest = run_manifest(
-            runtime, name=name, interpreter=interpreter, script=script, command=command,
-            args=args, input=input, env=env, timeout=timeout, labels=labels,
-        )
-        return self._create(manifest)
+        return self._create(run_manifest(runtime, **program))
 
     def _create(self, manifest: Dict[str, Any]) -> RunRef:
         created = self._api.create_run(manifest)
@@ -164,21 +156,7 @@ class Client:
 
     # --- running ----------------------------------------------------------------------
 
-    def run(
-        self,
-        runtime: str,
-        *,
-        script: Optional[str] = None,
-        interpreter: Optional[str] = None,
-        command: Optional[Sequence[str]] = None,
-        args: Optional[Sequence[str]] = None,
-        input: Any = None,
-        env: Optional[Mapping[str, str]] = None,
-        timeout: Optional[Timeout] = None,
-        wait_timeout: Optional[float] = None,
-        name: Optional[str] = None,
-        labels: Optional[Mapping[str, str]] = None,
-    ) -> Result:
+    def run(self, runtime: str, **options: Unpack[RunOptions]) -> Result:
         """Runs a program in a warm pod of `runtime` and returns its Result.
 
         The program is a `script` (`interpreter` "bash", the default, or "python") or a
@@ -190,42 +168,20 @@ class Client:
         then it cancels the Run and raises RunTimeout. KeyboardInterrupt cancels the Run,
         waits for it to end, and is raised again.
         """
-        for item in self.stream(
-            runtime, script=script, interpreter=interpreter, command=command, args=args,
-            input=input, env=env, timeout=timeout, wait_timeout=wait_timeout, name=name,
-            labels=labels,
-        ):
+        for item in self.stream(runtime, **options):
             if isinstance(item, Result):
                 return item
         raise KruntimesError("the output stream ended without a result")  # pragma: no cover
 
-    def stream(
-        self,
-        runtime: str,
-        *,
-        script: Optional[str] = None,
-        interpreter: Optional[str] = None,
-        command: Optional[Sequence[str]] = None,
-        args: Optional[Sequence[str]] = None,
-        input: Any = None,
-        env: Optional[Mapping[str, str]] = None,
-        timeout: Optional[Timeout] = None,
-        wait_timeout: Optional[float] = None,
-        name: Optional[str] = None,
-        labels: Optional[Mapping[str, str]] = None,
-    ) -> ItemStream:
+    def stream(self, runtime: str, **options: Unpack[RunOptions]) -> ItemStream:
         """Like `run`, but yields the output as it comes (`Output` items, stdout and
         stderr in the order they arrive) and the `Result` last.
 
         The Run is created before this returns. Leaving the loop before the Result
         (break, an exception, KeyboardInterrupt) cancels the Run and waits for it to end.
         """
-        ref = self.submit(
-            runtime, script=script, interpreter=interpreter, command=command, args=args,
-            input=input, env=env, timeout=timeout, name=name, labels=labels,
-        )
-        if wait_timeout is None and timeout is not None:
-            wait_timeout = float(timeout) + DEFAULT_WAIT_MARGIN_SECONDS
+        program, wait_timeout = split_options(options)
+        ref = self.submit(runtime, **program)
         return self.follow(ref, wait_timeout=wait_timeout)
 
     def follow(self, ref: RunRef, *, wait_timeout: Optional[float] = None) -> ItemStream:
