@@ -10,7 +10,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import pytest
 
 from kruntimes import Client, Output, Result, RunTimeout
-from kruntimes._kube import KubeApi, LogIdle, _Gone
+from kruntimes import KruntimesError
+from kruntimes._kube import KubeApi, LogIdle, LogUnavailable, PodGone
 
 UID = "uid-1"
 INJECTED = {"kruntimes.io/injection-status": json.dumps({"version": 1, "container": "main"})}
@@ -88,7 +89,9 @@ class FakeKube(KubeApi):
         if end == "idle":
             raise LogIdle()
         if end == "gone":
-            raise _Gone()
+            raise PodGone()
+        if end == "unavailable":
+            raise LogUnavailable("waiting to start")
 
 
 def full_log() -> List[bytes]:
@@ -270,3 +273,25 @@ def test_a_cancel_that_never_ends_the_run_is_waited_for_at_most_cancel_wait(
         Client._with_api(api).run("bash", script="sleep 60", wait_timeout=0.2)
     assert caught.value.phase == "Pending"
     assert time.monotonic() - started < 5
+
+
+def test_a_log_that_cannot_be_served_gives_the_tails(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kruntimes.client as module
+    monkeypatch.setattr(module, "END_GRACE_SECONDS", 0.0)
+    api = FakeKube([run_state("Running", pod="pod-1"),
+                    finished(phase="Succeeded", exitCode=0, output={"stdoutTail": "t"})],
+                   logs=[([], "unavailable"), ([], "unavailable")])
+    result = Client._with_api(api).run("bash", script="echo")
+    assert (result.phase, result.stdout, result.tails) == ("Succeeded", "t", True)
+
+
+def test_a_failing_cancel_does_not_replace_the_keyboard_interrupt() -> None:
+    class Broken(FakeKube):
+        def pod_log(self, *args: Any, **kwargs: Any) -> Iterator[bytes]:
+            raise KeyboardInterrupt
+
+        def cancel_run(self, name: str) -> None:
+            raise KruntimesError("the API server went away")
+
+    with pytest.raises(KeyboardInterrupt):
+        Client._with_api(Broken([run_state("Running", pod="pod-1")])).run("bash", script="x")

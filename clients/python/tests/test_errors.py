@@ -19,7 +19,7 @@ from kruntimes import (
     RunNotFound,
     Unauthorized,
 )
-from kruntimes._kube import KubeApi
+from kruntimes._kube import KubeApi, LogUnavailable
 
 
 def api_exception(code: int, reason: str, message: str, causes: Optional[list[Any]] = None
@@ -140,3 +140,16 @@ def test_a_forbidden_pod_log_is_about_pods_log() -> None:
     with pytest.raises(Forbidden) as caught:
         list(api.pod_log("pod-1", "main", None, 1.0))
     assert (caught.value.verb, caught.value.resource) == ("get", "pods/log")
+
+
+def test_a_400_on_create_is_invalid_run() -> None:
+    with pytest.raises(InvalidRun) as caught:
+        client_raising(api_exception(400, "BadRequest", "bad body")).submit("bash", script="x")
+    assert caught.value.reason == "bad body"
+
+
+def test_a_400_on_the_pod_log_is_log_unavailable_not_invalid_run() -> None:
+    fake = Raising(api_exception(400, "BadRequest", "container is waiting to start"))
+    api = KubeApi("team-a", fake, fake, "https://x")
+    with pytest.raises(LogUnavailable):
+        list(api.pod_log("pod-1", "main", None, 1.0))

@@ -32,8 +32,13 @@ class LogIdle(Exception):
     """No log line arrived within the read timeout (the stream is still open)."""
 
 
-class _Gone(Exception):
+class PodGone(Exception):
     """The pod does not exist."""
+
+
+class LogUnavailable(Exception):
+    """The server cannot serve the container's log now (400: a container that is not
+    running, for example)."""
 
 
 # The watch helper has no type hints.
@@ -151,8 +156,8 @@ class KubeApi:
         follow: bool = True,
     ) -> Iterator[bytes]:
         """The container's log lines from `since_seconds` ago; with `follow`, new lines
-        as they are written. Raises LogIdle when none arrives for `idle_seconds`, and
-        _Gone when the pod does not exist."""
+        as they are written. Raises LogIdle when none arrives for `idle_seconds`,
+        PodGone when the pod does not exist, LogUnavailable on a 400."""
         kwargs: Dict[str, Any] = {"container": container, "follow": follow}
         if since_seconds is not None:
             kwargs["since_seconds"] = since_seconds
@@ -163,7 +168,9 @@ class KubeApi:
             )
         except ApiException as exc:
             if getattr(exc, "status", None) == 404:
-                raise _Gone() from None
+                raise PodGone() from None
+            if getattr(exc, "status", None) == 400:
+                raise LogUnavailable(str(exc.reason)) from None
             raise from_api_exception(
                 exc, verb="get", resource="pods/log", namespace=self.namespace
             ) from None

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Dict, Generator, Iterator, Optional, Union
 
-from ._kube import KubeApi, LogIdle, _Gone, injected_container
+from ._kube import KubeApi, LogIdle, LogUnavailable, PodGone, injected_container
 from ._records import OutputAssembler
 from ._result import Output, Result, build_result, is_terminal, phase_of
 from ._spec import (
@@ -198,22 +198,27 @@ class Client:
                     finished = True
                 yield item
         except _DeadlinePassed:
-            phase = self.cancel_and_wait(ref.name)
+            phase = self._cancel_quietly(ref.name, wait=True)
             raise RunTimeout(ref.name, float(wait_timeout or 0), phase) from None
         except KruntimesError:
             # The client cannot follow the Run any more: do not leave it running unseen.
-            self._try_cancel(ref.name)
+            self._cancel_quietly(ref.name, wait=False)
             raise
         except (KeyboardInterrupt, GeneratorExit):
             if not finished:
-                self.cancel_and_wait(ref.name)
+                self._cancel_quietly(ref.name, wait=True)
             raise
 
-    def _try_cancel(self, name: str) -> None:
+    def _cancel_quietly(self, name: str, *, wait: bool) -> Optional[str]:
+        """Cancels the Run (and waits for its end) while another error is on its way:
+        a failure here must not replace that error. The last phase seen, if any."""
         try:
+            if wait:
+                return self.cancel_and_wait(name)
             self._api.cancel_run(name)
         except KruntimesError:
             pass
+        return None
 
     # --- following --------------------------------------------------------------------
 
@@ -296,7 +301,10 @@ class Client:
                     time.sleep(RECONNECT_DELAY_SECONDS)
             except LogIdle:
                 pass
-            except _Gone:
+            except LogUnavailable:
+                # Not served now; the Run's state below says whether to wait for it.
+                time.sleep(RECONNECT_DELAY_SECONDS)
+            except PodGone:
                 return
             if ended or watch.over():
                 yield from self._final_read(pod, container, since, assembler)
@@ -312,7 +320,7 @@ class Client:
                 chunk = assembler.feed_line(line)
                 if chunk is not None:
                     yield Output(chunk.stream, chunk.data)
-        except (LogIdle, _Gone):
+        except (LogIdle, LogUnavailable, PodGone):
             return
 
 

@@ -123,7 +123,7 @@ def from_api_exception(
         return Unauthorized(f"the API server refused the credentials: {message}")
     if status_code == 404 and name is not None and resource == "runs":
         return RunNotFound(name, namespace)
-    if status_code in (400, 422):
+    if status_code in (400, 422) and resource == "runs":
         details = status.get("details") if isinstance(status.get("details"), dict) else {}
         raw_causes = details.get("causes") if isinstance(details, dict) else None
         causes: List[Tuple[str, str]] = []
