@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Generator, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -80,7 +80,7 @@ class FakeKube(KubeApi):
         return self.containers
 
     def pod_log(self, pod: str, container: str, since_seconds: Optional[int],
-                idle_seconds: float, follow: bool = True) -> Iterator[bytes]:
+                idle_seconds: float, follow: bool = True) -> Generator[bytes, None, None]:
         self.log_calls.append((pod, container, follow))
         if not self.logs:
             raise LogIdle()
@@ -228,7 +228,7 @@ def test_leaving_the_stream_early_cancels_the_run() -> None:
 
 def test_keyboard_interrupt_cancels_the_run_and_is_raised_again() -> None:
     class Interrupting(FakeKube):
-        def pod_log(self, *args: Any, **kwargs: Any) -> Iterator[bytes]:
+        def pod_log(self, *args: Any, **kwargs: Any) -> Generator[bytes, None, None]:
             raise KeyboardInterrupt
 
     api = Interrupting([run_state("Running", pod="pod-1")])
@@ -287,7 +287,7 @@ def test_a_log_that_cannot_be_served_gives_the_tails(monkeypatch: pytest.MonkeyP
 
 def test_a_failing_cancel_does_not_replace_the_keyboard_interrupt() -> None:
     class Broken(FakeKube):
-        def pod_log(self, *args: Any, **kwargs: Any) -> Iterator[bytes]:
+        def pod_log(self, *args: Any, **kwargs: Any) -> Generator[bytes, None, None]:
             raise KeyboardInterrupt
 
         def cancel_run(self, name: str) -> None:

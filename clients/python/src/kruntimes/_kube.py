@@ -7,7 +7,7 @@ credentials: runs (create, get, watch, patch), pods (get) and pods/log (get).
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Generator, Iterator, Optional, Tuple
 
 import urllib3
 from kubernetes import watch as _watch_module
@@ -154,7 +154,7 @@ class KubeApi:
     def pod_log(
         self, pod: str, container: str, since_seconds: Optional[int], idle_seconds: float,
         follow: bool = True,
-    ) -> Iterator[bytes]:
+    ) -> Generator[bytes, None, None]:
         """The container's log lines from `since_seconds` ago; with `follow`, new lines
         as they are written. Raises LogIdle when none arrives for `idle_seconds`,
         PodGone when the pod does not exist, LogUnavailable on a 400."""
@@ -188,6 +188,8 @@ class KubeApi:
         except _NETWORK_ERRORS as exc:
             raise self._unreachable(exc) from None
         finally:
+            # close(): a follow stream left early must not go back to the pool unread.
+            response.close()
             response.release_conn()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Dict, Generator, Iterator, Optional, Union
@@ -287,17 +288,12 @@ class Client:
             since = _since_seconds(run)
             ended = False
             try:
-                for line in self._api.pod_log(pod, container, since, LOG_IDLE_SECONDS):
-                    chunk = assembler.feed_line(line)
-                    if chunk is not None:
-                        yield Output(chunk.stream, chunk.data)
-                    if assembler.ended:
-                        return
-                    # Other Runs' lines keep the stream busy: check this one now and then.
-                    if watch.due() and watch.over():
-                        ended = True
-                        break
-                else:
+                # closing(): leaving the loop ends the follow request at once.
+                with closing(self._api.pod_log(pod, container, since, LOG_IDLE_SECONDS)) as lines:
+                    ended = yield from self._take(lines, assembler, watch)
+                if assembler.ended:
+                    return
+                if not ended:
                     time.sleep(RECONNECT_DELAY_SECONDS)
             except LogIdle:
                 pass
@@ -311,15 +307,34 @@ class Client:
                 return
             run = watch.run or run
 
+    @staticmethod
+    def _take(
+        lines: Iterator[bytes], assembler: OutputAssembler, watch: "_EndWatch"
+    ) -> Generator[Output, None, bool]:
+        """Hands on the Run's new output from `lines` until both its streams ended, or
+        until it is over without them (then True)."""
+        for line in lines:
+            chunk = assembler.feed_line(line)
+            if chunk is not None:
+                yield Output(chunk.stream, chunk.data)
+            if assembler.ended:
+                return False
+            # Other Runs' lines keep the stream busy: check this one now and then.
+            if watch.due() and watch.over():
+                return True
+        return False
+
     def _final_read(
         self, pod: str, container: str, since: Optional[int], assembler: OutputAssembler
     ) -> Iterator[Output]:
         """One read of the log without following, for records written before the end."""
         try:
-            for line in self._api.pod_log(pod, container, since, LOG_IDLE_SECONDS, follow=False):
-                chunk = assembler.feed_line(line)
-                if chunk is not None:
-                    yield Output(chunk.stream, chunk.data)
+            with closing(self._api.pod_log(pod, container, since, LOG_IDLE_SECONDS,
+                                           follow=False)) as lines:
+                for line in lines:
+                    chunk = assembler.feed_line(line)
+                    if chunk is not None:
+                        yield Output(chunk.stream, chunk.data)
         except (LogIdle, LogUnavailable, PodGone):
             return
 
