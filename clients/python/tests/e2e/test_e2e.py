@@ -214,3 +214,20 @@ def test_the_async_client_runs_and_streams(cluster: Cluster) -> None:
     outputs = b"".join(i.data for i in items if isinstance(i, Output))
     assert outputs == b"a\nb\n"
     assert isinstance(items[-1], Result) and items[-1].phase == "Succeeded"
+
+
+def test_runs_sharing_a_pod_each_get_only_their_own_output(cluster: Cluster) -> None:
+    # 4 Runs at once on 2 pods of concurrency 4: their records interleave in the same
+    # container logs, and each reader keeps its own Run's.
+    client = AsyncClient(namespace=cluster.namespace, kubeconfig=cluster.kubeconfig)
+    script = "for i in $(seq 1 20); do echo $MARK $i; echo $MARK err $i >&2; sleep 0.05; done"
+
+    async def all_at_once() -> List[Result]:
+        return list(await asyncio.gather(*(
+            client.run(cluster.runtime, script=script, env={"MARK": f"run{n}"})
+            for n in range(4))))
+
+    for n, result in enumerate(asyncio.run(all_at_once())):
+        assert (result.phase, result.tails) == ("Succeeded", False), result
+        assert result.stdout == "".join(f"run{n} {i}\n" for i in range(1, 21))
+        assert result.stderr == "".join(f"run{n} err {i}\n" for i in range(1, 21))
