@@ -231,3 +231,16 @@ def test_runs_sharing_a_pod_each_get_only_their_own_output(cluster: Cluster) -> 
         assert (result.phase, result.tails) == ("Succeeded", False), result
         assert result.stdout == "".join(f"run{n} {i}\n" for i in range(1, 21))
         assert result.stderr == "".join(f"run{n} err {i}\n" for i in range(1, 21))
+
+
+def test_the_readme_example_runs_as_written(cluster: Cluster,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    example = readme.split("## Example", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    # Only where it points: this cluster's kubeconfig, namespace and Runtime.
+    where = f"namespace={cluster.namespace!r}, kubeconfig={cluster.kubeconfig!r}"
+    assert 'namespace="team-a"' in example and 'client.run("python",' in example
+    example = example.replace('namespace="team-a"', where)
+    example = example.replace('client.run("python",', f"client.run({cluster.runtime!r},")
+    exec(compile(example, "README.md example", "exec"), {})
+    assert capsys.readouterr().out == "42\n"
