@@ -181,6 +181,8 @@ class KubeApi:
         except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
             raise LogIdle() from None
         except urllib3.exceptions.ProtocolError as exc:
+            # Some urllib3 versions wrap a read timeout of a chunked body in a
+            # ProtocolError whose only trace of it is the message.
             if "timed out" in str(exc):
                 raise LogIdle() from None
             # The stream broke (the server closed it): the caller reconnects.

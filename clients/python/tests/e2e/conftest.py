@@ -27,9 +27,11 @@ k8s_config: Any = config_module
 
 REPO = Path(__file__).resolve().parents[4]
 
-READY_TIMEOUT_SECONDS = 180.0
+READY_TIMEOUT_SECONDS = 120.0
 """How long the cluster may take to print `ready`, and a Runtime to become ready: a
-debug build on a loaded two-core machine starts the webhook and the controller slowly."""
+debug build on a loaded two-core machine starts the webhook and the controller slowly.
+Both together stay below pytest-timeout's 300 s, which counts the session fixture's
+set-up in the first test's time, so that a slow start fails with its own message."""
 
 STOP_TIMEOUT_SECONDS = 60.0
 """How long the cluster may take to stop after SIGTERM (its components' grace, then
