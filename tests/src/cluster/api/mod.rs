@@ -18,6 +18,7 @@ pub mod error;
 pub mod fault;
 mod http;
 mod internal;
+pub mod logs;
 pub mod meta;
 mod namespaces;
 mod openapi;
@@ -156,6 +157,8 @@ pub(crate) struct Server {
     pub(crate) open_watches: std::sync::atomic::AtomicUsize,
     /// Requests per user.
     pub(crate) requests: counts::RequestLog,
+    /// The node, for the containers' logs (`pods/log`).
+    pub(crate) node: Option<Arc<dyn PodRunner>>,
 }
 
 impl Server {
@@ -216,6 +219,7 @@ impl ApiServer {
             graceful_pods: config.node.is_some(),
             open_watches: std::sync::atomic::AtomicUsize::new(0),
             requests: counts::RequestLog::default(),
+            node: config.node.clone(),
         });
         seed(&server, &config)?;
         let node_name = if config.node_name.is_empty() {
