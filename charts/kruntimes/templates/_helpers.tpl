@@ -292,3 +292,13 @@ spec:
     {{- . | nindent 4 }}
     {{- end }}
 {{- end }}
+
+{{/* kubectl's HOME (its discovery cache) on an emptyDir named tmp: the root is read-only. */}}
+{{- define "kruntimes.kubectlHome" -}}
+env:
+  - name: HOME
+    value: /tmp
+volumeMounts:
+  - name: tmp
+    mountPath: /tmp
+{{- end }}
