@@ -258,7 +258,7 @@ fn run(name: &str) -> Run {
     serde_json::from_value(json!({
         "apiVersion": "kruntimes.io/v1alpha1", "kind": "Run",
         "metadata": {"name": name},
-        "spec": {"runtimeRef": {"name": RUNTIME}, "script": SCRIPT},
+        "spec": {"runtimeRef": {"name": RUNTIME}, "interpreter": "bash", "script": SCRIPT},
     }))
     .unwrap()
 }
