@@ -117,6 +117,11 @@ pub struct AgentArgs {
     /// Keep every workspace after its Run ends (until Forget or retention).
     #[arg(long)]
     pub keep_workspaces: bool,
+    /// Do not mirror the Runs' output to stdout as JSON records (by default it is, so
+    /// that the container log and `pods/log` serve it: docs/runtimed.md, "Output
+    /// mirror"). `krt run --local` passes it: nobody reads its agent's stdout.
+    #[arg(long)]
+    pub no_output_mirror: bool,
     /// Bytes all workspaces together may take (the workspace emptyDir's sizeLimit):
     /// beyond it the largest running Run fails with reason WorkspaceFull, before the
     /// kubelet would evict the whole pod. Unset: not checked.

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use anyhow::anyhow;
 use clap::Parser;
 use kruntimes_runtimed::agent::lifecycle::Config;
+use kruntimes_runtimed::agent::output::MirrorSink;
 use kruntimes_runtimed::agent::{Agent, Bounds};
 use kruntimes_runtimed::cli::{AgentArgs, Cli, Mode, ProbeArgs, ProbeKind, SidecarArgs};
 use kruntimes_runtimed::parent::Parent;
@@ -284,6 +285,7 @@ fn agent(args: AgentArgs, parent: Option<Parent>) -> ExitCode {
         config.grace = Duration::from_millis(args.grace_ms);
         config.output_limit = args.output_limit;
         config.keep_workspaces = args.keep_workspaces;
+        config.mirror = (!args.no_output_mirror).then_some(MirrorSink::Stdout);
         config.workspace_size_limit = args.workspace_size_limit;
         config.bash = args.bash;
         config.python = args.python;

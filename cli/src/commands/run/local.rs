@@ -61,6 +61,8 @@ impl LocalRuntimed {
             "--exit-with-parent".into(),
             "--parent-pid".into(),
             std::process::id().to_string().into(),
+            // Its stdout goes nowhere: the output reaches krt through ExecuteAndFollow.
+            "--no-output-mirror".into(),
         ];
         if keep {
             agent_args.push("--keep-workspaces".into());

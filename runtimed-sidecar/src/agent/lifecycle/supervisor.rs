@@ -22,7 +22,7 @@ use super::spec::{ExecSpec, Interpreter, check_spec};
 use super::usage::WorkspaceUsage;
 use crate::Reason;
 use crate::agent::cgroup::{RunCgroup, RunCgroups};
-use crate::agent::output::{FollowLimits, OutputStream};
+use crate::agent::output::{FollowLimits, Mirror, MirrorSink, OutputStream};
 use crate::agent::procs::RUN_MARKER;
 use crate::agent::reaper::{Exit, Reaper};
 use crate::agent::spares::Spares;
@@ -60,6 +60,9 @@ pub struct Config {
     /// [`crate::agent::spawner`]). `None`: Runs are forked from this process (library use,
     /// where no runtimed executable may exist).
     pub spawner: Option<PathBuf>,
+    /// Where each Run's output is mirrored as JSON records (the agent's stdout, so
+    /// the container log: see [`crate::agent::output::Mirror`]). `None`: not mirrored.
+    pub mirror: Option<MirrorSink>,
     /// Start each Run in a cgroup of its own where this process may make one (see
     /// [`crate::agent::cgroup`]); else, or when false, its processes are found through
     /// `/proc` only.
@@ -85,6 +88,7 @@ impl Config {
             workspace_check_interval: limits::WORKSPACE_CHECK_INTERVAL,
             spawner: None,
             run_cgroups: true,
+            mirror: None,
         }
     }
 }
@@ -163,6 +167,12 @@ impl Supervisor {
         })
     }
 
+    /// The mirror of one stream of Run `run_uid`, if the agent mirrors output.
+    fn mirror(&self, run_uid: &str, stream: &'static str) -> Option<Mirror> {
+        let sink = self.config.mirror.clone()?;
+        Some(Mirror::new(sink, run_uid, stream, self.config.output_limit))
+    }
+
     /// Whether each Run gets a cgroup of its own (see [`Config::run_cgroups`]).
     pub fn has_run_cgroups(&self) -> bool {
         self.cgroups.is_some()
@@ -203,13 +213,15 @@ impl Supervisor {
                 message: String::new(),
                 workspace_present: false,
             }),
-            stdout: Arc::new(OutputStream::new(
+            stdout: Arc::new(OutputStream::mirrored(
                 self.config.output_limit,
                 self.config.follow,
+                self.mirror(&spec.run_uid, "stdout"),
             )),
-            stderr: Arc::new(OutputStream::new(
+            stderr: Arc::new(OutputStream::mirrored(
                 self.config.output_limit,
                 self.config.follow,
+                self.mirror(&spec.run_uid, "stderr"),
             )),
             cancel: Mutex::new(Some(cancel_tx)),
             spares: self.spares.clone(),

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
-use super::BoundedOutput;
+use super::{BoundedOutput, Mirror};
 use crate::lock;
 
 /// How far followers may fall behind and for how long the program waits for them.
@@ -68,6 +68,8 @@ pub struct OutputStream {
     changed: watch::Sender<u64>,
     /// Woken when a follower reads or goes away (the pipe's reader may be waiting).
     progress: Notify,
+    /// The copy of the stream to the agent's stdout, if the agent mirrors output.
+    mirror: Option<Mutex<Mirror>>,
 }
 
 impl OutputStream {
@@ -83,6 +85,16 @@ impl OutputStream {
             tail_limit: limit - limit / 2,
             changed: watch::Sender::new(0),
             progress: Notify::new(),
+            mirror: None,
+        }
+    }
+
+    /// [`OutputStream::new`], every byte pushed also written to `mirror` (see
+    /// [`super::Mirror`]).
+    pub(crate) fn mirrored(limit: usize, limits: FollowLimits, mirror: Option<Mirror>) -> Self {
+        Self {
+            mirror: mirror.map(Mutex::new),
+            ..Self::new(limit, limits)
         }
     }
 
@@ -99,11 +111,19 @@ impl OutputStream {
             shared.buffer.push_keeping(data, keep_from);
             shared.buffer.total()
         };
+        // Before the readers are told: the container log is never behind a Logs call.
+        // Only the pipe's reader pushes, so records leave in the stream's order.
+        if let Some(mirror) = &self.mirror {
+            lock(mirror).write(data);
+        }
         self.changed.send_replace(total);
     }
 
     pub(crate) fn close(&self) {
         self.with(BoundedOutput::close);
+        if let Some(mirror) = &self.mirror {
+            lock(mirror).end();
+        }
         self.changed.send_modify(|_| {});
     }
 
