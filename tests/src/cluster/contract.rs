@@ -160,6 +160,14 @@ pub trait PodRunner: Send + Sync + 'static {
         pod: Pod,
         volumes: Arc<dyn VolumeSource>,
     ) -> BoxFuture<'static, Result<Box<dyn RunningPod>, NodeError>>;
+
+    /// The file holding the log (stdout and stderr) of `container` of `pod`, which
+    /// `pods/log` serves; it outlives the Pod's processes. `None`: the node keeps no
+    /// logs.
+    fn log_file(&self, pod: &Pod, container: &str) -> Option<std::path::PathBuf> {
+        let _ = (pod, container);
+        None
+    }
 }
 
 /// A Pod the node runs.

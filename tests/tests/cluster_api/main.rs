@@ -14,3 +14,4 @@ mod harness;
 mod kube_crud;
 mod kube_watch;
 mod kubectl;
+mod pod_logs;

@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::resources::{self, ResourceType};
 use super::selector::{FieldSelector, LabelSelector, Selectors};
 use super::table::{self, IncludeObject};
-use super::{Server, openapi, read, watch, write};
+use super::{Server, logs, openapi, read, watch, write};
 use crate::cluster::contract::UserInfo;
 
 /// What a resource path names.
@@ -221,6 +221,13 @@ async fn route(
         body,
         user,
     };
+    if request.target.subresource.as_deref() == Some("log") {
+        return if request.method == Method::GET {
+            logs::serve(server, &request, uri.query())
+        } else {
+            Err(ApiError::method_not_allowed(path))
+        };
+    }
     match request.method.clone() {
         Method::GET if request.query.watch => {
             watch::serve(server.clone(), request).map(Body::into_response)
@@ -312,6 +319,7 @@ fn parse_target(server: &Server, path: &str) -> Result<Target, ApiError> {
         None => {}
         Some("status") if rtype.status => {}
         Some("scale") if rtype.scale.is_some() => {}
+        Some("log") if rtype.group.is_empty() && rtype.plural == "pods" => {}
         Some(_) => return Err(ApiError::no_route(path)),
     }
     Ok(Target {

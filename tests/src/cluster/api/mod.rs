@@ -17,6 +17,7 @@ pub mod error;
 pub mod fault;
 mod http;
 mod internal;
+pub mod logs;
 pub mod meta;
 mod namespaces;
 mod openapi;
@@ -153,6 +154,8 @@ pub(crate) struct Server {
     pub(crate) graceful_pods: bool,
     /// Watches streaming now.
     pub(crate) open_watches: std::sync::atomic::AtomicUsize,
+    /// The node, for the containers' logs (`pods/log`).
+    pub(crate) node: Option<Arc<dyn PodRunner>>,
 }
 
 impl Server {
@@ -212,6 +215,7 @@ impl ApiServer {
             faults: Faults::default(),
             graceful_pods: config.node.is_some(),
             open_watches: std::sync::atomic::AtomicUsize::new(0),
+            node: config.node.clone(),
         });
         seed(&server, &config)?;
         let node_name = if config.node_name.is_empty() {

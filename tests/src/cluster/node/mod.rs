@@ -336,4 +336,8 @@ impl PodRunner for Node {
     ) -> BoxFuture<'static, Result<Box<dyn RunningPod>, NodeError>> {
         Box::pin(self.inner.clone().start(pod, volumes))
     }
+
+    fn log_file(&self, pod: &Pod, container: &str) -> Option<PathBuf> {
+        Some(self.log_path(pod, container))
+    }
 }
