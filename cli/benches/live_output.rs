@@ -37,7 +37,10 @@ const LINE_GAP: &str = "0.02";
 const FLOOR_POLL: Duration = Duration::from_millis(1);
 
 fn now_ns() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
 }
 
 fn beside_me(name: &str) -> PathBuf {
@@ -47,7 +50,11 @@ fn beside_me(name: &str) -> PathBuf {
         dir.pop();
     }
     let path = dir.join(name);
-    assert!(path.is_file(), "{} is missing: build the binaries first (see the module docs)", path.display());
+    assert!(
+        path.is_file(),
+        "{} is missing: build the binaries first (see the module docs)",
+        path.display()
+    );
     path
 }
 
@@ -104,7 +111,10 @@ fn follow_file(path: &Path, count: usize) -> Vec<f64> {
 
 #[tokio::main]
 async fn main() {
-    let lines: usize = std::env::var("KRT_BENCH_LINES").ok().and_then(|v| v.parse().ok()).unwrap_or(LINES);
+    let lines: usize = std::env::var("KRT_BENCH_LINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(LINES);
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = Command::new(beside_me("kruntimes-test-cluster"))
         .arg("--dir")
@@ -119,16 +129,25 @@ async fn main() {
     // Kept open to the end: the cluster answers control commands there.
     let mut control = BufReader::new(cluster.stdout.take().unwrap());
     control.read_line(&mut ready).unwrap();
-    assert!(ready.starts_with("ready"), "kruntimes-test-cluster: {ready:?}");
+    assert!(
+        ready.starts_with("ready"),
+        "kruntimes-test-cluster: {ready:?}"
+    );
     let kubeconfig = dir.path().join("kubeconfig");
     let config = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(config, &Default::default()).await.unwrap();
+    let config = kube::Config::from_custom_kubeconfig(config, &Default::default())
+        .await
+        .unwrap();
     let client = kube::Client::try_from(config).unwrap();
     let ns = "bench";
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     namespaces
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns,
-            "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})).unwrap())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns,
+            "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}))
+            .unwrap(),
+        )
         .await
         .unwrap();
     let runtime: Runtime = serde_json::from_value(json!({
@@ -140,7 +159,10 @@ async fn main() {
     }))
     .unwrap();
     let runtimes: Api<Runtime> = Api::namespaced(client.clone(), ns);
-    runtimes.create(&PostParams::default(), &runtime).await.unwrap();
+    runtimes
+        .create(&PostParams::default(), &runtime)
+        .await
+        .unwrap();
     for _ in 0..600 {
         let r = runtimes.get("bash").await.unwrap();
         if r.status.and_then(|s| s.ready_replicas) == Some(1) {
@@ -149,11 +171,17 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // A pause first, so that both readers are attached before the first line.
-    let script = format!("sleep 3; for i in $(seq {lines}); do echo T$(date +%s%N); sleep {LINE_GAP}; done");
+    let script =
+        format!("sleep 3; for i in $(seq {lines}); do echo T$(date +%s%N); sleep {LINE_GAP}; done");
     let manifest = dir.path().join("run.yaml");
-    std::fs::write(&manifest, json!({"apiVersion": "kruntimes.io/v1alpha1", "kind": "Run",
+    std::fs::write(
+        &manifest,
+        json!({"apiVersion": "kruntimes.io/v1alpha1", "kind": "Run",
         "metadata": {"name": "latency"},
-        "spec": {"runtimeRef": {"name": "bash"}, "interpreter": "bash", "script": script}}).to_string()).unwrap();
+        "spec": {"runtimeRef": {"name": "bash"}, "interpreter": "bash", "script": script}})
+        .to_string(),
+    )
+    .unwrap();
     let mut krt = Command::new(beside_me("krt"))
         .args(["run", "--kubeconfig"])
         .arg(&kubeconfig)
@@ -183,7 +211,10 @@ async fn main() {
     let log = std::fs::read_dir(&pods_dir)
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{ns}_{pod}_"))))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{ns}_{pod}_")))
+        })
         .unwrap()
         .join("logs")
         .join("main.log");
@@ -193,7 +224,10 @@ async fn main() {
     let floor = floor.join().unwrap();
     println!("krt run --wait exited {status}");
     report("line written -> printed by krt run --wait", through_krt);
-    report("floor: line written -> read from the container log file", floor);
+    report(
+        "floor: line written -> read from the container log file",
+        floor,
+    );
     let _ = nix_kill(cluster.id());
     let _ = cluster.wait();
     drop(control);
@@ -201,5 +235,8 @@ async fn main() {
 
 /// SIGTERM to the emulated cluster (it stops what it started and exits).
 fn nix_kill(pid: u32) -> std::io::Result<std::process::ExitStatus> {
-    Command::new("kill").arg("-TERM").arg(pid.to_string()).status()
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
 }

@@ -89,6 +89,12 @@ fn line(text: &mut String, label: &str, value: impl std::fmt::Display) {
     let _ = writeln!(text, "{:<16}{value}", format!("{label}:"));
 }
 
+/// The Name and Namespace lines.
+fn identity(text: &mut String, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
+    line(text, "Name", opt(meta.name.as_ref()));
+    line(text, "Namespace", opt(meta.namespace.as_ref()));
+}
+
 fn opt(value: Option<impl ToString>) -> String {
     value.map_or_else(|| "<none>".to_owned(), |v| v.to_string())
 }
@@ -96,8 +102,7 @@ fn opt(value: Option<impl ToString>) -> String {
 fn describe_run(run: &Run) -> String {
     let mut text = String::new();
     let status = run.status.clone().unwrap_or_default();
-    line(&mut text, "Name", opt(run.metadata.name.as_ref()));
-    line(&mut text, "Namespace", opt(run.metadata.namespace.as_ref()));
+    identity(&mut text, &run.metadata);
     line(&mut text, "Runtime", &run.spec.runtime_ref.name);
     line(
         &mut text,
@@ -169,12 +174,7 @@ fn describe_runtime(runtime: &Runtime) -> String {
     let mut text = String::new();
     let status = runtime.status.clone().unwrap_or_default();
     let capacity = status.capacity.clone().unwrap_or_default();
-    line(&mut text, "Name", opt(runtime.metadata.name.as_ref()));
-    line(
-        &mut text,
-        "Namespace",
-        opt(runtime.metadata.namespace.as_ref()),
-    );
+    identity(&mut text, &runtime.metadata);
     line(
         &mut text,
         "Replicas",
@@ -204,12 +204,7 @@ fn describe_runtime(runtime: &Runtime) -> String {
 fn describe_workflow(workflow: &Workflow) -> String {
     let mut text = String::new();
     let status = workflow.status.clone().unwrap_or_default();
-    line(&mut text, "Name", opt(workflow.metadata.name.as_ref()));
-    line(
-        &mut text,
-        "Namespace",
-        opt(workflow.metadata.namespace.as_ref()),
-    );
+    identity(&mut text, &workflow.metadata);
     line(
         &mut text,
         "Phase",

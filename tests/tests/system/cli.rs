@@ -61,6 +61,28 @@ async fn krt_output(cluster: &Cluster, ns: &str, args: &[&str]) -> (i32, String,
     )
 }
 
+/// `krt run -f FILE --wait` started, stdout and stderr piped; its stdout's lines.
+fn spawn_run_wait(
+    cluster: &Cluster,
+    ns: &str,
+    file: &Path,
+) -> (
+    tokio::process::Child,
+    tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+) {
+    let mut child = krt(
+        cluster,
+        ns,
+        &["run", "-f", file.to_str().unwrap(), "--wait"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, stdout)
+}
+
 fn write_run(dir: &Path, name: &str, script: &str) -> PathBuf {
     let path = dir.join(format!("{name}.yaml"));
     let manifest = json!({
@@ -85,16 +107,7 @@ async fn krt_run_wait_streams_live_output_and_exits_with_the_runs_status() {
     let script =
         "for i in 1 2 3; do echo out $i; echo err $i >&2; done; sleep 3; echo last; exit 3";
     let file = write_run(dir.path(), "live", script);
-    let mut child = krt(
-        &cluster,
-        &ns,
-        &["run", "-f", file.to_str().unwrap(), "--wait"],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut child, mut stdout) = spawn_run_wait(&cluster, &ns, &file);
     let stderr = child.stderr.take().unwrap();
     let stderr = tokio::spawn(async move {
         let mut lines = BufReader::new(stderr).lines();
@@ -242,6 +255,27 @@ async fn krt_run_wait_streams_live_output_and_exits_with_the_runs_status() {
     );
     assert!(out.contains("Events:"), "{out}");
 
+    // A Workflow: each step's output prefixed, a progress line per step, the first
+    // failed step's exit code.
+    let workflow = dir.path().join("wf.yaml");
+    let step = |script: &str| json!({"runtimeRef": {"name": "bash"}, "interpreter": "bash", "script": script});
+    std::fs::write(&workflow, json!({"apiVersion": "kruntimes.io/v1alpha1", "kind": "Workflow",
+        "metadata": {"name": "wf"}, "spec": {"jobs": [
+            {"name": "a", "steps": [{"name": "hello", "run": step("echo hi")}]},
+            {"name": "b", "needs": ["a"], "steps": [{"name": "fail", "run": step("echo bye; exit 5")}]},
+        ]}}).to_string()).unwrap();
+    let (code, out, err) = krt_output(
+        &cluster,
+        &ns,
+        &["run", "-f", workflow.to_str().unwrap(), "--wait"],
+    )
+    .await;
+    assert_eq!(code, 5, "{err}");
+    assert_eq!(out, "[a/hello] hi\n[b/fail] bye\n", "{err}");
+    assert!(err.contains("krt run: [a/hello] Succeeded"), "{err}");
+    assert!(err.contains("krt run: [b/fail] Failed"), "{err}");
+    assert!(err.contains("krt run: job b: Failed"), "{err}");
+
     // NotFound names what is missing.
     let (code, _, err) = krt_output(&cluster, &ns, &["logs", "absent"]).await;
     assert_eq!(code, 1);
@@ -264,16 +298,7 @@ async fn ctrl_c_cancels_and_logs_fall_back_to_tails_once_the_pod_is_gone() {
 
     // SIGINT while --wait follows: spec.cancel is set, krt waits for Cancelled, 130.
     let file = write_run(dir.path(), "interrupted", "echo started; sleep 60");
-    let mut child = krt(
-        &cluster,
-        &ns,
-        &["run", "-f", file.to_str().unwrap(), "--wait"],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut child, mut stdout) = spawn_run_wait(&cluster, &ns, &file);
     let first = tokio::time::timeout(WAIT, stdout.next_line())
         .await
         .unwrap()
