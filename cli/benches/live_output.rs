@@ -109,16 +109,19 @@ fn follow_file(path: &Path, count: usize) -> Vec<f64> {
     out
 }
 
-#[tokio::main]
-async fn main() {
-    let lines: usize = std::env::var("KRT_BENCH_LINES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(LINES);
-    let dir = tempfile::tempdir().unwrap();
+/// `kruntimes-test-cluster --install` in `dir`, once ready: the process, its control
+/// channel (kept open to the end: the cluster answers control commands there) and an
+/// administrator's client.
+async fn start_cluster(
+    dir: &Path,
+) -> (
+    std::process::Child,
+    BufReader<std::process::ChildStdout>,
+    kube::Client,
+) {
     let mut cluster = Command::new(beside_me("kruntimes-test-cluster"))
         .arg("--dir")
-        .arg(dir.path())
+        .arg(dir)
         .arg("--install")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::piped())
@@ -126,20 +129,21 @@ async fn main() {
         .spawn()
         .unwrap();
     let mut ready = String::new();
-    // Kept open to the end: the cluster answers control commands there.
     let mut control = BufReader::new(cluster.stdout.take().unwrap());
     control.read_line(&mut ready).unwrap();
     assert!(
         ready.starts_with("ready"),
         "kruntimes-test-cluster: {ready:?}"
     );
-    let kubeconfig = dir.path().join("kubeconfig");
-    let config = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+    let config = kube::config::Kubeconfig::read_from(dir.join("kubeconfig")).unwrap();
     let config = kube::Config::from_custom_kubeconfig(config, &Default::default())
         .await
         .unwrap();
-    let client = kube::Client::try_from(config).unwrap();
-    let ns = "bench";
+    (cluster, control, kube::Client::try_from(config).unwrap())
+}
+
+/// Namespace `ns` (Pod Security `restricted`) with Runtime `bash` of one ready pod.
+async fn ready_runtime(client: &kube::Client, ns: &str) {
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     namespaces
         .create(
@@ -170,6 +174,19 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::main]
+async fn main() {
+    let lines: usize = std::env::var("KRT_BENCH_LINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(LINES);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut cluster, control, client) = start_cluster(dir.path()).await;
+    let kubeconfig = dir.path().join("kubeconfig");
+    let ns = "bench";
+    ready_runtime(&client, ns).await;
     // A pause first, so that both readers are attached before the first line.
     let script =
         format!("sleep 3; for i in $(seq {lines}); do echo T$(date +%s%N); sleep {LINE_GAP}; done");
