@@ -10,7 +10,7 @@ use kruntimes_api::v1alpha1::{Condition, Run, Runtime, Workflow};
 use kube::api::{Api, ListParams};
 
 use super::error::Request;
-use super::get::{age, between};
+use super::get::{age, between, phase_text};
 use super::{Cluster, ClusterArgs, ClusterError, wait, workflow};
 
 /// The kinds `krt describe` describes.
@@ -119,13 +119,7 @@ fn describe_run(run: &Run) -> String {
         "Age",
         age(run.metadata.creation_timestamp.as_ref()),
     );
-    line(
-        &mut text,
-        "Phase",
-        status
-            .phase
-            .map_or("Pending".to_owned(), |p| format!("{p:?}")),
-    );
+    line(&mut text, "Phase", phase_text(status.phase));
     line(&mut text, "Exit Code", opt(status.exit_code));
     line(&mut text, "Reason", opt(status.reason.as_ref()));
     line(&mut text, "Message", opt(status.message.as_ref()));
@@ -205,13 +199,7 @@ fn describe_workflow(workflow: &Workflow) -> String {
     let mut text = String::new();
     let status = workflow.status.clone().unwrap_or_default();
     identity(&mut text, &workflow.metadata);
-    line(
-        &mut text,
-        "Phase",
-        status
-            .phase
-            .map_or("Pending".to_owned(), |p| format!("{p:?}")),
-    );
+    line(&mut text, "Phase", phase_text(status.phase));
     line(&mut text, "Timeout", opt(workflow.spec.timeout.as_ref()));
     line(
         &mut text,

@@ -265,6 +265,11 @@ pub fn between(start: Option<&str>, end: Option<&str>) -> String {
     }
 }
 
+/// A phase as the API spells it; `Pending` before the controller has written one.
+pub fn phase_text<P: std::fmt::Debug>(phase: Option<P>) -> String {
+    phase.map_or_else(|| "Pending".to_owned(), |p| format!("{p:?}"))
+}
+
 fn or_dash<T: ToString>(value: Option<T>) -> String {
     value.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
@@ -283,9 +288,7 @@ impl Listed for Run {
         let status = self.status.clone().unwrap_or_default();
         let mut row = vec![
             self.metadata.name.clone().unwrap_or_default(),
-            status
-                .phase
-                .map_or_else(|| "Pending".to_owned(), |p| format!("{p:?}")),
+            phase_text(status.phase),
             self.spec.runtime_ref.name.clone(),
             or_dash(status.exit_code),
             age(self.metadata.creation_timestamp.as_ref()),
@@ -358,9 +361,7 @@ impl Listed for Workflow {
             .count();
         let mut row = vec![
             self.metadata.name.clone().unwrap_or_default(),
-            status
-                .phase
-                .map_or_else(|| "Pending".to_owned(), |p| format!("{p:?}")),
+            phase_text(status.phase),
             format!("{done}/{}", self.spec.jobs.len()),
             age(self.metadata.creation_timestamp.as_ref()),
         ];

@@ -10,6 +10,7 @@ use kruntimes_api::v1alpha1::{JobPhase, RunPhase, Workflow, WorkflowPhase};
 use kube::api::Api;
 
 use super::error::Request;
+use super::get::phase_text;
 use super::wait::{self, Outcome, STATUS_POLL_INTERVAL};
 use super::{Cluster, ClusterError};
 use crate::error::{EXIT_PLATFORM_ERROR, EXIT_TIMED_OUT};
@@ -54,7 +55,7 @@ pub async fn follow_workflow(cluster: &Cluster, name: &str) -> Result<Outcome, C
                 });
             }
             if phase != before.0 {
-                let phase = phase.map_or("Pending".to_owned(), |p| format!("{p:?}"));
+                let phase = phase_text(phase);
                 let run = run
                     .as_deref()
                     .map(|r| format!(" (run {r})"))
