@@ -103,11 +103,22 @@ async fn krt_run_wait_streams_live_output_and_exits_with_the_runs_status() {
     ready_runtime(&cluster, &ns, runtime("bash", 1, 4)).await;
     let dir = tempfile::tempdir().unwrap();
 
-    // Live: the first line is printed while the program still sleeps before its last.
+    live_output_in_order_with_the_programs_code(&cluster, &ns, dir.path()).await;
+    other_endings(&cluster, &ns, dir.path()).await;
+    an_invalid_manifest_creates_nothing(&cluster, &ns, dir.path()).await;
+    logs_after_completion(&cluster, &ns).await;
+    get_and_describe(&cluster, &ns).await;
+    a_workflow_prefixes_each_steps_output(&cluster, &ns, dir.path()).await;
+    not_found_names_what_is_missing(&cluster, &ns).await;
+    cluster.delete_namespace(&ns).await;
+}
+
+/// Live: the first line is printed while the program still sleeps before its last.
+async fn live_output_in_order_with_the_programs_code(cluster: &Cluster, ns: &str, dir: &Path) {
     let script =
         "for i in 1 2 3; do echo out $i; echo err $i >&2; done; sleep 3; echo last; exit 3";
-    let file = write_run(dir.path(), "live", script);
-    let (mut child, mut stdout) = spawn_run_wait(&cluster, &ns, &file);
+    let file = write_run(dir, "live", script);
+    let (mut child, mut stdout) = spawn_run_wait(cluster, ns, &file);
     let stderr = child.stderr.take().unwrap();
     let stderr = tokio::spawn(async move {
         let mut lines = BufReader::new(stderr).lines();
@@ -146,11 +157,13 @@ async fn krt_run_wait_streams_live_output_and_exits_with_the_runs_status() {
         stderr.iter().any(|l| l.contains("run/live created")),
         "{stderr:?}"
     );
+}
 
-    // Other endings: a command's code, a timeout, success.
+/// Other endings: a command's code, a timeout, success.
+async fn other_endings(cluster: &Cluster, ns: &str, dir: &Path) {
     let (code, _, err) = krt_output(
-        &cluster,
-        &ns,
+        cluster,
+        ns,
         &[
             "run",
             "--runtime",
@@ -168,11 +181,11 @@ async fn krt_run_wait_streams_live_output_and_exits_with_the_runs_status() {
         err.contains("run/krt-"),
         "the generated name is shown: {err}"
     );
-    let sleeper = dir.path().join("sleep.sh");
+    let sleeper = dir.join("sleep.sh");
     std::fs::write(&sleeper, "sleep 60\n").unwrap();
     let (code, _, err) = krt_output(
-        &cluster,
-        &ns,
+        cluster,
+        ns,
         &[
             "run",
             "--runtime",
@@ -187,8 +200,8 @@ async fn krt_run_wait_streams_live_output_and_exits_with_the_runs_status() {
     .await;
     assert_eq!(code, 124, "TimedOut: {err}");
     let (code, out, err) = krt_output(
-        &cluster,
-        &ns,
+        cluster,
+        ns,
         &[
             "run",
             "--runtime",
@@ -203,35 +216,37 @@ async fn krt_run_wait_streams_live_output_and_exits_with_the_runs_status() {
     )
     .await;
     assert_eq!((code, out.as_str()), (0, "fine\n"), "{err}");
+}
 
-    // An invalid manifest: exit 2 with the violation, nothing created.
-    let bad = dir.path().join("bad.yaml");
+/// An invalid manifest: exit 2 with the violation, nothing created.
+async fn an_invalid_manifest_creates_nothing(cluster: &Cluster, ns: &str, dir: &Path) {
+    let bad = dir.join("bad.yaml");
     std::fs::write(&bad, json!({"apiVersion": "kruntimes.io/v1alpha1", "kind": "Run",
         "metadata": {"name": "bad"}, "spec": {"runtimeRef": {"name": "bash"}, "interpreter": "exec"}}).to_string()).unwrap();
-    let (code, _, err) = krt_output(
-        &cluster,
-        &ns,
-        &["run", "-f", bad.to_str().unwrap(), "--wait"],
-    )
-    .await;
+    let (code, _, err) =
+        krt_output(cluster, ns, &["run", "-f", bad.to_str().unwrap(), "--wait"]).await;
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("command"), "{err}");
-    let runs: Api<Run> = Api::namespaced(cluster.client.clone(), &ns);
+    let runs: Api<Run> = Api::namespaced(cluster.client.clone(), ns);
     assert!(runs.get_opt("bad").await.unwrap().is_none());
+}
 
-    // logs after completion: the whole output, each stream apart.
-    let (code, out, err) = krt_output(&cluster, &ns, &["logs", "live"]).await;
+/// `logs` after completion: the whole output, each stream apart.
+async fn logs_after_completion(cluster: &Cluster, ns: &str) {
+    let (code, out, err) = krt_output(cluster, ns, &["logs", "live"]).await;
     assert_eq!(
         (code, out.as_str()),
         (0, "out 1\nout 2\nout 3\nlast\n"),
         "{err}"
     );
     assert_eq!(err, "err 1\nerr 2\nerr 3\n");
-    let (_, out, err) = krt_output(&cluster, &ns, &["logs", "live", "--stream", "stderr"]).await;
+    let (_, out, err) = krt_output(cluster, ns, &["logs", "live", "--stream", "stderr"]).await;
     assert_eq!((out.as_str(), err.as_str()), ("", "err 1\nerr 2\nerr 3\n"));
+}
 
-    // get and describe.
-    let (code, out, _) = krt_output(&cluster, &ns, &["get", "runs"]).await;
+/// `get` and `describe` of the Runs `live` and `ok`.
+async fn get_and_describe(cluster: &Cluster, ns: &str) {
+    let (code, out, _) = krt_output(cluster, ns, &["get", "runs"]).await;
     assert_eq!(code, 0);
     let header = out.lines().next().unwrap();
     assert!(
@@ -240,24 +255,26 @@ async fn krt_run_wait_streams_live_output_and_exits_with_the_runs_status() {
     );
     let live = out.lines().find(|l| l.starts_with("live ")).unwrap();
     assert!(live.contains("Failed") && live.contains(" 3 "), "{live}");
-    let (_, out, _) = krt_output(&cluster, &ns, &["get", "runs", "ok", "-o", "name"]).await;
+    let (_, out, _) = krt_output(cluster, ns, &["get", "runs", "ok", "-o", "name"]).await;
     assert_eq!(out, "run/ok\n");
-    let (_, out, _) = krt_output(&cluster, &ns, &["get", "runs", "ok", "-o", "json"]).await;
+    let (_, out, _) = krt_output(cluster, ns, &["get", "runs", "ok", "-o", "json"]).await;
     let object: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(object["status"]["phase"], "Succeeded");
-    let (_, out, _) = krt_output(&cluster, &ns, &["get", "runtimes", "--no-headers"]).await;
+    let (_, out, _) = krt_output(cluster, ns, &["get", "runtimes", "--no-headers"]).await;
     assert!(out.starts_with("bash ") && out.contains("1/1"), "{out}");
-    let (code, out, err) = krt_output(&cluster, &ns, &["describe", "run", "live"]).await;
+    let (code, out, err) = krt_output(cluster, ns, &["describe", "run", "live"]).await;
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("Phase:          Failed") && out.contains("Exit Code:      3"),
         "{out}"
     );
     assert!(out.contains("Events:"), "{out}");
+}
 
-    // A Workflow: each step's output prefixed, a progress line per step, the first
-    // failed step's exit code.
-    let workflow = dir.path().join("wf.yaml");
+/// A Workflow: each step's output prefixed, a progress line per step, the first
+/// failed step's exit code.
+async fn a_workflow_prefixes_each_steps_output(cluster: &Cluster, ns: &str, dir: &Path) {
+    let workflow = dir.join("wf.yaml");
     let step = |script: &str| json!({"runtimeRef": {"name": "bash"}, "interpreter": "bash", "script": script});
     std::fs::write(&workflow, json!({"apiVersion": "kruntimes.io/v1alpha1", "kind": "Workflow",
         "metadata": {"name": "wf"}, "spec": {"jobs": [
@@ -265,8 +282,8 @@ async fn krt_run_wait_streams_live_output_and_exits_with_the_runs_status() {
             {"name": "b", "needs": ["a"], "steps": [{"name": "fail", "run": step("echo bye; exit 5")}]},
         ]}}).to_string()).unwrap();
     let (code, out, err) = krt_output(
-        &cluster,
-        &ns,
+        cluster,
+        ns,
         &["run", "-f", workflow.to_str().unwrap(), "--wait"],
     )
     .await;
@@ -275,15 +292,16 @@ async fn krt_run_wait_streams_live_output_and_exits_with_the_runs_status() {
     assert!(err.contains("krt run: [a/hello] Succeeded"), "{err}");
     assert!(err.contains("krt run: [b/fail] Failed"), "{err}");
     assert!(err.contains("krt run: job b: Failed"), "{err}");
+}
 
-    // NotFound names what is missing.
-    let (code, _, err) = krt_output(&cluster, &ns, &["logs", "absent"]).await;
+/// NotFound names what is missing.
+async fn not_found_names_what_is_missing(cluster: &Cluster, ns: &str) {
+    let (code, _, err) = krt_output(cluster, ns, &["logs", "absent"]).await;
     assert_eq!(code, 1);
     assert!(
         err.contains("Run \"absent\" not found in namespace"),
         "{err}"
     );
-    cluster.delete_namespace(&ns).await;
 }
 
 #[tokio::test]
