@@ -512,7 +512,7 @@ fn steps_per_workflow() {
 /// fires it.
 #[test]
 fn needs_per_job() {
-    assert!(MAX_NEEDS >= MAX_JOBS - 1);
+    const { assert!(MAX_NEEDS >= MAX_JOBS - 1) };
     // `count` jobs, the last needing every other one.
     let needing_all = |count: usize| {
         let names = strings(count - 1, |i| format!("j{i}"));
@@ -631,6 +631,93 @@ fn max_output_bytes() {
             &limits(json!(over)),
             &[refusal(over.clone())],
             &[],
+        );
+    }
+}
+
+/// The value column of the limits table in `docs/api.md` is each constant's value, every
+/// public constant has a row, and every row names its boundary test.
+#[test]
+fn the_limits_table_matches_the_constants() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/api.md");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let section = text.split("\n## Limits\n").nth(1).unwrap();
+    let section = section.split("\n## ").next().unwrap();
+    let to_u64 = |v: usize| v as u64;
+    let constants: Vec<(&str, i128)> = [
+        ("MAX_INLINE_SOURCE_BYTES", to_u64(MAX_INLINE_SOURCE_BYTES)),
+        ("MAX_FILES", to_u64(MAX_FILES)),
+        ("MAX_PATH_BYTES", to_u64(MAX_PATH_BYTES)),
+        ("MAX_PATH_SEGMENT_BYTES", to_u64(MAX_PATH_SEGMENT_BYTES)),
+        ("MAX_ARGS", to_u64(MAX_ARGS)),
+        ("MAX_ARG_BYTES", to_u64(MAX_ARG_BYTES)),
+        ("MAX_ENV", to_u64(MAX_ENV)),
+        ("MAX_ENV_NAME_BYTES", to_u64(MAX_ENV_NAME_BYTES)),
+        ("MAX_ENV_VALUE_BYTES", to_u64(MAX_ENV_VALUE_BYTES)),
+        ("MAX_ARTIFACT_PATHS", to_u64(MAX_ARTIFACT_PATHS)),
+        ("MAX_URL_BYTES", to_u64(MAX_URL_BYTES)),
+        ("MAX_GIT_REF_BYTES", to_u64(MAX_GIT_REF_BYTES)),
+        ("MAX_DURATION_BYTES", to_u64(MAX_DURATION_BYTES)),
+        ("MIN_TIMEOUT_SECONDS", MIN_TIMEOUT_SECONDS),
+        ("MAX_TIMEOUT_SECONDS", MAX_TIMEOUT_SECONDS),
+        ("MAX_ALLOWED_HOSTS", to_u64(MAX_ALLOWED_HOSTS)),
+        ("MAX_JOBS", to_u64(MAX_JOBS)),
+        ("MAX_STEPS_PER_JOB", to_u64(MAX_STEPS_PER_JOB)),
+        ("MAX_STEPS_PER_WORKFLOW", to_u64(MAX_STEPS_PER_WORKFLOW)),
+        ("MAX_NEEDS", to_u64(MAX_NEEDS)),
+        ("MAX_CONDITIONS", to_u64(MAX_CONDITIONS)),
+        ("MAX_NAME_BYTES", to_u64(MAX_NAME_BYTES)),
+        ("MAX_LABEL_BYTES", to_u64(MAX_LABEL_BYTES)),
+        ("MIN_OUTPUT_BYTES", MIN_OUTPUT_BYTES),
+        ("MAX_OUTPUT_BYTES", MAX_OUTPUT_BYTES),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name, i128::from(value)))
+    .chain([
+        (
+            "MAX_TTL_SECONDS_AFTER_FINISHED",
+            i128::from(MAX_TTL_SECONDS_AFTER_FINISHED),
+        ),
+        ("MAX_REPLICAS", i128::from(MAX_REPLICAS)),
+        ("MAX_CONCURRENCY", i128::from(MAX_CONCURRENCY)),
+    ])
+    .collect();
+    // Not public to this test: each is compared with its documented value by the unit
+    // test beside it (MAX_ARGV_ENV_BYTES by `rules.rs` `argv_and_env_size_boundary`'s
+    // message), and MAX_MANIFEST_BYTES is krt's, which this crate cannot depend on.
+    let checked_elsewhere = [
+        "MAX_ARGV_ENV_BYTES",
+        "MAX_QUOTED_VALUE_CHARS",
+        "MAX_REPORTED_CYCLES",
+        "CHILD_NAME_HASH_CHARS",
+        "MAX_MANIFEST_BYTES",
+    ];
+    let mut documented = Vec::new();
+    for row in section.lines().filter(|l| l.starts_with("| `")) {
+        let columns: Vec<&str> = row.split(" | ").collect();
+        let name = row.split('`').nth(1).unwrap();
+        let value: String = columns[1]
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect();
+        let test = columns.last().unwrap();
+        assert!(
+            !test.contains("not yet tested") && test.contains('`'),
+            "{name}: no boundary test named: {test}"
+        );
+        match constants.iter().find(|(n, _)| *n == name) {
+            Some((_, expected)) => assert_eq!(value, expected.to_string(), "{name}"),
+            None => assert!(
+                checked_elsewhere.contains(&name),
+                "{name}: no such constant"
+            ),
+        }
+        documented.push(name);
+    }
+    for (name, _) in &constants {
+        assert!(
+            documented.contains(name),
+            "{name} has no row in the limits table"
         );
     }
 }
