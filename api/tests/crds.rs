@@ -12,7 +12,7 @@ use kube::core::cel::{ScopeContext, analyze_rule, compile_schema};
 use serde_json::{Value, json};
 
 mod support;
-use support::{failures, schema_of};
+use support::{failures, run, runtime, schema_of};
 
 fn crd_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/kruntimes/crds")
@@ -58,10 +58,6 @@ fn every_stored_version_is_served_and_structural() {
             "null means unset: no nullable fields"
         );
     }
-}
-
-fn run(spec: Value) -> Value {
-    json!({"apiVersion": "kruntimes.io/v1alpha1", "kind": "Run", "metadata": {"name": "r"}, "spec": spec})
 }
 
 fn bash_script() -> Value {
@@ -245,15 +241,6 @@ fn only_cancel_may_change() {
         failures("Run", &without, Some(&removed)),
         "spec.args is immutable",
     );
-}
-
-fn runtime(spec: Value) -> Value {
-    let mut full =
-        json!({"template": {"spec": {"containers": [{"name": "main", "image": "bash"}]}}});
-    for (k, v) in spec.as_object().unwrap() {
-        full[k] = v.clone();
-    }
-    json!({"apiVersion": "kruntimes.io/v1alpha1", "kind": "Runtime", "metadata": {"name": "rt"}, "spec": full})
 }
 
 #[test]

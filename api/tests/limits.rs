@@ -13,7 +13,7 @@ use kruntimes_api::validation::{MAX_OUTPUT_BYTES, MIN_OUTPUT_BYTES, Reason, Viol
 use serde_json::{Map, Value, json};
 
 mod support;
-use support::{failures, schema_of};
+use support::{failures, run, runtime, schema_of};
 
 /// What the CRD alone refuses, as the apiserver evaluates it: every OpenAPI bound
 /// (`maxLength`, `maxItems`, `maxProperties`, ...; evaluated with the jsonschema crate,
@@ -59,10 +59,6 @@ fn boundary(kind: &str, at: &Value, over: &Value, library: &[String], schema: &[
     assert_eq!(library_refusals(over), library, "library, over");
 }
 
-fn run(spec: Value) -> Value {
-    json!({"apiVersion": "kruntimes.io/v1alpha1", "kind": "Run", "metadata": {"name": "r"}, "spec": spec})
-}
-
 /// A valid bash Run spec with `extra` fields set (or replaced).
 fn bash(extra: Value) -> Value {
     let mut spec = json!({"runtimeRef": {"name": "bash"}, "interpreter": "bash", "script": "x"});
@@ -81,15 +77,6 @@ fn git_run(git: Value) -> Value {
     run(
         json!({"runtimeRef": {"name": "bash"}, "interpreter": "bash", "entrypoint": "run.sh", "git": git}),
     )
-}
-
-fn runtime(extra: Value) -> Value {
-    let mut spec =
-        json!({"template": {"spec": {"containers": [{"name": "main", "image": "bash"}]}}});
-    for (k, v) in extra.as_object().unwrap() {
-        spec[k] = v.clone();
-    }
-    json!({"apiVersion": "kruntimes.io/v1alpha1", "kind": "Runtime", "metadata": {"name": "rt"}, "spec": spec})
 }
 
 fn workflow(jobs: Value) -> Value {

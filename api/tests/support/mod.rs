@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use kube::core::cel::{ErrorKind, ValidationError, Validator};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// The `openAPIV3Schema` of the generated CRD of `kind`.
 pub(crate) fn schema_of(kind: &str) -> Value {
@@ -42,4 +42,19 @@ pub(crate) fn failures(kind: &str, object: &Value, old: Option<&Value>) -> Vec<S
             format!("{}: {}", e.field_path, e.message)
         })
         .collect()
+}
+
+/// A Run named `r` with `spec`.
+pub(crate) fn run(spec: Value) -> Value {
+    json!({"apiVersion": "kruntimes.io/v1alpha1", "kind": "Run", "metadata": {"name": "r"}, "spec": spec})
+}
+
+/// A Runtime named `rt` with a one-container template and the fields of `spec` added.
+pub(crate) fn runtime(spec: Value) -> Value {
+    let mut full =
+        json!({"template": {"spec": {"containers": [{"name": "main", "image": "bash"}]}}});
+    for (k, v) in spec.as_object().unwrap() {
+        full[k] = v.clone();
+    }
+    json!({"apiVersion": "kruntimes.io/v1alpha1", "kind": "Runtime", "metadata": {"name": "rt"}, "spec": full})
 }
