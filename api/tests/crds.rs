@@ -8,10 +8,11 @@
 
 use std::path::PathBuf;
 
-use kube::core::cel::{
-    ErrorKind, ScopeContext, ValidationError, Validator, analyze_rule, compile_schema,
-};
+use kube::core::cel::{ScopeContext, analyze_rule, compile_schema};
 use serde_json::{Value, json};
+
+mod support;
+use support::{failures, run, runtime, schema_of};
 
 fn crd_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/kruntimes/crds")
@@ -57,44 +58,6 @@ fn every_stored_version_is_served_and_structural() {
             "null means unset: no nullable fields"
         );
     }
-}
-
-fn schema_of(kind: &str) -> Value {
-    let generated = kruntimes_api::crd::all()
-        .into_iter()
-        .find(|g| g.crd.spec.names.kind == kind)
-        .unwrap();
-    serde_json::to_value(&generated.crd).unwrap()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-        .clone()
-}
-
-fn errors(kind: &str, object: &Value, old: Option<&Value>) -> Vec<ValidationError> {
-    match Validator::new().validate(&schema_of(kind), object, old) {
-        Ok(()) => Vec::new(),
-        Err(errors) => errors.into_vec(),
-    }
-}
-
-/// Messages of the rules that evaluated to false; any other failure (a rule this CEL
-/// implementation cannot evaluate) fails the test, so a rule cannot pass by being skipped.
-fn failures(kind: &str, object: &Value, old: Option<&Value>) -> Vec<String> {
-    errors(kind, object, old)
-        .into_iter()
-        .map(|e| {
-            assert!(
-                matches!(e.kind, ErrorKind::ValidationFailure),
-                "rule {:?} could not be evaluated: {:?} {}",
-                e.rule,
-                e.kind,
-                e.message
-            );
-            format!("{}: {}", e.field_path, e.message)
-        })
-        .collect()
-}
-
-fn run(spec: Value) -> Value {
-    json!({"apiVersion": "kruntimes.io/v1alpha1", "kind": "Run", "metadata": {"name": "r"}, "spec": spec})
 }
 
 fn bash_script() -> Value {
@@ -278,15 +241,6 @@ fn only_cancel_may_change() {
         failures("Run", &without, Some(&removed)),
         "spec.args is immutable",
     );
-}
-
-fn runtime(spec: Value) -> Value {
-    let mut full =
-        json!({"template": {"spec": {"containers": [{"name": "main", "image": "bash"}]}}});
-    for (k, v) in spec.as_object().unwrap() {
-        full[k] = v.clone();
-    }
-    json!({"apiVersion": "kruntimes.io/v1alpha1", "kind": "Runtime", "metadata": {"name": "rt"}, "spec": full})
 }
 
 #[test]

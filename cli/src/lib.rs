@@ -1,10 +1,12 @@
 //! The `krt` command line: argument parsing and the commands. Each command is a thin
-//! layer over `kruntimes-api` and `kruntimes-pss`, which hold every rule.
+//! layer over `kruntimes-api` and `kruntimes-pss`, which hold every rule; the cluster
+//! commands talk to the Kubernetes API with the user's own credentials ([`cluster`]).
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod cluster;
 pub mod commands;
 pub mod error;
 pub mod manifest;
@@ -44,8 +46,23 @@ enum Command {
     Inject(commands::inject::InjectArgs),
     /// Answer an AdmissionReview with the webhook's handlers and print the response.
     Review(commands::review::ReviewArgs),
-    /// Execute a Run or a Workflow on this machine (`--local`) and exit with its status.
+    /// Create a Run or a Workflow in the cluster (with --wait: follow it and exit with
+    /// its status), or execute one on this machine (--local).
     Run(commands::run::RunArgs),
+    /// Print a Run's output (-f: follow it until the Run ends).
+    Logs(cluster::logs::LogsArgs),
+    /// List Runs, Runtimes or Workflows, or show one.
+    Get(cluster::get::GetArgs),
+    /// Show a Run, Runtime or Workflow in detail, with its Events.
+    Describe(cluster::describe::DescribeArgs),
+    /// Cancel Runs or Workflows (spec.cancel: true).
+    Cancel(cluster::cancel::CancelArgs),
+    /// Print a shell completion script (bash, zsh, fish).
+    Completion(commands::completion::CompletionArgs),
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
 /// Parses the command line and runs the command.
@@ -73,6 +90,11 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Inject(args) => commands::inject::run(&args).into(),
         Command::Review(args) => commands::review::run(&args).into(),
         Command::Run(args) => commands::run::run(args),
+        Command::Logs(args) => exit(cluster::logs::run(args)),
+        Command::Get(args) => exit(cluster::get::run(args)),
+        Command::Describe(args) => exit(cluster::describe::run(args)),
+        Command::Cancel(args) => exit(cluster::cancel::run(args)),
+        Command::Completion(args) => exit(commands::completion::run(&args)),
     }
 }
 

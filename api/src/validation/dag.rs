@@ -319,6 +319,39 @@ mod tests {
         assert!(got[0].starts_with("spec.jobs: Too many: 101"), "{got:?}");
     }
 
+    /// `count` separate two-job cycles: a{i} needs b{i}, b{i} needs a{i}.
+    fn two_job_cycles(count: usize) -> Vec<Job> {
+        (0..count)
+            .flat_map(|i| {
+                let (a, b) = (format!("a{i}"), format!("b{i}"));
+                [job(&a, &[b.as_str()]), job(&b, &[a.as_str()])]
+            })
+            .collect()
+    }
+
+    /// Up to `MAX_REPORTED_CYCLES` cycles are each reported; one more is not, and the
+    /// Workflow is refused all the same.
+    #[test]
+    fn reported_cycles_boundary() {
+        assert_eq!(MAX_REPORTED_CYCLES, 10, "the value in docs/api.md");
+        for (cycles, reported) in [
+            (MAX_REPORTED_CYCLES, MAX_REPORTED_CYCLES),
+            (MAX_REPORTED_CYCLES + 1, MAX_REPORTED_CYCLES),
+        ] {
+            let got = check(&two_job_cycles(cycles));
+            assert_eq!(got.len(), reported, "{cycles} cycles: {got:#?}");
+            for (i, line) in got.iter().enumerate() {
+                assert_eq!(
+                    line,
+                    &format!(
+                        "spec.jobs[{}].needs[0]: Invalid value: \"a{i}\" (dependency cycle: a{i} -> b{i} -> a{i})",
+                        2 * i + 1
+                    )
+                );
+            }
+        }
+    }
+
     #[test]
     fn deep_chains_do_not_overflow() {
         let jobs: Vec<Job> = (0..MAX_JOBS)

@@ -1,7 +1,7 @@
 //! Git sources: `https://` URLs without credentials, and refs that cannot be mistaken
 //! for options.
 
-use crate::v1alpha1::limits::{MAX_GIT_REF_BYTES, MAX_URL_BYTES};
+use crate::v1alpha1::limits::{MAX_GIT_REF_BYTES, MAX_NAME_BYTES, MAX_URL_BYTES};
 
 /// Checks a git repository URL. Only `https://` is accepted: `file://`, `ssh://`,
 /// `ext::`, `git://` and local paths could read the pod's own files or run commands,
@@ -70,7 +70,12 @@ pub fn check_git_ref(git_ref: &str) -> Result<(), String> {
 }
 
 /// Checks a host name in `git.allowedHosts`: a lowercase DNS name, optionally with a port.
+/// The entry is bounded as a whole, port included, as the CRD schema bounds it: a
+/// 253-character name with a port would pass the name rule but not the apiserver.
 pub fn check_allowed_host(host: &str) -> Result<(), String> {
+    if host.len() > MAX_NAME_BYTES {
+        return Err(format!("must be no more than {MAX_NAME_BYTES} characters"));
+    }
     let (name, port) = match host.rsplit_once(':') {
         Some((name, port)) => (name, Some(port)),
         None => (host, None),

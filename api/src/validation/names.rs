@@ -163,6 +163,34 @@ mod tests {
         );
     }
 
+    /// A joined name of exactly `MAX_LABEL_BYTES` is kept; one more becomes the first
+    /// characters, `-` and exactly `CHILD_NAME_HASH_CHARS` hex characters of the SHA-256
+    /// of the parts (each followed by NUL), 63 in all.
+    #[test]
+    fn child_name_hash_boundary() {
+        assert_eq!(CHILD_NAME_HASH_CHARS, 10, "the value in docs/api.md");
+        // "<workflow>-j-s": the workflow name takes what the two parts and dashes leave.
+        let workflow_at = "w".repeat(MAX_LABEL_BYTES - "-j-s".len());
+        let at = child_run_name(&workflow_at, "j", "s");
+        assert_eq!(at, format!("{workflow_at}-j-s"));
+        assert_eq!(at.len(), MAX_LABEL_BYTES);
+
+        let workflow_over = format!("{workflow_at}w");
+        let over = child_run_name(&workflow_over, "j", "s");
+        let digest = Sha256::digest(format!("{workflow_over}\0j\0s\0").as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let keep = MAX_LABEL_BYTES - 1 - CHILD_NAME_HASH_CHARS;
+        assert_eq!(
+            over,
+            format!(
+                "{}-{}",
+                &workflow_over[..keep],
+                &hex[..CHILD_NAME_HASH_CHARS]
+            )
+        );
+        assert_eq!(over.len(), MAX_LABEL_BYTES);
+    }
+
     fn label() -> impl Strategy<Value = String> {
         "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
     }

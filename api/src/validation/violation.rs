@@ -250,6 +250,43 @@ mod tests {
         );
     }
 
+    /// A quoted value of exactly `MAX_QUOTED_VALUE_CHARS` characters (quotes included) is
+    /// kept whole; one more is cut to that many, counted in characters, not bytes.
+    #[test]
+    fn quoted_value_boundary() {
+        assert_eq!(MAX_QUOTED_VALUE_CHARS, 120, "the value in docs/api.md");
+        for unit in ["x", "é"] {
+            let at = unit.repeat(MAX_QUOTED_VALUE_CHARS - 2);
+            assert_eq!(quote(&at), format!("\"{at}\""));
+            let over = unit.repeat(MAX_QUOTED_VALUE_CHARS - 1);
+            let kept: String = format!("\"{over}")
+                .chars()
+                .take(MAX_QUOTED_VALUE_CHARS)
+                .collect();
+            assert_eq!(
+                quote(&over),
+                format!(
+                    "{kept}...\" ({} characters in all)",
+                    MAX_QUOTED_VALUE_CHARS + 1
+                )
+            );
+        }
+        // Other values are cut alike, without a closing quote. `[1, 1, ...]` of n
+        // items takes 3n characters.
+        let list_at = vec![1u8; MAX_QUOTED_VALUE_CHARS / 3];
+        assert_eq!(quote(&list_at), format!("{list_at:?}"));
+        let list_over = vec![1u8; MAX_QUOTED_VALUE_CHARS / 3 + 1];
+        let full = format!("{list_over:?}");
+        assert_eq!(
+            quote(&list_over),
+            format!(
+                "{}... ({} characters in all)",
+                &full[..MAX_QUOTED_VALUE_CHARS],
+                full.len()
+            )
+        );
+    }
+
     #[test]
     fn long_values_are_cut() {
         let v = Violation::with_value("spec.script", Reason::Invalid, "x".repeat(10_000), "");

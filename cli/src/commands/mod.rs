@@ -1,6 +1,7 @@
 //! One module per `krt` command.
 
 pub mod check;
+pub mod completion;
 pub mod crds;
 pub mod inject;
 pub mod review;

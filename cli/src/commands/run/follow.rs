@@ -78,7 +78,7 @@ impl<'a> Output<'a> {
         }
     }
 
-    fn write(&mut self, chunk: proto::LogChunk) -> Result<(), FollowError> {
+    pub(crate) fn write(&mut self, chunk: proto::LogChunk) -> Result<(), FollowError> {
         let index = chunk.stream.clamp(0, 2) as usize;
         if chunk.offset > self.next[index] {
             self.dropped[index] += chunk.offset - self.next[index];
@@ -114,7 +114,7 @@ impl<'a> Output<'a> {
 
     /// The last line of each stream, when it had no newline; then one note per stream
     /// that lost bytes.
-    fn finish(&mut self) -> Result<(), FollowError> {
+    pub(crate) fn finish(&mut self) -> Result<(), FollowError> {
         if let Some(prefix) = self.prefix {
             for (index, rest) in self.partial.iter_mut().enumerate() {
                 if !rest.is_empty() || self.mid_line[index] {

@@ -1,4 +1,5 @@
-//! `krt run --local -f FILE`: executes a Run or a Workflow on the local machine through the
+//! `krt run`: in a cluster (the default) it creates the Run or Workflow and, with
+//! `--wait`, follows it ([`crate::cluster::submit`]); with `--local -f FILE` it executes a Run or a Workflow on the local machine through the
 //! same gRPC API the controller uses. It validates like the webhook, starts `runtimed
 //! agent` and `runtimed sidecar` as children on private sockets and a private
 //! workspace ([`local`]), executes through the sidecar, streams stdout to stdout and
@@ -10,9 +11,9 @@
 //! 129 when krt was interrupted by SIGINT, SIGTERM or SIGHUP (the Run is cancelled
 //! first), 141 when krt's stdout was closed, 2 invalid input, 1 platform error.
 
-mod follow;
+pub(crate) mod follow;
 mod local;
-mod signals;
+pub(crate) mod signals;
 mod workflow;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,8 @@ use tonic::transport::Channel;
 
 pub use local::RUNTIMED_BIN_ENV;
 
+use crate::cluster::ClusterArgs;
+use crate::cluster::submit::ClusterRun;
 use crate::error::{CliError, EXIT_BAD_INPUT, EXIT_PLATFORM_ERROR};
 use crate::manifest;
 use follow::{EXIT_BROKEN_PIPE, FollowError, Output, exit_code, follow, with_artifacts};
@@ -39,42 +42,100 @@ use workflow::{WorkflowPlan, execute_workflow, to_plan};
 /// Arguments of `krt run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Run on the local machine, with a runtimed agent and sidecar started for the purpose.
-    /// Required: running against a cluster is not available in this version.
+    /// Run on the local machine, with a runtimed agent and sidecar started for the purpose
+    /// (needs -f). Without it, krt creates the Run or Workflow in the cluster.
     #[arg(long)]
     local: bool,
-    /// The manifest holding one Run or one Workflow (and optionally their Runtimes).
-    #[arg(short = 'f', long = "file", value_name = "FILE")]
-    file: PathBuf,
-    /// Keep the workspace (and print where it is) after the Run ends.
+    /// The manifest holding one Run or one Workflow (and, for --local, its Runtimes).
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        conflicts_with = "runtime"
+    )]
+    file: Option<PathBuf>,
+    /// In a cluster: follow the Run or Workflow to its end (its output live) and exit
+    /// with its status. `--local` always does.
     #[arg(long)]
+    wait: bool,
+    /// The Run's or Workflow's `spec.timeout` (`30s`, `5m`, `1h`), replacing the file's;
+    /// past it the Run ends TimedOut (exit 124).
+    #[arg(long, value_name = "DURATION")]
+    timeout: Option<String>,
+    /// In a cluster: a Run without a manifest, on this Runtime (with --script FILE or
+    /// `-- COMMAND ARGS...`).
+    #[arg(long, value_name = "NAME")]
+    runtime: Option<String>,
+    /// With --runtime: the script to run (python for a `.py` file, else bash, unless
+    /// --interpreter says).
+    #[arg(long, value_name = "FILE", requires = "runtime")]
+    script: Option<PathBuf>,
+    /// With --script: `bash` or `python`.
+    #[arg(long, value_name = "INTERPRETER", requires = "script")]
+    interpreter: Option<String>,
+    /// With --runtime: the Run's name (default: generated, `krt-` and a suffix, printed).
+    #[arg(long, value_name = "NAME", requires = "runtime")]
+    name: Option<String>,
+    /// Keep the workspace (and print where it is) after the Run ends (--local).
+    #[arg(long, requires = "local")]
     keep_workspace: bool,
     /// PEM certificates the sidecar trusts for git fetches besides the system's roots
-    /// (a private git server; tests).
-    #[arg(long, value_name = "PEM")]
+    /// (a private git server; tests; --local).
+    #[arg(long, value_name = "PEM", requires = "local")]
     git_ca_file: Option<PathBuf>,
+    /// Cluster access.
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// With --runtime: the command to run and its arguments (interpreter exec).
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
 }
 
 /// Runs `krt run` and returns its exit status, once everything is cleaned up.
 pub fn run(args: RunArgs) -> ExitCode {
-    let code = match run_code(&args) {
-        Ok(code) => code,
-        Err(e) => {
+    let code = if args.local {
+        run_code(&args).unwrap_or_else(|e| {
             eprintln!("krt run: {e}");
             e.exit_code()
-        }
+        })
+    } else {
+        crate::cluster::submit::run(to_cluster_run(args))
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
+fn to_cluster_run(args: RunArgs) -> ClusterRun {
+    ClusterRun {
+        file: args.file,
+        wait: args.wait,
+        timeout: args.timeout,
+        runtime: args.runtime,
+        script: args.script,
+        interpreter: args.interpreter,
+        name: args.name,
+        command: args.command,
+        cluster: args.cluster,
+    }
+}
+
 fn run_code(args: &RunArgs) -> Result<i32, CliError> {
-    if !args.local {
+    let Some(file) = &args.file else {
         return Err(CliError::BadInput(
-            "only --local is available in this version: add --local to run on the local machine"
+            "--local needs -f FILE (a Run or Workflow manifest)".into(),
+        ));
+    };
+    if args.runtime.is_some() || !args.command.is_empty() {
+        return Err(CliError::BadInput(
+            "--runtime and a command are for a cluster; --local runs the Run or Workflow of -f FILE"
                 .into(),
         ));
     }
-    let work = load(&args.file)?;
+    if args.timeout.is_some() {
+        return Err(CliError::BadInput(
+            "--timeout is for a cluster; with --local set spec.timeout in the file".into(),
+        ));
+    }
+    let work = load(file)?;
     let runtimed = find_runtimed()?;
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| CliError::Platform(format!("cannot start the async runtime: {e}")))?;
@@ -95,15 +156,30 @@ enum Work {
 
 /// The Runtimes given in the file, by name: what they pass on to their Runs here (the
 /// default timeout, the git policy, the artifact store), as the controller would.
-type Runtimes = BTreeMap<String, RuntimeSpec>;
+pub(crate) type Runtimes = BTreeMap<String, RuntimeSpec>;
 
 /// The environment variables the sidecar signs artifact uploads with (locally: krt's
 /// own environment, which its runtimed children inherit; in a cluster: the Runtime's
 /// `credentialsSecretRef`).
 const ARTIFACT_CREDENTIALS: [&str; 2] = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"];
 
-/// Reads, validates and converts the Run or Workflow.
-fn load(path: &Path) -> Result<Work, CliError> {
+/// The one Run or Workflow of a file, checked with every admission rule, and the
+/// Runtimes given beside it.
+#[derive(Debug)]
+pub(crate) struct Checked {
+    /// `Run` or `Workflow`.
+    pub(crate) kind: &'static str,
+    /// Its name (as `describe` words it).
+    pub(crate) name: String,
+    /// The object.
+    pub(crate) object: TypedObject,
+    /// The Runtimes of the file, by name.
+    pub(crate) runtimes: Runtimes,
+}
+
+/// Reads and validates FILE: exactly one Run or Workflow (and optionally Runtimes),
+/// without violations; bad input otherwise, naming the file, the object and the field.
+pub(crate) fn read_checked(path: &Path) -> Result<Checked, CliError> {
     let file = path.display().to_string();
     let bad = |message: String| CliError::BadInput(format!("{file}: {message}"));
     let documents = manifest::load(path).map_err(|e| bad(e.to_string()))?;
@@ -130,13 +206,31 @@ fn load(path: &Path) -> Result<Work, CliError> {
             None => {}
         }
     }
-    let [(kind, name, object)] = works.as_slice() else {
+    let count = works.len();
+    let (Some((kind, name, object)), None) = (works.pop(), works.pop()) else {
         return Err(bad(format!(
-            "expected exactly one Run or Workflow (and optionally its Runtimes), found {}",
-            works.len()
+            "expected exactly one Run or Workflow (and optionally its Runtimes), found {count}"
         )));
     };
-    match object {
+    Ok(Checked {
+        kind,
+        name,
+        object,
+        runtimes,
+    })
+}
+
+/// Reads, validates and converts the Run or Workflow.
+fn load(path: &Path) -> Result<Work, CliError> {
+    let file = path.display().to_string();
+    let bad = |message: String| CliError::BadInput(format!("{file}: {message}"));
+    let Checked {
+        kind,
+        name,
+        object,
+        runtimes,
+    } = read_checked(path)?;
+    match &object {
         TypedObject::Run(run) => to_request(run, &runtimes).map(|r| Work::Run(Box::new(r))),
         TypedObject::Workflow(workflow) => {
             if workflow.spec.cancel == Some(true) {
