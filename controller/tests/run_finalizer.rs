@@ -152,7 +152,9 @@ async fn deleting_a_running_run_cancels_and_forgets_it_before_its_finalizer_goes
         "spec": {"template": {"spec": {"containers": [{"name": "main", "image": "bash"}]}}},
     }))
     .unwrap();
-    writer.apply_watcher_event(&watcher::Event::Apply(runtime));
+    writer.apply_watcher_event(&watcher::Event::Init);
+    writer.apply_watcher_event(&watcher::Event::InitApply(runtime));
+    writer.apply_watcher_event(&watcher::Event::InitDone);
     let ctx = Arc::new(Context {
         client: kube::Client::new(service, "default"),
         dispatcher,

@@ -87,7 +87,10 @@ fn context() -> (Arc<Context>, Handle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "default");
     let (store, mut writer) = reflector::store::<Runtime>();
-    writer.apply_watcher_event(&watcher::Event::Apply(runtime()));
+    // Filled as a reflector's first list fills it.
+    writer.apply_watcher_event(&watcher::Event::Init);
+    writer.apply_watcher_event(&watcher::Event::InitApply(runtime()));
+    writer.apply_watcher_event(&watcher::Event::InitDone);
     let ctx = Context {
         client,
         dispatcher: Dispatcher::new(Arc::new(NoSink)),
@@ -231,7 +234,8 @@ async fn a_deleted_queued_run_leaves_its_queue_and_only_its_finalizer_is_removed
 #[tokio::test]
 async fn a_deleted_running_run_whose_runtime_is_gone_is_released_at_once() {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let (store, _writer) = reflector::store::<Runtime>();
+    let (store, mut writer) = reflector::store::<Runtime>();
+    writer.apply_watcher_event(&watcher::Event::InitDone);
     let ctx = Arc::new(Context {
         client: kube::Client::new(service, "default"),
         dispatcher: Dispatcher::new(Arc::new(NoSink)),
@@ -319,4 +323,66 @@ async fn a_finished_run_within_its_ttl_is_looked_at_again_when_it_ends() {
         handle.next_request().await.is_none(),
         "nothing is deleted yet"
     );
+}
+
+#[tokio::test]
+async fn a_running_run_is_decided_only_once_the_runtime_cache_is_filled() {
+    // A new controller: its Runtime cache is not filled yet when the first Runs come.
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let (store, mut writer) = reflector::store::<Runtime>();
+    let ctx = Arc::new(Context {
+        client: kube::Client::new(service, "default"),
+        dispatcher: Dispatcher::new(Arc::new(NoSink)),
+        runtimes: store,
+        schemas: SchemaCache::new(),
+        default_ttl_seconds_after_finished: None,
+    });
+    let running = run(Some(
+        json!({"phase": "Running", "pod": "p0", "executionId": "uid-1",
+               "startTime": "2026-01-01T00:00:01Z"}),
+    ));
+    let reconciled = tokio::spawn(reconcile(Arc::new(running), ctx.clone()));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        !reconciled.is_finished(),
+        "decided before the Runtime cache was filled"
+    );
+    writer.apply_watcher_event(&watcher::Event::Init);
+    writer.apply_watcher_event(&watcher::Event::InitApply(runtime()));
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    // Its Runtime is found, and the Run is re-attached to its pod once the pool knows
+    // the pod (not dropped until a change that never comes).
+    let action = reconciled.await.unwrap().unwrap();
+    assert_eq!(
+        action,
+        Action::requeue(kruntimes_controller::dispatch::ADOPTION_RETRY)
+    );
+    drop(ctx);
+    assert!(handle.next_request().await.is_none(), "nothing was written");
+}
+
+#[tokio::test]
+async fn a_running_run_whose_runtime_is_gone_is_still_followed_to_its_end() {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let (store, mut writer) = reflector::store::<Runtime>();
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    let ctx = Arc::new(Context {
+        client: kube::Client::new(service, "default"),
+        dispatcher: Dispatcher::new(Arc::new(NoSink)),
+        runtimes: store,
+        schemas: SchemaCache::new(),
+        default_ttl_seconds_after_finished: None,
+    });
+    let running = run(Some(
+        json!({"phase": "Running", "pod": "p0", "executionId": "uid-1"}),
+    ));
+    // Submitted to be followed on its pod (which, with the pool gone, ends it `Error`
+    // after the adoption wait), instead of waiting for a change.
+    let action = reconcile(Arc::new(running), ctx.clone()).await.unwrap();
+    assert_eq!(
+        action,
+        Action::requeue(kruntimes_controller::dispatch::ADOPTION_RETRY)
+    );
+    drop(ctx);
+    assert!(handle.next_request().await.is_none(), "nothing was written");
 }

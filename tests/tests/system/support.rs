@@ -176,6 +176,12 @@ impl Drop for Cluster {
             let pid = nix::unistd::Pid::from_raw(i32::try_from(emulator.child.id()).unwrap());
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
             let status = emulator.child.wait().unwrap();
+            if std::thread::panicking() && std::env::var_os("KRT_E2E_KEEP_DIR").is_some() {
+                // Kept for reading the components' and pods' whole logs.
+                let kept = emulator.dir.keep();
+                eprintln!("--- the cluster's directory is kept: {}", kept.display());
+                return;
+            }
             if !std::thread::panicking() {
                 assert!(
                     status.success(),
