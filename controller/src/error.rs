@@ -51,6 +51,11 @@ impl Error {
         }
     }
 
+    /// Whether the API server answered 404: the object is gone.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Kube { source: kube::Error::Api(status), .. } if status.code == 404)
+    }
+
     /// A Kubernetes API error with what was being done.
     pub fn kube(action: impl Into<String>, source: kube::Error) -> Self {
         Self::Kube {
