@@ -5,6 +5,8 @@
 //! `.github/workflows/e2e.yml`). Each scenario uses a namespace of its own.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod burst;
 mod faults;
 mod runs;
 mod support;
+mod workflows;
