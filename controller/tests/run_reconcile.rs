@@ -13,7 +13,7 @@ use kruntimes_api::validation::against_runtime::SchemaCache;
 use kruntimes_controller::Error;
 use kruntimes_controller::dispatch::{Dispatcher, RunKey, RuntimeKey, StatusSink};
 use kruntimes_controller::run::finalizer::{CLEANUP_RECHECK, CLEANUP_TIMEOUT};
-use kruntimes_controller::run::{Context, reconcile};
+use kruntimes_controller::run::{Context, reconcile, runtimes_ready};
 use kube::client::Body;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector;
@@ -94,7 +94,8 @@ fn context() -> (Arc<Context>, Handle) {
     let ctx = Context {
         client,
         dispatcher: Dispatcher::new(Arc::new(NoSink)),
-        runtimes: store,
+        runtimes: store.clone(),
+        runtimes_ready: runtimes_ready(store.clone()),
         schemas: SchemaCache::new(),
         default_ttl_seconds_after_finished: None,
     };
@@ -239,7 +240,8 @@ async fn a_deleted_running_run_whose_runtime_is_gone_is_released_at_once() {
     let ctx = Arc::new(Context {
         client: kube::Client::new(service, "default"),
         dispatcher: Dispatcher::new(Arc::new(NoSink)),
-        runtimes: store,
+        runtimes: store.clone(),
+        runtimes_ready: runtimes_ready(store.clone()),
         schemas: SchemaCache::new(),
         default_ttl_seconds_after_finished: None,
     });
@@ -333,7 +335,8 @@ async fn a_running_run_is_decided_only_once_the_runtime_cache_is_filled() {
     let ctx = Arc::new(Context {
         client: kube::Client::new(service, "default"),
         dispatcher: Dispatcher::new(Arc::new(NoSink)),
-        runtimes: store,
+        runtimes: store.clone(),
+        runtimes_ready: runtimes_ready(store.clone()),
         schemas: SchemaCache::new(),
         default_ttl_seconds_after_finished: None,
     });
@@ -341,10 +344,15 @@ async fn a_running_run_is_decided_only_once_the_runtime_cache_is_filled() {
         json!({"phase": "Running", "pod": "p0", "executionId": "uid-1",
                "startTime": "2026-01-01T00:00:01Z"}),
     ));
-    let reconciled = tokio::spawn(reconcile(Arc::new(running), ctx.clone()));
+    // Several wait at once, as the readiness probe and the reconciles do: every one
+    // goes on once the cache is filled.
+    let reconciled = tokio::spawn(reconcile(Arc::new(running.clone()), ctx.clone()));
+    let again = tokio::spawn(reconcile(Arc::new(running), ctx.clone()));
+    let mut probe = ctx.runtimes_ready.clone();
+    let probed = tokio::spawn(async move { probe.wait_for(|ready| *ready).await.is_ok() });
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert!(
-        !reconciled.is_finished(),
+        !reconciled.is_finished() && !again.is_finished() && !probed.is_finished(),
         "decided before the Runtime cache was filled"
     );
     writer.apply_watcher_event(&watcher::Event::Init);
@@ -352,11 +360,18 @@ async fn a_running_run_is_decided_only_once_the_runtime_cache_is_filled() {
     writer.apply_watcher_event(&watcher::Event::InitDone);
     // Its Runtime is found, and the Run is re-attached to its pod once the pool knows
     // the pod (not dropped until a change that never comes).
-    let action = reconciled.await.unwrap().unwrap();
+    let wait = std::time::Duration::from_secs(10);
+    let action = tokio::time::timeout(wait, reconciled).await.unwrap();
     assert_eq!(
-        action,
+        action.unwrap().unwrap(),
         Action::requeue(kruntimes_controller::dispatch::ADOPTION_RETRY)
     );
+    let action = tokio::time::timeout(wait, again).await.unwrap();
+    assert_eq!(
+        action.unwrap().unwrap(),
+        Action::requeue(kruntimes_controller::dispatch::ADOPTION_RETRY)
+    );
+    assert!(tokio::time::timeout(wait, probed).await.unwrap().unwrap());
     drop(ctx);
     assert!(handle.next_request().await.is_none(), "nothing was written");
 }
@@ -369,7 +384,8 @@ async fn a_running_run_whose_runtime_is_gone_is_still_followed_to_its_end() {
     let ctx = Arc::new(Context {
         client: kube::Client::new(service, "default"),
         dispatcher: Dispatcher::new(Arc::new(NoSink)),
-        runtimes: store,
+        runtimes: store.clone(),
+        runtimes_ready: runtimes_ready(store.clone()),
         schemas: SchemaCache::new(),
         default_ttl_seconds_after_finished: None,
     });

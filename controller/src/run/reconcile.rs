@@ -15,6 +15,7 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
+use tokio::sync::watch;
 
 use super::finalizer::{
     CLEANUP_RECHECK, Cleanup, Seen, add_finalizer, decide_cleanup, has_finalizer, remove_finalizer,
@@ -37,6 +38,9 @@ pub struct Context {
     pub dispatcher: Dispatcher,
     /// Runtimes, from a reflector.
     pub runtimes: Store<Runtime>,
+    /// True once `runtimes` was filled by its reflector's first list
+    /// ([`runtimes_ready`]).
+    pub runtimes_ready: watch::Receiver<bool>,
     /// Compiled input schemas.
     pub schemas: SchemaCache,
     /// `--run-ttl-seconds-after-finished`: the TTL of a finished Run that sets none
@@ -48,6 +52,21 @@ impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context").finish_non_exhaustive()
     }
+}
+
+/// A signal that turns true once `runtimes` was filled by its reflector's first list,
+/// for any number of waiters. kube-runtime's `Store::wait_until_ready` wakes only the
+/// last of several concurrent waiters (its oneshot channel keeps one waker), so one
+/// task waits on the store and every reconcile, and the readiness probe, on this.
+pub fn runtimes_ready(runtimes: Store<Runtime>) -> watch::Receiver<bool> {
+    let (ready, signal) = watch::channel(false);
+    tokio::spawn(async move {
+        if runtimes.wait_until_ready().await.is_ok() {
+            let _ = ready.send(true);
+        }
+        // Dropping `ready` unfilled ends the waits with `CacheClosed`.
+    });
+    signal
 }
 
 /// What a Run needs now.
@@ -228,8 +247,9 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
     // A new controller's first reconciles can come before its Runtime cache is filled:
     // deciding then would take an existing Runtime for a missing one (a Running Run
     // would not be re-attached, a queued one would read `RuntimeNotFound`).
-    ctx.runtimes
-        .wait_until_ready()
+    ctx.runtimes_ready
+        .clone()
+        .wait_for(|ready| *ready)
         .await
         .map_err(|_| Error::CacheClosed("Runtime"))?;
     let runtime_ref = ObjectRef::<Runtime>::new(&run.spec.runtime_ref.name).within(&namespace);
