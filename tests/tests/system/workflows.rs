@@ -14,9 +14,15 @@ use serde_json::{Value, json};
 use crate::runs::{ready_runtime, runtime};
 use crate::support::{Cluster, eventually};
 
-/// A Workflow `name` of `jobs` (each `[name, needs, [[step, script], ...]]`), every
-/// step a bash Run on Runtime `bash`; `extra` is merged into its spec.
-fn workflow(name: &str, jobs: &[(&str, &[&str], &[(&str, Value)])], extra: Value) -> Workflow {
+/// A step: its name and its Run's fields.
+type StepSpec<'a> = (&'a str, Value);
+
+/// A job: its name, the jobs it needs, its steps.
+type JobSpec<'a> = (&'a str, &'a [&'a str], &'a [StepSpec<'a>]);
+
+/// A Workflow `name` of `jobs`, every step a bash Run on Runtime `bash`; `extra` is
+/// merged into its spec.
+fn workflow(name: &str, jobs: &[JobSpec<'_>], extra: Value) -> Workflow {
     let jobs: Vec<Value> = jobs
         .iter()
         .map(|(job, needs, steps)| {
