@@ -84,18 +84,22 @@ fn runtime() -> Runtime {
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
 fn context() -> (Arc<Context>, Handle) {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(service, "default");
     let (store, mut writer) = reflector::store::<Runtime>();
     // Filled as a reflector's first list fills it.
     writer.apply_watcher_event(&watcher::Event::Init);
     writer.apply_watcher_event(&watcher::Event::InitApply(runtime()));
     writer.apply_watcher_event(&watcher::Event::InitDone);
+    context_on(store)
+}
+
+/// A context reading Runtimes from `store`, with nothing in its pools.
+fn context_on(store: reflector::Store<Runtime>) -> (Arc<Context>, Handle) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let ctx = Context {
-        client,
+        client: kube::Client::new(service, "default"),
         dispatcher: Dispatcher::new(Arc::new(NoSink)),
         runtimes: store.clone(),
-        runtimes_ready: runtimes_ready(store.clone()),
+        runtimes_ready: runtimes_ready(store),
         schemas: SchemaCache::new(),
         default_ttl_seconds_after_finished: None,
     };
@@ -234,17 +238,9 @@ async fn a_deleted_queued_run_leaves_its_queue_and_only_its_finalizer_is_removed
 
 #[tokio::test]
 async fn a_deleted_running_run_whose_runtime_is_gone_is_released_at_once() {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let (store, mut writer) = reflector::store::<Runtime>();
     writer.apply_watcher_event(&watcher::Event::InitDone);
-    let ctx = Arc::new(Context {
-        client: kube::Client::new(service, "default"),
-        dispatcher: Dispatcher::new(Arc::new(NoSink)),
-        runtimes: store.clone(),
-        runtimes_ready: runtimes_ready(store.clone()),
-        schemas: SchemaCache::new(),
-        default_ttl_seconds_after_finished: None,
-    });
+    let (ctx, mut handle) = context_on(store);
     let running = run(Some(
         json!({"phase": "Running", "pod": "p0", "executionId": "uid-1"}),
     ));
@@ -330,16 +326,8 @@ async fn a_finished_run_within_its_ttl_is_looked_at_again_when_it_ends() {
 #[tokio::test]
 async fn a_running_run_is_decided_only_once_the_runtime_cache_is_filled() {
     // A new controller: its Runtime cache is not filled yet when the first Runs come.
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let (store, mut writer) = reflector::store::<Runtime>();
-    let ctx = Arc::new(Context {
-        client: kube::Client::new(service, "default"),
-        dispatcher: Dispatcher::new(Arc::new(NoSink)),
-        runtimes: store.clone(),
-        runtimes_ready: runtimes_ready(store.clone()),
-        schemas: SchemaCache::new(),
-        default_ttl_seconds_after_finished: None,
-    });
+    let (ctx, mut handle) = context_on(store);
     let running = run(Some(
         json!({"phase": "Running", "pod": "p0", "executionId": "uid-1",
                "startTime": "2026-01-01T00:00:01Z"}),
@@ -378,17 +366,9 @@ async fn a_running_run_is_decided_only_once_the_runtime_cache_is_filled() {
 
 #[tokio::test]
 async fn a_running_run_whose_runtime_is_gone_is_still_followed_to_its_end() {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let (store, mut writer) = reflector::store::<Runtime>();
     writer.apply_watcher_event(&watcher::Event::InitDone);
-    let ctx = Arc::new(Context {
-        client: kube::Client::new(service, "default"),
-        dispatcher: Dispatcher::new(Arc::new(NoSink)),
-        runtimes: store.clone(),
-        runtimes_ready: runtimes_ready(store.clone()),
-        schemas: SchemaCache::new(),
-        default_ttl_seconds_after_finished: None,
-    });
+    let (ctx, mut handle) = context_on(store);
     let running = run(Some(
         json!({"phase": "Running", "pod": "p0", "executionId": "uid-1"}),
     ));

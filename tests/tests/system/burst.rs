@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::jiff::Timestamp;
-use kruntimes_api::v1alpha1::{Run, RunPhase};
+use kruntimes_api::v1alpha1::Run;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
-use crate::runs::{finished, phase, ready_runtime, run, runtime};
-use crate::support::Cluster;
+use crate::runs::{ready_runtime, run, runtime};
+use crate::support::{Cluster, succeeded};
 
 /// Runs in the burst.
 const BURST: usize = 20;
@@ -78,13 +78,7 @@ async fn a_burst_of_runs_all_succeed_without_exceeding_the_pool() {
     let mut intervals = Vec::new();
     let mut per_pod: BTreeMap<String, Vec<(Timestamp, Timestamp)>> = BTreeMap::new();
     for name in &names {
-        let ended = finished(&runs, name).await;
-        assert_eq!(
-            phase(&ended),
-            RunPhase::Succeeded,
-            "{name}: {:?}",
-            ended.status
-        );
+        let ended = succeeded(&runs, name).await;
         let pod = ended.status.as_ref().unwrap().pod.clone().unwrap();
         intervals.push(interval(&ended));
         per_pod.entry(pod).or_default().push(interval(&ended));

@@ -245,3 +245,18 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Waits until Run `name` is terminal, fails unless it `Succeeded`, and returns it.
+pub(crate) async fn succeeded(
+    runs: &Api<kruntimes_api::v1alpha1::Run>,
+    name: &str,
+) -> kruntimes_api::v1alpha1::Run {
+    let ended = crate::runs::finished(runs, name).await;
+    assert_eq!(
+        crate::runs::phase(&ended),
+        kruntimes_api::v1alpha1::RunPhase::Succeeded,
+        "{name}: {:?}",
+        ended.status
+    );
+    ended
+}
