@@ -78,7 +78,13 @@ impl RunningPod for FakePod {
             .lock()
             .unwrap()
             .push((self.name.clone(), grace));
-        Box::pin(async {})
+        // A pod named `slow-stop-*` takes its whole grace period to stop.
+        let slow = self.name.starts_with("slow-stop");
+        Box::pin(async move {
+            if slow {
+                tokio::time::sleep(grace).await;
+            }
+        })
     }
     fn kill_container(&self, container: &str) -> Result<(), NodeError> {
         self.killed
@@ -540,5 +546,43 @@ async fn shutdown_stops_the_pods_the_node_runs() {
     assert_eq!(
         node.stopped.lock().unwrap().clone(),
         [("left-running".to_owned(), grace)]
+    );
+}
+
+#[tokio::test]
+async fn shutdown_also_stops_a_deleted_pod_still_in_its_grace_period() {
+    let (cluster, node) = with_node().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    pods.create(&PostParams::default(), &pod("slow-stop", 30))
+        .await
+        .unwrap();
+    eventually("it runs", || async {
+        pods.get("slow-stop")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.phase)
+            .as_deref()
+            == Some("Running")
+    })
+    .await;
+    pods.delete("slow-stop", &DeleteParams::default())
+        .await
+        .unwrap();
+    let grace = Duration::from_secs(30);
+    eventually("the node stops it with its grace", || async {
+        node.stopped.lock().unwrap().clone() == [("slow-stop".to_owned(), grace)]
+    })
+    .await;
+    // Shut down while it is still stopping: it is stopped again, not left behind.
+    let Cluster { server, .. } = cluster;
+    server.shutdown().await;
+    let shutdown = kruntimes_e2e::cluster::api::SHUTDOWN_GRACE;
+    assert_eq!(
+        node.stopped.lock().unwrap().clone(),
+        [
+            ("slow-stop".to_owned(), grace),
+            ("slow-stop".to_owned(), shutdown)
+        ]
     );
 }

@@ -102,6 +102,53 @@ fn job_phases(workflow: &Workflow) -> BTreeMap<String, JobPhase> {
         .collect()
 }
 
+/// Every child Run Succeeded and is owned by `workflow` (its uid), as its controller,
+/// so deleting the Workflow cascades.
+fn assert_succeeded_and_owned(all: &BTreeMap<(String, String), Run>, workflow: &Workflow) {
+    for ((job, step), run) in all {
+        assert_eq!(
+            run.status.as_ref().and_then(|s| s.phase),
+            Some(RunPhase::Succeeded),
+            "{job}/{step}: {:?}",
+            run.status
+        );
+        let owner = run
+            .owner_references()
+            .iter()
+            .find(|o| o.kind == "Workflow")
+            .unwrap_or_else(|| panic!("{job}/{step} has no Workflow owner"));
+        assert_eq!(
+            (owner.name.as_str(), Some(&owner.uid), owner.controller),
+            (
+                workflow.name_any().as_str(),
+                workflow.metadata.uid.as_ref(),
+                Some(true)
+            )
+        );
+    }
+}
+
+/// In the diamond of `a_workflow_runs_its_dag_in_order_...`: a job starts only after
+/// every step of every job it needs completed; a job's steps run one after another.
+fn assert_in_dag_order(all: &BTreeMap<(String, String), Run>) {
+    let key = |(job, step): (&str, &str)| (job.to_owned(), step.to_owned());
+    let after = |later: (&str, &str), earlier: (&str, &str)| {
+        let later_run = &all[&key(later)];
+        let earlier_run = &all[&key(earlier)];
+        assert!(
+            time_of(later_run, "start") >= time_of(earlier_run, "completion"),
+            "{later:?} started before {earlier:?} completed: {:?} / {:?}",
+            later_run.status,
+            earlier_run.status
+        );
+    };
+    after(("test", "unit"), ("build", "compile"));
+    after(("lint", "check"), ("build", "compile"));
+    after(("test", "integration"), ("test", "unit"));
+    after(("ship", "publish"), ("test", "integration"));
+    after(("ship", "publish"), ("lint", "check"));
+}
+
 #[tokio::test]
 async fn a_workflow_runs_its_dag_in_order_owns_its_runs_and_takes_them_when_deleted() {
     let Some(cluster) = Cluster::start().await else {
@@ -140,43 +187,10 @@ async fn a_workflow_runs_its_dag_in_order_owns_its_runs_and_takes_them_when_dele
         ended.status
     );
     let all = children(&runs, "dag").await;
-    let key = |job: &str, step: &str| (job.to_owned(), step.to_owned());
     assert_eq!(all.len(), 5, "{:?}", all.keys());
-    for ((job, step), run) in &all {
-        assert_eq!(
-            run.status.as_ref().and_then(|s| s.phase),
-            Some(RunPhase::Succeeded),
-            "{job}/{step}: {:?}",
-            run.status
-        );
-        // Owned by this Workflow (its uid), as its controller, so deleting it cascades.
-        let owner = run
-            .owner_references()
-            .iter()
-            .find(|o| o.kind == "Workflow")
-            .unwrap_or_else(|| panic!("{job}/{step} has no Workflow owner"));
-        assert_eq!(
-            (owner.name.as_str(), Some(&owner.uid), owner.controller),
-            ("dag", created.metadata.uid.as_ref(), Some(true))
-        );
-    }
-    // A job starts only after every step of every job it needs completed; a job's
-    // steps run one after another.
-    let after = |later: (&str, &str), earlier: (&str, &str)| {
-        let later_run = &all[&key(later.0, later.1)];
-        let earlier_run = &all[&key(earlier.0, earlier.1)];
-        assert!(
-            time_of(later_run, "start") >= time_of(earlier_run, "completion"),
-            "{later:?} started before {earlier:?} completed: {:?} / {:?}",
-            later_run.status,
-            earlier_run.status
-        );
-    };
-    after(("test", "unit"), ("build", "compile"));
-    after(("lint", "check"), ("build", "compile"));
-    after(("test", "integration"), ("test", "unit"));
-    after(("ship", "publish"), ("test", "integration"));
-    after(("ship", "publish"), ("lint", "check"));
+    assert_succeeded_and_owned(&all, &created);
+    assert_in_dag_order(&all);
+    let key = |job: &str, step: &str| (job.to_owned(), step.to_owned());
     // The status names each step's Run.
     let jobs = ended.status.as_ref().unwrap().jobs.clone().unwrap();
     for job in &jobs {

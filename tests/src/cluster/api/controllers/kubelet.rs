@@ -22,7 +22,9 @@ const WRITE_ATTEMPTS: usize = 10;
 enum PodState {
     Starting,
     Running(Arc<dyn RunningPod>),
-    Stopping,
+    /// Deleted and stopping with its grace period; kept so that a server shutdown
+    /// meanwhile stops it too instead of leaving its processes behind.
+    Stopping(Arc<dyn RunningPod>),
     Done,
 }
 
@@ -202,7 +204,7 @@ impl Kubelet {
                 }
                 (Some(PodState::Running(running)), true) => {
                     let running = running.clone();
-                    states.insert(uid.clone(), PodState::Stopping);
+                    states.insert(uid.clone(), PodState::Stopping(running.clone()));
                     let (store, me) = (server.store.clone(), self.clone());
                     tokio::spawn(async move {
                         running.stop(grace).await;
@@ -222,7 +224,9 @@ impl Kubelet {
             .cloned()
             .collect();
         for uid in gone {
-            if let Some(PodState::Running(running)) = states.remove(&uid) {
+            if let Some(PodState::Running(running) | PodState::Stopping(running)) =
+                states.remove(&uid)
+            {
                 tokio::spawn(async move { running.stop(Duration::ZERO).await });
             }
         }
@@ -294,7 +298,9 @@ impl Kubelet {
         running.kill_container(container).map_err(|e| e.to_string())
     }
 
-    /// Stops every Pod still running (server shutdown).
+    /// Stops every Pod still running or stopping (server shutdown): a deleted Pod still
+    /// in its grace period is stopped with `grace` too (stopping twice is harmless:
+    /// the second stop ends what the first has not ended yet).
     pub(crate) async fn stop_all(&self, grace: Duration) {
         let running: Vec<Arc<dyn RunningPod>> = {
             let mut states = self.states();
@@ -304,7 +310,7 @@ impl Kubelet {
             states
                 .drain()
                 .filter_map(|(_, s)| match s {
-                    PodState::Running(r) => Some(r),
+                    PodState::Running(r) | PodState::Stopping(r) => Some(r),
                     _ => None,
                 })
                 .collect()
