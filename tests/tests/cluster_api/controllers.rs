@@ -48,6 +48,10 @@ impl PodRunner for FakeNode {
         );
         let (stopped, killed) = (self.stopped.clone(), self.killed.clone());
         Box::pin(async move {
+            // A pod named `slow-start-*` takes a second to start.
+            if name.starts_with("slow-start") {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
             if name.starts_with("refused") {
                 return Err(NodeError::Unsupported {
                     pod: name,
@@ -584,5 +588,30 @@ async fn shutdown_also_stops_a_deleted_pod_still_in_its_grace_period() {
             ("slow-stop".to_owned(), grace),
             ("slow-stop".to_owned(), shutdown)
         ]
+    );
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_a_pod_still_starting_and_stops_it() {
+    let (cluster, node) = with_node().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    pods.create(&PostParams::default(), &pod("slow-start", 30))
+        .await
+        .unwrap();
+    eventually("its start began", || async {
+        node.started
+            .lock()
+            .unwrap()
+            .contains(&"slow-start".to_owned())
+    })
+    .await;
+    // Shut down while the node is still starting it: once the shutdown returned, the
+    // late Pod was stopped too (nothing is left running behind the server).
+    let Cluster { server, .. } = cluster;
+    server.shutdown().await;
+    let grace = kruntimes_e2e::cluster::api::SHUTDOWN_GRACE;
+    assert_eq!(
+        node.stopped.lock().unwrap().clone(),
+        [("slow-start".to_owned(), grace)]
     );
 }

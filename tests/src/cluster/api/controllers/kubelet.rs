@@ -35,7 +35,15 @@ pub(crate) struct Kubelet {
     pods: Mutex<HashMap<String, PodState>>,
     /// Set by `stop_all`: a Pod whose start completes afterwards is stopped at once.
     stopping_all: std::sync::atomic::AtomicBool,
+    /// Pods whose start (and, for a late one, its stop) is in progress: `stop_all`
+    /// waits for none to be left, so the server never exits before a late Pod is
+    /// stopped.
+    starting: tokio::sync::watch::Sender<usize>,
 }
+
+/// How long `stop_all` waits for Pods still starting once the running ones stopped:
+/// a Pod's start (its init containers) and then its stop take a few seconds.
+pub(crate) const START_WAIT_ON_SHUTDOWN: Duration = Duration::from_secs(30);
 
 /// Secrets and ConfigMaps as the store holds them now.
 struct StoreVolumes(Store);
@@ -159,6 +167,7 @@ impl Kubelet {
             node_name: node_name.to_owned(),
             pods: Mutex::new(HashMap::new()),
             stopping_all: std::sync::atomic::AtomicBool::new(false),
+            starting: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -240,7 +249,10 @@ impl Kubelet {
         uid: String,
     ) {
         let (me, store) = (self.clone(), server.store.clone());
+        self.starting.send_modify(|n| *n += 1);
         tokio::spawn(async move {
+            // Counted out once the start ended (and a late Pod was stopped).
+            let started_guard = StartGuard(me.clone());
             let typed: Result<Pod, _> = serde_json::from_value(pod);
             let started = match typed {
                 Ok(typed) => me
@@ -268,6 +280,7 @@ impl Kubelet {
                         return;
                     }
                     drop(running);
+                    drop(started_guard);
                     loop {
                         let current = status.borrow_and_update().clone();
                         set_status(&store, &key, &uid, &current);
@@ -316,5 +329,24 @@ impl Kubelet {
                 .collect()
         };
         futures::future::join_all(running.iter().map(|r| r.stop(grace))).await;
+        let mut starting = self.starting.subscribe();
+        let none_left = starting.wait_for(|n| *n == 0);
+        if tokio::time::timeout(START_WAIT_ON_SHUTDOWN, none_left)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "Pods still starting {START_WAIT_ON_SHUTDOWN:?} after the shutdown began; not waiting for them"
+            );
+        }
+    }
+}
+
+/// Counts a Pod's start out of [`Kubelet::starting`] when dropped.
+struct StartGuard(Arc<Kubelet>);
+
+impl Drop for StartGuard {
+    fn drop(&mut self) {
+        self.0.starting.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
