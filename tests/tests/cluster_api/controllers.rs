@@ -527,15 +527,13 @@ async fn a_kube_runtime_controller_reconciles_against_the_server() {
     running.abort();
 }
 
-#[tokio::test]
-async fn shutdown_stops_the_pods_the_node_runs() {
-    let (cluster, node) = with_node().await;
-    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
-    pods.create(&PostParams::default(), &pod("left-running", 30))
+/// Creates Pod `name` (grace period 30 s) and waits until it runs.
+async fn create_running(pods: &Api<Pod>, name: &str) {
+    pods.create(&PostParams::default(), &pod(name, 30))
         .await
         .unwrap();
     eventually("it runs", || async {
-        pods.get("left-running")
+        pods.get(name)
             .await
             .unwrap()
             .status
@@ -544,6 +542,13 @@ async fn shutdown_stops_the_pods_the_node_runs() {
             == Some("Running")
     })
     .await;
+}
+
+#[tokio::test]
+async fn shutdown_stops_the_pods_the_node_runs() {
+    let (cluster, node) = with_node().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    create_running(&pods, "left-running").await;
     let Cluster { server, .. } = cluster;
     server.shutdown().await;
     let grace = kruntimes_e2e::cluster::api::SHUTDOWN_GRACE;
@@ -557,19 +562,7 @@ async fn shutdown_stops_the_pods_the_node_runs() {
 async fn shutdown_also_stops_a_deleted_pod_still_in_its_grace_period() {
     let (cluster, node) = with_node().await;
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
-    pods.create(&PostParams::default(), &pod("slow-stop", 30))
-        .await
-        .unwrap();
-    eventually("it runs", || async {
-        pods.get("slow-stop")
-            .await
-            .unwrap()
-            .status
-            .and_then(|s| s.phase)
-            .as_deref()
-            == Some("Running")
-    })
-    .await;
+    create_running(&pods, "slow-stop").await;
     pods.delete("slow-stop", &DeleteParams::default())
         .await
         .unwrap();
