@@ -237,9 +237,10 @@ async fn run_controller(
             .default_backoff()
             .for_each(|_| std::future::ready(()));
     tokio::spawn(runtime_watch);
-    let ready = runtimes.clone();
+    let runtimes_ready = run::runtimes_ready(runtimes.clone());
+    let mut ready = runtimes_ready.clone();
     tokio::spawn(async move {
-        if ready.wait_until_ready().await.is_ok() {
+        if ready.wait_for(|ready| *ready).await.is_ok() {
             on_synced();
         }
     });
@@ -247,6 +248,7 @@ async fn run_controller(
         client,
         dispatcher,
         runtimes,
+        runtimes_ready,
         schemas: SchemaCache::new(),
         default_ttl_seconds_after_finished: default_ttl,
     });

@@ -28,6 +28,9 @@ pub enum Error {
     /// An object lacks a field the API server always sets (name, namespace, uid).
     #[error("{0} has no {1}")]
     MissingField(&'static str, &'static str),
+    /// A cache (reflector) stopped before its first list filled it.
+    #[error("the {0} cache stopped before it was filled")]
+    CacheClosed(&'static str),
 }
 
 impl Error {
@@ -44,7 +47,13 @@ impl Error {
             Self::Serialization { .. } => "Serialization",
             Self::Credentials(_) => "Credentials",
             Self::MissingField(..) => "MissingField",
+            Self::CacheClosed(_) => "CacheClosed",
         }
+    }
+
+    /// Whether the API server answered 404: the object is gone.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Kube { source: kube::Error::Api(status), .. } if status.code == 404)
     }
 
     /// A Kubernetes API error with what was being done.

@@ -2,11 +2,12 @@
 //! with the pinned certificate and the bearer token): a Run end to end with its status
 //! writes counted, failure and timeout, cancel, the agent killed mid-Run, the agent
 //! stopped by SIGTERM (`PodLost`, not `Cancelled`), a pod that stops answering past the
-//! Run's deadline, a pod that goes away, a restarted dispatcher that re-attaches, and
-//! concurrency never exceeded.
+//! Run's deadline, a pod that goes away, a restarted dispatcher that re-attaches, a
+//! terminal status the API refuses for a while, and concurrency never exceeded.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +27,10 @@ use kruntimes_testkit::runtimed::{Identity, Pod};
 struct Recorder {
     writes: Mutex<Vec<(RunKey, RunStatus)>>,
     changed: tokio::sync::Notify,
+    /// How many terminal writes to refuse (as an API server answering 500), and how
+    /// many were refused.
+    refuse_terminal: AtomicU32,
+    refused: AtomicU32,
 }
 
 impl StatusSink for Recorder {
@@ -35,6 +40,21 @@ impl StatusSink for Recorder {
         status: &'a RunStatus,
     ) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
+            let terminal = status.phase.is_some_and(RunPhase::is_terminal);
+            let refuse = terminal
+                && self
+                    .refuse_terminal
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+            if refuse {
+                self.refused.fetch_add(1, Ordering::SeqCst);
+                let status =
+                    kube::core::Status::failure("injected", "InternalError").with_code(500);
+                return Err(Error::kube(
+                    "apply status",
+                    kube::Error::Api(status.boxed()),
+                ));
+            }
             self.writes
                 .lock()
                 .unwrap()
@@ -390,6 +410,25 @@ async fn a_new_dispatcher_reattaches_to_a_running_run_and_it_completes_once() {
         next_started >= end.completion_time.unwrap(),
         "the slot was respected"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_terminal_status_the_api_refuses_is_written_again_until_it_is_taken() {
+    let pod = Pod::start(&[]);
+    let (sink, dispatcher) = setup(&[("p0", &pod)], 1);
+    sink.refuse_terminal.store(2, Ordering::SeqCst);
+    dispatcher.submit(&runtime(), submission("flaky", "echo ok", 1));
+    let end = sink.terminal("flaky").await;
+    assert_eq!(end.phase, Some(RunPhase::Succeeded), "{end:?}");
+    assert_eq!(
+        sink.refused.load(Ordering::SeqCst),
+        2,
+        "refused twice first"
+    );
+    // The slot is not held while the end is written again.
+    dispatcher.submit(&runtime(), submission("after", "echo after", 2));
+    let after = sink.terminal("after").await;
+    assert_eq!(after.phase, Some(RunPhase::Succeeded), "{after:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -16,7 +16,7 @@ use kruntimes_controller::dispatch::{
     Credentials, Dispatcher, PodTarget, PoolSpec, RunKey, RuntimeKey, StatusSink, Submission,
 };
 use kruntimes_controller::run::finalizer::CLEANUP_RECHECK;
-use kruntimes_controller::run::{Context, reconcile};
+use kruntimes_controller::run::{Context, reconcile, runtimes_ready};
 use kruntimes_runtimed_api::client::{TlsTarget, connect_tls};
 use kruntimes_runtimed_api::proto;
 use kruntimes_testkit::runtimed::Pod;
@@ -152,11 +152,14 @@ async fn deleting_a_running_run_cancels_and_forgets_it_before_its_finalizer_goes
         "spec": {"template": {"spec": {"containers": [{"name": "main", "image": "bash"}]}}},
     }))
     .unwrap();
-    writer.apply_watcher_event(&watcher::Event::Apply(runtime));
+    writer.apply_watcher_event(&watcher::Event::Init);
+    writer.apply_watcher_event(&watcher::Event::InitApply(runtime));
+    writer.apply_watcher_event(&watcher::Event::InitDone);
     let ctx = Arc::new(Context {
         client: kube::Client::new(service, "default"),
         dispatcher,
-        runtimes: store,
+        runtimes: store.clone(),
+        runtimes_ready: runtimes_ready(store.clone()),
         schemas: SchemaCache::new(),
         default_ttl_seconds_after_finished: None,
     });

@@ -13,7 +13,7 @@ use kruntimes_api::validation::against_runtime::SchemaCache;
 use kruntimes_controller::Error;
 use kruntimes_controller::dispatch::{Dispatcher, RunKey, RuntimeKey, StatusSink};
 use kruntimes_controller::run::finalizer::{CLEANUP_RECHECK, CLEANUP_TIMEOUT};
-use kruntimes_controller::run::{Context, reconcile};
+use kruntimes_controller::run::{Context, reconcile, runtimes_ready};
 use kube::client::Body;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector;
@@ -84,14 +84,22 @@ fn runtime() -> Runtime {
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
 fn context() -> (Arc<Context>, Handle) {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(service, "default");
     let (store, mut writer) = reflector::store::<Runtime>();
-    writer.apply_watcher_event(&watcher::Event::Apply(runtime()));
+    // Filled as a reflector's first list fills it.
+    writer.apply_watcher_event(&watcher::Event::Init);
+    writer.apply_watcher_event(&watcher::Event::InitApply(runtime()));
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    context_on(store)
+}
+
+/// A context reading Runtimes from `store`, with nothing in its pools.
+fn context_on(store: reflector::Store<Runtime>) -> (Arc<Context>, Handle) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let ctx = Context {
-        client,
+        client: kube::Client::new(service, "default"),
         dispatcher: Dispatcher::new(Arc::new(NoSink)),
-        runtimes: store,
+        runtimes: store.clone(),
+        runtimes_ready: runtimes_ready(store),
         schemas: SchemaCache::new(),
         default_ttl_seconds_after_finished: None,
     };
@@ -230,15 +238,9 @@ async fn a_deleted_queued_run_leaves_its_queue_and_only_its_finalizer_is_removed
 
 #[tokio::test]
 async fn a_deleted_running_run_whose_runtime_is_gone_is_released_at_once() {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let (store, _writer) = reflector::store::<Runtime>();
-    let ctx = Arc::new(Context {
-        client: kube::Client::new(service, "default"),
-        dispatcher: Dispatcher::new(Arc::new(NoSink)),
-        runtimes: store,
-        schemas: SchemaCache::new(),
-        default_ttl_seconds_after_finished: None,
-    });
+    let (store, mut writer) = reflector::store::<Runtime>();
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    let (ctx, mut handle) = context_on(store);
     let running = run(Some(
         json!({"phase": "Running", "pod": "p0", "executionId": "uid-1"}),
     ));
@@ -319,4 +321,64 @@ async fn a_finished_run_within_its_ttl_is_looked_at_again_when_it_ends() {
         handle.next_request().await.is_none(),
         "nothing is deleted yet"
     );
+}
+
+#[tokio::test]
+async fn a_running_run_is_decided_only_once_the_runtime_cache_is_filled() {
+    // A new controller: its Runtime cache is not filled yet when the first Runs come.
+    let (store, mut writer) = reflector::store::<Runtime>();
+    let (ctx, mut handle) = context_on(store);
+    let running = run(Some(
+        json!({"phase": "Running", "pod": "p0", "executionId": "uid-1",
+               "startTime": "2026-01-01T00:00:01Z"}),
+    ));
+    // Several wait at once, as the readiness probe and the reconciles do: every one
+    // goes on once the cache is filled.
+    let reconciled = tokio::spawn(reconcile(Arc::new(running.clone()), ctx.clone()));
+    let again = tokio::spawn(reconcile(Arc::new(running), ctx.clone()));
+    let mut probe = ctx.runtimes_ready.clone();
+    let probed = tokio::spawn(async move { probe.wait_for(|ready| *ready).await.is_ok() });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        !reconciled.is_finished() && !again.is_finished() && !probed.is_finished(),
+        "decided before the Runtime cache was filled"
+    );
+    writer.apply_watcher_event(&watcher::Event::Init);
+    writer.apply_watcher_event(&watcher::Event::InitApply(runtime()));
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    // Its Runtime is found, and the Run is re-attached to its pod once the pool knows
+    // the pod (not dropped until a change that never comes).
+    let wait = std::time::Duration::from_secs(10);
+    let action = tokio::time::timeout(wait, reconciled).await.unwrap();
+    assert_eq!(
+        action.unwrap().unwrap(),
+        Action::requeue(kruntimes_controller::dispatch::ADOPTION_RETRY)
+    );
+    let action = tokio::time::timeout(wait, again).await.unwrap();
+    assert_eq!(
+        action.unwrap().unwrap(),
+        Action::requeue(kruntimes_controller::dispatch::ADOPTION_RETRY)
+    );
+    assert!(tokio::time::timeout(wait, probed).await.unwrap().unwrap());
+    drop(ctx);
+    assert!(handle.next_request().await.is_none(), "nothing was written");
+}
+
+#[tokio::test]
+async fn a_running_run_whose_runtime_is_gone_is_still_followed_to_its_end() {
+    let (store, mut writer) = reflector::store::<Runtime>();
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    let (ctx, mut handle) = context_on(store);
+    let running = run(Some(
+        json!({"phase": "Running", "pod": "p0", "executionId": "uid-1"}),
+    ));
+    // Submitted to be followed on its pod (which, with the pool gone, ends it `Error`
+    // after the adoption wait), instead of waiting for a change.
+    let action = reconcile(Arc::new(running), ctx.clone()).await.unwrap();
+    assert_eq!(
+        action,
+        Action::requeue(kruntimes_controller::dispatch::ADOPTION_RETRY)
+    );
+    drop(ctx);
+    assert!(handle.next_request().await.is_none(), "nothing was written");
 }

@@ -208,12 +208,12 @@ impl TerminalWatch {
         let recorder = watch.clone();
         tokio::spawn(async move {
             let mut events = std::pin::pin!(watcher(runs, watcher::Config::default()));
-            while let Some(event) = events.next().await {
-                let (watcher::Event::Apply(run) | watcher::Event::InitApply(run)) = event.unwrap()
-                else {
-                    continue;
-                };
-                recorder.record(&run);
+            // An error ends the watch: the cluster is being stopped (a Run still awaited
+            // then fails its wait with a timeout).
+            while let Some(Ok(event)) = events.next().await {
+                if let watcher::Event::Apply(run) | watcher::Event::InitApply(run) = event {
+                    recorder.record(&run);
+                }
             }
         });
         watch

@@ -438,14 +438,43 @@ impl Dispatcher {
     }
 
     async fn write(&self, submission: &Submission, status: &RunStatus) {
-        if let Some(phase) = status.phase.filter(|p| p.is_terminal()) {
+        let terminal = status.phase.filter(|p| p.is_terminal());
+        if let Some(phase) = terminal {
             self.count_end(phase, status);
         }
-        if let Err(e) = self.inner.sink.write(&submission.key, status).await {
-            // The Run reconciler sees the Run unchanged and tries again; the execution
-            // itself is idempotent on the uid.
+        let Err(e) = self.inner.sink.write(&submission.key, status).await else {
+            return;
+        };
+        if terminal.is_none() {
+            // A missed `Running` is not retried: the terminal write follows.
             tracing::warn!(run = %submission.key.name, error = %e, "cannot write the Run's status");
+            return;
         }
+        // Nothing else would write the end: the Run's object is unchanged, so no
+        // reconcile comes. The slot is freed meanwhile (the execution ended).
+        tracing::warn!(run = %submission.key.name, error = %e, "cannot write the Run's end; retrying");
+        self.keep_writing(submission.key.clone(), status.clone());
+    }
+
+    /// Writes a terminal `status` again, with [`backoff`] (at most 10 s apart), until
+    /// it is written or the Run is gone (404). A new controller re-attaches to a Run
+    /// still `Running` and writes its end from runtimed's retained execution.
+    fn keep_writing(&self, key: super::RunKey, status: RunStatus) {
+        let sink = self.inner.sink.clone();
+        tokio::spawn(async move {
+            let mut attempt = 1;
+            loop {
+                tokio::time::sleep(backoff(attempt)).await;
+                match sink.write(&key, &status).await {
+                    Ok(()) => return,
+                    Err(e) if e.is_not_found() => return,
+                    Err(e) => {
+                        tracing::warn!(run = %key.name, attempt, error = %e, "cannot write the Run's end; retrying");
+                        attempt = attempt.saturating_add(1);
+                    }
+                }
+            }
+        });
     }
 }
 

@@ -6,5 +6,7 @@ pub mod finalizer;
 mod reconcile;
 mod sink;
 
-pub use reconcile::{Context, Decision, WAIT_REQUEUE, decide, error_policy, reconcile};
+pub use reconcile::{
+    Context, Decision, WAIT_REQUEUE, decide, error_policy, reconcile, runtimes_ready,
+};
 pub use sink::{KubeSink, apply_status, status_patch};

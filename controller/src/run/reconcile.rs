@@ -15,6 +15,7 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
+use tokio::sync::watch;
 
 use super::finalizer::{
     CLEANUP_RECHECK, Cleanup, Seen, add_finalizer, decide_cleanup, has_finalizer, remove_finalizer,
@@ -37,6 +38,9 @@ pub struct Context {
     pub dispatcher: Dispatcher,
     /// Runtimes, from a reflector.
     pub runtimes: Store<Runtime>,
+    /// True once `runtimes` was filled by its reflector's first list
+    /// ([`runtimes_ready`]).
+    pub runtimes_ready: watch::Receiver<bool>,
     /// Compiled input schemas.
     pub schemas: SchemaCache,
     /// `--run-ttl-seconds-after-finished`: the TTL of a finished Run that sets none
@@ -48,6 +52,21 @@ impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context").finish_non_exhaustive()
     }
+}
+
+/// A signal that turns true once `runtimes` was filled by its reflector's first list,
+/// for any number of waiters. kube-runtime's `Store::wait_until_ready` wakes only the
+/// last of several concurrent waiters (its oneshot channel keeps one waker), so one
+/// task waits on the store and every reconcile, and the readiness probe, on this.
+pub fn runtimes_ready(runtimes: Store<Runtime>) -> watch::Receiver<bool> {
+    let (ready, signal) = watch::channel(false);
+    tokio::spawn(async move {
+        if runtimes.wait_until_ready().await.is_ok() {
+            let _ = ready.send(true);
+        }
+        // Dropping `ready` unfilled ends the waits with `CacheClosed`.
+    });
+    signal
 }
 
 /// What a Run needs now.
@@ -104,9 +123,13 @@ pub fn decide(
     }
     let Some(runtime) = runtime else {
         if dispatched {
-            // It runs already: its pool is gone with the Runtime; the dispatcher ends
-            // it when the pod goes.
-            return Decision::Nothing;
+            // It runs already and its Runtime is gone: the dispatcher keeps following
+            // it (a new controller re-attaches to it), and ends it `Error` once its pod
+            // is gone with the pool.
+            return Decision::Submit {
+                pending: None,
+                running_on: status.pod.clone(),
+            };
         }
         let mut waiting = status.clone();
         waiting.phase = Some(RunPhase::Pending);
@@ -221,6 +244,14 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
         .namespace()
         .ok_or(Error::MissingField("Run", "namespace"))?;
     let uid = run.uid().ok_or(Error::MissingField("Run", "uid"))?;
+    // A new controller's first reconciles can come before its Runtime cache is filled:
+    // deciding then would take an existing Runtime for a missing one (a Running Run
+    // would not be re-attached, a queued one would read `RuntimeNotFound`).
+    ctx.runtimes_ready
+        .clone()
+        .wait_for(|ready| *ready)
+        .await
+        .map_err(|_| Error::CacheClosed("Runtime"))?;
     let runtime_ref = ObjectRef::<Runtime>::new(&run.spec.runtime_ref.name).within(&namespace);
     let runtime = ctx.runtimes.get(&runtime_ref);
     let runtime_key = RuntimeKey {
@@ -265,15 +296,13 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
             pending,
             running_on,
         } => {
-            let Some(runtime) = runtime else {
-                return Ok(Action::requeue(WAIT_REQUEUE));
-            };
             let mut status = run.status.clone().unwrap_or_default();
             if let Some(pending) = pending {
                 apply_status(&ctx.client, &namespace, &name, &pending).await?;
                 status = pending;
             }
-            let submission = match submission(&run, &runtime, status.clone(), running_on) {
+            let submission = match submission(&run, runtime.as_deref(), status.clone(), running_on)
+            {
                 Ok(submission) => submission,
                 Err(message) => {
                     let end = ended(
@@ -323,16 +352,19 @@ async fn delete_finished(
 }
 
 /// What the dispatcher needs of `run`; the message of a request that cannot be made.
+/// `runtime` is `None` only for a Run re-attached after its Runtime was deleted: such a
+/// Run is only ever followed, never started again, so the Runtime's defaults in the
+/// request do not matter.
 fn submission(
     run: &Run,
-    runtime: &Runtime,
+    runtime: Option<&Runtime>,
     status: RunStatus,
     running_on: Option<String>,
 ) -> Result<Submission, String> {
     let namespace = run.namespace().unwrap_or_default();
     let uid = run.uid().unwrap_or_default();
-    let request =
-        execute_request(&run.spec, uid.clone(), Some(&runtime.spec)).map_err(|e| e.to_string())?;
+    let request = execute_request(&run.spec, uid.clone(), runtime.map(|r| &r.spec))
+        .map_err(|e| e.to_string())?;
     let created = run
         .metadata
         .creation_timestamp
@@ -387,7 +419,7 @@ async fn finalize(
         Cleanup::Reattach { pod } => {
             if let Some(runtime) = runtime {
                 let status = run.status.clone().unwrap_or_default();
-                if let Ok(submission) = submission(run, runtime, status, Some(pod)) {
+                if let Ok(submission) = submission(run, Some(runtime), status, Some(pod)) {
                     ctx.dispatcher.submit(runtime_key, submission);
                     ctx.dispatcher.cancel(runtime_key, uid);
                 }

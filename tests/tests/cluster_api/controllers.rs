@@ -48,6 +48,10 @@ impl PodRunner for FakeNode {
         );
         let (stopped, killed) = (self.stopped.clone(), self.killed.clone());
         Box::pin(async move {
+            // A pod named `slow-start-*` takes a second to start.
+            if name.starts_with("slow-start") {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
             if name.starts_with("refused") {
                 return Err(NodeError::Unsupported {
                     pod: name,
@@ -78,7 +82,13 @@ impl RunningPod for FakePod {
             .lock()
             .unwrap()
             .push((self.name.clone(), grace));
-        Box::pin(async {})
+        // A pod named `slow-stop-*` takes its whole grace period to stop.
+        let slow = self.name.starts_with("slow-stop");
+        Box::pin(async move {
+            if slow {
+                tokio::time::sleep(grace).await;
+            }
+        })
     }
     fn kill_container(&self, container: &str) -> Result<(), NodeError> {
         self.killed
@@ -517,15 +527,13 @@ async fn a_kube_runtime_controller_reconciles_against_the_server() {
     running.abort();
 }
 
-#[tokio::test]
-async fn shutdown_stops_the_pods_the_node_runs() {
-    let (cluster, node) = with_node().await;
-    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
-    pods.create(&PostParams::default(), &pod("left-running", 30))
+/// Creates Pod `name` (grace period 30 s) and waits until it runs.
+async fn create_running(pods: &Api<Pod>, name: &str) {
+    pods.create(&PostParams::default(), &pod(name, 30))
         .await
         .unwrap();
     eventually("it runs", || async {
-        pods.get("left-running")
+        pods.get(name)
             .await
             .unwrap()
             .status
@@ -534,11 +542,69 @@ async fn shutdown_stops_the_pods_the_node_runs() {
             == Some("Running")
     })
     .await;
+}
+
+#[tokio::test]
+async fn shutdown_stops_the_pods_the_node_runs() {
+    let (cluster, node) = with_node().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    create_running(&pods, "left-running").await;
     let Cluster { server, .. } = cluster;
     server.shutdown().await;
     let grace = kruntimes_e2e::cluster::api::SHUTDOWN_GRACE;
     assert_eq!(
         node.stopped.lock().unwrap().clone(),
         [("left-running".to_owned(), grace)]
+    );
+}
+
+#[tokio::test]
+async fn shutdown_also_stops_a_deleted_pod_still_in_its_grace_period() {
+    let (cluster, node) = with_node().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    create_running(&pods, "slow-stop").await;
+    pods.delete("slow-stop", &DeleteParams::default())
+        .await
+        .unwrap();
+    let grace = Duration::from_secs(30);
+    eventually("the node stops it with its grace", || async {
+        node.stopped.lock().unwrap().clone() == [("slow-stop".to_owned(), grace)]
+    })
+    .await;
+    // Shut down while it is still stopping: it is stopped again, not left behind.
+    let Cluster { server, .. } = cluster;
+    server.shutdown().await;
+    let shutdown = kruntimes_e2e::cluster::api::SHUTDOWN_GRACE;
+    assert_eq!(
+        node.stopped.lock().unwrap().clone(),
+        [
+            ("slow-stop".to_owned(), grace),
+            ("slow-stop".to_owned(), shutdown)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_a_pod_still_starting_and_stops_it() {
+    let (cluster, node) = with_node().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    pods.create(&PostParams::default(), &pod("slow-start", 30))
+        .await
+        .unwrap();
+    eventually("its start began", || async {
+        node.started
+            .lock()
+            .unwrap()
+            .contains(&"slow-start".to_owned())
+    })
+    .await;
+    // Shut down while the node is still starting it: once the shutdown returned, the
+    // late Pod was stopped too (nothing is left running behind the server).
+    let Cluster { server, .. } = cluster;
+    server.shutdown().await;
+    let grace = kruntimes_e2e::cluster::api::SHUTDOWN_GRACE;
+    assert_eq!(
+        node.stopped.lock().unwrap().clone(),
+        [("slow-start".to_owned(), grace)]
     );
 }

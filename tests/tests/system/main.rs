@@ -5,7 +5,9 @@
 //! set (kind in `.github/workflows/e2e.yml`). Each scenario uses a namespace of its own.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod burst;
 mod cli;
 mod faults;
 mod runs;
 mod support;
+mod workflows;

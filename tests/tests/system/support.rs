@@ -174,6 +174,12 @@ impl Drop for Cluster {
             let pid = nix::unistd::Pid::from_raw(i32::try_from(emulator.child.id()).unwrap());
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
             let status = emulator.child.wait().unwrap();
+            if std::thread::panicking() && std::env::var_os("KRT_E2E_KEEP_DIR").is_some() {
+                // Kept for reading the components' and pods' whole logs.
+                let kept = emulator.dir.keep();
+                eprintln!("--- the cluster's directory is kept: {}", kept.display());
+                return;
+            }
             if !std::thread::panicking() {
                 assert!(
                     status.success(),
@@ -236,4 +242,19 @@ where
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Waits until Run `name` is terminal, fails unless it `Succeeded`, and returns it.
+pub(crate) async fn succeeded(
+    runs: &Api<kruntimes_api::v1alpha1::Run>,
+    name: &str,
+) -> kruntimes_api::v1alpha1::Run {
+    let ended = crate::runs::finished(runs, name).await;
+    assert_eq!(
+        crate::runs::phase(&ended),
+        kruntimes_api::v1alpha1::RunPhase::Succeeded,
+        "{name}: {:?}",
+        ended.status
+    );
+    ended
 }

@@ -132,6 +132,18 @@ fn a_running_run_found_after_a_restart_is_reattached_to_its_pod() {
 }
 
 #[test]
+fn a_running_run_whose_runtime_is_gone_is_still_followed_on_its_pod() {
+    let running = run(json!({"status": {"phase": "Running", "pod": "p-1"}}));
+    assert_eq!(
+        decide_now(&running, None),
+        Decision::Submit {
+            pending: None,
+            running_on: Some("p-1".into())
+        }
+    );
+}
+
+#[test]
 fn a_terminal_run_needs_nothing() {
     for phase in ["Succeeded", "Failed", "TimedOut", "Cancelled", "Error"] {
         let done = run(json!({"status": {"phase": phase}}));

@@ -22,7 +22,9 @@ const WRITE_ATTEMPTS: usize = 10;
 enum PodState {
     Starting,
     Running(Arc<dyn RunningPod>),
-    Stopping,
+    /// Deleted and stopping with its grace period; kept so that a server shutdown
+    /// meanwhile stops it too instead of leaving its processes behind.
+    Stopping(Arc<dyn RunningPod>),
     Done,
 }
 
@@ -33,7 +35,15 @@ pub(crate) struct Kubelet {
     pods: Mutex<HashMap<String, PodState>>,
     /// Set by `stop_all`: a Pod whose start completes afterwards is stopped at once.
     stopping_all: std::sync::atomic::AtomicBool,
+    /// Pods whose start (and, for a late one, its stop) is in progress: `stop_all`
+    /// waits for none to be left, so the server never exits before a late Pod is
+    /// stopped.
+    starting: tokio::sync::watch::Sender<usize>,
 }
+
+/// How long `stop_all` waits for Pods still starting once the running ones stopped:
+/// a Pod's start (its init containers) and then its stop take a few seconds.
+pub(crate) const START_WAIT_ON_SHUTDOWN: Duration = Duration::from_secs(30);
 
 /// Secrets and ConfigMaps as the store holds them now.
 struct StoreVolumes(Store);
@@ -157,6 +167,7 @@ impl Kubelet {
             node_name: node_name.to_owned(),
             pods: Mutex::new(HashMap::new()),
             stopping_all: std::sync::atomic::AtomicBool::new(false),
+            starting: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -202,7 +213,7 @@ impl Kubelet {
                 }
                 (Some(PodState::Running(running)), true) => {
                     let running = running.clone();
-                    states.insert(uid.clone(), PodState::Stopping);
+                    states.insert(uid.clone(), PodState::Stopping(running.clone()));
                     let (store, me) = (server.store.clone(), self.clone());
                     tokio::spawn(async move {
                         running.stop(grace).await;
@@ -222,7 +233,9 @@ impl Kubelet {
             .cloned()
             .collect();
         for uid in gone {
-            if let Some(PodState::Running(running)) = states.remove(&uid) {
+            if let Some(PodState::Running(running) | PodState::Stopping(running)) =
+                states.remove(&uid)
+            {
                 tokio::spawn(async move { running.stop(Duration::ZERO).await });
             }
         }
@@ -236,7 +249,10 @@ impl Kubelet {
         uid: String,
     ) {
         let (me, store) = (self.clone(), server.store.clone());
+        self.starting.send_modify(|n| *n += 1);
         tokio::spawn(async move {
+            // Counted out once the start ended (and a late Pod was stopped).
+            let started_guard = StartGuard(me.clone());
             let typed: Result<Pod, _> = serde_json::from_value(pod);
             let started = match typed {
                 Ok(typed) => me
@@ -264,6 +280,7 @@ impl Kubelet {
                         return;
                     }
                     drop(running);
+                    drop(started_guard);
                     loop {
                         let current = status.borrow_and_update().clone();
                         set_status(&store, &key, &uid, &current);
@@ -294,7 +311,9 @@ impl Kubelet {
         running.kill_container(container).map_err(|e| e.to_string())
     }
 
-    /// Stops every Pod still running (server shutdown).
+    /// Stops every Pod still running or stopping (server shutdown): a deleted Pod still
+    /// in its grace period is stopped with `grace` too (stopping twice is harmless:
+    /// the second stop ends what the first has not ended yet).
     pub(crate) async fn stop_all(&self, grace: Duration) {
         let running: Vec<Arc<dyn RunningPod>> = {
             let mut states = self.states();
@@ -304,11 +323,30 @@ impl Kubelet {
             states
                 .drain()
                 .filter_map(|(_, s)| match s {
-                    PodState::Running(r) => Some(r),
+                    PodState::Running(r) | PodState::Stopping(r) => Some(r),
                     _ => None,
                 })
                 .collect()
         };
         futures::future::join_all(running.iter().map(|r| r.stop(grace))).await;
+        let mut starting = self.starting.subscribe();
+        let none_left = starting.wait_for(|n| *n == 0);
+        if tokio::time::timeout(START_WAIT_ON_SHUTDOWN, none_left)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "Pods still starting {START_WAIT_ON_SHUTDOWN:?} after the shutdown began; not waiting for them"
+            );
+        }
+    }
+}
+
+/// Counts a Pod's start out of [`Kubelet::starting`] when dropped.
+struct StartGuard(Arc<Kubelet>);
+
+impl Drop for StartGuard {
+    fn drop(&mut self) {
+        self.0.starting.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
