@@ -24,6 +24,7 @@ mod namespaces;
 mod openapi;
 mod patch;
 mod proto;
+mod rbac;
 mod read;
 pub mod resources;
 pub mod selector;
