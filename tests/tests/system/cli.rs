@@ -385,3 +385,137 @@ async fn ctrl_c_cancels_and_logs_fall_back_to_tails_once_the_pod_is_gone() {
     );
     cluster.delete_namespace(&ns).await;
 }
+
+/// Runs `krt ARGS` with another kubeconfig: (exit code, stdout, stderr).
+async fn krt_output_as(kubeconfig: &Path, ns: &str, args: &[&str]) -> (i32, String, String) {
+    let mut command = tokio::process::Command::new(krt_binary());
+    command
+        .arg(args[0])
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("-n")
+        .arg(ns)
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(WAIT, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("krt {args:?} did not end within {WAIT:?}"))
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A user with a read-only Role on Runs in one namespace: `krt get runs` works, `krt
+/// run` and `krt logs` exit 1 naming what RBAC refused (the verb, the resource and the
+/// namespace), as docs/cli.md ("RBAC") says.
+#[tokio::test]
+async fn krt_names_what_rbac_forbids_a_user_with_a_read_only_role() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    if !cluster.is_emulated() {
+        eprintln!(
+            "skipped: this scenario needs a user with no rights of its own (the emulated \
+             cluster's `jane`, viewer.kubeconfig); KUBECONFIG names a real cluster"
+        );
+        return;
+    }
+    let viewer = cluster.kubeconfig.with_file_name("viewer.kubeconfig");
+    let ns = cluster.namespace("krt-rbac").await;
+    ready_runtime(&cluster, &ns, runtime("bash", 1, 4)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_run(dir.path(), "done", "echo hello");
+    let (code, _, err) = krt_output(&cluster, &ns, &["run", "-f", file.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{err}");
+    let runs: Api<Run> = Api::namespaced(cluster.client.clone(), &ns);
+    finished(&runs, "done").await;
+
+    // Before any binding jane may not even list.
+    let (code, _, err) = krt_output_as(&viewer, &ns, &["get", "runs"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("you may not list"), "{err}");
+
+    let role_rules = |with_pods: bool| {
+        let mut rules = vec![
+            json!({"apiGroups": ["kruntimes.io"], "resources": ["runs"], "verbs": ["get", "list", "watch"]}),
+        ];
+        if with_pods {
+            rules.push(json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}));
+        }
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+               "metadata": {"name": "run-viewer"}, "rules": rules})
+    };
+    let roles: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        cluster.client.clone(),
+        &ns,
+        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "Role",
+        )),
+    );
+    let bindings: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        cluster.client.clone(),
+        &ns,
+        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "RoleBinding",
+        )),
+    );
+    let apply = PatchParams::apply("kruntimes-e2e");
+    roles
+        .patch("run-viewer", &apply, &Patch::Apply(role_rules(false)))
+        .await
+        .unwrap();
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "jane-run-viewer"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "run-viewer"},
+        "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "jane"}]});
+    bindings
+        .patch("jane-run-viewer", &apply, &Patch::Apply(binding))
+        .await
+        .unwrap();
+
+    let (code, out, err) = krt_output_as(&viewer, &ns, &["get", "runs"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("done"), "{out}");
+
+    let (code, _, err) =
+        krt_output_as(&viewer, &ns, &["run", "--runtime", "bash", "--", "true"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "you may not create runs.kruntimes.io in namespace {ns}"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("User \"jane\" cannot create resource \"runs\""),
+        "{err}"
+    );
+
+    // krt logs reads the pod, then its log: each refusal names what was refused.
+    let (code, _, err) = krt_output_as(&viewer, &ns, &["logs", "done"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("you may not get pods in namespace {ns}")),
+        "{err}"
+    );
+    roles
+        .patch("run-viewer", &apply, &Patch::Apply(role_rules(true)))
+        .await
+        .unwrap();
+    let (code, _, err) = krt_output_as(&viewer, &ns, &["logs", "done"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("you may not get pods/log in namespace {ns}")),
+        "{err}"
+    );
+    assert!(err.contains("cannot get resource \"pods/log\""), "{err}");
+    cluster.delete_namespace(&ns).await;
+}
