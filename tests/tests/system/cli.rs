@@ -35,11 +35,16 @@ fn krt_binary() -> PathBuf {
 /// `krt COMMAND --kubeconfig K -n NS ARGS...`, stdin closed (the access flags right
 /// after the command: what follows `--` is the Run's command).
 fn krt(cluster: &Cluster, ns: &str, args: &[&str]) -> tokio::process::Command {
+    krt_as(&cluster.kubeconfig, ns, args)
+}
+
+/// `krt` with another kubeconfig (another user).
+fn krt_as(kubeconfig: &Path, ns: &str, args: &[&str]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(krt_binary());
     command
         .arg(args[0])
         .arg("--kubeconfig")
-        .arg(&cluster.kubeconfig)
+        .arg(kubeconfig)
         .arg("-n")
         .arg(ns)
         .args(&args[1..])
@@ -50,7 +55,12 @@ fn krt(cluster: &Cluster, ns: &str, args: &[&str]) -> tokio::process::Command {
 
 /// Runs `krt ARGS` to its end: (exit code, stdout, stderr).
 async fn krt_output(cluster: &Cluster, ns: &str, args: &[&str]) -> (i32, String, String) {
-    let out = tokio::time::timeout(WAIT, krt(cluster, ns, args).output())
+    krt_output_as(&cluster.kubeconfig, ns, args).await
+}
+
+/// Runs `krt ARGS` with another kubeconfig: (exit code, stdout, stderr).
+async fn krt_output_as(kubeconfig: &Path, ns: &str, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::time::timeout(WAIT, krt_as(kubeconfig, ns, args).output())
         .await
         .unwrap_or_else(|_| panic!("krt {args:?} did not end within {WAIT:?}"))
         .unwrap();
@@ -384,29 +394,6 @@ async fn ctrl_c_cancels_and_logs_fall_back_to_tails_once_the_pod_is_gone() {
         "{err}"
     );
     cluster.delete_namespace(&ns).await;
-}
-
-/// Runs `krt ARGS` with another kubeconfig: (exit code, stdout, stderr).
-async fn krt_output_as(kubeconfig: &Path, ns: &str, args: &[&str]) -> (i32, String, String) {
-    let mut command = tokio::process::Command::new(krt_binary());
-    command
-        .arg(args[0])
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .arg("-n")
-        .arg(ns)
-        .args(&args[1..])
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(WAIT, command.output())
-        .await
-        .unwrap_or_else(|_| panic!("krt {args:?} did not end within {WAIT:?}"))
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// A user with a read-only Role on Runs in one namespace: `krt get runs` works, `krt
