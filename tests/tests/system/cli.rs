@@ -436,24 +436,12 @@ async fn krt_names_what_rbac_forbids_a_user_with_a_read_only_role() {
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
                "metadata": {"name": "run-viewer"}, "rules": rules})
     };
-    let roles: Api<kube::api::DynamicObject> = Api::namespaced_with(
-        cluster.client.clone(),
-        &ns,
-        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "Role",
-        )),
-    );
-    let bindings: Api<kube::api::DynamicObject> = Api::namespaced_with(
-        cluster.client.clone(),
-        &ns,
-        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "RoleBinding",
-        )),
-    );
+    let rbac_api = |kind: &str| -> Api<kube::api::DynamicObject> {
+        let gvk = kube::api::GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", kind);
+        let resource = kube::api::ApiResource::from_gvk(&gvk);
+        Api::namespaced_with(cluster.client.clone(), &ns, &resource)
+    };
+    let (roles, bindings) = (rbac_api("Role"), rbac_api("RoleBinding"));
     let apply = PatchParams::apply("kruntimes-e2e");
     roles
         .patch("run-viewer", &apply, &Patch::Apply(role_rules(false)))
