@@ -45,7 +45,8 @@ pub enum HarnessError {
 /// The controller's ServiceAccount name.
 const CONTROLLER_ACCOUNT: &str = "kruntimes-controller";
 
-/// The identities the harness hands out: admin, webhook and controller.
+/// The identities the harness hands out: admin, webhook, controller, and `jane`, a
+/// user with no bindings (tests bind her to what they need).
 struct Identity {
     file: &'static str,
     token: String,
@@ -85,6 +86,14 @@ fn identities() -> Vec<Identity> {
             token: token(),
             user: account(CONTROLLER_ACCOUNT),
         },
+        Identity {
+            file: "viewer.kubeconfig",
+            token: token(),
+            user: UserInfo {
+                username: "jane".into(),
+                groups: vec!["system:authenticated".into()],
+            },
+        },
     ]
 }
 
@@ -120,8 +129,8 @@ fn manifests(repo: &Path, file: &str) -> Result<Vec<Value>, HarnessError> {
 }
 
 /// What `--install` stores before the components start: their namespace, accounts and
-/// the webhook's Service and configurations. RBAC objects are left out: the emulated
-/// API server serves no RBAC API (docs/test-cluster.md).
+/// RBAC (the components are authorized by it, as on a cluster), the webhook's Service
+/// and configurations.
 fn install_objects(repo: &Path) -> Result<Vec<Value>, HarnessError> {
     let mut objects = vec![json!({
         "apiVersion": "v1", "kind": "Namespace",
@@ -132,16 +141,13 @@ fn install_objects(repo: &Path) -> Result<Vec<Value>, HarnessError> {
         "deploy/controller-rbac.yaml",
         "deploy/webhook-certificates-rbac.yaml",
     ] {
-        for account in manifests(repo, file)?
-            .into_iter()
-            .filter(|o| o["kind"] == "ServiceAccount")
-        {
+        for object in manifests(repo, file)? {
             // Several files name the same account (each says what it needs).
             if !objects
                 .iter()
-                .any(|o| o["kind"] == account["kind"] && o["metadata"] == account["metadata"])
+                .any(|o| o["kind"] == object["kind"] && o["metadata"] == object["metadata"])
             {
-                objects.push(account);
+                objects.push(object);
             }
         }
     }
@@ -384,7 +390,7 @@ impl TestCluster {
             .arg(self.dir.join("webhook.kubeconfig"))
             .args(["--cert-mode", "self-managed"])
             .arg(format!(
-                "--self-managed-secret={SYSTEM_NAMESPACE}/kruntimes-webhook-tls"
+                "--self-managed-secret={SYSTEM_NAMESPACE}/kruntimes-webhook-certs"
             ))
             .arg(format!(
                 "--self-managed-service={SYSTEM_NAMESPACE}/kruntimes-webhook"

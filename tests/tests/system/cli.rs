@@ -35,11 +35,16 @@ fn krt_binary() -> PathBuf {
 /// `krt COMMAND --kubeconfig K -n NS ARGS...`, stdin closed (the access flags right
 /// after the command: what follows `--` is the Run's command).
 fn krt(cluster: &Cluster, ns: &str, args: &[&str]) -> tokio::process::Command {
+    krt_as(&cluster.kubeconfig, ns, args)
+}
+
+/// `krt` with another kubeconfig (another user).
+fn krt_as(kubeconfig: &Path, ns: &str, args: &[&str]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(krt_binary());
     command
         .arg(args[0])
         .arg("--kubeconfig")
-        .arg(&cluster.kubeconfig)
+        .arg(kubeconfig)
         .arg("-n")
         .arg(ns)
         .args(&args[1..])
@@ -50,7 +55,12 @@ fn krt(cluster: &Cluster, ns: &str, args: &[&str]) -> tokio::process::Command {
 
 /// Runs `krt ARGS` to its end: (exit code, stdout, stderr).
 async fn krt_output(cluster: &Cluster, ns: &str, args: &[&str]) -> (i32, String, String) {
-    let out = tokio::time::timeout(WAIT, krt(cluster, ns, args).output())
+    krt_output_as(&cluster.kubeconfig, ns, args).await
+}
+
+/// Runs `krt ARGS` with another kubeconfig: (exit code, stdout, stderr).
+async fn krt_output_as(kubeconfig: &Path, ns: &str, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::time::timeout(WAIT, krt_as(kubeconfig, ns, args).output())
         .await
         .unwrap_or_else(|_| panic!("krt {args:?} did not end within {WAIT:?}"))
         .unwrap();
@@ -383,5 +393,104 @@ async fn ctrl_c_cancels_and_logs_fall_back_to_tails_once_the_pod_is_gone() {
         err.contains("pod is gone") && err.contains("tails"),
         "{err}"
     );
+    cluster.delete_namespace(&ns).await;
+}
+
+/// A user with a read-only Role on Runs in one namespace: `krt get runs` works, `krt
+/// run` and `krt logs` exit 1 naming what RBAC refused (the verb, the resource and the
+/// namespace), as docs/cli.md ("RBAC") says.
+#[tokio::test]
+async fn krt_names_what_rbac_forbids_a_user_with_a_read_only_role() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    if !cluster.is_emulated() {
+        eprintln!(
+            "skipped: this scenario needs a user with no rights of its own (the emulated \
+             cluster's `jane`, viewer.kubeconfig); KUBECONFIG names a real cluster"
+        );
+        return;
+    }
+    let viewer = cluster.kubeconfig.with_file_name("viewer.kubeconfig");
+    let ns = cluster.namespace("krt-rbac").await;
+    ready_runtime(&cluster, &ns, runtime("bash", 1, 4)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_run(dir.path(), "done", "echo hello");
+    let (code, _, err) = krt_output(&cluster, &ns, &["run", "-f", file.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{err}");
+    let runs: Api<Run> = Api::namespaced(cluster.client.clone(), &ns);
+    finished(&runs, "done").await;
+
+    // Before any binding jane may not even list.
+    let (code, _, err) = krt_output_as(&viewer, &ns, &["get", "runs"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("you may not list"), "{err}");
+
+    let role_rules = |with_pods: bool| {
+        let mut rules = vec![
+            json!({"apiGroups": ["kruntimes.io"], "resources": ["runs"], "verbs": ["get", "list", "watch"]}),
+        ];
+        if with_pods {
+            rules.push(json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}));
+        }
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+               "metadata": {"name": "run-viewer"}, "rules": rules})
+    };
+    let rbac_api = |kind: &str| -> Api<kube::api::DynamicObject> {
+        let gvk = kube::api::GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", kind);
+        let resource = kube::api::ApiResource::from_gvk(&gvk);
+        Api::namespaced_with(cluster.client.clone(), &ns, &resource)
+    };
+    let (roles, bindings) = (rbac_api("Role"), rbac_api("RoleBinding"));
+    let apply = PatchParams::apply("kruntimes-e2e");
+    roles
+        .patch("run-viewer", &apply, &Patch::Apply(role_rules(false)))
+        .await
+        .unwrap();
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "jane-run-viewer"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "run-viewer"},
+        "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "jane"}]});
+    bindings
+        .patch("jane-run-viewer", &apply, &Patch::Apply(binding))
+        .await
+        .unwrap();
+
+    let (code, out, err) = krt_output_as(&viewer, &ns, &["get", "runs"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("done"), "{out}");
+
+    let (code, _, err) =
+        krt_output_as(&viewer, &ns, &["run", "--runtime", "bash", "--", "true"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "you may not create runs.kruntimes.io in namespace {ns}"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("User \"jane\" cannot create resource \"runs\""),
+        "{err}"
+    );
+
+    // krt logs reads the pod, then its log: each refusal names what was refused.
+    let (code, _, err) = krt_output_as(&viewer, &ns, &["logs", "done"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("you may not get pods in namespace {ns}")),
+        "{err}"
+    );
+    roles
+        .patch("run-viewer", &apply, &Patch::Apply(role_rules(true)))
+        .await
+        .unwrap();
+    let (code, _, err) = krt_output_as(&viewer, &ns, &["logs", "done"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("you may not get pods/log in namespace {ns}")),
+        "{err}"
+    );
+    assert!(err.contains("cannot get resource \"pods/log\""), "{err}");
     cluster.delete_namespace(&ns).await;
 }

@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::resources::{self, ResourceType};
 use super::selector::{FieldSelector, LabelSelector, Selectors};
 use super::table::{self, IncludeObject};
-use super::{Server, logs, openapi, read, watch, write};
+use super::{Server, logs, openapi, rbac, read, watch, write};
 use crate::cluster::contract::UserInfo;
 
 /// What a resource path names.
@@ -203,6 +203,7 @@ async fn route(
     }
     let path = uri.path().trim_end_matches('/');
     if let Some(doc) = discovery(server, path)? {
+        rbac::authorize_path(&server.store, &user, path)?;
         return if method == Method::GET {
             Ok(json_response(200, &doc))
         } else {
@@ -210,6 +211,18 @@ async fn route(
         };
     }
     let target = parse_target(server, path)?;
+    rbac::authorize(
+        &server.store,
+        &user,
+        &rbac::Attributes {
+            verb: rbac::verb(&method, target.name.is_some(), query.watch),
+            group: &target.rtype.group,
+            resource: &target.rtype.plural,
+            subresource: target.subresource.as_deref(),
+            namespace: target.namespace.as_deref(),
+            name: target.name.as_deref(),
+        },
+    )?;
     // Only reads span namespaces: a write to a namespaced resource names its namespace.
     if method != Method::GET && target.rtype.namespaced && target.namespace.is_none() {
         return Err(ApiError::no_route(path));

@@ -14,8 +14,8 @@
 //! - `timestamps`: ignored for the same reason (lines come without the timestamp);
 //! - `previous=true`: `400`, the node never restarts a container.
 //!
-//! Authorization is the server's for every request (authentication only: the emulated
-//! server has no RBAC), so `pods/log` is open to every known identity.
+//! Authorized like every request: `get` on `pods/log` in the Pod's namespace (see
+//! `rbac.rs`).
 //!
 //! [`PodRunner::log_file`]: crate::cluster::contract::PodRunner::log_file
 

@@ -5,7 +5,8 @@
 //! counter (as etcd's revision). Writes go through admission and, for custom resources,
 //! the CRD schema check ([`crate::cluster::contract`]). Watches replay a bounded history
 //! and then follow live changes. docs/test-cluster.md ("API server") lists every known
-//! difference from a real apiserver; the main ones: no RBAC, no aggregated discovery,
+//! difference from a real apiserver; the main ones: RBAC without aggregation or
+//! escalation checks (`rbac.rs`), no aggregated discovery,
 //! OpenAPI v3 documents without schemas and no v2, no pagination, Protobuf bodies only
 //! for the kinds kubectl's generator commands create, no version conversion beyond the
 //! `apiVersion` field.
@@ -24,6 +25,7 @@ mod namespaces;
 mod openapi;
 mod patch;
 mod proto;
+mod rbac;
 mod read;
 pub mod resources;
 pub mod selector;
