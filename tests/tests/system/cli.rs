@@ -106,9 +106,7 @@ fn write_run(dir: &Path, name: &str, script: &str) -> PathBuf {
 
 #[tokio::test]
 async fn krt_run_wait_streams_live_output_and_exits_with_the_runs_status() {
-    let Some(cluster) = Cluster::start().await else {
-        return;
-    };
+    let cluster = Cluster::start().await;
     let ns = cluster.namespace("krt-run").await;
     ready_runtime(&cluster, &ns, runtime("bash", 1, 4)).await;
     let dir = tempfile::tempdir().unwrap();
@@ -316,9 +314,7 @@ async fn not_found_names_what_is_missing(cluster: &Cluster, ns: &str) {
 
 #[tokio::test]
 async fn ctrl_c_cancels_and_logs_fall_back_to_tails_once_the_pod_is_gone() {
-    let Some(cluster) = Cluster::start().await else {
-        return;
-    };
+    let cluster = Cluster::start().await;
     let ns = cluster.namespace("krt-cancel").await;
     ready_runtime(&cluster, &ns, runtime("bash", 1, 4)).await;
     let dir = tempfile::tempdir().unwrap();
@@ -401,9 +397,7 @@ async fn ctrl_c_cancels_and_logs_fall_back_to_tails_once_the_pod_is_gone() {
 /// namespace), as docs/cli.md ("RBAC") says.
 #[tokio::test]
 async fn krt_names_what_rbac_forbids_a_user_with_a_read_only_role() {
-    let Some(cluster) = Cluster::start().await else {
-        return;
-    };
+    let cluster = Cluster::start().await;
     if !cluster.is_emulated() {
         eprintln!(
             "skipped: this scenario needs a user with no rights of its own (the emulated \

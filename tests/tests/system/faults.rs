@@ -23,9 +23,7 @@ async fn running_on(runs: &Api<Run>, name: &str) -> String {
 
 #[tokio::test]
 async fn a_run_whose_agent_is_killed_ends_in_error_with_a_reason() {
-    let Some(cluster) = Cluster::start().await else {
-        return;
-    };
+    let cluster = Cluster::start().await;
     if !cluster.is_emulated() {
         eprintln!("skipped: killing a container needs the emulated cluster's control commands");
         return;
@@ -51,9 +49,7 @@ async fn a_run_whose_agent_is_killed_ends_in_error_with_a_reason() {
 
 #[tokio::test]
 async fn a_run_completes_exactly_once_across_a_controller_restart() {
-    let Some(cluster) = Cluster::start().await else {
-        return;
-    };
+    let cluster = Cluster::start().await;
     if !cluster.is_emulated() {
         eprintln!(
             "skipped: restarting the controller needs the emulated cluster's control commands"
@@ -87,9 +83,7 @@ async fn a_run_completes_exactly_once_across_a_controller_restart() {
 
 #[tokio::test]
 async fn a_run_whose_pod_is_deleted_while_busy_ends_in_error_with_a_reason() {
-    let Some(cluster) = Cluster::start().await else {
-        return;
-    };
+    let cluster = Cluster::start().await;
     let ns = cluster.namespace("pod-deleted").await;
     ready_runtime(&cluster, &ns, runtime("bash", 1, 1)).await;
     let runs: Api<Run> = Api::namespaced(cluster.client.clone(), &ns);
@@ -115,9 +109,7 @@ async fn a_run_whose_pod_is_deleted_while_busy_ends_in_error_with_a_reason() {
 
 #[tokio::test]
 async fn with_the_webhook_down_a_run_is_refused_clearly_and_nothing_is_created() {
-    let Some(cluster) = Cluster::start().await else {
-        return;
-    };
+    let cluster = Cluster::start().await;
     if !cluster.is_emulated() {
         eprintln!("skipped: stopping the webhook needs the emulated cluster's control commands");
         return;
@@ -168,9 +160,7 @@ async fn with_the_webhook_down_a_run_is_refused_clearly_and_nothing_is_created()
 
 #[tokio::test]
 async fn runs_complete_once_the_api_recovers_from_errors() {
-    let Some(cluster) = Cluster::start().await else {
-        return;
-    };
+    let cluster = Cluster::start().await;
     if !cluster.is_emulated() {
         eprintln!("skipped: failing the API needs the emulated cluster's control commands");
         return;

@@ -37,16 +37,16 @@ pub(crate) struct Cluster {
 
 impl Cluster {
     /// The cluster for a scenario: the one `KUBECONFIG` names, else an emulated one
-    /// (which needs root: the test fails saying so otherwise). Always `Some`.
-    pub(crate) async fn start() -> Option<Cluster> {
+    /// (which needs root: the test fails saying so otherwise).
+    pub(crate) async fn start() -> Cluster {
         if let Some(kubeconfig) = std::env::var_os("KUBECONFIG") {
             let kubeconfig = PathBuf::from(kubeconfig);
             let client = client_of(&kubeconfig).await;
-            return Some(Cluster {
+            return Cluster {
                 client,
                 kubeconfig,
                 emulator: None,
-            });
+            };
         }
         kruntimes_testkit::privilege::require_root(
             "without KUBECONFIG the suite starts the emulated cluster, whose node runs Pods \
@@ -78,11 +78,11 @@ impl Cluster {
             stdout,
             dir,
         };
-        Some(Cluster {
+        Cluster {
             client,
             kubeconfig,
             emulator: Some(Mutex::new(emulator)),
-        })
+        }
     }
 
     /// Whether this is the emulated cluster (fault injection needs it).
