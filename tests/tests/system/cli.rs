@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use kruntimes_api::v1alpha1::{Run, RunPhase, Runtime};
 use kube::api::{Api, Patch, PatchParams};
@@ -136,27 +135,31 @@ async fn live_output_in_order_with_the_programs_code(cluster: &Cluster, ns: &str
         }
         all
     });
+    let runs: Api<Run> = Api::namespaced(cluster.client.clone(), ns);
     let mut lines = Vec::new();
-    let mut first_at = None;
+    let mut phase_when_printed = None;
     while let Some(line) = tokio::time::timeout(WAIT, stdout.next_line())
         .await
         .expect("krt run --wait prints the Run's output")
         .unwrap()
     {
-        first_at.get_or_insert_with(Instant::now);
+        if phase_when_printed.is_none() {
+            // Printed while the program still runs (it sleeps before its last line):
+            // the Run is not terminal yet.
+            phase_when_printed = Some(phase(&runs.get("live").await.unwrap()));
+        }
         lines.push(line);
     }
     let status = tokio::time::timeout(WAIT, child.wait())
         .await
         .unwrap()
         .unwrap();
-    let ended_at = Instant::now();
     assert_eq!(lines, ["out 1", "out 2", "out 3", "last"]);
     assert_eq!(status.code(), Some(3), "the program's exit code");
-    let lived = ended_at - first_at.unwrap();
-    assert!(
-        lived >= Duration::from_secs(2),
-        "the first line came only {lived:?} before krt ended: not live"
+    assert_eq!(
+        phase_when_printed,
+        Some(RunPhase::Running),
+        "the first line was printed only once the Run had ended: not live"
     );
     let stderr = stderr.await.unwrap();
     let program: Vec<&String> = stderr.iter().filter(|l| l.starts_with("err ")).collect();
