@@ -85,12 +85,16 @@ impl Interrupts {
             return first;
         }
         let got = self.next().await;
+        self.first = Some(got);
+        // The watcher listens before krt says "again to exit at once": a second signal
+        // sent as soon as that is read must find it (the first handlers, still
+        // installed, would take it and nobody would look).
+        let watching = Self::install();
         eprintln!(
             "krt run: {}; cancelling (again to exit at once)",
             got.name()
         );
-        self.first = Some(got);
-        match Self::install() {
+        match watching {
             Ok(mut watcher) => {
                 let result = self.result.clone();
                 tokio::spawn(async move {

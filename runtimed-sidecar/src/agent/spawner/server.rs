@@ -470,7 +470,11 @@ mod tests {
             spawner
         };
         let raw = rustix::net::recv(&gone_with_unread(), &mut [0u8; 8], RecvFlags::empty());
-        assert_eq!(raw.err(), Some(rustix::io::Errno::CONNRESET), "the setup resets");
+        assert_eq!(
+            raw.err(),
+            Some(rustix::io::Errno::CONNRESET),
+            "the setup resets"
+        );
         let received = receive(&gone_with_unread());
         assert!(matches!(received, Ok(None)), "{:?}", received.err());
     }
