@@ -469,7 +469,7 @@ mod tests {
             drop(agent);
             spawner
         };
-        let raw = rustix::net::recv(&gone_with_unread(), &mut [0u8; 8], RecvFlags::empty());
+        let raw = rustix::net::recv(gone_with_unread(), &mut [0u8; 8], RecvFlags::empty());
         assert_eq!(
             raw.err(),
             Some(rustix::io::Errno::CONNRESET),
