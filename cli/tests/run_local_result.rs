@@ -5,11 +5,15 @@
 // Tests stop loudly on the first unexpected value.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 use kruntimes_testkit::runtimed::binary as runtimed;
+
+#[path = "support/krt_process.rs"]
+mod support;
+use support::{first_line, signal};
 use serde_json::Value;
 
 fn text(bytes: &[u8]) -> String {
@@ -186,21 +190,9 @@ fn spawn(file: &Path, result: &Path) -> Child {
         .unwrap()
 }
 
-fn signal(pid: u32, name: &str) {
-    let sent = Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success(), "kill -{name} {pid}");
-}
-
 /// Waits for the Run's first line on krt's stdout.
 fn started(krt: &mut Child) {
-    let mut line = String::new();
-    std::io::BufReader::new(krt.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "started\n");
+    assert_eq!(first_line(krt), "started");
 }
 
 #[test]

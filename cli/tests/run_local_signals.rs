@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 
 use kruntimes_testkit::runtimed::binary as runtimed;
 
+#[path = "support/krt_process.rs"]
+mod support;
+use support::{first_line, signal};
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -44,23 +48,6 @@ fn spawn_krt(file: &Path, tmp: &Path) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-/// The first line krt prints (the Run echoes its pid).
-fn first_line(krt: &mut Child) -> String {
-    let mut line = String::new();
-    std::io::BufReader::new(krt.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    line.trim().to_owned()
-}
-
-fn signal(pid: u32, name: &str) {
-    let sent = Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success(), "kill -{name} {pid}");
 }
 
 fn run_dirs(tmp: &Path) -> Vec<PathBuf> {
