@@ -174,6 +174,31 @@ async fn a_followed_run_that_failed_writes_the_programs_status_as_its_result() {
     );
 }
 
+#[tokio::test]
+async fn a_run_created_without_wait_is_krts_0_and_names_the_run() {
+    let (cluster, mut server) = mocked();
+    let run = json!({"apiVersion": "kruntimes.io/v1alpha1", "kind": "Run",
+        "metadata": {"name": "r"},
+        "spec": {"runtimeRef": {"name": "bash"}, "interpreter": "bash", "script": "true"}});
+    let scenario = Scenario::new("run, created").then(Method::POST, RUNS, Answer::Echo(201));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("result.json");
+    let sink = ResultSink::prepare(&path, false).unwrap();
+    let submission = Submission::Run(Box::new(serde_json::from_value(run).unwrap()));
+    let (ending, _) = tokio::join!(
+        submit(&cluster, submission, false, &sink),
+        server.run(&scenario)
+    );
+    sink.finish(&ending.unwrap());
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(result["krtExitStatus"], 0);
+    assert_eq!(result["source"], "krt");
+    assert_eq!(result["reason"], "Created");
+    assert_eq!(result["phase"], serde_json::Value::Null, "not followed");
+    assert_eq!(result["object"]["name"], "r");
+}
+
 fn krt() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_krt"));
     command

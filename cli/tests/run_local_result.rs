@@ -13,8 +13,8 @@ use kruntimes_testkit::runtimed::binary as runtimed;
 
 #[path = "support/krt_process.rs"]
 mod support;
-use support::{first_line, signal};
 use serde_json::Value;
+use support::{first_line, signal};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

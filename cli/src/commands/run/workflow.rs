@@ -165,13 +165,29 @@ pub(crate) async fn execute_workflow(
         }
     }
     let done = planner::plan(&plan.jobs, plan.fail_fast, halt, &state);
+    let stopped = match (interrupted, broken_pipe) {
+        (Some(signal), _) => Some(Ending::interrupted(signal, "the Workflow's steps")),
+        (None, true) => Some(Ending::stdout_closed("the Workflow's steps were cancelled")),
+        (None, false) => None,
+    };
+    workflow_ending(&plan, &done, &endings, stopped, halt)
+}
+
+/// How a Workflow ended: `stopped` when krt stopped it (a signal, its stdout closed),
+/// else 124 when it timed out, else the first failed step's ending, else 0; with its
+/// jobs and steps.
+fn workflow_ending(
+    plan: &WorkflowPlan,
+    done: &planner::Plan,
+    endings: &HashMap<(usize, usize), Ending>,
+    stopped: Option<Ending>,
+    halt: Option<Halt>,
+) -> Ending {
     let cause = done
         .cause
         .and_then(|c| endings.get(&c).map(|e| (c, e.clone())));
-    let mut ending = if let Some(signal) = interrupted {
-        Ending::interrupted(signal, "the Workflow's steps")
-    } else if broken_pipe {
-        Ending::stdout_closed("the Workflow's steps were cancelled")
+    let mut ending = if let Some(stopped) = stopped {
+        stopped
     } else if halt == Some(Halt::TimedOut) {
         Ending::krt(EXIT_TIMED_OUT, Reason::TimedOut, "the Workflow timed out")
     } else if !done.is_done() {
@@ -187,7 +203,7 @@ pub(crate) async fn execute_workflow(
     ending.run = cause.as_ref().and_then(|(_, step)| step.run.clone());
     ending.workflow = Some(WorkflowFacts {
         phase: done.is_done().then(|| format!("{:?}", done.phase)),
-        jobs: job_results(&plan, &done, &endings),
+        jobs: job_results(plan, done, endings),
         step: cause.map(|((j, s), _)| plan.steps[j][s].0.clone()),
     });
     ending
