@@ -307,8 +307,9 @@ struct Document<'a> {
     jobs: Option<&'a [JobResult]>,
 }
 
-/// The result document of `ending`, for `object` (when known), as JSON.
-pub fn document(ending: &Ending, object: Option<&ObjectRef>, local: bool) -> serde_json::Value {
+/// The result document of `ending`, for `object` (when known), as indented JSON with
+/// its fields in the documented order, and a final newline.
+pub fn render(ending: &Ending, object: Option<&ObjectRef>, local: bool) -> String {
     let workflow = ending.workflow.as_ref();
     let phase = match workflow {
         Some(w) => w.phase.as_deref(),
@@ -330,13 +331,16 @@ pub fn document(ending: &Ending, object: Option<&ObjectRef>, local: bool) -> ser
         step: workflow.and_then(|w| w.step.as_deref()),
         jobs: workflow.map(|w| w.jobs.as_slice()),
     };
-    serde_json::to_value(document).unwrap_or_else(|e| {
-        // Every field is a string, a number or a list of them: this cannot fail, but a
-        // result must still be written.
+    let mut text = serde_json::to_string_pretty(&document).unwrap_or_else(|e| {
+        // Every field is a string, a number, a boolean or a list of them: this cannot
+        // fail, but a result must still be written.
         serde_json::json!({"apiVersion": RESULT_API_VERSION, "kind": RESULT_KIND,
             "krtExitStatus": ending.status, "source": "krt", "reason": "PlatformError",
             "message": format!("the result could not be encoded: {e}")})
-    })
+        .to_string()
+    });
+    text.push('\n');
+    text
 }
 
 #[cfg(test)]

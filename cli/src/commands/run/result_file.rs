@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::result::{Ending, ObjectRef, document};
+use super::result::{Ending, ObjectRef, render};
 use crate::error::CliError;
 
 /// The prefix of the temporary files krt writes the result to before the rename.
@@ -93,8 +93,8 @@ impl ResultSink {
         let Some(path) = state.path.clone() else {
             return;
         };
-        let json = document(ending, state.object.as_ref(), self.local);
-        if let Err(e) = write_atomically(&path, &json) {
+        let text = render(ending, state.object.as_ref(), self.local);
+        if let Err(e) = write_atomically(&path, text.as_bytes()) {
             eprintln!("krt run: --result-file {}: {e}", path.display());
         }
     }
@@ -113,14 +113,12 @@ fn directory_of(path: &Path) -> &Path {
     }
 }
 
-/// `json` to a temporary file beside `path`, flushed to disk, then renamed to `path`.
-fn write_atomically(path: &Path, json: &serde_json::Value) -> std::io::Result<()> {
+/// `text` to a temporary file beside `path`, flushed to disk, then renamed to `path`.
+fn write_atomically(path: &Path, text: &[u8]) -> std::io::Result<()> {
     let mut file = tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
         .tempfile_in(directory_of(path))?;
-    let mut text = serde_json::to_vec_pretty(json).map_err(std::io::Error::other)?;
-    text.push(b'\n');
-    file.write_all(&text)?;
+    file.write_all(text)?;
     file.as_file().sync_all()?;
     file.persist(path).map_err(|e| e.error)?;
     Ok(())

@@ -6,7 +6,7 @@ use kruntimes_api::v1alpha1::Workflow;
 use kruntimes_runtimed_api::proto;
 use serde_json::json;
 
-use super::{Ending, ObjectRef, Reason, RunFacts, document};
+use super::{Ending, ObjectRef, Reason, RunFacts, render};
 use crate::commands::run::signals::Interrupt;
 
 fn execution(phase: proto::Phase, exit_code: Option<i32>, signal: Option<i32>) -> proto::Execution {
@@ -17,6 +17,11 @@ fn execution(phase: proto::Phase, exit_code: Option<i32>, signal: Option<i32>) -
         reason: "NonZeroExit".into(),
         ..proto::Execution::default()
     }
+}
+
+/// The rendered document, parsed back.
+fn document(ending: &Ending, object: Option<&ObjectRef>, local: bool) -> serde_json::Value {
+    serde_json::from_str(&render(ending, object, local)).unwrap()
 }
 
 fn object() -> ObjectRef {
@@ -91,6 +96,32 @@ fn a_killed_program_reports_its_signal_and_a_cancel_by_a_signal_is_krts() {
         (by_someone.status, by_someone.reason),
         (130, Reason::Cancelled)
     );
+}
+
+#[test]
+fn the_fields_come_in_the_documented_order() {
+    let text = render(&Ending::invalid("x"), None, true);
+    let keys: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("  \"")?.split('"').next())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "apiVersion",
+            "kind",
+            "krtExitStatus",
+            "source",
+            "reason",
+            "message",
+            "local",
+            "object",
+            "phase",
+            "exitCode",
+            "signal",
+        ]
+    );
+    assert!(text.ends_with("}\n"), "{text}");
 }
 
 #[test]
