@@ -137,32 +137,39 @@ async fn logs_read_the_records_of_the_run_from_the_pod_log() {
     );
 }
 
-#[tokio::test]
-async fn a_followed_run_that_failed_writes_the_programs_status_as_its_result() {
+/// `submit` of Run `r` (its script `script`) against the mocked API server playing
+/// `scenario`, with a result file; returns krt's status and the result written.
+async fn submit_run(script: &str, wait: bool, scenario: Scenario) -> (i32, serde_json::Value) {
     let (cluster, mut server) = mocked();
     let run = json!({"apiVersion": "kruntimes.io/v1alpha1", "kind": "Run",
         "metadata": {"name": "r"},
-        "spec": {"runtimeRef": {"name": "bash"}, "interpreter": "bash", "script": "exit 2"}});
-    let mut ended = run.clone();
-    ended["metadata"]["namespace"] = json!("team");
-    ended["status"] = json!({"phase": "Failed", "exitCode": 2, "reason": "NonZeroExit"});
-    // Created, then read once: terminal, with no pod left to read a log from.
-    let scenario = Scenario::new("run --wait, failed")
-        .then(Method::POST, RUNS, Answer::Echo(201))
-        .then(Method::GET, format!("{RUNS}/r"), Answer::Json(200, ended));
+        "spec": {"runtimeRef": {"name": "bash"}, "interpreter": "bash", "script": script}});
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("result.json");
     let sink = ResultSink::prepare(&path, false).unwrap();
     let submission = Submission::Run(Box::new(serde_json::from_value(run).unwrap()));
     let (ending, _) = tokio::join!(
-        submit(&cluster, submission, true, &sink),
+        submit(&cluster, submission, wait, &sink),
         server.run(&scenario)
     );
     let ending = ending.unwrap();
-    assert_eq!(ending.status, 2);
     sink.finish(&ending);
-    let result: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let result = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    (ending.status, result)
+}
+
+#[tokio::test]
+async fn a_followed_run_that_failed_writes_the_programs_status_as_its_result() {
+    let ended = json!({"apiVersion": "kruntimes.io/v1alpha1", "kind": "Run",
+        "metadata": {"name": "r", "namespace": "team"},
+        "spec": {"runtimeRef": {"name": "bash"}, "interpreter": "bash", "script": "exit 2"},
+        "status": {"phase": "Failed", "exitCode": 2, "reason": "NonZeroExit"}});
+    // Created, then read once: terminal, with no pod left to read a log from.
+    let scenario = Scenario::new("run --wait, failed")
+        .then(Method::POST, RUNS, Answer::Echo(201))
+        .then(Method::GET, format!("{RUNS}/r"), Answer::Json(200, ended));
+    let (status, result) = submit_run("exit 2", true, scenario).await;
+    assert_eq!(status, 2);
     assert_eq!(result["source"], "program");
     assert_eq!(result["reason"], "ProgramFailed");
     assert_eq!(result["exitCode"], 2);
@@ -176,23 +183,9 @@ async fn a_followed_run_that_failed_writes_the_programs_status_as_its_result() {
 
 #[tokio::test]
 async fn a_run_created_without_wait_is_krts_0_and_names_the_run() {
-    let (cluster, mut server) = mocked();
-    let run = json!({"apiVersion": "kruntimes.io/v1alpha1", "kind": "Run",
-        "metadata": {"name": "r"},
-        "spec": {"runtimeRef": {"name": "bash"}, "interpreter": "bash", "script": "true"}});
     let scenario = Scenario::new("run, created").then(Method::POST, RUNS, Answer::Echo(201));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("result.json");
-    let sink = ResultSink::prepare(&path, false).unwrap();
-    let submission = Submission::Run(Box::new(serde_json::from_value(run).unwrap()));
-    let (ending, _) = tokio::join!(
-        submit(&cluster, submission, false, &sink),
-        server.run(&scenario)
-    );
-    sink.finish(&ending.unwrap());
-    let result: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    assert_eq!(result["krtExitStatus"], 0);
+    let (status, result) = submit_run("true", false, scenario).await;
+    assert_eq!(status, 0);
     assert_eq!(result["source"], "krt");
     assert_eq!(result["reason"], "Created");
     assert_eq!(result["phase"], serde_json::Value::Null, "not followed");
@@ -302,7 +295,7 @@ fn bad_run_flags_are_bad_input_before_any_request() {
 }
 
 #[test]
-fn a_refused_manifest_or_an_unreachable_cluster_is_krts_result() {
+fn a_refused_manifest_or_no_cluster_is_krts_result() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("result.json");
     let manifest = dir.path().join("run.yaml");

@@ -5,7 +5,6 @@
 // Tests stop loudly on the first unexpected value.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -14,7 +13,7 @@ use kruntimes_testkit::runtimed::binary as runtimed;
 #[path = "support/krt_process.rs"]
 mod support;
 use serde_json::Value;
-use support::{first_line, signal};
+use support::{first_line, read_stderr_until, signal};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -227,13 +226,7 @@ fn ctrl_c_is_krts_130_and_a_second_signal_still_writes_the_result() {
     let mut krt = spawn(&file, &path);
     started(&mut krt);
     signal(krt.id(), "TERM");
-    let mut stderr = krt.stderr.take().unwrap();
-    let mut seen = Vec::new();
-    let mut byte = [0u8; 1];
-    while !text(&seen).contains("cancelling") {
-        assert_eq!(stderr.read(&mut byte).unwrap(), 1, "{}", text(&seen));
-        seen.push(byte[0]);
-    }
+    let _stderr = read_stderr_until(&mut krt, "cancelling");
     signal(krt.id(), "INT");
     assert_eq!(krt.wait().unwrap().code(), Some(143));
     let forced = result(&path);

@@ -15,7 +15,7 @@ use kruntimes_testkit::runtimed::binary as runtimed;
 
 #[path = "support/krt_process.rs"]
 mod support;
-use support::{first_line, signal};
+use support::{first_line, read_stderr_until, signal};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -138,18 +138,7 @@ fn a_second_signal_exits_without_waiting_for_the_cancel() {
     first_line(&mut krt);
     signal(krt.id(), "INT");
     // The first signal is being handled once krt says so.
-    let mut stderr = krt.stderr.take().unwrap();
-    let mut seen = Vec::new();
-    let mut byte = [0u8; 1];
-    while !text(&seen).contains("cancelling") {
-        assert_eq!(
-            stderr.read(&mut byte).unwrap(),
-            1,
-            "krt closed stderr: {}",
-            text(&seen)
-        );
-        seen.push(byte[0]);
-    }
+    let _stderr = read_stderr_until(&mut krt, "cancelling");
     let second = Instant::now();
     signal(krt.id(), "INT");
     let status = krt.wait().unwrap();
