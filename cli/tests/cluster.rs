@@ -9,7 +9,9 @@ use std::process::Command;
 
 use http::Method;
 use krt::cluster::records::Stream;
+use krt::cluster::submit::{Submission, submit};
 use krt::cluster::{Cluster, ClusterError, cancel, logs, wait};
+use krt::commands::run::result_file::ResultSink;
 use kruntimes_testkit::apiserver::{self, Answer, Scenario};
 use serde_json::json;
 
@@ -135,6 +137,61 @@ async fn logs_read_the_records_of_the_run_from_the_pod_log() {
     );
 }
 
+/// `submit` of Run `r` (its script `script`) against the mocked API server playing
+/// `scenario`, with a result file; returns krt's status and the result written.
+async fn submit_run(script: &str, wait: bool, scenario: Scenario) -> (i32, serde_json::Value) {
+    let (cluster, mut server) = mocked();
+    let run = json!({"apiVersion": "kruntimes.io/v1alpha1", "kind": "Run",
+        "metadata": {"name": "r"},
+        "spec": {"runtimeRef": {"name": "bash"}, "interpreter": "bash", "script": script}});
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("result.json");
+    let sink = ResultSink::prepare(&path, false).unwrap();
+    let submission = Submission::Run(Box::new(serde_json::from_value(run).unwrap()));
+    let (ending, _) = tokio::join!(
+        submit(&cluster, submission, wait, &sink),
+        server.run(&scenario)
+    );
+    let ending = ending.unwrap();
+    sink.finish(&ending);
+    let result = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    (ending.status, result)
+}
+
+#[tokio::test]
+async fn a_followed_run_that_failed_writes_the_programs_status_as_its_result() {
+    let ended = json!({"apiVersion": "kruntimes.io/v1alpha1", "kind": "Run",
+        "metadata": {"name": "r", "namespace": "team"},
+        "spec": {"runtimeRef": {"name": "bash"}, "interpreter": "bash", "script": "exit 2"},
+        "status": {"phase": "Failed", "exitCode": 2, "reason": "NonZeroExit"}});
+    // Created, then read once: terminal, with no pod left to read a log from.
+    let scenario = Scenario::new("run --wait, failed")
+        .then(Method::POST, RUNS, Answer::Echo(201))
+        .then(Method::GET, format!("{RUNS}/r"), Answer::Json(200, ended));
+    let (status, result) = submit_run("exit 2", true, scenario).await;
+    assert_eq!(status, 2);
+    assert_eq!(result["source"], "program");
+    assert_eq!(result["reason"], "ProgramFailed");
+    assert_eq!(result["exitCode"], 2);
+    assert_eq!(result["phase"], "Failed");
+    assert_eq!(result["local"], false);
+    assert_eq!(
+        result["object"],
+        json!({"kind": "Run", "name": "r", "namespace": "team"})
+    );
+}
+
+#[tokio::test]
+async fn a_run_created_without_wait_is_krts_0_and_names_the_run() {
+    let scenario = Scenario::new("run, created").then(Method::POST, RUNS, Answer::Echo(201));
+    let (status, result) = submit_run("true", false, scenario).await;
+    assert_eq!(status, 0);
+    assert_eq!(result["source"], "krt");
+    assert_eq!(result["reason"], "Created");
+    assert_eq!(result["phase"], serde_json::Value::Null, "not followed");
+    assert_eq!(result["object"]["name"], "r");
+}
+
 fn krt() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_krt"));
     command
@@ -235,6 +292,59 @@ fn bad_run_flags_are_bad_input_before_any_request() {
     }
     let out = krt().args(["get", "pods"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_refused_manifest_or_no_cluster_is_krts_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("result.json");
+    let manifest = dir.path().join("run.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: kruntimes.io/v1alpha1\nkind: Run\nmetadata: {name: t}\nspec: {runtimeRef: {name: bash}, interpreter: cobol, script: 'exit 2'}\n",
+    )
+    .unwrap();
+    let read = |path: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let out = krt()
+        .args(["run", "--wait", "-f"])
+        .arg(&manifest)
+        .arg("--result-file")
+        .arg(&path)
+        .env("KUBECONFIG", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let refused = read(&path);
+    assert_eq!(refused["source"], "krt");
+    assert_eq!(refused["reason"], "InvalidInput");
+    assert_eq!(refused["local"], false);
+
+    let out = krt()
+        .args(["run", "--wait", "--runtime", "bash", "--result-file"])
+        .arg(&path)
+        .args(["--", "true"])
+        .env("HOME", dir.path())
+        .env("KUBECONFIG", dir.path().join("missing"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let no_cluster = read(&path);
+    assert_eq!(no_cluster["source"], "krt");
+    assert_eq!(no_cluster["reason"], "PlatformError");
+    let message = no_cluster["message"].as_str().unwrap();
+    assert!(message.starts_with("no cluster configured"), "{message}");
 }
 
 #[test]

@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 
 use kruntimes_testkit::runtimed::binary as runtimed;
 
+#[path = "support/krt_process.rs"]
+mod support;
+use support::{first_line, read_stderr_until, signal};
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -44,23 +48,6 @@ fn spawn_krt(file: &Path, tmp: &Path) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-/// The first line krt prints (the Run echoes its pid).
-fn first_line(krt: &mut Child) -> String {
-    let mut line = String::new();
-    std::io::BufReader::new(krt.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    line.trim().to_owned()
-}
-
-fn signal(pid: u32, name: &str) {
-    let sent = Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success(), "kill -{name} {pid}");
 }
 
 fn run_dirs(tmp: &Path) -> Vec<PathBuf> {
@@ -151,18 +138,7 @@ fn a_second_signal_exits_without_waiting_for_the_cancel() {
     first_line(&mut krt);
     signal(krt.id(), "INT");
     // The first signal is being handled once krt says so.
-    let mut stderr = krt.stderr.take().unwrap();
-    let mut seen = Vec::new();
-    let mut byte = [0u8; 1];
-    while !text(&seen).contains("cancelling") {
-        assert_eq!(
-            stderr.read(&mut byte).unwrap(),
-            1,
-            "krt closed stderr: {}",
-            text(&seen)
-        );
-        seen.push(byte[0]);
-    }
+    let _stderr = read_stderr_until(&mut krt, "cancelling");
     let second = Instant::now();
     signal(krt.id(), "INT");
     let status = krt.wait().unwrap();

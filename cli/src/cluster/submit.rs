@@ -14,9 +14,10 @@ use serde_json::{Value, json};
 use super::error::Request;
 use super::output::is_broken_pipe;
 use super::{Cluster, ClusterArgs, ClusterError, wait, workflow};
-use crate::commands::run::follow::EXIT_BROKEN_PIPE;
 use crate::commands::run::read_checked;
-use crate::commands::run::signals::{Interrupt, Interrupts};
+use crate::commands::run::result::{Ending, ObjectRef, Reason};
+use crate::commands::run::result_file::ResultSink;
+use crate::commands::run::signals::Interrupts;
 
 /// The generated name's prefix of a Run made from flags (`krt-` and five characters
 /// from the API server).
@@ -54,20 +55,30 @@ pub enum Submission {
     Workflow(Box<Workflow>),
 }
 
-/// Runs `krt run` in a cluster and returns its exit status.
-pub fn run(args: ClusterRun) -> i32 {
+/// Runs `krt run` in a cluster and returns how it ended (its exit status and why).
+pub fn run(args: ClusterRun, sink: &ResultSink) -> Ending {
     let result = build(&args).and_then(|submission| {
         let runtime = tokio::runtime::Runtime::new()
             .map_err(|e| ClusterError::Platform(format!("cannot start the async runtime: {e}")))?;
         runtime.block_on(async {
             let cluster = Cluster::connect(&args.cluster).await?;
-            submit(&cluster, submission, args.wait).await
+            submit(&cluster, submission, args.wait, sink).await
         })
     });
     result.unwrap_or_else(|e| {
         eprintln!("krt run: {e}");
-        e.exit_code()
+        ending_of_error(&e)
     })
+}
+
+/// The ending of an error `krt run` stops with in a cluster: bad input (2) or a
+/// platform error (1), as [`ClusterError::exit_code`] says.
+pub fn ending_of_error(error: &ClusterError) -> Ending {
+    let reason = match error.exit_code() {
+        crate::error::EXIT_BAD_INPUT => Reason::InvalidInput,
+        _ => Reason::PlatformError,
+    };
+    Ending::krt(error.exit_code(), reason, error.to_string())
 }
 
 /// The checked object `args` ask for.
@@ -175,18 +186,21 @@ fn checked_run(value: &Value) -> Result<Submission, ClusterError> {
     }
 }
 
-/// Creates `submission` and, with `wait`, follows it; returns the exit status.
+/// Creates `submission` and, with `wait`, follows it; returns how it ended. The
+/// created object is named in `sink`'s result.
 pub async fn submit(
     cluster: &Cluster,
     submission: Submission,
     wait: bool,
-) -> Result<i32, ClusterError> {
+    sink: &ResultSink,
+) -> Result<Ending, ClusterError> {
     // Before the create: a Ctrl-C from now on is krt's to handle (cancelling the Run
     // once it exists), not one that leaves a Run behind.
     let interrupts = if wait {
         Some(
             Interrupts::install()
-                .map_err(|e| ClusterError::Platform(format!("cannot handle signals: {e}")))?,
+                .map_err(|e| ClusterError::Platform(format!("cannot handle signals: {e}")))?
+                .with_result(sink.clone()),
         )
     } else {
         None
@@ -197,10 +211,19 @@ pub async fn submit(
         ..cluster.clone()
     };
     let (kind, name) = create(cluster, submission).await?;
+    sink.set_object(ObjectRef {
+        kind: kind.to_owned(),
+        name: name.clone(),
+        namespace: Some(cluster.namespace.clone()),
+    });
     let noun = kind.to_lowercase();
     let Some(interrupts) = interrupts else {
         println!("{noun}/{name} created");
-        return Ok(0);
+        return Ok(Ending::krt(
+            0,
+            Reason::Created,
+            format!("{noun}/{name} created"),
+        ));
     };
     eprintln!(
         "krt run: {noun}/{name} created in namespace {}",
@@ -211,7 +234,7 @@ pub async fn submit(
         "Workflow" => workflow::follow_workflow(cluster, &name).await,
         _ => wait::follow_run(cluster, &name, None, None)
             .await
-            .map(|ended| wait::Outcome::of_run(&ended.run)),
+            .map(|ended| wait::ending_of_run(&ended.run)),
     };
     let interrupted = if watcher.is_finished() {
         watcher.await.ok()
@@ -220,11 +243,19 @@ pub async fn submit(
         None
     };
     match ended {
-        Ok(wait::Outcome::Code(code)) => Ok(code),
         // Cancelled: 128 + the signal when krt cancelled it, else 130 as --local.
-        Ok(wait::Outcome::Cancelled) => Ok(interrupted.map_or(130, Interrupt::exit_code)),
+        Ok(ending) => Ok(match interrupted {
+            Some(signal) if ending.reason == Reason::Cancelled => Ending {
+                run: ending.run,
+                workflow: ending.workflow,
+                ..Ending::interrupted(signal, &format!("{noun}/{name}"))
+            },
+            _ => ending,
+        }),
         // The Run goes on: it is the cluster's, not krt's.
-        Err(e) if is_broken_pipe(&e) => Ok(EXIT_BROKEN_PIPE),
+        Err(e) if is_broken_pipe(&e) => Ok(Ending::stdout_closed(&format!(
+            "{noun}/{name} goes on in the cluster"
+        ))),
         Err(e) => Err(e),
     }
 }
@@ -236,7 +267,7 @@ fn cancel_on_signal(
     kind: &'static str,
     name: String,
     mut interrupts: Interrupts,
-) -> tokio::task::JoinHandle<Interrupt> {
+) -> tokio::task::JoinHandle<crate::commands::run::signals::Interrupt> {
     tokio::spawn(async move {
         let got = interrupts.first().await;
         if let Err(e) = wait::request_cancel(&cluster, kind, &name).await {

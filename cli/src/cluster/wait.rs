@@ -1,18 +1,18 @@
 //! Following a Run to its end: its output live (pods/log, [`super::output`]), then its
-//! terminal phase, then the exit status that phase means, computed as `krt run
-//! --local` computes it ([`crate::commands::run::follow::exit_code`]).
+//! terminal phase; the exit status that phase means is computed as `krt run --local`
+//! computes it ([`crate::commands::run::result::Ending::of_run`]).
 
 use std::time::Duration;
 
 use kruntimes_api::v1alpha1::{Run, RunPhase};
-use kruntimes_runtimed_api::proto;
 use kube::api::{Api, Patch, PatchParams};
 
 use super::error::Request;
 use super::output::{self, Followed, LogSource};
 use super::records::{Stream, Tracker};
 use super::{Cluster, ClusterError};
-use crate::commands::run::follow::{Output, exit_code};
+use crate::commands::run::follow::Output;
+use crate::commands::run::result::{Ending, RunFacts};
 
 /// How often a Run's status is read while krt waits for it to start or to end: a
 /// status is written a few times per Run, so this bounds how late krt sees a change
@@ -34,23 +34,11 @@ pub struct Ended {
     pub complete: bool,
 }
 
-/// How a followed Run or Workflow ended, for its exit status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Exit with this status.
-    Code(i32),
-    /// It was cancelled: 128 + the signal when krt cancelled it, else 130.
-    Cancelled,
-}
-
-impl Outcome {
-    /// The outcome of a terminal Run.
-    pub fn of_run(run: &Run) -> Outcome {
-        match phase_of(run) {
-            Some(RunPhase::Cancelled) => Outcome::Cancelled,
-            _ => Outcome::Code(run_exit_code(run, 130)),
-        }
-    }
+/// How a terminal Run ends `krt run --wait`, as `krt run --local` computes it for the
+/// same phase: 0, the program's code, 124 timed out, 130 cancelled, 1 for a platform
+/// error (its reason printed).
+pub fn ending_of_run(run: &Run) -> Ending {
+    Ending::of_run(RunFacts::of_run(run), None)
 }
 
 /// Reads Run `name`.
@@ -208,34 +196,12 @@ pub async fn request_cancel(cluster: &Cluster, kind: &str, name: &str) -> Result
     })
 }
 
-/// The exit status a terminal Run means, as `krt run --local` computes it for the
-/// same phase: 0, the program's code, 124 timed out, `cancelled` when cancelled, 1 for
-/// a platform error (its reason printed).
-pub fn run_exit_code(run: &Run, cancelled: i32) -> i32 {
-    let status = run.status.clone().unwrap_or_default();
-    let phase = match status.phase {
-        Some(RunPhase::Succeeded) => proto::Phase::Succeeded,
-        Some(RunPhase::Failed) => proto::Phase::Failed,
-        Some(RunPhase::TimedOut) => proto::Phase::TimedOut,
-        Some(RunPhase::Cancelled) => proto::Phase::Cancelled,
-        Some(RunPhase::Error) => proto::Phase::Error,
-        _ => proto::Phase::Unspecified,
-    };
-    let execution = proto::Execution {
-        phase: phase as i32,
-        exit_code: status.exit_code,
-        reason: status.reason.unwrap_or_default(),
-        message: status.message.unwrap_or_default(),
-        ..proto::Execution::default()
-    };
-    exit_code(&execution, cancelled)
-}
-
 #[cfg(test)]
 mod tests {
     use kruntimes_api::v1alpha1::{Run, RunPhase, RunStatus};
 
-    use super::run_exit_code;
+    use super::ending_of_run;
+    use crate::commands::run::result::Reason;
 
     fn run(phase: RunPhase, exit_code: Option<i32>) -> Run {
         let mut run = Run::new("r", Default::default());
@@ -249,13 +215,26 @@ mod tests {
 
     #[test]
     fn phases_map_to_the_exit_statuses_of_run_local() {
-        assert_eq!(run_exit_code(&run(RunPhase::Succeeded, Some(0)), 130), 0);
-        assert_eq!(run_exit_code(&run(RunPhase::Failed, Some(3)), 130), 3);
-        assert_eq!(run_exit_code(&run(RunPhase::Failed, Some(300)), 130), 255);
-        assert_eq!(run_exit_code(&run(RunPhase::Failed, None), 130), 1);
-        assert_eq!(run_exit_code(&run(RunPhase::TimedOut, None), 130), 124);
-        assert_eq!(run_exit_code(&run(RunPhase::Cancelled, None), 130), 130);
-        assert_eq!(run_exit_code(&run(RunPhase::Cancelled, None), 143), 143);
-        assert_eq!(run_exit_code(&run(RunPhase::Error, None), 130), 1);
+        let cases = [
+            (RunPhase::Succeeded, Some(0), 0, Reason::Succeeded),
+            (RunPhase::Failed, Some(3), 3, Reason::ProgramFailed),
+            (RunPhase::Failed, Some(300), 255, Reason::ProgramFailed),
+            (RunPhase::Failed, Some(124), 124, Reason::ProgramFailed),
+            (RunPhase::Failed, None, 1, Reason::PlatformError),
+            (RunPhase::TimedOut, None, 124, Reason::TimedOut),
+            (RunPhase::Cancelled, None, 130, Reason::Cancelled),
+            (RunPhase::Error, None, 1, Reason::PlatformError),
+        ];
+        for (phase, code, status, reason) in cases {
+            let ending = ending_of_run(&run(phase, code));
+            assert_eq!(
+                (ending.status, ending.reason),
+                (status, reason),
+                "{phase:?} {code:?}"
+            );
+            let facts = ending.run.unwrap();
+            assert_eq!(facts.phase.as_deref(), Some(format!("{phase:?}").as_str()));
+            assert_eq!(facts.exit_code, code);
+        }
     }
 }

@@ -11,9 +11,10 @@ use kube::api::Api;
 
 use super::error::Request;
 use super::get::phase_text;
-use super::wait::{self, Outcome, STATUS_POLL_INTERVAL};
+use super::wait::{self, STATUS_POLL_INTERVAL};
 use super::{Cluster, ClusterError};
-use crate::error::{EXIT_PLATFORM_ERROR, EXIT_TIMED_OUT};
+use crate::commands::run::result::{Ending, JobResult, Reason, StepResult, WorkflowFacts};
+use crate::error::EXIT_TIMED_OUT;
 
 /// Reads Workflow `name`.
 pub async fn get_workflow(cluster: &Cluster, name: &str) -> Result<Workflow, ClusterError> {
@@ -35,8 +36,8 @@ pub async fn get_workflow(cluster: &Cluster, name: &str) -> Result<Workflow, Clu
 /// A step as last seen: its phase and child Run.
 type Seen = BTreeMap<String, (Option<RunPhase>, Option<String>)>;
 
-/// Follows Workflow `name` to its terminal phase; returns its outcome.
-pub async fn follow_workflow(cluster: &Cluster, name: &str) -> Result<Outcome, ClusterError> {
+/// Follows Workflow `name` to its terminal phase; returns how it ended.
+pub async fn follow_workflow(cluster: &Cluster, name: &str) -> Result<Ending, ClusterError> {
     let mut seen = Seen::new();
     let mut followers = tokio::task::JoinSet::new();
     let workflow = loop {
@@ -70,11 +71,11 @@ pub async fn follow_workflow(cluster: &Cluster, name: &str) -> Result<Outcome, C
         }
         tokio::time::sleep(STATUS_POLL_INTERVAL).await;
     };
-    let mut codes = BTreeMap::new();
+    let mut endings = BTreeMap::new();
     while let Some(joined) = followers.join_next().await {
         match joined {
             Ok((label, Ok(run))) => {
-                codes.insert(label, wait::Outcome::of_run(&run));
+                endings.insert(label, wait::ending_of_run(&run));
             }
             Ok((label, Err(e))) => {
                 if super::output::is_broken_pipe(&e) {
@@ -86,7 +87,7 @@ pub async fn follow_workflow(cluster: &Cluster, name: &str) -> Result<Outcome, C
         }
     }
     report(&workflow);
-    Ok(outcome(&workflow, &codes))
+    Ok(ending(&workflow, &endings))
 }
 
 fn is_terminal(phase: WorkflowPhase) -> bool {
@@ -121,25 +122,75 @@ fn report(workflow: &Workflow) {
     }
 }
 
-/// The exit status of a terminal Workflow: 0, 124 timed out, cancelled, else the
-/// first failed step's status (1 when none is known).
-fn outcome(workflow: &Workflow, codes: &BTreeMap<String, Outcome>) -> Outcome {
-    match workflow.status.as_ref().and_then(|s| s.phase) {
-        Some(WorkflowPhase::Succeeded) => Outcome::Code(0),
-        Some(WorkflowPhase::TimedOut) => {
-            eprintln!("krt run: the Workflow timed out");
-            Outcome::Code(EXIT_TIMED_OUT)
+/// How a terminal Workflow ends `krt run --wait`: 0, 124 timed out, 130 cancelled, else
+/// the first failed step's status (1 when none is known); with its jobs and steps, each
+/// step with the facts of its Run as krt followed it.
+pub fn ending(workflow: &Workflow, endings: &BTreeMap<String, Ending>) -> Ending {
+    let cause = steps(workflow)
+        .into_iter()
+        .filter(|(_, phase, _)| {
+            matches!(
+                phase,
+                Some(RunPhase::Failed | RunPhase::Error | RunPhase::TimedOut)
+            )
+        })
+        .find_map(|(label, _, _)| endings.get(&label).map(|e| (label, e.clone())));
+    let phase = workflow.status.as_ref().and_then(|s| s.phase);
+    let mut ending = match (phase, &cause) {
+        (Some(WorkflowPhase::Succeeded), _) => {
+            Ending::krt(0, Reason::Succeeded, "every job succeeded")
         }
-        Some(WorkflowPhase::Cancelled) => Outcome::Cancelled,
-        _ => steps(workflow)
-            .into_iter()
-            .filter(|(_, phase, _)| {
-                matches!(
-                    phase,
-                    Some(RunPhase::Failed | RunPhase::Error | RunPhase::TimedOut)
-                )
-            })
-            .find_map(|(label, _, _)| codes.get(&label).copied())
-            .unwrap_or(Outcome::Code(EXIT_PLATFORM_ERROR)),
-    }
+        (Some(WorkflowPhase::TimedOut), _) => {
+            eprintln!("krt run: the Workflow timed out");
+            Ending::krt(EXIT_TIMED_OUT, Reason::TimedOut, "the Workflow timed out")
+        }
+        (Some(WorkflowPhase::Cancelled), _) => {
+            Ending::krt(130, Reason::Cancelled, "the Workflow was cancelled")
+        }
+        (_, Some((label, step))) => Ending {
+            message: format!("step {label}: {}", step.message),
+            ..step.clone()
+        },
+        (_, None) => {
+            Ending::platform("the Workflow failed, and no failed step's Run could be read")
+        }
+    };
+    ending.run = cause.as_ref().and_then(|(_, step)| step.run.clone());
+    ending.workflow = Some(WorkflowFacts {
+        phase: phase.filter(|p| is_terminal(*p)).map(|p| format!("{p:?}")),
+        jobs: job_results(workflow, endings),
+        step: cause.map(|(label, _)| label),
+    });
+    ending
+}
+
+fn job_results(workflow: &Workflow, endings: &BTreeMap<String, Ending>) -> Vec<JobResult> {
+    let jobs = workflow.status.as_ref().and_then(|s| s.jobs.as_ref());
+    jobs.into_iter()
+        .flatten()
+        .map(|job| JobResult {
+            name: job.name.clone(),
+            phase: format!("{:?}", job.phase),
+            steps: job
+                .steps
+                .iter()
+                .map(|step| {
+                    let label = format!("{}/{}", job.name, step.name);
+                    let mut facts = endings
+                        .get(&label)
+                        .and_then(|e| e.run.clone())
+                        .unwrap_or_default();
+                    // The Workflow's status is the last word on a step krt could not follow.
+                    if facts.phase.is_none() {
+                        facts.phase = step.phase.map(|p| format!("{p:?}"));
+                    }
+                    StepResult {
+                        name: step.name.clone(),
+                        run: step.run.clone(),
+                        facts,
+                    }
+                })
+                .collect(),
+        })
+        .collect()
 }

@@ -1,12 +1,13 @@
 //! Following one execution: its output to stdout and stderr as it comes (each line
-//! prefixed with `[job/step]` for a Workflow step), then its final state and the exit
-//! status that state means.
+//! prefixed with `[job/step]` for a Workflow step), then its final state
+//! ([`super::result::Ending::of_run`] says what exit status that state means).
 
 use std::io::Write;
 
 use kruntimes_runtimed_api::proto;
 
-use crate::error::{EXIT_PLATFORM_ERROR, EXIT_TIMED_OUT};
+use super::result::{Ending, Reason};
+use crate::error::EXIT_PLATFORM_ERROR;
 
 /// Exit status when krt's stdout is closed by its reader (`krt run ... | head`): 128 +
 /// SIGPIPE, as a shell reports a pipeline member ended by it. The Run is cancelled.
@@ -63,6 +64,9 @@ pub(crate) struct Output<'a> {
     partial: [Vec<u8>; 3],
     /// Whether the stream is in the middle of a line already written in part.
     mid_line: [bool; 3],
+    /// krt's stdout is gone: the rest is read (to follow the cancelled Run to its end)
+    /// and dropped.
+    discard: bool,
 }
 
 impl<'a> Output<'a> {
@@ -75,7 +79,15 @@ impl<'a> Output<'a> {
             dropped: [0; 3],
             partial: Default::default(),
             mid_line: [false; 3],
+            discard: false,
         }
+    }
+
+    /// From now on nothing is written: krt's stdout was closed, and the Run, cancelled,
+    /// is followed to its end only so that krt ends after it.
+    pub(crate) fn discard(&mut self) {
+        self.discard = true;
+        self.partial = Default::default();
     }
 
     pub(crate) fn write(&mut self, chunk: proto::LogChunk) -> Result<(), FollowError> {
@@ -84,6 +96,9 @@ impl<'a> Output<'a> {
             self.dropped[index] += chunk.offset - self.next[index];
         }
         self.next[index] = chunk.offset + chunk.data.len() as u64;
+        if self.discard {
+            return Ok(());
+        }
         let Some(prefix) = self.prefix else {
             return write_stream(chunk.stream, &chunk.data);
         };
@@ -115,6 +130,9 @@ impl<'a> Output<'a> {
     /// The last line of each stream, when it had no newline; then one note per stream
     /// that lost bytes.
     pub(crate) fn finish(&mut self) -> Result<(), FollowError> {
+        if self.discard {
+            return Ok(());
+        }
         if let Some(prefix) = self.prefix {
             for (index, rest) in self.partial.iter_mut().enumerate() {
                 if !rest.is_empty() || self.mid_line[index] {
@@ -167,15 +185,19 @@ fn write_stream(stream: i32, data: &[u8]) -> Result<(), FollowError> {
     })
 }
 
-/// Reports a Run's artifacts on stderr and folds their outcome into its exit status
-/// `code`: a Run that succeeded but whose artifacts are not all in the store (the
-/// sidecar rolled back what it had uploaded) ends with a platform error (1); a Run that
-/// failed keeps its own status.
-pub(crate) fn with_artifacts(code: i32, execution: &proto::Execution, label: Option<&str>) -> i32 {
+/// Reports a Run's artifacts on stderr and folds their outcome into its `ending`: a
+/// Run that succeeded but whose artifacts are not all in the store (the sidecar rolled
+/// back what it had uploaded) ends with a platform error (1, `ArtifactsFailed`); a Run
+/// that failed keeps its own status.
+pub(crate) fn with_artifacts(
+    ending: Ending,
+    execution: &proto::Execution,
+    label: Option<&str>,
+) -> Ending {
     use proto::ArtifactsState;
     let tag = label.map(|l| format!("[{l}] ")).unwrap_or_default();
     let failure = match execution.artifacts_state() {
-        ArtifactsState::Unspecified => return code,
+        ArtifactsState::Unspecified => return ending,
         ArtifactsState::Uploaded => {
             if execution.artifacts.is_empty() {
                 eprintln!("krt run: {tag}artifacts: no file matched");
@@ -186,7 +208,7 @@ pub(crate) fn with_artifacts(code: i32, execution: &proto::Execution, label: Opt
                     artifact.path, artifact.key, artifact.size, artifact.sha256
                 );
             }
-            return code;
+            return ending;
         }
         ArtifactsState::Failed => format!(
             "{}: {}",
@@ -196,38 +218,16 @@ pub(crate) fn with_artifacts(code: i32, execution: &proto::Execution, label: Opt
             format!("still {} when the Run ended", state.as_str_name())
         }
     };
-    eprintln!("krt run: {tag}artifacts not uploaded: {failure}");
-    if code == 0 { EXIT_PLATFORM_ERROR } else { code }
-}
-
-/// The exit status a terminal execution means: 0, the program's code (128 + signal when
-/// killed by one), 124 timed out, `cancelled` when cancelled, 1 for a platform error.
-pub(crate) fn exit_code(execution: &proto::Execution, cancelled: i32) -> i32 {
-    match proto::Phase::try_from(execution.phase) {
-        Ok(proto::Phase::Succeeded) => 0,
-        Ok(proto::Phase::Failed) => match (execution.exit_code, execution.signal) {
-            (Some(code), _) => code.clamp(1, 255),
-            (None, Some(signal)) => 128 + signal,
-            (None, None) => {
-                eprintln!(
-                    "krt run: failed: {}: {}",
-                    execution.reason, execution.message
-                );
-                EXIT_PLATFORM_ERROR
-            }
-        },
-        Ok(proto::Phase::TimedOut) => {
-            eprintln!("krt run: timed out");
-            EXIT_TIMED_OUT
-        }
-        Ok(proto::Phase::Cancelled) => cancelled,
-        _ => {
-            eprintln!(
-                "krt run: error: {}: {}",
-                execution.reason, execution.message
-            );
-            EXIT_PLATFORM_ERROR
-        }
+    let message = format!("artifacts not uploaded: {failure}");
+    eprintln!("krt run: {tag}{message}");
+    if ending.status != 0 {
+        return ending;
+    }
+    Ending {
+        status: EXIT_PLATFORM_ERROR,
+        reason: Reason::ArtifactsFailed,
+        message,
+        ..ending
     }
 }
 

@@ -9,10 +9,13 @@
 //! Exit status: 0 succeeded, the program's exit code when it failed (128 + signal when
 //! killed by one; for a Workflow, the first failed step's), 124 timed out, 130, 143 or
 //! 129 when krt was interrupted by SIGINT, SIGTERM or SIGHUP (the Run is cancelled
-//! first), 141 when krt's stdout was closed, 2 invalid input, 1 platform error.
+//! first), 141 when krt's stdout was closed, 2 invalid input, 1 platform error. The
+//! program's codes and krt's overlap; `--result-file` tells them apart ([`result`]).
 
 pub(crate) mod follow;
 mod local;
+pub mod result;
+pub mod result_file;
 pub(crate) mod signals;
 mod workflow;
 
@@ -32,10 +35,12 @@ pub use local::RUNTIMED_BIN_ENV;
 
 use crate::cluster::ClusterArgs;
 use crate::cluster::submit::ClusterRun;
-use crate::error::{CliError, EXIT_BAD_INPUT, EXIT_PLATFORM_ERROR};
+use crate::error::CliError;
 use crate::manifest;
-use follow::{EXIT_BROKEN_PIPE, FollowError, Output, exit_code, follow, with_artifacts};
+use follow::{FollowError, Output, follow, with_artifacts};
 use local::{LocalRuntimed, find_runtimed};
+use result::{Ending, ObjectRef, RunFacts};
+use result_file::ResultSink;
 use signals::Interrupts;
 use workflow::{WorkflowPlan, execute_workflow, to_plan};
 
@@ -83,6 +88,11 @@ pub struct RunArgs {
     /// (a private git server; tests; --local).
     #[arg(long, value_name = "PEM", requires = "local")]
     git_ca_file: Option<PathBuf>,
+    /// Write the result as JSON to this file when krt ends (written whole, by a rename):
+    /// its exit status and whether it is the program's or krt's own (docs/cli.md, "The
+    /// result file").
+    #[arg(long, value_name = "PATH")]
+    result_file: Option<PathBuf>,
     /// Cluster access.
     #[command(flatten)]
     cluster: ClusterArgs,
@@ -91,17 +101,37 @@ pub struct RunArgs {
     command: Vec<String>,
 }
 
-/// Runs `krt run` and returns its exit status, once everything is cleaned up.
+/// Runs `krt run` and returns its exit status, once everything is cleaned up and the
+/// result file, if asked for, is written.
 pub fn run(args: RunArgs) -> ExitCode {
-    let code = if args.local {
-        run_code(&args).unwrap_or_else(|e| {
+    let sink = match &args.result_file {
+        Some(path) => match ResultSink::prepare(path, args.local) {
+            Ok(sink) => sink,
+            Err(e) => {
+                eprintln!("krt run: {e}");
+                return crate::Status::BadInput.into();
+            }
+        },
+        None => ResultSink::none(args.local),
+    };
+    let ending = if args.local {
+        run_code(&args, &sink).unwrap_or_else(|e| {
             eprintln!("krt run: {e}");
-            e.exit_code()
+            ending_of_error(&e)
         })
     } else {
-        crate::cluster::submit::run(to_cluster_run(args))
+        crate::cluster::submit::run(to_cluster_run(args), &sink)
     };
-    ExitCode::from(u8::try_from(code).unwrap_or(1))
+    sink.finish(&ending);
+    ExitCode::from(u8::try_from(ending.status).unwrap_or(1))
+}
+
+/// The ending of an error krt stops with.
+fn ending_of_error(error: &CliError) -> Ending {
+    match error {
+        CliError::BadInput(message) => Ending::invalid(message.clone()),
+        CliError::Platform(message) => Ending::platform(message.clone()),
+    }
 }
 
 fn to_cluster_run(args: RunArgs) -> ClusterRun {
@@ -118,7 +148,7 @@ fn to_cluster_run(args: RunArgs) -> ClusterRun {
     }
 }
 
-fn run_code(args: &RunArgs) -> Result<i32, CliError> {
+fn run_code(args: &RunArgs, sink: &ResultSink) -> Result<Ending, CliError> {
     let Some(file) = &args.file else {
         return Err(CliError::BadInput(
             "--local needs -f FILE (a Run or Workflow manifest)".into(),
@@ -135,7 +165,7 @@ fn run_code(args: &RunArgs) -> Result<i32, CliError> {
             "--timeout is for a cluster; with --local set spec.timeout in the file".into(),
         ));
     }
-    let work = load(file)?;
+    let work = load(file, sink)?;
     let runtimed = find_runtimed()?;
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| CliError::Platform(format!("cannot start the async runtime: {e}")))?;
@@ -144,6 +174,7 @@ fn run_code(args: &RunArgs) -> Result<i32, CliError> {
         work,
         args.keep_workspace,
         args.git_ca_file.as_deref(),
+        sink,
     ))
 }
 
@@ -220,8 +251,8 @@ pub(crate) fn read_checked(path: &Path) -> Result<Checked, CliError> {
     })
 }
 
-/// Reads, validates and converts the Run or Workflow.
-fn load(path: &Path) -> Result<Work, CliError> {
+/// Reads, validates and converts the Run or Workflow (then named in the result).
+fn load(path: &Path, sink: &ResultSink) -> Result<Work, CliError> {
     let file = path.display().to_string();
     let bad = |message: String| CliError::BadInput(format!("{file}: {message}"));
     let Checked {
@@ -230,6 +261,11 @@ fn load(path: &Path) -> Result<Work, CliError> {
         object,
         runtimes,
     } = read_checked(path)?;
+    sink.set_object(ObjectRef {
+        kind: kind.to_owned(),
+        name: name.clone(),
+        namespace: None,
+    });
     match &object {
         TypedObject::Run(run) => to_request(run, &runtimes).map(|r| Work::Run(Box::new(r))),
         TypedObject::Workflow(workflow) => {
@@ -314,78 +350,93 @@ async fn run_local(
     work: Work,
     keep: bool,
     git_ca_file: Option<&Path>,
-) -> Result<i32, CliError> {
+    sink: &ResultSink,
+) -> Result<Ending, CliError> {
     // Installed before anything starts, so a signal at any moment is krt's to handle.
     let mut interrupts = Interrupts::install()
-        .map_err(|e| CliError::Platform(format!("cannot handle signals: {e}")))?;
+        .map_err(|e| CliError::Platform(format!("cannot handle signals: {e}")))?
+        .with_result(sink.clone());
     let local = tokio::select! {
         started = LocalRuntimed::start(runtimed, keep, git_ca_file) => started?,
-        got = interrupts.first() => return Ok(got.exit_code()),
+        got = interrupts.first() => return Ok(Ending::interrupted(got, "the start")),
     };
-    let code = match work {
+    let ending = match work {
         Work::Run(request) => execute(local.client.clone(), *request, &mut interrupts).await,
         Work::Workflow(plan) => {
             execute_workflow(local.client.clone(), plan, local.capacity, &mut interrupts).await
         }
     };
     local.stop(keep).await;
-    Ok(code)
+    Ok(ending)
 }
 
+/// Cancels execution `id` at once (no grace: krt's user asked it to stop).
+async fn cancel_execution(client: &RuntimedClient<Channel>, id: &str) {
+    let _ = client
+        .clone()
+        .cancel(proto::CancelRequest {
+            execution_id: id.to_owned(),
+            grace_ms: 0,
+        })
+        .await;
+}
+
+/// Executes one Run and follows it to its end, also when it is cancelled (a signal, or
+/// krt's stdout closed): krt ends after the Run, never before.
 async fn execute(
     mut client: RuntimedClient<Channel>,
     request: proto::ExecuteRequest,
     interrupts: &mut Interrupts,
-) -> i32 {
+) -> Ending {
     let id = request.run_uid.clone();
     let mut events = match client.execute_and_follow(request).await {
         Ok(response) => response.into_inner(),
         Err(status) => {
-            eprintln!("krt run: execute: {}", status.message());
+            let message = format!("execute: {}", status.message());
+            eprintln!("krt run: {message}");
             return if status.code() == tonic::Code::InvalidArgument {
-                EXIT_BAD_INPUT
+                Ending::invalid(message)
             } else {
-                EXIT_PLATFORM_ERROR
+                Ending::platform(message)
             };
         }
     };
-    let cancel = |client: &mut RuntimedClient<Channel>| {
-        let id = id.clone();
-        let mut client = client.clone();
-        async move {
-            let _ = client
-                .cancel(proto::CancelRequest {
-                    execution_id: id,
-                    grace_ms: 0,
-                })
-                .await;
-        }
-    };
     let mut interrupted = None;
+    let mut stdout_closed = false;
     let mut output = Output::new(None);
     let ended = loop {
         tokio::select! {
-            ended = follow(&mut events, &mut output) => break ended,
+            ended = follow(&mut events, &mut output) => match ended {
+                // The rest is followed quietly: the Run ends (cancelled) before krt does.
+                Err(FollowError::BrokenPipe) if !stdout_closed => {
+                    stdout_closed = true;
+                    output.discard();
+                    cancel_execution(&client, &id).await;
+                }
+                ended => break ended,
+            },
             got = interrupts.first(), if interrupted.is_none() => {
                 interrupted = Some(got);
-                cancel(&mut client).await;
+                cancel_execution(&client, &id).await;
             }
         }
     };
     // The follow future is dropped when a signal comes; after the cancel, the rest of
     // the call is followed from where it was (`output` and the stream keep their place).
     match ended {
-        Ok(execution) => {
-            let code = interrupted.map_or(130, |s| s.exit_code());
-            with_artifacts(exit_code(&execution, code), &execution, None)
-        }
-        Err(FollowError::BrokenPipe) => {
-            cancel(&mut client).await;
-            EXIT_BROKEN_PIPE
-        }
+        Ok(execution) if stdout_closed => Ending {
+            run: Some(RunFacts::of_execution(&execution)),
+            ..Ending::stdout_closed("the Run was cancelled")
+        },
+        Ok(execution) => with_artifacts(
+            Ending::of_run(RunFacts::of_execution(&execution), interrupted),
+            &execution,
+            None,
+        ),
+        Err(FollowError::BrokenPipe) => Ending::stdout_closed("the Run was cancelled"),
         Err(FollowError::Failed(message)) => {
             eprintln!("krt run: {message}");
-            EXIT_PLATFORM_ERROR
+            Ending::platform(message)
         }
     }
 }

@@ -2,9 +2,12 @@
 //! cancel) and SIGHUP (a closed terminal). Each cancels what runs, waits for it to end
 //! and exits with 128 + the signal's number, as a shell reports it. A second signal
 //! while the cancel is under way exits at once: the runtimed children stop by
-//! themselves (`--exit-with-parent`).
+//! themselves (`--exit-with-parent`), and the result file says so (`--result-file`).
 
 use tokio::signal::unix::{SignalKind, signal};
+
+use super::result::{Ending, Reason};
+use super::result_file::ResultSink;
 
 /// A signal that asks krt to stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +30,15 @@ impl Interrupt {
         }
     }
 
+    /// The signal's name (`SIGINT`).
+    pub(crate) fn signal_name(self) -> &'static str {
+        match self {
+            Self::Int => "SIGINT",
+            Self::Term => "SIGTERM",
+            Self::Hup => "SIGHUP",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Self::Int => "interrupted",
@@ -43,6 +55,8 @@ pub(crate) struct Interrupts {
     term: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
     first: Option<Interrupt>,
+    /// Written when a second signal exits at once.
+    result: Option<ResultSink>,
 }
 
 impl Interrupts {
@@ -53,7 +67,15 @@ impl Interrupts {
             term: signal(SignalKind::terminate())?,
             hup: signal(SignalKind::hangup())?,
             first: None,
+            result: None,
         })
+    }
+
+    /// Writes `sink`'s result (krt's, `Interrupted`) when a second signal exits krt
+    /// without waiting for the cancel.
+    pub(crate) fn with_result(mut self, sink: ResultSink) -> Self {
+        self.result = Some(sink);
+        self
     }
 
     /// The first signal that arrives (the same one again on later calls, at once).
@@ -63,16 +85,32 @@ impl Interrupts {
             return first;
         }
         let got = self.next().await;
+        self.first = Some(got);
+        // The watcher listens before krt says "again to exit at once": a second signal
+        // sent as soon as that is read must find it (the first handlers, still
+        // installed, would take it and nobody would look).
+        let watching = Self::install();
         eprintln!(
             "krt run: {}; cancelling (again to exit at once)",
             got.name()
         );
-        self.first = Some(got);
-        match Self::install() {
+        match watching {
             Ok(mut watcher) => {
+                let result = self.result.clone();
                 tokio::spawn(async move {
-                    watcher.next().await;
+                    let second = watcher.next().await;
                     eprintln!("krt run: exiting without waiting for the cancel");
+                    if let Some(sink) = result {
+                        sink.finish(&Ending::krt(
+                            got.exit_code(),
+                            Reason::Interrupted,
+                            format!(
+                                "krt got {}, then {}, and exited without waiting for the cancel",
+                                got.signal_name(),
+                                second.signal_name()
+                            ),
+                        ));
+                    }
                     std::process::exit(got.exit_code());
                 });
             }

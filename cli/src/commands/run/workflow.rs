@@ -13,10 +13,11 @@ use kruntimes_runtimed_api::request::{RequestError, execute_request};
 use kruntimes_runtimed_api::{RuntimedClient, proto};
 use tonic::transport::Channel;
 
-use super::Runtimes;
-use super::follow::{EXIT_BROKEN_PIPE, FollowError, Output, exit_code, follow, with_artifacts};
+use super::follow::{FollowError, Output, follow, with_artifacts};
+use super::result::{Ending, JobResult, Reason, RunFacts, StepResult, WorkflowFacts};
 use super::signals::Interrupts;
-use crate::error::{EXIT_PLATFORM_ERROR, EXIT_TIMED_OUT};
+use super::{Runtimes, cancel_execution};
+use crate::error::EXIT_TIMED_OUT;
 
 /// A Workflow ready for the planner: jobs with resolved needs and their steps' requests.
 #[derive(Debug)]
@@ -70,7 +71,7 @@ pub(crate) fn to_plan(
 struct StepEnd {
     job: usize,
     step: usize,
-    code: i32,
+    ending: Ending,
     outcome: StepOutcome,
 }
 
@@ -81,7 +82,7 @@ pub(crate) async fn execute_workflow(
     plan: WorkflowPlan,
     capacity: usize,
     interrupts: &mut Interrupts,
-) -> i32 {
+) -> Ending {
     let mut state: Vec<Vec<StepState>> = plan
         .jobs
         .iter()
@@ -89,7 +90,7 @@ pub(crate) async fn execute_workflow(
         .collect();
     let mut queue: VecDeque<(usize, usize)> = VecDeque::new();
     let mut running: HashMap<(usize, usize), String> = HashMap::new();
-    let mut codes: HashMap<(usize, usize), i32> = HashMap::new();
+    let mut endings: HashMap<(usize, usize), Ending> = HashMap::new();
     let mut tasks = tokio::task::JoinSet::new();
     let deadline = plan.timeout.map(|t| tokio::time::Instant::now() + t);
     let mut halt: Option<Halt> = None;
@@ -109,11 +110,11 @@ pub(crate) async fn execute_workflow(
             running.insert((job, step), request.run_uid.clone());
             let client = client.clone();
             tasks.spawn(async move {
-                let (code, outcome) = run_step(client, request, &label).await;
+                let (ending, outcome) = run_step(client, request, &label).await;
                 StepEnd {
                     job,
                     step,
-                    code,
+                    ending,
                     outcome,
                 }
             });
@@ -134,13 +135,15 @@ pub(crate) async fn execute_workflow(
         tokio::select! {
             Some(joined) = tasks.join_next() => {
                 let Ok(end) = joined else {
-                    return EXIT_PLATFORM_ERROR;
+                    // A step's task panicked: its Run's end is unknown.
+                    return Ending::platform("a step's follower failed");
                 };
                 running.remove(&(end.job, end.step));
                 order += 1;
                 state[end.job][end.step] = StepState::Ended { outcome: end.outcome, order };
-                codes.insert((end.job, end.step), end.code);
-                if end.code == EXIT_BROKEN_PIPE && !broken_pipe {
+                let closed = end.ending.reason == Reason::StdoutClosed;
+                endings.insert((end.job, end.step), end.ending);
+                if closed && !broken_pipe {
                     broken_pipe = true;
                     halt = Some(Halt::Cancelled);
                     stop_queued(&mut queue, &mut state, &mut order, StepOutcome::Cancelled);
@@ -162,17 +165,78 @@ pub(crate) async fn execute_workflow(
         }
     }
     let done = planner::plan(&plan.jobs, plan.fail_fast, halt, &state);
-    if let Some(signal) = interrupted {
-        signal.exit_code()
-    } else if broken_pipe {
-        EXIT_BROKEN_PIPE
+    let stopped = match (interrupted, broken_pipe) {
+        (Some(signal), _) => Some(Ending::interrupted(signal, "the Workflow's steps")),
+        (None, true) => Some(Ending::stdout_closed("the Workflow's steps were cancelled")),
+        (None, false) => None,
+    };
+    workflow_ending(&plan, &done, &endings, stopped, halt)
+}
+
+/// How a Workflow ended: `stopped` when krt stopped it (a signal, its stdout closed),
+/// else 124 when it timed out, else the first failed step's ending, else 0; with its
+/// jobs and steps.
+fn workflow_ending(
+    plan: &WorkflowPlan,
+    done: &planner::Plan,
+    endings: &HashMap<(usize, usize), Ending>,
+    stopped: Option<Ending>,
+    halt: Option<Halt>,
+) -> Ending {
+    let cause = done
+        .cause
+        .and_then(|c| endings.get(&c).map(|e| (c, e.clone())));
+    let mut ending = if let Some(stopped) = stopped {
+        stopped
     } else if halt == Some(Halt::TimedOut) {
-        EXIT_TIMED_OUT
+        Ending::krt(EXIT_TIMED_OUT, Reason::TimedOut, "the Workflow timed out")
     } else if !done.is_done() {
-        EXIT_PLATFORM_ERROR
+        Ending::platform("the Workflow stopped before its end")
+    } else if let Some(((j, s), step)) = &cause {
+        Ending {
+            message: format!("step {}: {}", plan.steps[*j][*s].0, step.message),
+            ..step.clone()
+        }
     } else {
-        done.cause.and_then(|c| codes.get(&c).copied()).unwrap_or(0)
-    }
+        Ending::krt(0, Reason::Succeeded, "every job succeeded")
+    };
+    ending.run = cause.as_ref().and_then(|(_, step)| step.run.clone());
+    ending.workflow = Some(WorkflowFacts {
+        phase: done.is_done().then(|| format!("{:?}", done.phase)),
+        jobs: job_results(plan, done, endings),
+        step: cause.map(|((j, s), _)| plan.steps[j][s].0.clone()),
+    });
+    ending
+}
+
+/// Every job and step as the result reports them (a step that never ran has no facts).
+fn job_results(
+    plan: &WorkflowPlan,
+    done: &planner::Plan,
+    endings: &HashMap<(usize, usize), Ending>,
+) -> Vec<JobResult> {
+    let jobs = plan.jobs.iter().zip(&done.jobs).zip(&plan.steps);
+    jobs.enumerate()
+        .map(|(j, ((job, state), steps))| JobResult {
+            name: job.name.clone(),
+            phase: format!("{:?}", state.phase),
+            steps: steps
+                .iter()
+                .enumerate()
+                .map(|(s, (label, _))| StepResult {
+                    name: label
+                        .split_once('/')
+                        .map_or(label.as_str(), |(_, step)| step)
+                        .to_owned(),
+                    run: None,
+                    facts: endings
+                        .get(&(j, s))
+                        .and_then(|e| e.run.clone())
+                        .unwrap_or_default(),
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// Steps waiting for a slot never start once the Workflow halts: they end as `outcome`.
@@ -207,32 +271,45 @@ fn report(jobs: &[JobPlan], plan: &planner::Plan) {
 
 async fn cancel_all<'a>(client: &RuntimedClient<Channel>, ids: impl Iterator<Item = &'a String>) {
     for id in ids {
-        let _ = client
-            .clone()
-            .cancel(proto::CancelRequest {
-                execution_id: id.clone(),
-                grace_ms: 0,
-            })
-            .await;
+        cancel_execution(client, id).await;
     }
 }
 
-/// One step: one ExecuteAndFollow, its output with a `[job/step]` prefix; its exit
-/// status and outcome.
+/// One step: one ExecuteAndFollow, its output with a `[job/step]` prefix; how it
+/// ended and its outcome. When krt's stdout is closed, the step is cancelled and
+/// followed to its end quietly.
 async fn run_step(
     mut client: RuntimedClient<Channel>,
     request: proto::ExecuteRequest,
     label: &str,
-) -> (i32, StepOutcome) {
+) -> (Ending, StepOutcome) {
+    let id = request.run_uid.clone();
     let mut events = match client.execute_and_follow(request).await {
         Ok(response) => response.into_inner(),
         Err(status) => {
-            eprintln!("krt run: [{label}] execute: {}", status.message());
-            return (EXIT_PLATFORM_ERROR, StepOutcome::Error);
+            let message = format!("execute: {}", status.message());
+            eprintln!("krt run: [{label}] {message}");
+            return (Ending::platform(message), StepOutcome::Error);
         }
     };
-    match follow(&mut events, &mut Output::new(Some(label))).await {
+    let mut output = Output::new(Some(label));
+    let mut ended = follow(&mut events, &mut output).await;
+    let stdout_closed = matches!(ended, Err(FollowError::BrokenPipe));
+    if stdout_closed {
+        output.discard();
+        cancel_execution(&client, &id).await;
+        ended = follow(&mut events, &mut output).await;
+    }
+    match ended {
         Ok(execution) => {
+            let facts = RunFacts::of_execution(&execution);
+            if stdout_closed {
+                let ending = Ending {
+                    run: Some(facts),
+                    ..Ending::stdout_closed("the step was cancelled")
+                };
+                return (ending, StepOutcome::Cancelled);
+            }
             let outcome = match proto::Phase::try_from(execution.phase) {
                 Ok(proto::Phase::Succeeded) => StepOutcome::Succeeded,
                 Ok(proto::Phase::Failed) => StepOutcome::Failed,
@@ -240,19 +317,22 @@ async fn run_step(
                 Ok(proto::Phase::Cancelled) => StepOutcome::Cancelled,
                 _ => StepOutcome::Error,
             };
-            let code = with_artifacts(exit_code(&execution, 130), &execution, Some(label));
-            let outcome = if code != 0 && outcome == StepOutcome::Succeeded {
+            let ending = with_artifacts(Ending::of_run(facts, None), &execution, Some(label));
+            let outcome = if ending.status != 0 && outcome == StepOutcome::Succeeded {
                 // Its artifacts failed: the step did not do what it was asked.
                 StepOutcome::Error
             } else {
                 outcome
             };
-            (code, outcome)
+            (ending, outcome)
         }
-        Err(FollowError::BrokenPipe) => (EXIT_BROKEN_PIPE, StepOutcome::Cancelled),
+        Err(FollowError::BrokenPipe) => (
+            Ending::stdout_closed("the step was cancelled"),
+            StepOutcome::Cancelled,
+        ),
         Err(FollowError::Failed(message)) => {
             eprintln!("krt run: [{label}] {message}");
-            (EXIT_PLATFORM_ERROR, StepOutcome::Error)
+            (Ending::platform(message), StepOutcome::Error)
         }
     }
 }

@@ -68,7 +68,10 @@ struct Received {
     stderr: OwnedFd,
 }
 
-/// Reads one request; `None` at end of stream (the agent is gone).
+/// Reads one request; `None` at end of stream (the agent is gone). A reset connection
+/// is the agent gone too: killed (SIGKILL) before it read every reply, it leaves them
+/// unread, and the kernel then reports `ECONNRESET` instead of the end of stream. It is
+/// not an error of the spawner's, only the end of its work.
 fn receive(socket: &UnixStream) -> io::Result<Option<Received>> {
     let mut header = [0u8; HEADER_BYTES];
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
@@ -82,6 +85,7 @@ fn receive(socket: &UnixStream) -> io::Result<Option<Received>> {
         ) {
             Ok(msg) => break msg.bytes,
             Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::CONNRESET) => return Ok(None),
             Err(e) => return Err(e.into()),
         }
     };
@@ -452,5 +456,26 @@ mod tests {
         assert!(strays, "an unknown child is a stray");
         assert!(!known, "a known child is not");
         assert!(!has_strays(&HashSet::new()), "no child: none");
+    }
+
+    #[test]
+    fn an_agent_gone_with_replies_unread_is_the_end_not_an_error() {
+        // A reply the agent never reads, then the agent is gone: the kernel reports the
+        // spawner's next read as a reset connection (reading it clears it, so the setup
+        // is shown on one pair and `receive` is given another).
+        let gone_with_unread = || {
+            let (agent, spawner) = UnixStream::pair().unwrap();
+            (&spawner).write_all(b"unread reply").unwrap();
+            drop(agent);
+            spawner
+        };
+        let raw = rustix::net::recv(gone_with_unread(), &mut [0u8; 8], RecvFlags::empty());
+        assert_eq!(
+            raw.err(),
+            Some(rustix::io::Errno::CONNRESET),
+            "the setup resets"
+        );
+        let received = receive(&gone_with_unread());
+        assert!(matches!(received, Ok(None)), "{:?}", received.err());
     }
 }
