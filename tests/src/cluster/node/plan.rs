@@ -22,10 +22,20 @@ pub(super) enum Kind {
     Regular,
 }
 
-/// An exec probe with the kubelet's defaults filled in.
+/// What a probe does.
+#[derive(Clone, Debug)]
+pub(super) enum ProbeAction {
+    /// Runs the command in the container: success is exit 0.
+    Exec(Vec<String>),
+    /// `GET http://POD_IP:port/path` from the node, as the kubelet does: success is a
+    /// status from 200 to 399.
+    HttpGet { port: u16, path: String },
+}
+
+/// A probe with the kubelet's defaults filled in.
 #[derive(Clone, Debug)]
 pub(super) struct ProbePlan {
-    pub(super) command: Vec<String>,
+    pub(super) action: ProbeAction,
     pub(super) initial_delay_secs: u64,
     pub(super) period_secs: u64,
     pub(super) timeout_secs: u64,
@@ -124,8 +134,21 @@ fn check_pod_fields(pod: &Pod, spec: &PodSpec) -> Result<(), NodeError> {
     Ok(())
 }
 
-/// Reads every container of `pod`: init containers in order, then containers.
-pub(super) fn plan_pod(pod: &Pod) -> Result<Vec<ContainerPlan>, NodeError> {
+/// Image repository (no tag or digest) -> its entrypoint.
+pub(super) type Entrypoints = BTreeMap<String, Vec<String>>;
+
+/// The repository of image reference `image`: without its `@digest` and `:tag`.
+fn repository(image: &str) -> &str {
+    let image = image.split_once('@').map_or(image, |(name, _)| name);
+    match image.rfind(':') {
+        Some(colon) if !image[colon..].contains('/') => &image[..colon],
+        _ => image,
+    }
+}
+
+/// Reads every container of `pod`: init containers in order, then containers; a
+/// container without `command` runs its image's entrypoint from `entrypoints`.
+pub(super) fn plan_pod(pod: &Pod, entrypoints: &Entrypoints) -> Result<Vec<ContainerPlan>, NodeError> {
     let spec = pod
         .spec
         .as_ref()
@@ -156,10 +179,12 @@ pub(super) fn plan_pod(pod: &Pod) -> Result<Vec<ContainerPlan>, NodeError> {
             Kind::Init
         };
         let field = format!("spec.initContainers[{i}]");
+        let c = &with_entrypoint(c, entrypoints);
         plans.push(plan_container(pod, spec, c, kind, &field, &volume_names)?);
     }
     for (i, c) in spec.containers.iter().enumerate() {
         let field = format!("spec.containers[{i}]");
+        let c = &with_entrypoint(c, entrypoints);
         plans.push(plan_container(
             pod,
             spec,
@@ -170,6 +195,17 @@ pub(super) fn plan_pod(pod: &Pod) -> Result<Vec<ContainerPlan>, NodeError> {
         )?);
     }
     Ok(plans)
+}
+
+/// `c` with its image's entrypoint as `command` when it has none and the image is known.
+fn with_entrypoint(c: &Container, entrypoints: &Entrypoints) -> Container {
+    let mut c = c.clone();
+    if c.command.as_ref().is_none_or(Vec::is_empty)
+        && let Some(entrypoint) = entrypoints.get(repository(c.image.as_deref().unwrap_or_default()))
+    {
+        c.command = Some(entrypoint.clone());
+    }
+    c
 }
 
 fn plan_container(
@@ -245,11 +281,13 @@ fn plan_container(
         mounts,
         startup: probe(
             pod,
+            c,
             c.startup_probe.as_ref(),
             &format!("{field}.startupProbe"),
         )?,
         readiness: probe(
             pod,
+            c,
             c.readiness_probe.as_ref(),
             &format!("{field}.readinessProbe"),
         )?,
@@ -362,33 +400,78 @@ fn plan_mount(
     })
 }
 
-fn probe(pod: &Pod, probe: Option<&Probe>, field: &str) -> Result<Option<ProbePlan>, NodeError> {
+fn probe(
+    pod: &Pod,
+    c: &Container,
+    probe: Option<&Probe>,
+    field: &str,
+) -> Result<Option<ProbePlan>, NodeError> {
     let Some(probe) = probe else {
         return Ok(None);
     };
-    let command = probe
-        .exec
-        .as_ref()
-        .and_then(|e| e.command.clone())
-        .filter(|c| !c.is_empty())
-        .ok_or_else(|| {
-            unsupported(
-                pod,
-                format!(
-                    "{field}: only exec probes with a command are supported by the emulated node"
-                ),
-            )
-        })?;
+    let action = if let Some(http) = &probe.http_get {
+        http_get(pod, c, http, field)?
+    } else {
+        let command = probe
+            .exec
+            .as_ref()
+            .and_then(|e| e.command.clone())
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| {
+                unsupported(
+                    pod,
+                    format!(
+                        "{field}: only exec probes with a command and httpGet probes are supported by the emulated node"
+                    ),
+                )
+            })?;
+        ProbeAction::Exec(command)
+    };
     let positive =
         |v: Option<i32>, default: i32| u64::try_from(v.unwrap_or(default).max(0)).unwrap_or(0);
     Ok(Some(ProbePlan {
-        command,
+        action,
         initial_delay_secs: positive(probe.initial_delay_seconds, 0),
         period_secs: positive(probe.period_seconds, 10).max(1),
         timeout_secs: positive(probe.timeout_seconds, 1).max(1),
         failure_threshold: u32::try_from(probe.failure_threshold.unwrap_or(3).max(1)).unwrap_or(3),
         success_threshold: u32::try_from(probe.success_threshold.unwrap_or(1).max(1)).unwrap_or(1),
     }))
+}
+
+/// An `httpGet` probe: plain HTTP to the pod's IP, its port a number or the name of
+/// one of the container's ports.
+fn http_get(
+    pod: &Pod,
+    c: &Container,
+    http: &k8s_openapi::api::core::v1::HTTPGetAction,
+    field: &str,
+) -> Result<ProbeAction, NodeError> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    if http.scheme.as_deref().is_some_and(|s| s != "HTTP") || http.host.is_some() {
+        return Err(unsupported(
+            pod,
+            format!("{field}.httpGet: only scheme HTTP to the pod's IP is supported by the emulated node"),
+        ));
+    }
+    let port = match &http.port {
+        IntOrString::Int(n) => u16::try_from(*n).ok(),
+        IntOrString::String(name) => c
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .and_then(|p| u16::try_from(p.container_port).ok()),
+    }
+    .filter(|p| *p != 0)
+    .ok_or_else(|| {
+        unsupported(
+            pod,
+            format!("{field}.httpGet.port: Invalid value: {:?}: not a port number or the name of a port of the container", http.port),
+        )
+    })?;
+    let path = http.path.clone().unwrap_or_else(|| "/".to_owned());
+    Ok(ProbeAction::HttpGet { port, path })
 }
 
 /// Kubernetes' `$(VAR)` expansion in command, args and env values: a defined variable is
@@ -423,6 +506,13 @@ pub(super) fn expand(input: &str, env: &BTreeMap<String, String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_image_repository_is_its_name_without_tag_or_digest() {
+        assert_eq!(repository("ghcr.io/kruntimes/webhook:0.1.0"), "ghcr.io/kruntimes/webhook");
+        assert_eq!(repository("ghcr.io/kruntimes/webhook@sha256:ab"), "ghcr.io/kruntimes/webhook");
+        assert_eq!(repository("localhost:5000/webhook"), "localhost:5000/webhook");
+    }
 
     #[test]
     fn expansion_follows_the_kubelet() {
