@@ -83,15 +83,14 @@ pub async fn apply(client: &kube::Client, documents: &[Value]) -> Result<(), Har
         let name = document["metadata"]["name"]
             .as_str()
             .ok_or_else(|| fail("metadata.name: Required value".into()))?;
-        let api: Api<DynamicObject> =
-            if capabilities.scope == kube::discovery::Scope::Namespaced {
-                let namespace = document["metadata"]["namespace"]
-                    .as_str()
-                    .unwrap_or("default");
-                Api::namespaced_with(client.clone(), namespace, &resource)
-            } else {
-                Api::all_with(client.clone(), &resource)
-            };
+        let api: Api<DynamicObject> = if capabilities.scope == kube::discovery::Scope::Namespaced {
+            let namespace = document["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default");
+            Api::namespaced_with(client.clone(), namespace, &resource)
+        } else {
+            Api::all_with(client.clone(), &resource)
+        };
         api.patch(
             name,
             &PatchParams::apply(FIELD_MANAGER).force(),
@@ -268,6 +267,63 @@ mod tests {
                 "images/Containerfile has no ENTRYPOINT [\"{entrypoint}\"]"
             );
         }
+    }
+
+    fn pod(name: &str, ip: &str, ready: &str, labels: Value) -> Value {
+        json!({"metadata": {"name": name, "namespace": "sys", "labels": labels},
+               "spec": {"containers": [{"ports": [{"name": "https", "containerPort": 9443}]}]},
+               "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": ready}]}})
+    }
+
+    #[test]
+    fn a_service_resolves_to_its_ready_selected_pods_in_turn() {
+        let store = Store::new(16);
+        let put = |resource: &str, name: &str, object: Value| {
+            store
+                .put(&ObjectKey::new("", resource, "sys", name), object, None)
+                .map(|_| ())
+        };
+        let service = json!({"metadata": {"name": "hook", "namespace": "sys"}, "spec": {
+            "selector": {"app": "hook"}, "ports": [{"port": 443, "targetPort": "https"}]}});
+        put("services", "hook", service).unwrap();
+        let selected = json!({"app": "hook"});
+        put("pods", "a", pod("a", "10.0.0.1", "True", selected.clone())).unwrap();
+        put("pods", "b", pod("b", "10.0.0.2", "True", selected.clone())).unwrap();
+        put(
+            "pods",
+            "unready",
+            pod("unready", "10.0.0.3", "False", selected),
+        )
+        .unwrap();
+        put(
+            "pods",
+            "other",
+            pod("other", "10.0.0.4", "True", json!({"app": "x"})),
+        )
+        .unwrap();
+        let endpoints = Endpoints::default();
+        let hook = ServiceRef {
+            namespace: "sys".into(),
+            name: "hook".into(),
+            port: 443,
+        };
+        let mut seen: Vec<String> = (0..4)
+            .filter_map(|_| endpoints.resolve(&store, &hook))
+            .map(|a| a.to_string())
+            .collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen, ["10.0.0.1:9443", "10.0.0.2:9443"]);
+        let wrong_port = ServiceRef {
+            port: 8443,
+            ..hook.clone()
+        };
+        assert_eq!(endpoints.resolve(&store, &wrong_port), None);
+        let missing = ServiceRef {
+            name: "absent".into(),
+            ..hook
+        };
+        assert_eq!(endpoints.resolve(&store, &missing), None);
     }
 
     #[test]

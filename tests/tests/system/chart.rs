@@ -110,7 +110,11 @@ async fn the_rendered_chart_installs_and_runs_a_run() {
             .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
             .filter_map(|p| p.metadata.name.clone())
             .collect();
-        assert_eq!(running.len(), usize::try_from(want).unwrap(), "{name}: {running:?}");
+        assert_eq!(
+            running.len(),
+            usize::try_from(want).unwrap(),
+            "{name}: {running:?}"
+        );
         if component == "controller" {
             controller_pods = running;
         }
@@ -120,7 +124,10 @@ async fn the_rendered_chart_installs_and_runs_a_run() {
     // name (POD_NAME from the downward API), written with the chart's RBAC.
     let leases: Api<Lease> = Api::namespaced(client.clone(), NAMESPACE);
     let holder = eventually("the controller's Lease held", || async {
-        let lease = leases.get_opt(&format!("{RELEASE}-controller")).await.ok()??;
+        let lease = leases
+            .get_opt(&format!("{RELEASE}-controller"))
+            .await
+            .ok()??;
         lease.spec?.holder_identity
     })
     .await;
@@ -132,7 +139,10 @@ async fn the_rendered_chart_installs_and_runs_a_run() {
     // Self-managed certificates: the webhook kept its CA in its Secret and wrote the
     // caBundle of both configurations, through its ServiceAccount's RBAC.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
-    let certs = secrets.get(&format!("{RELEASE}-webhook-certs")).await.unwrap();
+    let certs = secrets
+        .get(&format!("{RELEASE}-webhook-certs"))
+        .await
+        .unwrap();
     assert!(certs.data.is_some_and(|d| !d.is_empty()));
     let configuration = format!("{RELEASE}-{NAMESPACE}");
     let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());

@@ -220,7 +220,15 @@ impl Cluster {
         for component in ["kruntimes-controller", "kruntimes-webhook"] {
             let selector = format!("app.kubernetes.io/name={component}");
             let logs = self.kubectl(
-                &["logs", "-n", "kruntimes-system", "-l", &selector, "--prefix", "--tail=80"],
+                &[
+                    "logs",
+                    "-n",
+                    "kruntimes-system",
+                    "-l",
+                    &selector,
+                    "--prefix",
+                    "--tail=80",
+                ],
                 None,
             );
             if logs.status.success() && !logs.stdout.is_empty() {

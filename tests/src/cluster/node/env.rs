@@ -40,7 +40,10 @@ pub(super) fn resolve(
     if let Some(api) = facts.api_service {
         env.insert("KUBERNETES_SERVICE_HOST".into(), api.ip().to_string());
         env.insert("KUBERNETES_SERVICE_PORT".into(), api.port().to_string());
-        env.insert("KUBERNETES_SERVICE_PORT_HTTPS".into(), api.port().to_string());
+        env.insert(
+            "KUBERNETES_SERVICE_PORT_HTTPS".into(),
+            api.port().to_string(),
+        );
     }
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     for var in plan.spec.env.iter().flatten() {

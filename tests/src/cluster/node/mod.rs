@@ -288,7 +288,13 @@ impl Inner {
         let mut prepared =
             volumes::prepare(&pod, &dir.join("volumes"), sandbox.pid(), source.as_ref()).await?;
         if let Ok(volumes) = prepared.as_mut() {
-            token::mount(&pod, &dir.join("volumes"), source.as_ref(), volumes, &mut plans)?;
+            token::mount(
+                &pod,
+                &dir.join("volumes"),
+                source.as_ref(),
+                volumes,
+                &mut plans,
+            )?;
         }
         let mount_failure = prepared.as_ref().err().cloned();
         let mut state = initial_state(&plans, &facts);

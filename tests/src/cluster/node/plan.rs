@@ -148,7 +148,10 @@ fn repository(image: &str) -> &str {
 
 /// Reads every container of `pod`: init containers in order, then containers; a
 /// container without `command` runs its image's entrypoint from `entrypoints`.
-pub(super) fn plan_pod(pod: &Pod, entrypoints: &Entrypoints) -> Result<Vec<ContainerPlan>, NodeError> {
+pub(super) fn plan_pod(
+    pod: &Pod,
+    entrypoints: &Entrypoints,
+) -> Result<Vec<ContainerPlan>, NodeError> {
     let spec = pod
         .spec
         .as_ref()
@@ -201,7 +204,8 @@ pub(super) fn plan_pod(pod: &Pod, entrypoints: &Entrypoints) -> Result<Vec<Conta
 fn with_entrypoint(c: &Container, entrypoints: &Entrypoints) -> Container {
     let mut c = c.clone();
     if c.command.as_ref().is_none_or(Vec::is_empty)
-        && let Some(entrypoint) = entrypoints.get(repository(c.image.as_deref().unwrap_or_default()))
+        && let Some(entrypoint) =
+            entrypoints.get(repository(c.image.as_deref().unwrap_or_default()))
     {
         c.command = Some(entrypoint.clone());
     }
@@ -451,7 +455,9 @@ fn http_get(
     if http.scheme.as_deref().is_some_and(|s| s != "HTTP") || http.host.is_some() {
         return Err(unsupported(
             pod,
-            format!("{field}.httpGet: only scheme HTTP to the pod's IP is supported by the emulated node"),
+            format!(
+                "{field}.httpGet: only scheme HTTP to the pod's IP is supported by the emulated node"
+            ),
         ));
     }
     let port = match &http.port {
@@ -509,9 +515,85 @@ mod tests {
 
     #[test]
     fn an_image_repository_is_its_name_without_tag_or_digest() {
-        assert_eq!(repository("ghcr.io/kruntimes/webhook:0.1.0"), "ghcr.io/kruntimes/webhook");
-        assert_eq!(repository("ghcr.io/kruntimes/webhook@sha256:ab"), "ghcr.io/kruntimes/webhook");
-        assert_eq!(repository("localhost:5000/webhook"), "localhost:5000/webhook");
+        assert_eq!(
+            repository("ghcr.io/kruntimes/webhook:0.1.0"),
+            "ghcr.io/kruntimes/webhook"
+        );
+        assert_eq!(
+            repository("ghcr.io/kruntimes/webhook@sha256:ab"),
+            "ghcr.io/kruntimes/webhook"
+        );
+        assert_eq!(
+            repository("localhost:5000/webhook"),
+            "localhost:5000/webhook"
+        );
+    }
+
+    fn pod_of(container: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "n", "uid": "u"},
+            "spec": {"containers": [container]},
+        }))
+        .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_container_without_command_runs_its_known_images_entrypoint() {
+        let entrypoints = Entrypoints::from([(
+            "ghcr.io/kruntimes/webhook".to_owned(),
+            vec!["/usr/local/bin/kruntimes-webhook".to_owned()],
+        )]);
+        let pod = pod_of(serde_json::json!({"name": "w",
+            "image": "ghcr.io/kruntimes/webhook:0.1.0", "args": ["--x"]}));
+        let plans = plan_pod(&pod, &entrypoints).map_err(|e| e.to_string());
+        let command = plans.map(|p| p[0].spec.command.clone());
+        assert_eq!(
+            command,
+            Ok(Some(vec!["/usr/local/bin/kruntimes-webhook".to_owned()]))
+        );
+        let unknown = pod_of(serde_json::json!({"name": "w", "image": "debian:trixie"}));
+        let refused = plan_pod(&unknown, &entrypoints).map_err(|e| e.to_string());
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.contains("spec.containers[0].command")),
+            "{:?}",
+            refused.map(|_| ())
+        );
+    }
+
+    #[test]
+    fn an_http_probe_goes_to_the_named_port_and_https_is_refused() {
+        let probe = |port: serde_json::Value, scheme: &str| {
+            let pod = pod_of(serde_json::json!({"name": "c", "command": ["x"],
+                "ports": [{"name": "admin", "containerPort": 8080}],
+                "readinessProbe": {"httpGet": {"path": "/readyz", "port": port, "scheme": scheme}}}));
+            plan_pod(&pod, &Entrypoints::new())
+                .map(|p| p[0].readiness.clone().map(|r| r.action))
+                .map_err(|e| e.to_string())
+        };
+        assert!(matches!(
+            probe(serde_json::json!("admin"), "HTTP"),
+            Ok(Some(ProbeAction::HttpGet { port: 8080, ref path })) if path == "/readyz"
+        ));
+        assert!(matches!(
+            probe(serde_json::json!(9000), "HTTP"),
+            Ok(Some(ProbeAction::HttpGet { port: 9000, .. }))
+        ));
+        let unknown = probe(serde_json::json!("grpc"), "HTTP");
+        assert!(
+            unknown
+                .as_ref()
+                .is_err_and(|e| e.contains("readinessProbe.httpGet.port")),
+            "{unknown:?}"
+        );
+        let https = probe(serde_json::json!("admin"), "HTTPS");
+        assert!(
+            https
+                .as_ref()
+                .is_err_and(|e| e.contains("only scheme HTTP")),
+            "{https:?}"
+        );
     }
 
     #[test]
