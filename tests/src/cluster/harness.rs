@@ -291,6 +291,9 @@ pub struct TestCluster {
     dir: PathBuf,
     webhook: Option<Component>,
     controller: Option<Component>,
+    /// Installed from a chart: the components are its Deployments' pods, not processes
+    /// of the harness.
+    from_chart: bool,
 }
 
 impl TestCluster {
@@ -379,6 +382,7 @@ impl TestCluster {
             dir: dir.to_owned(),
             webhook: None,
             controller: None,
+            from_chart: chart.is_some(),
         };
         if let Some(documents) = chart {
             let client = admin_client(&cluster.kubeconfig()).await?;
@@ -476,6 +480,15 @@ impl TestCluster {
             .api
             .as_ref()
             .ok_or_else(|| HarnessError::Control("stopped".into()))?;
+        let component_command = matches!(
+            words.as_slice(),
+            ["restart-controller" | "kill-controller" | "start-controller" | "stop-webhook"]
+        );
+        if component_command && self.from_chart {
+            return Err(HarnessError::Control(format!(
+                "{line}: installed from the chart, the components are the pods of its Deployments in {SYSTEM_NAMESPACE}: delete or kill-container those instead"
+            )));
+        }
         match words.as_slice() {
             ["fail-api", code, seconds] => {
                 let code: u16 = code
