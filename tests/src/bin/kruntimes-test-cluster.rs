@@ -1,4 +1,4 @@
-//! `kruntimes-test-cluster --dir DIR [--install]`: an emulated Kubernetes cluster on
+//! `kruntimes-test-cluster --dir DIR [--install | --install-chart RENDERED.yaml]`: an emulated Kubernetes cluster on
 //! loopback for the end-to-end suite (docs/test-cluster.md). Prints `ready` when it is
 //! up, takes control commands on stdin (one answer line each on stdout), and on SIGTERM
 //! or SIGINT stops everything it started and exits 0.
@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
-use kruntimes_e2e::cluster::harness::TestCluster;
+use kruntimes_e2e::cluster::harness::{Install, TestCluster};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -22,8 +22,13 @@ struct Args {
     dir: PathBuf,
     /// Also install kruntimes: CRDs, webhook configurations, the webhook and the
     /// controller of this build.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "install_chart")]
     install: bool,
+    /// Install kruntimes from this rendered Helm chart (`helm template` output, CRDs
+    /// included): applied through the API server as `kubectl apply --server-side` does;
+    /// its Deployments' pods run on the node with this build's binaries.
+    #[arg(long, value_name = "RENDERED.yaml")]
+    install_chart: Option<PathBuf>,
     /// The repository holding charts/ and deploy/ (default: this crate's parent).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/.."))]
     repo: PathBuf,
@@ -46,7 +51,12 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let mut cluster = TestCluster::start(&args.dir, &args.repo, args.install).await?;
+    let install = match (args.install_chart, args.install) {
+        (Some(rendered), _) => Install::Chart(rendered),
+        (None, true) => Install::Manifests,
+        (None, false) => Install::Nothing,
+    };
+    let mut cluster = TestCluster::start_with(&args.dir, &args.repo, install).await?;
     let mut stdout = tokio::io::stdout();
     let addr = cluster
         .api_addr()

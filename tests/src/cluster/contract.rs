@@ -127,6 +127,22 @@ pub trait VolumeSource: Send + Sync + 'static {
     fn secret(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, Vec<u8>>>;
     /// The data of ConfigMap `name` in `namespace`, if it exists.
     fn config_map(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, String>>;
+    /// A token of ServiceAccount `account` in `namespace` for a Pod, as the kubelet gets
+    /// one through the TokenRequest API, if the account exists and the source hands out
+    /// tokens; `None`: the Pod runs without one.
+    fn service_account_token(&self, namespace: &str, account: &str) -> Option<AccountToken> {
+        let _ = (namespace, account);
+        None
+    }
+}
+
+/// What the kubelet mounts at `/var/run/secrets/kubernetes.io/serviceaccount`.
+#[derive(Clone, Debug)]
+pub struct AccountToken {
+    /// The bearer token (`token`).
+    pub token: String,
+    /// PEM of the CA the API server's certificate chains to (`ca.crt`).
+    pub ca_pem: String,
 }
 
 /// Why a Pod could not be run.

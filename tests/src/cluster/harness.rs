@@ -2,7 +2,8 @@
 //! and the node, and with `--install` what installing kruntimes does (CRDs, the
 //! webhook's Service and configurations, the components' namespace and accounts) and
 //! `kruntimes-webhook` and `kruntimes-controller` from the same build, each a process
-//! with an identity of its own.
+//! with an identity of its own; with `--install-chart` the rendered Helm chart applied
+//! through the API server, its Deployments run on the node ([`crate::cluster::chart`]).
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
@@ -17,7 +18,9 @@ use tokio::process::{Child, Command};
 use crate::cluster::admission::{ServiceRef, WebhookAdmission};
 use crate::cluster::api::counts::RequestCounts;
 use crate::cluster::api::fault::FaultLength;
+use crate::cluster::api::store::Store;
 use crate::cluster::api::{ApiConfig, ApiServer, ApiServerHandle, manifests_in};
+use crate::cluster::chart;
 use crate::cluster::contract::UserInfo;
 use crate::cluster::node::{Node, NodeConfig};
 use crate::cluster::schema::CrdSchemaCheck;
@@ -161,6 +164,18 @@ fn install_objects(repo: &Path) -> Result<Vec<Value>, HarnessError> {
     Ok(objects)
 }
 
+/// What the cluster installs at its start.
+#[derive(Clone, Debug)]
+pub enum Install {
+    /// Nothing: the API server and the node alone.
+    Nothing,
+    /// `deploy/`'s manifests stored, webhook and controller as host processes.
+    Manifests,
+    /// The rendered chart (`helm template` output) at this path, applied through the API
+    /// server; its Deployments' pods run on the node.
+    Chart(PathBuf),
+}
+
 /// A component process.
 #[derive(Debug)]
 struct Component {
@@ -276,35 +291,61 @@ pub struct TestCluster {
     dir: PathBuf,
     webhook: Option<Component>,
     controller: Option<Component>,
+    /// Installed from a chart: the components are its Deployments' pods, not processes
+    /// of the harness.
+    from_chart: bool,
 }
 
 impl TestCluster {
-    /// Starts the cluster in `dir`; with `install`, kruntimes too.
+    /// Starts the cluster in `dir`; with `install`, kruntimes too (`deploy/`'s manifests).
     pub async fn start(
         dir: &Path,
         repo: &Path,
         install: bool,
     ) -> Result<TestCluster, HarnessError> {
+        let install = if install {
+            Install::Manifests
+        } else {
+            Install::Nothing
+        };
+        Self::start_with(dir, repo, install).await
+    }
+
+    /// Starts the cluster in `dir` and installs what `install` says.
+    pub async fn start_with(
+        dir: &Path,
+        repo: &Path,
+        install: Install,
+    ) -> Result<TestCluster, HarnessError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| HarnessError::Start(format!("{}: {e}", dir.display())))?;
-        let runtimed = binary("runtimed")?;
-        let node = Node::new(
-            NodeConfig::new(NODE_NAME)
-                .with_dir(dir.join("node"))
-                .with_image_binary(kruntimes_webhook::inject::IMAGE_BINARY, runtimed),
-        )
-        .map_err(|e| HarnessError::Start(format!("the node: {e}")))?;
-        let node = Arc::new(node);
+        let chart = match &install {
+            Install::Chart(rendered) => Some(chart::documents(rendered)?),
+            _ => None,
+        };
+        let node = Arc::new(node_for(dir, repo, chart.is_some())?);
+        let pod_facing_ip = match chart {
+            Some(_) => Some(
+                node.host_ip()
+                    .await
+                    .map_err(|e| HarnessError::Start(format!("the node: {e}")))?
+                    .into(),
+            ),
+            None => None,
+        };
         let services: Arc<Mutex<ServiceTable>> = Arc::default();
+        let store: Arc<std::sync::OnceLock<Store>> = Arc::default();
         let resolver = {
-            let services = services.clone();
+            let (services, store) = (services.clone(), store.clone());
+            let endpoints = chart::Endpoints::default();
             Arc::new(move |service: &ServiceRef| {
                 let key = (
                     service.namespace.clone(),
                     service.name.clone(),
                     service.port,
                 );
-                services.lock().ok()?.get(&key).copied()
+                let listed = services.lock().ok()?.get(&key).copied();
+                listed.or_else(|| endpoints.resolve(store.get()?, service))
             })
         };
         let identities = identities();
@@ -317,15 +358,20 @@ impl TestCluster {
                 .iter()
                 .map(|i| (i.token.clone(), i.user.clone()))
                 .collect(),
+            pod_facing_ip,
             ..ApiConfig::default()
         };
-        if install {
+        if matches!(install, Install::Manifests) {
             config.crd_dirs.push(repo.join("charts/kruntimes/crds"));
             config.initial_objects = install_objects(repo)?;
         }
         let api = ApiServer::start(config)
             .await
             .map_err(|e| HarnessError::Start(format!("the API server: {e}")))?;
+        let _ = store.set(api.store().clone());
+        if let Some(addr) = api.pod_facing_addr() {
+            node.set_api_service(addr);
+        }
         for identity in &identities {
             api.write_kubeconfig(&dir.join(identity.file), &identity.token, "default")
                 .map_err(|e| HarnessError::Start(format!("writing {}: {e}", identity.file)))?;
@@ -336,8 +382,14 @@ impl TestCluster {
             dir: dir.to_owned(),
             webhook: None,
             controller: None,
+            from_chart: chart.is_some(),
         };
-        if install {
+        if let Some(documents) = chart {
+            let client = admin_client(&cluster.kubeconfig()).await?;
+            chart::apply(&client, &documents).await?;
+            chart::wait_installed(api_store(&cluster)?, &documents).await?;
+        }
+        if matches!(install, Install::Manifests) {
             let webhook_addr = free_port()?;
             services
                 .lock()
@@ -428,6 +480,15 @@ impl TestCluster {
             .api
             .as_ref()
             .ok_or_else(|| HarnessError::Control("stopped".into()))?;
+        let component_command = matches!(
+            words.as_slice(),
+            ["restart-controller" | "kill-controller" | "start-controller" | "stop-webhook"]
+        );
+        if component_command && self.from_chart {
+            return Err(HarnessError::Control(format!(
+                "{line}: installed from the chart, the components are the pods of its Deployments in {SYSTEM_NAMESPACE}: delete or kill-container those instead"
+            )));
+        }
         match words.as_slice() {
             ["fail-api", code, seconds] => {
                 let code: u16 = code
@@ -505,6 +566,41 @@ impl TestCluster {
         // Whatever the kubelet had not stopped yet (Pods of a namespace being deleted).
         self.node.shutdown().await;
     }
+}
+
+/// The node; for a chart install with the kruntimes images mapped to this build's
+/// binaries (their entrypoints as images/Containerfile has them), so the chart's pods
+/// run this build.
+fn node_for(dir: &Path, repo: &Path, chart: bool) -> Result<Node, HarnessError> {
+    let mut config = NodeConfig::new(NODE_NAME)
+        .with_dir(dir.join("node"))
+        .with_image_binary(kruntimes_webhook::inject::IMAGE_BINARY, binary("runtimed")?);
+    if chart {
+        for (component, binary_name, entrypoint) in chart::IMAGES {
+            config = config
+                .with_image_binary(entrypoint, binary(binary_name)?)
+                .with_image_entrypoint(chart::image_repository(repo, component)?, entrypoint);
+        }
+    }
+    Node::new(config).map_err(|e| HarnessError::Start(format!("the node: {e}")))
+}
+
+fn api_store(cluster: &TestCluster) -> Result<&Store, HarnessError> {
+    cluster
+        .api
+        .as_ref()
+        .map(ApiServerHandle::store)
+        .ok_or_else(|| HarnessError::Start("the API server stopped".into()))
+}
+
+/// A client with the administrator's kubeconfig.
+async fn admin_client(kubeconfig: &Path) -> Result<kube::Client, HarnessError> {
+    let fail = |e: String| HarnessError::Start(format!("{}: {e}", kubeconfig.display()));
+    let file = kube::config::Kubeconfig::read_from(kubeconfig).map_err(|e| fail(e.to_string()))?;
+    let config = kube::Config::from_custom_kubeconfig(file, &Default::default())
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    kube::Client::try_from(config).map_err(|e| fail(e.to_string()))
 }
 
 fn log_file(dir: &Path, name: &str) -> Result<std::fs::File, HarnessError> {

@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod chart;
 pub mod contract;
 pub mod harness;
 pub mod node;

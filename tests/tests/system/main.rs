@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod burst;
+mod chart;
 mod cli;
 mod faults;
 mod runs;

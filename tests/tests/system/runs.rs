@@ -168,11 +168,11 @@ async fn runs_reach_the_phase_that_tells_what_happened() {
     cluster.delete_namespace(&ns).await;
 }
 
-#[tokio::test]
-async fn admission_refuses_through_the_api_server() {
-    let cluster = Cluster::start().await;
-    let ns = cluster.namespace("admission").await;
-    let runs: Api<Run> = Api::namespaced(cluster.client.clone(), &ns);
+/// Creates a Run whose entrypoint escapes its files in `runs`' namespace and checks
+/// that the validating webhook refused it through the API server: a 422 with the
+/// webhook's message and a cause naming `spec.entrypoint`, and nothing created. Returns
+/// that Run and the refusal's message.
+pub(crate) async fn escaping_run_is_refused(runs: &Api<Run>) -> (Run, String) {
     let escaping = run(
         "escape",
         "bash",
@@ -205,6 +205,15 @@ async fn admission_refuses_through_the_api_server() {
         runs.get_opt("escape").await.unwrap().is_none(),
         "nothing is created"
     );
+    (escaping, status.message)
+}
+
+#[tokio::test]
+async fn admission_refuses_through_the_api_server() {
+    let cluster = Cluster::start().await;
+    let ns = cluster.namespace("admission").await;
+    let runs: Api<Run> = Api::namespaced(cluster.client.clone(), &ns);
+    let (escaping, _) = escaping_run_is_refused(&runs).await;
 
     // kubectl sees the same refusal.
     let manifest = serde_json::to_string(&escaping).unwrap();

@@ -48,6 +48,17 @@ impl Cluster {
                 emulator: None,
             };
         }
+        Cluster::emulated(&["--install".as_ref()]).await
+    }
+
+    /// An emulated cluster with kruntimes installed from `rendered`, the output of
+    /// `helm template` (`kruntimes-test-cluster --install-chart`).
+    pub(crate) async fn with_chart(rendered: &Path) -> Cluster {
+        Cluster::emulated(&["--install-chart".as_ref(), rendered.as_os_str()]).await
+    }
+
+    /// `kruntimes-test-cluster` with `install_args`, once it printed `ready`.
+    async fn emulated(install_args: &[&std::ffi::OsStr]) -> Cluster {
         kruntimes_testkit::privilege::require_root(
             "without KUBECONFIG the suite starts the emulated cluster, whose node runs Pods \
              as processes in namespaces of their own",
@@ -56,7 +67,7 @@ impl Cluster {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kruntimes-test-cluster"))
             .arg("--dir")
             .arg(dir.path())
-            .arg("--install")
+            .args(install_args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -205,6 +216,28 @@ impl Cluster {
         let Some(emulator) = &self.emulator else {
             return;
         };
+        // Installed from the chart, the components are pods: their logs are the pods'.
+        for component in ["kruntimes-controller", "kruntimes-webhook"] {
+            let selector = format!("app.kubernetes.io/name={component}");
+            let logs = self.kubectl(
+                &[
+                    "logs",
+                    "-n",
+                    "kruntimes-system",
+                    "-l",
+                    &selector,
+                    "--prefix",
+                    "--tail=80",
+                ],
+                None,
+            );
+            if logs.status.success() && !logs.stdout.is_empty() {
+                eprintln!(
+                    "--- last lines of the {component} pods' logs\n{}",
+                    String::from_utf8_lossy(&logs.stdout)
+                );
+            }
+        }
         let Ok(emulator) = emulator.lock() else {
             return;
         };

@@ -182,9 +182,7 @@ fn authenticate(server: &Server, headers: &HeaderMap) -> Result<UserInfo, ApiErr
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(ApiError::unauthorized)?;
     server
-        .users
-        .get(token.trim())
-        .cloned()
+        .user_of(token.trim())
         .ok_or_else(ApiError::unauthorized)
 }
 

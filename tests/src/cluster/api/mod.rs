@@ -76,6 +76,10 @@ pub struct ApiConfig {
     /// Starts no in-process controller (scheduler, kubelet, Deployment controller,
     /// garbage collector): the server alone, for tests of API semantics.
     pub disable_controllers: bool,
+    /// An address of the host that pods reach (the node's bridge): the server listens
+    /// there too (a port of its own, [`ApiServerHandle::pod_facing_addr`]) and its
+    /// certificate names it, so in-cluster clients (`KUBERNETES_SERVICE_HOST`) verify it.
+    pub pod_facing_ip: Option<std::net::IpAddr>,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -90,6 +94,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("users", &self.users.values().collect::<Vec<_>>())
             .field("history_limit", &self.history_limit)
             .field("disable_controllers", &self.disable_controllers)
+            .field("pod_facing_ip", &self.pod_facing_ip)
             .finish()
     }
 }
@@ -161,6 +166,39 @@ pub(crate) struct Server {
     pub(crate) requests: counts::RequestLog,
     /// The node, for the containers' logs (`pods/log`).
     pub(crate) node: Option<Arc<dyn PodRunner>>,
+    /// ServiceAccount tokens the kubelet was given for Pods (token -> account), besides
+    /// the static `users`.
+    pub(crate) minted: std::sync::Mutex<BTreeMap<String, UserInfo>>,
+    /// PEM of the CA of the serving certificate (a Pod's `ca.crt`).
+    pub(crate) ca_pem: String,
+}
+
+impl Server {
+    /// The identity bearer `token` stands for, if any.
+    pub(crate) fn user_of(&self, token: &str) -> Option<UserInfo> {
+        if let Some(user) = self.users.get(token) {
+            return Some(user.clone());
+        }
+        self.minted.lock().ok()?.get(token).cloned()
+    }
+
+    /// A new token of ServiceAccount `namespace/account`, as the TokenRequest API hands
+    /// the kubelet one: the account's username and groups.
+    pub(crate) fn mint_token(&self, namespace: &str, account: &str) -> Option<String> {
+        let mut bytes = [0u8; 24];
+        getrandom::fill(&mut bytes).ok()?;
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let user = UserInfo {
+            username: format!("system:serviceaccount:{namespace}:{account}"),
+            groups: vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{namespace}"),
+                "system:authenticated".into(),
+            ],
+        };
+        self.minted.lock().ok()?.insert(token.clone(), user);
+        Some(token)
+    }
 }
 
 impl Server {
@@ -179,9 +217,10 @@ impl Server {
 pub struct ApiServerHandle {
     server: Arc<Server>,
     addr: SocketAddr,
+    pod_facing_addr: Option<SocketAddr>,
     ca_pem: String,
     handle: axum_server::Handle<SocketAddr>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
     controllers: controllers::Controllers,
 }
 
@@ -206,7 +245,7 @@ const BUILTIN_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
 impl ApiServer {
     /// Starts the server on `127.0.0.1` at a free port.
     pub async fn start(config: ApiConfig) -> Result<ApiServerHandle, StartError> {
-        let tls = tls::generate()?;
+        let tls = tls::generate(config.pod_facing_ip.as_slice())?;
         let limit = if config.history_limit == 0 {
             store::DEFAULT_HISTORY
         } else {
@@ -222,6 +261,8 @@ impl ApiServer {
             open_watches: std::sync::atomic::AtomicUsize::new(0),
             requests: counts::RequestLog::default(),
             node: config.node.clone(),
+            minted: std::sync::Mutex::default(),
+            ca_pem: tls.ca_pem.clone(),
         });
         seed(&server, &config)?;
         let node_name = if config.node_name.is_empty() {
@@ -229,29 +270,21 @@ impl ApiServer {
         } else {
             config.node_name.clone()
         };
-        let io = |context: &str| {
-            let context = context.to_owned();
-            move |source| StartError::Io { context, source }
-        };
-        let listener =
-            std::net::TcpListener::bind("127.0.0.1:0").map_err(io("binding 127.0.0.1:0"))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(io("setting the listener non-blocking"))?;
-        let addr = listener
-            .local_addr()
-            .map_err(io("reading the bound address"))?;
         let handle = axum_server::Handle::new();
         let app = axum::Router::new()
             .fallback(http::handle)
             .layer(axum::extract::DefaultBodyLimit::max(http::MAX_BODY_BYTES))
             .with_state(server.clone());
         let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls.config);
-        let serve = axum_server::from_tcp_rustls(listener, rustls)
-            .map_err(io("serving on the listener"))?
-            .handle(handle.clone())
-            .serve(app.into_make_service());
-        let task = tokio::spawn(serve);
+        let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+        let (addr, task) = serve_on(loopback, &app, &rustls, &handle)?;
+        let mut tasks = vec![task];
+        let mut pod_facing_addr = None;
+        if let Some(ip) = config.pod_facing_ip {
+            let (addr, task) = serve_on(ip, &app, &rustls, &handle)?;
+            pod_facing_addr = Some(addr);
+            tasks.push(task);
+        }
         let controllers = if config.disable_controllers {
             controllers::Controllers::none()
         } else {
@@ -260,12 +293,39 @@ impl ApiServer {
         Ok(ApiServerHandle {
             server,
             addr,
+            pod_facing_addr,
             ca_pem: tls.ca_pem,
             handle,
-            task,
+            tasks,
             controllers,
         })
     }
+}
+
+type ServeTask = tokio::task::JoinHandle<std::io::Result<()>>;
+
+/// Serves `app` over TLS on a free port of `ip`; every listener shares `handle`, so one
+/// shutdown closes them all.
+fn serve_on(
+    ip: std::net::IpAddr,
+    app: &axum::Router,
+    rustls: &axum_server::tls_rustls::RustlsConfig,
+    handle: &axum_server::Handle<SocketAddr>,
+) -> Result<(SocketAddr, ServeTask), StartError> {
+    let io = |context: String| move |source| StartError::Io { context, source };
+    let listener =
+        std::net::TcpListener::bind((ip, 0)).map_err(io(format!("binding {ip} on a free port")))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(io("setting the listener non-blocking".into()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(io("reading the bound address".into()))?;
+    let serve = axum_server::from_tcp_rustls(listener, rustls.clone())
+        .map_err(io("serving on the listener".into()))?
+        .handle(handle.clone())
+        .serve(app.clone().into_make_service());
+    Ok((addr, tokio::spawn(serve)))
 }
 
 /// Stores the built-in namespaces, the CRDs of `crd_dirs` and the initial objects.
@@ -349,6 +409,11 @@ impl ApiServerHandle {
     /// The bound address (`127.0.0.1:PORT`).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where pods reach the server (`ApiConfig::pod_facing_ip` and a port), if asked for.
+    pub fn pod_facing_addr(&self) -> Option<SocketAddr> {
+        self.pod_facing_addr
     }
 
     /// `https://127.0.0.1:PORT`.
@@ -462,7 +527,9 @@ impl ApiServerHandle {
     pub async fn shutdown(self) {
         self.controllers.stop(SHUTDOWN_GRACE).await;
         self.handle.shutdown();
-        // The serve task only ends with an I/O error of the listener or the shutdown.
-        let _ = self.task.await;
+        // A serve task only ends with an I/O error of its listener or the shutdown.
+        for task in self.tasks {
+            let _ = task.await;
+        }
     }
 }

@@ -132,6 +132,16 @@ const BUILTIN: &[BuiltinRow] = &[
         true,
     ),
     (
+        "policy",
+        "v1",
+        "poddisruptionbudgets",
+        "PodDisruptionBudget",
+        true,
+        &["pdb"],
+        true,
+        false,
+    ),
+    (
         "coordination.k8s.io",
         "v1",
         "leases",

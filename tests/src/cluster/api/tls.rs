@@ -1,5 +1,6 @@
 //! The server's certificates: a CA made for each server and a serving certificate it
-//! signs for `localhost` and `127.0.0.1`. Clients trust the CA through the kubeconfig.
+//! signs for `localhost`, `127.0.0.1` and the address pods reach the server at, if any.
+//! Clients trust the CA through the kubeconfig (pods: their ServiceAccount's `ca.crt`).
 
 use std::sync::Arc;
 
@@ -27,8 +28,8 @@ pub(crate) struct ServerTls {
     pub(crate) config: Arc<rustls::ServerConfig>,
 }
 
-/// A new CA and serving certificate.
-pub(crate) fn generate() -> Result<ServerTls, TlsError> {
+/// A new CA and a serving certificate for loopback and `extra_ips`.
+pub(crate) fn generate(extra_ips: &[std::net::IpAddr]) -> Result<ServerTls, TlsError> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
@@ -39,6 +40,9 @@ pub(crate) fn generate() -> Result<ServerTls, TlsError> {
     params
         .subject_alt_names
         .push(SanType::IpAddress([127, 0, 0, 1].into()));
+    for ip in extra_ips {
+        params.subject_alt_names.push(SanType::IpAddress(*ip));
+    }
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &issuer)?;
     let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));

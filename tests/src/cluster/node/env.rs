@@ -15,6 +15,9 @@ pub(super) struct PodFacts {
     pub(super) pod_ip: String,
     pub(super) host_ip: String,
     pub(super) hostname: String,
+    /// Where the pod reaches the API server (`KUBERNETES_SERVICE_HOST`/`PORT`), if the
+    /// node was told ([`super::Node::set_api_service`]).
+    pub(super) api_service: Option<std::net::SocketAddr>,
 }
 
 /// The environment of `plan`, or the message of a `CreateContainerConfigError`.
@@ -32,6 +35,16 @@ pub(super) fn resolve(
             if plan.uid == 0 { "/root" } else { "/" }.to_owned(),
         ),
     ]);
+    // The kubelet sets these in every container, before the container's own `env`;
+    // in-cluster clients (kube-rs, client-go) find the API server through them.
+    if let Some(api) = facts.api_service {
+        env.insert("KUBERNETES_SERVICE_HOST".into(), api.ip().to_string());
+        env.insert("KUBERNETES_SERVICE_PORT".into(), api.port().to_string());
+        env.insert(
+            "KUBERNETES_SERVICE_PORT_HTTPS".into(),
+            api.port().to_string(),
+        );
+    }
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     for var in plan.spec.env.iter().flatten() {
         if let Some(value) = value_of(var, pod, namespace, facts, source, &env)? {

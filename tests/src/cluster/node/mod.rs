@@ -30,6 +30,7 @@ mod probe;
 mod process;
 mod script;
 mod status;
+mod token;
 mod volumes;
 
 use std::collections::BTreeMap;
@@ -58,6 +59,7 @@ pub struct NodeConfig {
     node_name: String,
     dir: Option<PathBuf>,
     image_binaries: BTreeMap<String, PathBuf>,
+    image_entrypoints: BTreeMap<String, Vec<String>>,
     keep_dir: bool,
 }
 
@@ -68,6 +70,7 @@ impl NodeConfig {
             node_name: node_name.into(),
             dir: None,
             image_binaries: BTreeMap::new(),
+            image_entrypoints: BTreeMap::new(),
             keep_dir: std::env::var("KRT_TEST_NODE_KEEP_DIR").is_ok_and(|v| v == "1"),
         }
     }
@@ -88,6 +91,20 @@ impl NodeConfig {
     ) -> Self {
         self.image_binaries
             .insert(image_path.into(), host_path.into());
+        self
+    }
+
+    /// Images of `repository` (any tag or digest) have the entrypoint `entrypoint`, an
+    /// image path (map it to a host file with [`NodeConfig::with_image_binary`]): a
+    /// container of such an image without `command` runs it, with its `args`, as a
+    /// container runtime runs an image's `ENTRYPOINT`.
+    pub fn with_image_entrypoint(
+        mut self,
+        repository: impl Into<String>,
+        entrypoint: impl Into<String>,
+    ) -> Self {
+        self.image_entrypoints
+            .insert(repository.into(), vec![entrypoint.into()]);
         self
     }
 
@@ -115,6 +132,7 @@ struct Inner {
     dir: PathBuf,
     bridge: tokio::sync::Mutex<Option<Arc<Bridge>>>,
     pods: Mutex<Vec<Weak<Shared>>>,
+    api_service: Mutex<Option<std::net::SocketAddr>>,
 }
 
 static NODE_SEQUENCE: AtomicU64 = AtomicU64::new(0);
@@ -134,6 +152,7 @@ impl Node {
                 dir,
                 bridge: tokio::sync::Mutex::new(None),
                 pods: Mutex::new(Vec::new()),
+                api_service: Mutex::new(None),
             }),
         })
     }
@@ -173,6 +192,14 @@ impl Node {
     /// The node's name.
     pub fn name(&self) -> &str {
         &self.inner.config.node_name
+    }
+
+    /// Where the pods started from now on reach the API server: the kubelet's
+    /// `KUBERNETES_SERVICE_HOST` and `KUBERNETES_SERVICE_PORT` in every container.
+    pub fn set_api_service(&self, addr: std::net::SocketAddr) {
+        if let Ok(mut slot) = self.inner.api_service.lock() {
+            *slot = Some(addr);
+        }
     }
 }
 
@@ -237,7 +264,7 @@ impl Inner {
     ) -> Result<Box<dyn RunningPod>, NodeError> {
         // The spec is checked first, so a refused pod is refused the same way with or
         // without root.
-        let plans = plan::plan_pod(&pod)?;
+        let mut plans = plan::plan_pod(&pod, &self.config.image_entrypoints)?;
         require_root(&pod)?;
         let key = plan::pod_key(&pod);
         let dir = pod::pod_dir(&self.dir, &pod);
@@ -256,9 +283,19 @@ impl Inner {
             pod_ip: sandbox.ip().to_string(),
             host_ip: sandbox.host_ip().to_string(),
             hostname,
+            api_service: self.api_service.lock().ok().and_then(|a| *a),
         };
-        let prepared =
+        let mut prepared =
             volumes::prepare(&pod, &dir.join("volumes"), sandbox.pid(), source.as_ref()).await?;
+        if let Ok(volumes) = prepared.as_mut() {
+            token::mount(
+                &pod,
+                &dir.join("volumes"),
+                source.as_ref(),
+                volumes,
+                &mut plans,
+            )?;
+        }
         let mount_failure = prepared.as_ref().err().cloned();
         let mut state = initial_state(&plans, &facts);
         let restart_policy = pod

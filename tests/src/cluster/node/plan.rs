@@ -22,10 +22,20 @@ pub(super) enum Kind {
     Regular,
 }
 
-/// An exec probe with the kubelet's defaults filled in.
+/// What a probe does.
+#[derive(Clone, Debug)]
+pub(super) enum ProbeAction {
+    /// Runs the command in the container: success is exit 0.
+    Exec(Vec<String>),
+    /// `GET http://POD_IP:port/path` from the node, as the kubelet does: success is a
+    /// status from 200 to 399.
+    HttpGet { port: u16, path: String },
+}
+
+/// A probe with the kubelet's defaults filled in.
 #[derive(Clone, Debug)]
 pub(super) struct ProbePlan {
-    pub(super) command: Vec<String>,
+    pub(super) action: ProbeAction,
     pub(super) initial_delay_secs: u64,
     pub(super) period_secs: u64,
     pub(super) timeout_secs: u64,
@@ -124,8 +134,24 @@ fn check_pod_fields(pod: &Pod, spec: &PodSpec) -> Result<(), NodeError> {
     Ok(())
 }
 
-/// Reads every container of `pod`: init containers in order, then containers.
-pub(super) fn plan_pod(pod: &Pod) -> Result<Vec<ContainerPlan>, NodeError> {
+/// Image repository (no tag or digest) -> its entrypoint.
+pub(super) type Entrypoints = BTreeMap<String, Vec<String>>;
+
+/// The repository of image reference `image`: without its `@digest` and `:tag`.
+fn repository(image: &str) -> &str {
+    let image = image.split_once('@').map_or(image, |(name, _)| name);
+    match image.rfind(':') {
+        Some(colon) if !image[colon..].contains('/') => &image[..colon],
+        _ => image,
+    }
+}
+
+/// Reads every container of `pod`: init containers in order, then containers; a
+/// container without `command` runs its image's entrypoint from `entrypoints`.
+pub(super) fn plan_pod(
+    pod: &Pod,
+    entrypoints: &Entrypoints,
+) -> Result<Vec<ContainerPlan>, NodeError> {
     let spec = pod
         .spec
         .as_ref()
@@ -156,10 +182,12 @@ pub(super) fn plan_pod(pod: &Pod) -> Result<Vec<ContainerPlan>, NodeError> {
             Kind::Init
         };
         let field = format!("spec.initContainers[{i}]");
+        let c = &with_entrypoint(c, entrypoints);
         plans.push(plan_container(pod, spec, c, kind, &field, &volume_names)?);
     }
     for (i, c) in spec.containers.iter().enumerate() {
         let field = format!("spec.containers[{i}]");
+        let c = &with_entrypoint(c, entrypoints);
         plans.push(plan_container(
             pod,
             spec,
@@ -170,6 +198,18 @@ pub(super) fn plan_pod(pod: &Pod) -> Result<Vec<ContainerPlan>, NodeError> {
         )?);
     }
     Ok(plans)
+}
+
+/// `c` with its image's entrypoint as `command` when it has none and the image is known.
+fn with_entrypoint(c: &Container, entrypoints: &Entrypoints) -> Container {
+    let mut c = c.clone();
+    if c.command.as_ref().is_none_or(Vec::is_empty)
+        && let Some(entrypoint) =
+            entrypoints.get(repository(c.image.as_deref().unwrap_or_default()))
+    {
+        c.command = Some(entrypoint.clone());
+    }
+    c
 }
 
 fn plan_container(
@@ -245,11 +285,13 @@ fn plan_container(
         mounts,
         startup: probe(
             pod,
+            c,
             c.startup_probe.as_ref(),
             &format!("{field}.startupProbe"),
         )?,
         readiness: probe(
             pod,
+            c,
             c.readiness_probe.as_ref(),
             &format!("{field}.readinessProbe"),
         )?,
@@ -362,33 +404,80 @@ fn plan_mount(
     })
 }
 
-fn probe(pod: &Pod, probe: Option<&Probe>, field: &str) -> Result<Option<ProbePlan>, NodeError> {
+fn probe(
+    pod: &Pod,
+    c: &Container,
+    probe: Option<&Probe>,
+    field: &str,
+) -> Result<Option<ProbePlan>, NodeError> {
     let Some(probe) = probe else {
         return Ok(None);
     };
-    let command = probe
-        .exec
-        .as_ref()
-        .and_then(|e| e.command.clone())
-        .filter(|c| !c.is_empty())
-        .ok_or_else(|| {
-            unsupported(
-                pod,
-                format!(
-                    "{field}: only exec probes with a command are supported by the emulated node"
-                ),
-            )
-        })?;
+    let action = if let Some(http) = &probe.http_get {
+        http_get(pod, c, http, field)?
+    } else {
+        let command = probe
+            .exec
+            .as_ref()
+            .and_then(|e| e.command.clone())
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| {
+                unsupported(
+                    pod,
+                    format!(
+                        "{field}: only exec probes with a command and httpGet probes are supported by the emulated node"
+                    ),
+                )
+            })?;
+        ProbeAction::Exec(command)
+    };
     let positive =
         |v: Option<i32>, default: i32| u64::try_from(v.unwrap_or(default).max(0)).unwrap_or(0);
     Ok(Some(ProbePlan {
-        command,
+        action,
         initial_delay_secs: positive(probe.initial_delay_seconds, 0),
         period_secs: positive(probe.period_seconds, 10).max(1),
         timeout_secs: positive(probe.timeout_seconds, 1).max(1),
         failure_threshold: u32::try_from(probe.failure_threshold.unwrap_or(3).max(1)).unwrap_or(3),
         success_threshold: u32::try_from(probe.success_threshold.unwrap_or(1).max(1)).unwrap_or(1),
     }))
+}
+
+/// An `httpGet` probe: plain HTTP to the pod's IP, its port a number or the name of
+/// one of the container's ports.
+fn http_get(
+    pod: &Pod,
+    c: &Container,
+    http: &k8s_openapi::api::core::v1::HTTPGetAction,
+    field: &str,
+) -> Result<ProbeAction, NodeError> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    if http.scheme.as_deref().is_some_and(|s| s != "HTTP") || http.host.is_some() {
+        return Err(unsupported(
+            pod,
+            format!(
+                "{field}.httpGet: only scheme HTTP to the pod's IP is supported by the emulated node"
+            ),
+        ));
+    }
+    let port = match &http.port {
+        IntOrString::Int(n) => u16::try_from(*n).ok(),
+        IntOrString::String(name) => c
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .and_then(|p| u16::try_from(p.container_port).ok()),
+    }
+    .filter(|p| *p != 0)
+    .ok_or_else(|| {
+        unsupported(
+            pod,
+            format!("{field}.httpGet.port: Invalid value: {:?}: not a port number or the name of a port of the container", http.port),
+        )
+    })?;
+    let path = http.path.clone().unwrap_or_else(|| "/".to_owned());
+    Ok(ProbeAction::HttpGet { port, path })
 }
 
 /// Kubernetes' `$(VAR)` expansion in command, args and env values: a defined variable is
@@ -423,6 +512,89 @@ pub(super) fn expand(input: &str, env: &BTreeMap<String, String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_image_repository_is_its_name_without_tag_or_digest() {
+        assert_eq!(
+            repository("ghcr.io/kruntimes/webhook:0.1.0"),
+            "ghcr.io/kruntimes/webhook"
+        );
+        assert_eq!(
+            repository("ghcr.io/kruntimes/webhook@sha256:ab"),
+            "ghcr.io/kruntimes/webhook"
+        );
+        assert_eq!(
+            repository("localhost:5000/webhook"),
+            "localhost:5000/webhook"
+        );
+    }
+
+    fn pod_of(container: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "n", "uid": "u"},
+            "spec": {"containers": [container]},
+        }))
+        .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_container_without_command_runs_its_known_images_entrypoint() {
+        let entrypoints = Entrypoints::from([(
+            "ghcr.io/kruntimes/webhook".to_owned(),
+            vec!["/usr/local/bin/kruntimes-webhook".to_owned()],
+        )]);
+        let pod = pod_of(serde_json::json!({"name": "w",
+            "image": "ghcr.io/kruntimes/webhook:0.1.0", "args": ["--x"]}));
+        let plans = plan_pod(&pod, &entrypoints).map_err(|e| e.to_string());
+        let command = plans.map(|p| p[0].spec.command.clone());
+        assert_eq!(
+            command,
+            Ok(Some(vec!["/usr/local/bin/kruntimes-webhook".to_owned()]))
+        );
+        let unknown = pod_of(serde_json::json!({"name": "w", "image": "debian:trixie"}));
+        let refused = plan_pod(&unknown, &entrypoints).map_err(|e| e.to_string());
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.contains("spec.containers[0].command")),
+            "{:?}",
+            refused.map(|_| ())
+        );
+    }
+
+    #[test]
+    fn an_http_probe_goes_to_the_named_port_and_https_is_refused() {
+        let probe = |port: serde_json::Value, scheme: &str| {
+            let pod = pod_of(serde_json::json!({"name": "c", "command": ["x"],
+                "ports": [{"name": "admin", "containerPort": 8080}],
+                "readinessProbe": {"httpGet": {"path": "/readyz", "port": port, "scheme": scheme}}}));
+            plan_pod(&pod, &Entrypoints::new())
+                .map(|p| p[0].readiness.clone().map(|r| r.action))
+                .map_err(|e| e.to_string())
+        };
+        assert!(matches!(
+            probe(serde_json::json!("admin"), "HTTP"),
+            Ok(Some(ProbeAction::HttpGet { port: 8080, ref path })) if path == "/readyz"
+        ));
+        assert!(matches!(
+            probe(serde_json::json!(9000), "HTTP"),
+            Ok(Some(ProbeAction::HttpGet { port: 9000, .. }))
+        ));
+        let unknown = probe(serde_json::json!("grpc"), "HTTP");
+        assert!(
+            unknown
+                .as_ref()
+                .is_err_and(|e| e.contains("readinessProbe.httpGet.port")),
+            "{unknown:?}"
+        );
+        let https = probe(serde_json::json!("admin"), "HTTPS");
+        assert!(
+            https
+                .as_ref()
+                .is_err_and(|e| e.contains("only scheme HTTP")),
+            "{https:?}"
+        );
+    }
 
     #[test]
     fn expansion_follows_the_kubelet() {

@@ -1,5 +1,6 @@
-//! Exec probes: `startupProbe`, then `readinessProbe`, run with `nsenter` in the
-//! container's namespaces and root, as its uid and gid, with its environment.
+//! Probes: `startupProbe`, then `readinessProbe`. An exec probe runs with `nsenter` in
+//! the container's namespaces and root, as its uid and gid, with its environment; an
+//! httpGet probe is a plain HTTP GET from the node to the pod's IP, as the kubelet's.
 //! `livenessProbe` is not run (the node restarts nothing, so a failed liveness probe
 //! would have no consequence to emulate).
 
@@ -8,7 +9,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::plan::{Kind, ProbePlan};
+use super::plan::{Kind, ProbeAction, ProbePlan};
 use super::pod::Shared;
 use super::process::{HELPER_PATH, chrooted};
 
@@ -27,7 +28,7 @@ pub(super) async fn supervise(shared: Arc<Shared>, idx: usize, env: BTreeMap<Str
             if !shared.is_running(idx) {
                 return;
             }
-            if run_probe(startup, pid, plan.uid, plan.gid, &env).await {
+            if run_probe(&shared, startup, pid, plan.uid, plan.gid, &env).await {
                 break;
             }
             failures += 1;
@@ -61,7 +62,7 @@ async fn readiness_loop(
     tokio::time::sleep(Duration::from_secs(probe.initial_delay_secs)).await;
     let (mut successes, mut failures) = (0, 0);
     while shared.is_running(idx) {
-        if run_probe(probe, pid, plan.uid, plan.gid, env).await {
+        if run_probe(shared, probe, pid, plan.uid, plan.gid, env).await {
             successes += 1;
             failures = 0;
         } else {
@@ -100,9 +101,51 @@ async fn wait_for_setup(shared: &Shared, idx: usize) -> Option<u32> {
     }
 }
 
-/// One probe: success when the command exits 0 within `timeoutSeconds`.
+/// One probe: success when it passes within `timeoutSeconds`.
 async fn run_probe(
+    shared: &Shared,
     probe: &ProbePlan,
+    pid: u32,
+    uid: u32,
+    gid: u32,
+    env: &BTreeMap<String, String>,
+) -> bool {
+    let timeout = Duration::from_secs(probe.timeout_secs);
+    match &probe.action {
+        ProbeAction::Exec(command) => exec_probe(command, timeout, pid, uid, gid, env).await,
+        ProbeAction::HttpGet { port, path } => {
+            let get = http_get(&shared.facts.pod_ip, *port, path);
+            tokio::time::timeout(timeout, get).await.unwrap_or(false)
+        }
+    }
+}
+
+/// `GET path` on `ip:port`: whether the status is 200 to 399 (the kubelet's success).
+async fn http_get(ip: &str, port: u16, path: &str) -> bool {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let Ok(mut stream) = tokio::net::TcpStream::connect((ip, port)).await else {
+        return false;
+    };
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nUser-Agent: kube-probe\r\nConnection: close\r\n\r\n"
+    );
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return false;
+    }
+    // The status line is all a probe reads.
+    let mut head = [0u8; 12];
+    if stream.read_exact(&mut head).await.is_err() {
+        return false;
+    }
+    let status = std::str::from_utf8(&head[9..12])
+        .ok()
+        .and_then(|s| s.parse::<u16>().ok());
+    head.starts_with(b"HTTP/1.") && status.is_some_and(|s| (200..400).contains(&s))
+}
+
+async fn exec_probe(
+    command: &[String],
+    timeout: Duration,
     pid: u32,
     uid: u32,
     gid: u32,
@@ -112,7 +155,7 @@ async fn run_probe(
     let child = tokio::process::Command::new("nsenter")
         .args(["-t", &pid, "-m", "-p", "-n", "-u", "-i", "-r", "-w"])
         .args(["-S", &uid.to_string(), "-G", &gid.to_string(), "--"])
-        .args(&probe.command)
+        .args(command)
         .env_clear()
         .env("PATH", HELPER_PATH)
         .envs(env)
@@ -124,7 +167,7 @@ async fn run_probe(
     let Ok(mut child) = child else {
         return false;
     };
-    match tokio::time::timeout(Duration::from_secs(probe.timeout_secs), child.wait()).await {
+    match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(status)) => status.success(),
         _ => false,
     }

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::cluster::api::store::{ObjectKey, Store};
 use crate::cluster::api::{Server, meta};
-use crate::cluster::contract::{PodRunner, RunningPod, VolumeSource};
+use crate::cluster::contract::{AccountToken, PodRunner, RunningPod, VolumeSource};
 
 /// How often a status or finalization write is retried on a conflicting write.
 const WRITE_ATTEMPTS: usize = 10;
@@ -45,13 +45,15 @@ pub(crate) struct Kubelet {
 /// a Pod's start (its init containers) and then its stop take a few seconds.
 pub(crate) const START_WAIT_ON_SHUTDOWN: Duration = Duration::from_secs(30);
 
-/// Secrets and ConfigMaps as the store holds them now.
-struct StoreVolumes(Store);
+/// Secrets and ConfigMaps as the store holds them now, and tokens of the
+/// ServiceAccounts stored.
+struct StoreVolumes(Arc<Server>);
 
 impl VolumeSource for StoreVolumes {
     fn secret(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
         let secret = self
             .0
+            .store
             .get(&ObjectKey::new("", "secrets", namespace, name))?;
         let mut out = BTreeMap::new();
         for (k, v) in secret
@@ -79,6 +81,7 @@ impl VolumeSource for StoreVolumes {
     fn config_map(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, String>> {
         let cm = self
             .0
+            .store
             .get(&ObjectKey::new("", "configmaps", namespace, name))?;
         let data = cm.get("data").and_then(Value::as_object);
         Some(
@@ -87,6 +90,17 @@ impl VolumeSource for StoreVolumes {
                 .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()))
                 .collect(),
         )
+    }
+
+    fn service_account_token(&self, namespace: &str, account: &str) -> Option<AccountToken> {
+        // The TokenRequest API refuses an account that does not exist.
+        self.0
+            .store
+            .get(&ObjectKey::new("", "serviceaccounts", namespace, account))?;
+        Some(AccountToken {
+            token: self.0.mint_token(namespace, account)?,
+            ca_pem: self.0.ca_pem.clone(),
+        })
     }
 }
 
@@ -248,7 +262,7 @@ impl Kubelet {
         key: ObjectKey,
         uid: String,
     ) {
-        let (me, store) = (self.clone(), server.store.clone());
+        let (me, store, server) = (self.clone(), server.store.clone(), server.clone());
         self.starting.send_modify(|n| *n += 1);
         tokio::spawn(async move {
             // Counted out once the start ended (and a late Pod was stopped).
@@ -257,7 +271,7 @@ impl Kubelet {
             let started = match typed {
                 Ok(typed) => me
                     .node
-                    .start(typed, Arc::new(StoreVolumes(store.clone())))
+                    .start(typed, Arc::new(StoreVolumes(server)))
                     .await
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(format!("the Pod does not decode: {e}")),
