@@ -152,7 +152,12 @@ pub fn terminal_status(base: &RunStatus, execution: &proto::Execution, tails: &T
             region: (!store.region.is_empty()).then(|| store.region.clone()),
             bucket: store.bucket.clone(),
             prefix: (!store.prefix.is_empty()).then(|| store.prefix.clone()),
-            credentials_secret_ref: None,
+            // runtimed never sees the Secret's name; the controller recorded it at
+            // dispatch (the deletion of the objects reads it).
+            credentials_secret_ref: base
+                .artifact_store
+                .as_ref()
+                .and_then(|s| s.credentials_secret_ref.clone()),
         });
     }
     status

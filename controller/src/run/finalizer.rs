@@ -15,6 +15,8 @@ use serde_json::json;
 
 use crate::Error;
 
+pub mod artifacts;
+
 /// Longest a deleted Run that is still running waits for its cancel to end it before
 /// its finalizer is removed anyway: past runtimed's own end of a cancelled Run
 /// (SIGTERM, its 5 s grace, SIGKILL) and a pod's few missed answers, short enough that
