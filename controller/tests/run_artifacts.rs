@@ -193,7 +193,7 @@ async fn a_missing_secret_holds_the_finalizer_with_a_condition_and_one_event() {
         )
         .then(
             Method::PATCH,
-            &format!("{RUN_PATH}/status"),
+            format!("{RUN_PATH}/status"),
             Answer::Json(200, serde_json::to_value(&run).unwrap()),
         )
         .then(Method::POST, EVENTS_PATH, Answer::Echo(201));
@@ -226,10 +226,10 @@ async fn a_missing_secret_holds_the_finalizer_with_a_condition_and_one_event() {
         apiserver::status(404, "NotFound"),
     )
     .await;
-    assert!(matches!(
+    assert_eq!(
         reconciled.await.unwrap().unwrap(),
-        a if a == Action::requeue(retry_delay(Duration::ZERO))
-    ));
+        Action::requeue(retry_delay(Duration::ZERO))
+    );
     drop(ctx);
     api.no_more_requests().await;
 }
@@ -274,15 +274,15 @@ async fn a_deleted_bucket_holds_the_finalizer_with_its_own_reason() {
         .then(Method::GET, SECRET_PATH, Answer::Json(200, secret()))
         .then(
             Method::PATCH,
-            &format!("{RUN_PATH}/status"),
+            format!("{RUN_PATH}/status"),
             Answer::Json(200, serde_json::to_value(&run).unwrap()),
         )
         .then(Method::POST, EVENTS_PATH, Answer::Echo(201));
     let seen = api.run(&scenario).await;
-    assert!(matches!(
+    assert_eq!(
         reconciled.await.unwrap().unwrap(),
-        a if a == Action::requeue(retry_delay(Duration::ZERO))
-    ));
+        Action::requeue(retry_delay(Duration::ZERO))
+    );
     assert_eq!(
         artifacts_condition(&seen[1].body)["reason"],
         "ArtifactBucketMissing"
