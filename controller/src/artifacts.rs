@@ -3,10 +3,10 @@
 //! S3 client. It needs nothing of the Runtime (which may be gone or scaled to zero):
 //! the store, the keys and the Secret's name are all in the Run's status.
 //!
-//! Every object is deleted on its own (`DeleteObject`), which S3 answers with success
-//! for a key that does not exist: a repeated cleanup deletes nothing twice and fails on
-//! nothing already gone. A `404` to a `DeleteObject` therefore means the bucket itself
-//! is missing (S3's `NoSuchBucket`).
+//! The objects go in one `DeleteObjects` request per 1000 keys (object_store's
+//! `delete_stream`), which S3 answers with success for a key that does not exist: a
+//! repeated cleanup deletes nothing twice and fails on nothing already gone. A `404`
+//! to it therefore means the bucket itself is missing (S3's `NoSuchBucket`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,24 +16,21 @@ use k8s_openapi::api::core::v1::Secret;
 use kruntimes_api::v1alpha1::ArtifactStore;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
+use object_store::{ClientOptions, ObjectStore, RetryConfig};
 
 /// The Secret key holding the access key id (the sidecar reads the same key).
 pub const ACCESS_KEY_ID_KEY: &str = "AWS_ACCESS_KEY_ID";
 /// The Secret key holding the secret access key.
 pub const SECRET_ACCESS_KEY_KEY: &str = "AWS_SECRET_ACCESS_KEY";
 
-/// Time for one object's `DeleteObject`, its retries included: a store that does not
-/// answer fails this cleanup (retried later) instead of holding the reconcile.
+/// Time for the deletion of one Run's objects, retries included: one `DeleteObjects`
+/// request for up to 1000 keys (the most `status.artifacts` holds). A store that does
+/// not answer fails this cleanup (retried later) instead of holding the reconcile.
 pub const DELETE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Retries of one request on a transient error (connection refused, 5xx) within one
 /// cleanup; the cleanup itself is retried with backoff after that.
 pub const MAX_RETRIES: usize = 2;
-
-/// Deletes running at once for one Run: hides per-request latency for a Run with many
-/// objects without flooding a small store.
-pub const DELETE_CONCURRENCY: usize = 4;
 
 /// Why the artifacts of a Run cannot be deleted now.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -168,11 +165,13 @@ pub enum DeleteOutcome {
     BucketMissing,
     /// The store refused the credentials (403/401); the message is the store's.
     AccessDenied(String),
-    /// A failure that may pass (no answer, a 5xx, a bad key): retry later.
+    /// A key in `status.artifacts` is not a valid object path: retrying will not help.
+    KeyInvalid(String),
+    /// A failure that may pass (no answer, a 5xx): retry later.
     Transient(String),
 }
 
-/// What one `DeleteObject` came to.
+/// What the deletion of one key came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum KeyOutcome {
     Deleted,
@@ -181,7 +180,7 @@ enum KeyOutcome {
     Transient(String),
 }
 
-/// Deletes every key of `keys` from `store`, [`DELETE_CONCURRENCY`] at once, each
+/// Deletes every key of `keys` from `store` (one request per 1000 keys), all of it
 /// bounded by `timeout`; a bucket found missing or access denied wins over a
 /// transient failure (retrying will not fix them).
 pub async fn delete_objects(
@@ -189,24 +188,28 @@ pub async fn delete_objects(
     keys: &[String],
     timeout: Duration,
 ) -> DeleteOutcome {
-    // Owned futures: a stream of futures borrowing `keys` through a closure is not
-    // `Send` for every lifetime, which the reconciler's future must be.
-    let deletes: Vec<_> = keys
-        .iter()
-        .map(|key| {
-            let store = store.clone();
-            let key = key.clone();
-            async move { delete_one(store.as_ref(), &key, timeout).await }
-        })
-        .collect();
-    let outcomes: Vec<KeyOutcome> = futures::stream::iter(deletes)
-        .buffer_unordered(DELETE_CONCURRENCY)
-        .collect()
-        .await;
+    let mut locations = Vec::with_capacity(keys.len());
+    for key in keys {
+        match ObjectPath::parse(key) {
+            Ok(location) => locations.push(Ok(location)),
+            Err(e) => return DeleteOutcome::KeyInvalid(format!("key {key:?}: {e}")),
+        }
+    }
+    let deleted = store.delete_stream(futures::stream::iter(locations).boxed());
+    let results: Vec<_> = match tokio::time::timeout(timeout, deleted.collect()).await {
+        Ok(results) => results,
+        Err(_) => {
+            return DeleteOutcome::Transient(format!(
+                "delete {} object(s): no answer within {}s",
+                keys.len(),
+                timeout.as_secs_f64()
+            ));
+        }
+    };
     let mut transient = None;
     let mut denied = None;
-    for outcome in outcomes {
-        match outcome {
+    for result in results {
+        match result.map_or_else(|e| classify(&e), |_| KeyOutcome::Deleted) {
             KeyOutcome::Deleted => {}
             KeyOutcome::BucketMissing => return DeleteOutcome::BucketMissing,
             KeyOutcome::AccessDenied(message) => denied = Some(message),
@@ -220,23 +223,8 @@ pub async fn delete_objects(
     }
 }
 
-async fn delete_one(store: &dyn ObjectStore, key: &str, timeout: Duration) -> KeyOutcome {
-    let location = match ObjectPath::parse(key) {
-        Ok(location) => location,
-        Err(e) => return KeyOutcome::Transient(format!("key {key:?}: {e}")),
-    };
-    match tokio::time::timeout(timeout, store.delete(&location)).await {
-        Ok(Ok(())) => KeyOutcome::Deleted,
-        Ok(Err(e)) => classify(key, &e),
-        Err(_) => KeyOutcome::Transient(format!(
-            "delete {key}: no answer within {}s",
-            timeout.as_secs_f64()
-        )),
-    }
-}
-
-fn classify(key: &str, error: &object_store::Error) -> KeyOutcome {
-    let text = format!("delete {key}: {}", error_chain(error));
+fn classify(error: &object_store::Error) -> KeyOutcome {
+    let text = format!("delete: {}", error_chain(error));
     match error {
         // S3 answers a missing key's delete with success, so a 404 is the bucket's; a
         // store that does answer 404 for a missing key has nothing left to delete.
@@ -246,6 +234,8 @@ fn classify(key: &str, error: &object_store::Error) -> KeyOutcome {
         object_store::Error::NotFound { .. } => KeyOutcome::Deleted,
         object_store::Error::PermissionDenied { .. }
         | object_store::Error::Unauthenticated { .. } => KeyOutcome::AccessDenied(text),
+        // A key the store refused inside a `DeleteObjects` answer, with S3's code.
+        _ if text.contains("AccessDenied") => KeyOutcome::AccessDenied(text),
         _ => KeyOutcome::Transient(text),
     }
 }

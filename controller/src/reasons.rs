@@ -58,7 +58,8 @@ impl std::fmt::Display for RunReason {
 pub enum ArtifactReason {
     /// `status.artifacts` lists objects but `status.artifactStore` is not set.
     ArtifactStoreUnknown,
-    /// `status.artifactStore` cannot be used (its endpoint is not an http(s) URL).
+    /// `status.artifactStore` cannot be used (its endpoint is not an http(s) URL), or a
+    /// key in `status.artifacts` is not a valid object path.
     ArtifactStoreInvalid,
     /// No credentials: the store names no Secret, the Secret does not exist in the
     /// Run's namespace, or it lacks `AWS_ACCESS_KEY_ID` or `AWS_SECRET_ACCESS_KEY`.

@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use http::Method;
@@ -15,9 +15,7 @@ use kruntimes_api::labels::{RELEASE_ARTIFACTS_ANNOTATION, RUN_FINALIZER};
 use kruntimes_api::v1alpha1::{ArtifactStore, Run, RunStatus, Runtime};
 use kruntimes_api::validation::against_runtime::SchemaCache;
 use kruntimes_controller::Error;
-use kruntimes_controller::artifacts::{
-    Credentials, DELETE_TIMEOUT, DeleteOutcome, build_store, delete_objects,
-};
+use kruntimes_controller::artifacts::{Credentials, DELETE_TIMEOUT, build_store};
 use kruntimes_controller::dispatch::{Dispatcher, RunKey, StatusSink};
 use kruntimes_controller::run::finalizer::artifacts::{ARTIFACTS_CONDITION, retry_delay};
 use kruntimes_controller::run::{Context, reconcile, runtimes_ready};
@@ -290,57 +288,4 @@ async fn a_deleted_bucket_holds_the_finalizer_with_its_own_reason() {
     assert_eq!(seen[2].body["reason"], "ArtifactBucketMissing");
     drop(ctx);
     api.no_more_requests().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn an_unreachable_store_is_transient_and_retried() {
-    // A port with nothing listening: connection refused.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut store: ArtifactStore = serde_json::from_value(json!({
-        "endpoint": format!("http://127.0.0.1:{port}"), "bucket": BUCKET,
-    }))
-    .unwrap();
-    store.credentials_secret_ref = None;
-    let client = build_store(
-        &store,
-        &Credentials::new(ACCESS_KEY, SECRET_KEY),
-        DELETE_TIMEOUT,
-    )
-    .unwrap();
-    let outcome = delete_objects(Arc::new(client), &["runs/uid-1/a".into()], DELETE_TIMEOUT).await;
-    let DeleteOutcome::Transient(message) = outcome else {
-        panic!("transient: {outcome:?}");
-    };
-    assert!(message.contains("runs/uid-1/a"), "{message}");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_store_that_never_answers_fails_at_the_delete_timeout() {
-    // Accepts connections and never answers.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let store: ArtifactStore = serde_json::from_value(json!({
-        "endpoint": format!("http://127.0.0.1:{port}"), "bucket": BUCKET,
-    }))
-    .unwrap();
-    let client = build_store(
-        &store,
-        &Credentials::new(ACCESS_KEY, SECRET_KEY),
-        DELETE_TIMEOUT,
-    )
-    .unwrap();
-    let timeout = Duration::from_millis(300);
-    let started = Instant::now();
-    let outcome = delete_objects(Arc::new(client), &["runs/uid-1/a".into()], timeout).await;
-    let elapsed = started.elapsed();
-    assert_eq!(
-        outcome,
-        DeleteOutcome::Transient("delete runs/uid-1/a: no answer within 0.3s".into())
-    );
-    assert!(elapsed >= timeout, "{elapsed:?}");
-    drop(listener);
 }

@@ -286,6 +286,10 @@ pub async fn clear_artifacts(
                 release_hint()
             ),
         ),
+        DeleteOutcome::KeyInvalid(why) => (
+            ArtifactReason::ArtifactStoreInvalid,
+            format!("status.artifacts: {why}; {}", release_hint()),
+        ),
         DeleteOutcome::Transient(why) => (
             ArtifactReason::ArtifactDeleteRetrying,
             format!("deleting the Run's artifacts failed, retried with backoff: {why}"),
