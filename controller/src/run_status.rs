@@ -330,6 +330,42 @@ mod tests {
     }
 
     #[test]
+    fn the_recorded_credentials_secret_is_kept_with_the_store_runtimed_reports() {
+        let mut e = execution(proto::Phase::Succeeded);
+        e.artifacts = vec![proto::ArtifactResult {
+            path: "out/a.txt".into(),
+            key: "runs/u/out/a.txt".into(),
+            size: 1,
+            sha256: "00".into(),
+        }];
+        e.artifact_store = Some(proto::S3Store {
+            endpoint: "https://s3.example".into(),
+            bucket: "results".into(),
+            prefix: "runs/".into(),
+            ..Default::default()
+        });
+        let base = RunStatus {
+            artifact_store: Some(ArtifactStore {
+                endpoint: "https://s3.example".into(),
+                bucket: "results".into(),
+                credentials_secret_ref: Some(kruntimes_api::v1alpha1::LocalObjectReference {
+                    name: "s3-creds".into(),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let status = terminal_status(&base, &e, &Tails::default());
+        let store = status.artifact_store.unwrap();
+        assert_eq!(store.prefix.as_deref(), Some("runs/"));
+        assert_eq!(store.credentials_secret_ref.unwrap().name, "s3-creds");
+        assert_eq!(status.artifacts.unwrap()[0].key, "runs/u/out/a.txt");
+        // Without a recorded store (a Run dispatched before it was recorded): no Secret.
+        let bare = terminal_status(&RunStatus::default(), &e, &Tails::default());
+        assert_eq!(bare.artifact_store.unwrap().credentials_secret_ref, None);
+    }
+
+    #[test]
     fn messages_are_bounded_at_a_character_boundary() {
         let long = "é".repeat(MAX_MESSAGE_BYTES);
         let cut = bounded(&long, MAX_MESSAGE_BYTES);
