@@ -22,7 +22,9 @@ use kruntimes_api::v1alpha1::{ArtifactStore, Condition, Run, RunStatus};
 use kube::api::Api;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Resource, ResourceExt};
+use object_store::aws::AmazonS3;
 
+use super::waited_since_deletion;
 use crate::Error;
 use crate::artifacts::{Credentials, DELETE_TIMEOUT, DeleteOutcome, build_store, delete_objects};
 use crate::reasons::ArtifactReason;
@@ -213,89 +215,90 @@ pub async fn clear_artifacts(
             keys,
         } => (store, secret, keys),
     };
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let s3 = match store_client(client, &namespace, &store, &secret).await? {
+        Ok(s3) => s3,
+        Err((reason, why)) => {
+            let message = format!("{why}; {}", release_hint());
+            return blocked(client, run, reason, message, now).await;
+        }
+    };
+    let outcome = delete_objects(Arc::new(s3), &keys, DELETE_TIMEOUT).await;
+    let Some((reason, message)) = failure(outcome, &store, &secret) else {
+        let note = format!(
+            "deleted {} artifact object(s) from bucket {}",
+            keys.len(),
+            store.bucket
+        );
+        publish(client, run, EventType::Normal, "ArtifactsDeleted", note).await;
+        return Ok(Cleared::Done);
+    };
+    blocked(client, run, reason, message, now).await
+}
+
+/// The S3 client for `store` with the credentials of Secret `secret`, or why there is
+/// none (without the release hint); an API error is the reconcile's.
+async fn store_client(
+    client: &kube::Client,
+    namespace: &str,
+    store: &ArtifactStore,
+    secret: &str,
+) -> Result<Result<AmazonS3, (ArtifactReason, String)>, Error> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let found = secrets
-        .get_opt(&secret)
+        .get_opt(secret)
         .await
         .map_err(|e| Error::kube(format!("get Secret {namespace}/{secret}"), e))?;
     let Some(found) = found else {
-        let message = format!(
-            "the credentials Secret {secret} (status.artifactStore.credentialsSecretRef) does not exist in namespace {namespace}; {}",
-            release_hint()
-        );
-        return blocked(
-            client,
-            run,
+        return Ok(Err((
             ArtifactReason::ArtifactCredentialsMissing,
-            message,
-            now,
-        )
-        .await;
+            format!(
+                "the credentials Secret {secret} (status.artifactStore.credentialsSecretRef) does not exist in namespace {namespace}"
+            ),
+        )));
     };
     let credentials = match Credentials::from_secret(&found) {
         Ok(credentials) => credentials,
         Err(e) => {
-            let message = format!("{e}; {}", release_hint());
-            return blocked(
-                client,
-                run,
+            return Ok(Err((
                 ArtifactReason::ArtifactCredentialsMissing,
-                message,
-                now,
-            )
-            .await;
+                e.to_string(),
+            )));
         }
     };
-    let client_s3 = match build_store(&store, &credentials, DELETE_TIMEOUT) {
-        Ok(s3) => s3,
-        Err(e) => {
-            let message = format!("{e}; {}", release_hint());
-            return blocked(
-                client,
-                run,
-                ArtifactReason::ArtifactStoreInvalid,
-                message,
-                now,
-            )
-            .await;
-        }
-    };
-    let (reason, message) = match delete_objects(Arc::new(client_s3), &keys, DELETE_TIMEOUT).await {
-        DeleteOutcome::Deleted => {
-            let note = format!(
-                "deleted {} artifact object(s) from bucket {}",
-                keys.len(),
-                store.bucket
-            );
-            publish(client, run, EventType::Normal, "ArtifactsDeleted", note).await;
-            return Ok(Cleared::Done);
-        }
+    Ok(build_store(store, &credentials, DELETE_TIMEOUT)
+        .map_err(|e| (ArtifactReason::ArtifactStoreInvalid, e.to_string())))
+}
+
+/// The reason and message of a deletion that did not delete everything; `None` when it
+/// did.
+fn failure(
+    outcome: DeleteOutcome,
+    store: &ArtifactStore,
+    secret: &str,
+) -> Option<(ArtifactReason, String)> {
+    let hint = release_hint();
+    Some(match outcome {
+        DeleteOutcome::Deleted => return None,
         DeleteOutcome::BucketMissing => (
             ArtifactReason::ArtifactBucketMissing,
             format!(
-                "bucket {} does not exist at {}; {}",
-                store.bucket,
-                store.endpoint,
-                release_hint()
+                "bucket {} does not exist at {}; {hint}",
+                store.bucket, store.endpoint
             ),
         ),
         DeleteOutcome::AccessDenied(why) => (
             ArtifactReason::ArtifactAccessDenied,
-            format!(
-                "the store refused the credentials of Secret {secret}: {why}; {}",
-                release_hint()
-            ),
+            format!("the store refused the credentials of Secret {secret}: {why}; {hint}"),
         ),
         DeleteOutcome::KeyInvalid(why) => (
             ArtifactReason::ArtifactStoreInvalid,
-            format!("status.artifacts: {why}; {}", release_hint()),
+            format!("status.artifacts: {why}; {hint}"),
         ),
         DeleteOutcome::Transient(why) => (
             ArtifactReason::ArtifactDeleteRetrying,
             format!("deleting the Run's artifacts failed, retried with backoff: {why}"),
         ),
-    };
-    blocked(client, run, reason, message, now).await
+    })
 }
 
 /// Records `reason` on `run` (condition and Event, when it changed) and asks for the
@@ -321,14 +324,9 @@ async fn blocked(
         publish(client, run, kind, reason.as_str(), message.clone()).await;
     }
     tracing::info!(%reason, %message, "the deleted Run's artifacts hold its finalizer");
-    let waited = run
-        .metadata
-        .deletion_timestamp
-        .as_ref()
-        .map_or(Duration::ZERO, |t| {
-            Duration::try_from(now.duration_since(t.0)).unwrap_or(Duration::ZERO)
-        });
-    Ok(Cleared::RetryIn(retry_delay(waited)))
+    Ok(Cleared::RetryIn(retry_delay(waited_since_deletion(
+        run, now,
+    ))))
 }
 
 /// Publishes an Event on `run`. An Event is a notice (the condition or the log says
