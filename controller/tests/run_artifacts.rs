@@ -85,6 +85,14 @@ async fn upload(s3: &S3Server, uid: &str, paths: &[&str]) {
     }
 }
 
+/// A started S3 server whose bucket holds `paths` of Run `uid-1`.
+async fn store_holding(paths: &[&str]) -> S3Server {
+    let s3 = S3Server::start();
+    s3.create_bucket(BUCKET);
+    upload(&s3, "uid-1", paths).await;
+    s3
+}
+
 /// A deleted, finished Run whose status lists `paths` as uploaded to `store`.
 fn deleted_run(store: &ArtifactStore, paths: &[&str], annotations: Value) -> Run {
     let artifacts: Vec<Value> = paths
@@ -136,9 +144,7 @@ fn artifacts_condition(apply: &Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deleted_runs_objects_are_deleted_without_its_runtime_before_its_finalizer_goes() {
-    let s3 = S3Server::start();
-    s3.create_bucket(BUCKET);
-    upload(&s3, "uid-1", &["out/a.txt", "out/b.txt"]).await;
+    let s3 = store_holding(&["out/a.txt", "out/b.txt"]).await;
     // Another Run's object stays.
     upload(&s3, "uid-2", &["out/a.txt"]).await;
     // out/gone.txt is listed but not in the store: already deleted.
@@ -177,9 +183,7 @@ async fn a_deleted_runs_objects_are_deleted_without_its_runtime_before_its_final
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_secret_holds_the_finalizer_with_a_condition_and_one_event() {
-    let s3 = S3Server::start();
-    s3.create_bucket(BUCKET);
-    upload(&s3, "uid-1", &["out/a.txt"]).await;
+    let s3 = store_holding(&["out/a.txt"]).await;
     let run = deleted_run(&store(&s3, BUCKET), &["out/a.txt"], json!({}));
     let (ctx, mut api) = context();
     let reconciled = tokio::spawn(reconcile(Arc::new(run.clone()), ctx.clone()));
@@ -234,9 +238,7 @@ async fn a_missing_secret_holds_the_finalizer_with_a_condition_and_one_event() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_release_annotation_lets_the_run_go_and_leaves_its_objects() {
-    let s3 = S3Server::start();
-    s3.create_bucket(BUCKET);
-    upload(&s3, "uid-1", &["out/a.txt"]).await;
+    let s3 = store_holding(&["out/a.txt"]).await;
     let run = deleted_run(
         &store(&s3, BUCKET),
         &["out/a.txt"],
