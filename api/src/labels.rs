@@ -28,6 +28,10 @@ pub const STEP_LABEL: &str = "kruntimes.io/step";
 /// Finalizer the controller puts on every Run it will dispatch: deleting a running Run
 /// cancels it in runtimed (and forgets it there) before the object goes.
 pub const RUN_FINALIZER: &str = "kruntimes.io/run";
+/// Annotation an operator sets to `"true"` on a deleted Run whose artifacts cannot be
+/// deleted (no credentials Secret, no bucket): the controller then removes the Run's
+/// finalizer without deleting them, and says in an Event that they stay in the store.
+pub const RELEASE_ARTIFACTS_ANNOTATION: &str = "kruntimes.io/release-artifacts";
 /// Annotation recording what the webhook injected, and the config hash.
 pub const INJECTION_STATUS_ANNOTATION: &str = "kruntimes.io/injection-status";
 /// Annotation naming the container that runs Runs (the controller copies the Runtime's

@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod args;
+pub mod artifacts;
 pub mod dispatch;
 pub mod error;
 pub mod metrics;

@@ -152,7 +152,12 @@ pub fn terminal_status(base: &RunStatus, execution: &proto::Execution, tails: &T
             region: (!store.region.is_empty()).then(|| store.region.clone()),
             bucket: store.bucket.clone(),
             prefix: (!store.prefix.is_empty()).then(|| store.prefix.clone()),
-            credentials_secret_ref: None,
+            // runtimed never sees the Secret's name; the controller recorded it at
+            // dispatch (the deletion of the objects reads it).
+            credentials_secret_ref: base
+                .artifact_store
+                .as_ref()
+                .and_then(|s| s.credentials_secret_ref.clone()),
         });
     }
     status
@@ -322,6 +327,42 @@ mod tests {
         assert_eq!(status.phase, Some(RunPhase::Succeeded));
         assert_eq!(status.reason.as_deref(), Some("ArtifactUploadFailed"));
         assert!(status.message.unwrap().contains("bucket gone"));
+    }
+
+    #[test]
+    fn the_recorded_credentials_secret_is_kept_with_the_store_runtimed_reports() {
+        let mut e = execution(proto::Phase::Succeeded);
+        e.artifacts = vec![proto::ArtifactResult {
+            path: "out/a.txt".into(),
+            key: "runs/u/out/a.txt".into(),
+            size: 1,
+            sha256: "00".into(),
+        }];
+        e.artifact_store = Some(proto::S3Store {
+            endpoint: "https://s3.example".into(),
+            bucket: "results".into(),
+            prefix: "runs/".into(),
+            ..Default::default()
+        });
+        let base = RunStatus {
+            artifact_store: Some(ArtifactStore {
+                endpoint: "https://s3.example".into(),
+                bucket: "results".into(),
+                credentials_secret_ref: Some(kruntimes_api::v1alpha1::LocalObjectReference {
+                    name: "s3-creds".into(),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let status = terminal_status(&base, &e, &Tails::default());
+        let store = status.artifact_store.unwrap();
+        assert_eq!(store.prefix.as_deref(), Some("runs/"));
+        assert_eq!(store.credentials_secret_ref.unwrap().name, "s3-creds");
+        assert_eq!(status.artifacts.unwrap()[0].key, "runs/u/out/a.txt");
+        // Without a recorded store (a Run dispatched before it was recorded): no Secret.
+        let bare = terminal_status(&RunStatus::default(), &e, &Tails::default());
+        assert_eq!(bare.artifact_store.unwrap().credentials_secret_ref, None);
     }
 
     #[test]

@@ -15,6 +15,8 @@ use serde_json::json;
 
 use crate::Error;
 
+pub mod artifacts;
+
 /// Longest a deleted Run that is still running waits for its cancel to end it before
 /// its finalizer is removed anyway: past runtimed's own end of a cancelled Run
 /// (SIGTERM, its 5 s grace, SIGKILL) and a pod's few missed answers, short enough that
@@ -79,13 +81,7 @@ pub fn decide_cleanup(run: &Run, seen: Seen, now: Timestamp) -> Cleanup {
     if !dispatched {
         return Cleanup::Release { forget_on: None };
     }
-    let waited = run
-        .metadata
-        .deletion_timestamp
-        .as_ref()
-        .map_or(Duration::ZERO, |t| {
-            Duration::try_from(now.duration_since(t.0)).unwrap_or(Duration::ZERO)
-        });
+    let waited = waited_since_deletion(run, now);
     if waited >= CLEANUP_TIMEOUT {
         return Cleanup::GiveUp(format!(
             "deleted {}s ago and its end still unknown; its finalizer is removed after {}s",
@@ -104,6 +100,16 @@ pub fn decide_cleanup(run: &Run, seen: Seen, now: Timestamp) -> Cleanup {
         Some(pod) if seen.pod_known => Cleanup::Reattach { pod },
         _ => Cleanup::Wait,
     }
+}
+
+/// How long ago `run` was deleted, `now` (zero when it is not, or for a clock behind).
+fn waited_since_deletion(run: &Run, now: Timestamp) -> Duration {
+    run.metadata
+        .deletion_timestamp
+        .as_ref()
+        .map_or(Duration::ZERO, |t| {
+            Duration::try_from(now.duration_since(t.0)).unwrap_or(Duration::ZERO)
+        })
 }
 
 /// Adds [`RUN_FINALIZER`] to `run` (a JSON patch that fails if its finalizers changed

@@ -17,6 +17,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::watch;
 
+use super::finalizer::artifacts::{Cleared, clear_artifacts};
 use super::finalizer::{
     CLEANUP_RECHECK, Cleanup, Seen, add_finalizer, decide_cleanup, has_finalizer, remove_finalizer,
 };
@@ -365,6 +366,16 @@ fn submission(
     let uid = run.uid().unwrap_or_default();
     let request = execute_request(&run.spec, uid.clone(), runtime.map(|r| &r.spec))
         .map_err(|e| e.to_string())?;
+    let mut status = status;
+    if run.spec.artifacts.is_some()
+        && let Some(config) = runtime.and_then(|r| r.spec.artifacts.as_ref())
+    {
+        // The store with its credentials Secret, recorded before anything is uploaded:
+        // the deletion of the Run's objects then needs no Runtime.
+        status
+            .artifact_store
+            .get_or_insert_with(|| config.s3.clone());
+    }
     let created = run
         .metadata
         .creation_timestamp
@@ -405,7 +416,15 @@ async fn finalize(
         runtime_exists: runtime.is_some(),
         pod_known: pod.is_some_and(|p| ctx.dispatcher.has_pod(runtime_key, p)),
     };
-    match decide_cleanup(run, seen, k8s_openapi::jiff::Timestamp::now()) {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let cleanup = decide_cleanup(run, seen, now);
+    if matches!(cleanup, Cleanup::Release { .. } | Cleanup::GiveUp(_))
+        && let Cleared::RetryIn(delay) = clear_artifacts(&ctx.client, run, now).await?
+    {
+        // Its uploaded objects are not deleted yet: the finalizer stays.
+        return Ok(Action::requeue(delay));
+    }
+    match cleanup {
         Cleanup::Release { forget_on } => {
             if let Some(pod) = forget_on
                 && let Err(e) = ctx.dispatcher.forget(runtime_key, &pod, uid).await

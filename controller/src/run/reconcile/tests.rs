@@ -224,3 +224,30 @@ fn merge_metadata(r: &mut Run, extra: serde_json::Value) {
         r.metadata.labels = Some(serde_json::from_value(labels.clone()).unwrap());
     }
 }
+
+#[test]
+fn a_run_with_artifacts_is_submitted_with_its_store_and_credentials_secret_recorded() {
+    let with_store: Runtime = {
+        let mut value = serde_json::to_value(runtime()).unwrap();
+        merge(
+            &mut value,
+            json!({"spec": {"artifacts": {"s3": {
+                "endpoint": "https://s3.example", "bucket": "results", "prefix": "runs/",
+                "credentialsSecretRef": {"name": "s3-creds"}}}}}),
+        );
+        serde_json::from_value(value).unwrap()
+    };
+    let asks = run(json!({"spec": {"artifacts": {"paths": ["out/**"]}}}));
+    let submitted = submission(&asks, Some(&with_store), RunStatus::default(), None).unwrap();
+    let store = submitted.status.artifact_store.unwrap();
+    assert_eq!(store.bucket, "results");
+    assert_eq!(store.credentials_secret_ref.unwrap().name, "s3-creds");
+    // A Run that asks for no artifacts records no store.
+    let plain = submission(
+        &run(json!({})),
+        Some(&with_store),
+        RunStatus::default(),
+        None,
+    );
+    assert_eq!(plain.unwrap().status.artifact_store, None);
+}
