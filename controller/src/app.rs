@@ -201,6 +201,7 @@ async fn reconcile_all(
             namespace.clone(),
             metrics.clone(),
             args.workers,
+            args.workflow_ttl_seconds_after_finished,
         ));
         tasks.spawn(run_controller(
             client.clone(),
@@ -329,6 +330,7 @@ async fn workflow_controller(
     namespace: Option<String>,
     metrics: Arc<Metrics>,
     workers: u16,
+    default_ttl: Option<u64>,
 ) {
     use kruntimes_api::v1alpha1::Workflow;
     let (workflows, runs): (Api<Workflow>, Api<Run>) = match &namespace {
@@ -339,7 +341,10 @@ async fn workflow_controller(
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
     let children = watcher::Config::default().labels(kruntimes_api::labels::WORKFLOW_LABEL);
-    let ctx = Arc::new(crate::workflow::Context { client });
+    let ctx = Arc::new(crate::workflow::Context {
+        client,
+        default_ttl_seconds_after_finished: default_ttl,
+    });
     Controller::new(workflows, watcher::Config::default())
         .owns(runs, children)
         .with_config(kube::runtime::controller::Config::default().concurrency(workers))
