@@ -195,6 +195,7 @@ async fn reconcile_all(
             dispatcher.clone(),
             metrics.clone(),
             args.workers,
+            kruntimes_pss::Policy::new(args.pss_floor, kruntimes_pss::Version::Latest),
         ));
         tasks.spawn(workflow_controller(
             client.clone(),
@@ -286,6 +287,7 @@ async fn runtime_controller(
     dispatcher: Dispatcher,
     metrics: Arc<Metrics>,
     workers: u16,
+    pod_security_floor: kruntimes_pss::Policy,
 ) {
     let selector = match controller_selector() {
         Ok(selector) => selector,
@@ -312,6 +314,7 @@ async fn runtime_controller(
             reporter,
         )),
         busy: Arc::new(busy),
+        pod_security_floor,
     });
     crate::runtime::builder(&client, namespace.as_deref())
         .with_config(kube::runtime::controller::Config::default().concurrency(workers))

@@ -61,6 +61,10 @@ fn context() -> (Arc<Context>, ApiServerVerifier) {
         )
         .unwrap(),
         busy: Arc::new(|_: &str, _: &str| BUSY),
+        pod_security_floor: kruntimes_pss::Policy::new(
+            kruntimes_pss::Level::Baseline,
+            kruntimes_pss::Version::Latest,
+        ),
     };
     (Arc::new(ctx), verifier)
 }
@@ -342,6 +346,33 @@ async fn invalid_pass(rt: Value, event: bool) -> (Action, Value, Option<Value>) 
     .unwrap();
     let (applied, event) = rx.await.unwrap();
     (action, applied, event)
+}
+
+/// A template that slipped past the webhook and fails the Pod Security floor: nothing
+/// applied, the status names the failing field in the webhook's words.
+#[tokio::test]
+async fn a_template_failing_the_pod_security_floor_gets_only_its_status() {
+    let mut rt = runtime_json();
+    rt["spec"]["template"]["spec"]["hostNetwork"] = json!(true);
+    let (action, applied, event) = invalid_pass(rt, true).await;
+    assert_eq!(action, Action::await_change());
+    let status = &applied["status"];
+    assert_eq!(
+        conditions(status),
+        [
+            triple("Ready", "False", "Invalid"),
+            triple("Progressing", "False", "Invalid"),
+            triple("Degraded", "True", "Invalid"),
+        ]
+    );
+    let message = status["conditions"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "spec.template.spec.hostNetwork: Forbidden: violates PodSecurity \"baseline:latest\""
+        ),
+        "{message}"
+    );
+    assert_eq!(event.unwrap()["reason"], "Invalid");
 }
 
 #[tokio::test]
