@@ -348,6 +348,19 @@ async fn invalid_pass(rt: Value, event: bool) -> (Action, Value, Option<Value>) 
     (action, applied, event)
 }
 
+/// The message of a status whose every condition says `Invalid`.
+fn invalid_message(status: &Value) -> &str {
+    assert_eq!(
+        conditions(status),
+        [
+            triple("Ready", "False", "Invalid"),
+            triple("Progressing", "False", "Invalid"),
+            triple("Degraded", "True", "Invalid"),
+        ]
+    );
+    status["conditions"][0]["message"].as_str().unwrap()
+}
+
 /// A template that slipped past the webhook and fails the Pod Security floor: nothing
 /// applied, the status names the failing field in the webhook's words.
 #[tokio::test]
@@ -357,15 +370,7 @@ async fn a_template_failing_the_pod_security_floor_gets_only_its_status() {
     let (action, applied, event) = invalid_pass(rt, true).await;
     assert_eq!(action, Action::await_change());
     let status = &applied["status"];
-    assert_eq!(
-        conditions(status),
-        [
-            triple("Ready", "False", "Invalid"),
-            triple("Progressing", "False", "Invalid"),
-            triple("Degraded", "True", "Invalid"),
-        ]
-    );
-    let message = status["conditions"][0]["message"].as_str().unwrap();
+    let message = invalid_message(status);
     assert!(
         message.contains(
             "spec.template.spec.hostNetwork: Forbidden: violates PodSecurity \"baseline:latest\""
@@ -380,15 +385,7 @@ async fn an_invalid_runtime_gets_only_its_status_with_every_violation() {
     let (action, applied, event) = invalid_pass(invalid_json(), true).await;
     assert_eq!(action, Action::await_change());
     let status = &applied["status"];
-    assert_eq!(
-        conditions(status),
-        [
-            triple("Ready", "False", "Invalid"),
-            triple("Progressing", "False", "Invalid"),
-            triple("Degraded", "True", "Invalid"),
-        ]
-    );
-    let message = status["conditions"][0]["message"].as_str().unwrap();
+    let message = invalid_message(status);
     assert!(
         message.contains("spec.concurrency: Invalid value: 0"),
         "{message}"
