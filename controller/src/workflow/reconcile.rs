@@ -56,8 +56,17 @@ pub async fn reconcile(workflow: Arc<Workflow>, ctx: Arc<Context>) -> Result<Act
     }
     // The webhook refuses an invalid Workflow; one that reached the API without it
     // (created before the webhook, or under failurePolicy Ignore) fails here, before
-    // any child Run exists.
-    let violations = workflow.validate();
+    // any child Run exists. A running one was checked before it started, and its spec
+    // can no longer change.
+    let started = workflow
+        .status
+        .as_ref()
+        .is_some_and(|s| s.phase == Some(kruntimes_api::v1alpha1::WorkflowPhase::Running));
+    let violations = if started {
+        Vec::new()
+    } else {
+        workflow.validate()
+    };
     if !violations.is_empty() {
         tracing::warn!(
             violations = violations.len(),
