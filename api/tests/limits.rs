@@ -432,6 +432,33 @@ fn object_and_host_names() {
     }
 }
 
+/// `ttlSecondsAfterFinished` of a Run and of a Workflow: one bound, 0 to
+/// `MAX_TTL_SECONDS_AFTER_FINISHED`, in the library and in the schema of both kinds.
+#[test]
+fn ttl_seconds_after_finished_of_runs_and_workflows() {
+    let max = MAX_TTL_SECONDS_AFTER_FINISHED;
+    let of_run = |ttl: i64| run(bash(json!({"ttlSecondsAfterFinished": ttl})));
+    let of_workflow = |ttl: i64| {
+        let mut object = workflow(json!([job("j", 1, &[])]));
+        object["spec"]["ttlSecondsAfterFinished"] = json!(ttl);
+        object
+    };
+    let makers: [(&str, &dyn Fn(i64) -> Value); 2] = [("Run", &of_run), ("Workflow", &of_workflow)];
+    for (kind, object) in makers {
+        for (at, over, keyword) in [(0, -1, "minimum"), (max, max + 1, "maximum")] {
+            boundary(
+                kind,
+                &object(at),
+                &object(over),
+                &[format!(
+                    "spec.ttlSecondsAfterFinished: Invalid value: {over} (must be from 0 to {max} seconds, a year)"
+                )],
+                &[&format!("/spec/ttlSecondsAfterFinished {keyword}")],
+            );
+        }
+    }
+}
+
 #[test]
 fn jobs_per_workflow() {
     let jobs = |count: usize| {

@@ -195,12 +195,14 @@ async fn reconcile_all(
             dispatcher.clone(),
             metrics.clone(),
             args.workers,
+            kruntimes_pss::Policy::new(args.pss_floor, kruntimes_pss::Version::Latest),
         ));
         tasks.spawn(workflow_controller(
             client.clone(),
             namespace.clone(),
             metrics.clone(),
             args.workers,
+            args.workflow_ttl_seconds_after_finished,
         ));
         tasks.spawn(run_controller(
             client.clone(),
@@ -285,6 +287,7 @@ async fn runtime_controller(
     dispatcher: Dispatcher,
     metrics: Arc<Metrics>,
     workers: u16,
+    pod_security_floor: kruntimes_pss::Policy,
 ) {
     let selector = match controller_selector() {
         Ok(selector) => selector,
@@ -311,6 +314,7 @@ async fn runtime_controller(
             reporter,
         )),
         busy: Arc::new(busy),
+        pod_security_floor,
     });
     crate::runtime::builder(&client, namespace.as_deref())
         .with_config(kube::runtime::controller::Config::default().concurrency(workers))
@@ -329,6 +333,7 @@ async fn workflow_controller(
     namespace: Option<String>,
     metrics: Arc<Metrics>,
     workers: u16,
+    default_ttl: Option<u64>,
 ) {
     use kruntimes_api::v1alpha1::Workflow;
     let (workflows, runs): (Api<Workflow>, Api<Run>) = match &namespace {
@@ -339,7 +344,10 @@ async fn workflow_controller(
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
     let children = watcher::Config::default().labels(kruntimes_api::labels::WORKFLOW_LABEL);
-    let ctx = Arc::new(crate::workflow::Context { client });
+    let ctx = Arc::new(crate::workflow::Context {
+        client,
+        default_ttl_seconds_after_finished: default_ttl,
+    });
     Controller::new(workflows, watcher::Config::default())
         .owns(runs, children)
         .with_config(kube::runtime::controller::Config::default().concurrency(workers))

@@ -76,6 +76,20 @@ pub struct Args {
     /// a Workflow's step Runs, which go with their Workflow.
     #[arg(long, env = "KRUNTIMES_CONTROLLER_RUN_TTL_SECONDS_AFTER_FINISHED", value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
     pub run_ttl_seconds_after_finished: Option<u64>,
+    /// Seconds after it finished when a Workflow without
+    /// `spec.ttlSecondsAfterFinished` is deleted, with its step Runs (0 to 31536000);
+    /// unset: such Workflows are kept until deleted.
+    #[arg(long, env = "KRUNTIMES_CONTROLLER_WORKFLOW_TTL_SECONDS_AFTER_FINISHED", value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
+    pub workflow_ttl_seconds_after_finished: Option<u64>,
+    /// Pod Security level every Runtime template is re-validated at (privileged,
+    /// baseline or restricted): the webhook's `--pss-floor`, for Runtimes that reached
+    /// the API without it. A template that fails it gets nothing applied.
+    #[arg(
+        long,
+        env = "KRUNTIMES_CONTROLLER_PSS_FLOOR",
+        default_value = "baseline"
+    )]
+    pub pss_floor: kruntimes_pss::Level,
 }
 
 impl Args {
@@ -103,6 +117,11 @@ mod tests {
         assert!(args.namespaces.is_empty(), "cluster-wide by default");
         assert!(!args.leader_elect);
         assert_eq!(args.runtimed_port, 9440);
+        assert_eq!(
+            args.pss_floor,
+            kruntimes_pss::Level::Baseline,
+            "the webhook's default"
+        );
     }
 
     #[test]
@@ -112,5 +131,36 @@ mod tests {
         assert!(Args::try_parse_from(["c", "--runtimed-port", "0"]).is_err());
         assert!(Args::try_parse_from(["c", "--workers", "0"]).is_err());
         assert!(Args::try_parse_from(["c", "--log-format", "xml"]).is_err());
+        let strict = Args::try_parse_from(["c", "--pss-floor", "restricted"]).unwrap();
+        assert_eq!(strict.pss_floor, kruntimes_pss::Level::Restricted);
+        let unknown = Args::try_parse_from(["c", "--pss-floor", "strict"]).unwrap_err();
+        assert!(unknown.to_string().contains("--pss-floor"), "{unknown}");
+    }
+
+    /// `--workflow-ttl-seconds-after-finished`: unset by default, 0 and a year accepted,
+    /// one second more refused, as the field's own bound.
+    #[test]
+    fn the_default_workflow_ttl_is_bounded_at_a_year() {
+        let flag = "--workflow-ttl-seconds-after-finished";
+        let parse = |value: &str| Args::try_parse_from(["c", flag, value]);
+        assert_eq!(
+            Args::try_parse_from(["c"])
+                .unwrap()
+                .workflow_ttl_seconds_after_finished,
+            None
+        );
+        assert_eq!(
+            parse("0").unwrap().workflow_ttl_seconds_after_finished,
+            Some(0)
+        );
+        assert_eq!(
+            parse("31536000")
+                .unwrap()
+                .workflow_ttl_seconds_after_finished,
+            Some(31_536_000)
+        );
+        let over = parse("31536001").unwrap_err().to_string();
+        assert!(over.contains(flag), "{over}");
+        assert!(parse("-1").is_err());
     }
 }

@@ -2,19 +2,23 @@
 //! Runtime's concurrency, its pods (those labelled `kruntimes.io/runtime=<name>`), and
 //! the credentials in its Secret. [`pool_spec`] is the pure part; [`feed`] watches and
 //! calls [`Dispatcher::set_pool`](crate::dispatch::Dispatcher::set_pool) on every
-//! change.
+//! change. While a pool is being replaced or shrunk, it also keeps each busy pod's
+//! deletion cost equal to its busy slots ([`drain`]), so pods with running Runs are
+//! deleted last.
 
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kruntimes_api::labels::RUNTIME_LABEL;
 use kruntimes_api::v1alpha1::Runtime;
 use kube::ResourceExt;
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 
 use crate::dispatch::{Credentials, Dispatcher, PodTarget, PoolSpec, RuntimeKey};
 use crate::naming;
+
+pub mod drain;
 
 /// runtimed's gRPC port in a Runtime's pods (the injector's `--grpc-bind-address`).
 pub use kruntimes_api::labels::RUNTIMED_GRPC_PORT;
@@ -28,18 +32,25 @@ pub fn pool_spec<'a>(
 ) -> PoolSpec {
     let namespace = runtime.namespace().unwrap_or_default();
     let name = runtime.name_any();
-    let mut targets: Vec<PodTarget> = pods
-        .into_iter()
-        .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()))
-        .filter(|p| p.labels().get(RUNTIME_LABEL) == Some(&name))
-        .map(pod_target)
-        .collect();
+    let mut targets: Vec<PodTarget> = runtime_pods(runtime, pods).map(pod_target).collect();
     targets.sort_by(|a, b| a.name.cmp(&b.name));
     PoolSpec {
         concurrency: u32::try_from(runtime.spec.concurrency.max(1)).unwrap_or(1),
         pods: targets,
         credentials: secret.and_then(|s| credentials(s, &name, &namespace, port)),
     }
+}
+
+/// The pods of `pods` that belong to `runtime`: its namespace and its label.
+fn runtime_pods<'a>(
+    runtime: &Runtime,
+    pods: impl IntoIterator<Item = &'a Pod>,
+) -> impl Iterator<Item = &'a Pod> {
+    let namespace = runtime.namespace();
+    let name = runtime.name_any();
+    pods.into_iter()
+        .filter(move |p| p.namespace() == namespace)
+        .filter(move |p| p.labels().get(RUNTIME_LABEL) == Some(&name))
 }
 
 /// A pod as the dispatcher sees it: PodReady, its IP, whether it is being deleted.
@@ -139,11 +150,20 @@ pub async fn feed(
         stream::select(stream::select(runtime_events, pod_events), secret_events).boxed();
     while let Some(key) = events.next().await {
         if let Some(key) = key {
-            update(&dispatcher, &key, &runtimes, &pods, &secrets, port);
+            let changes = update(&dispatcher, &key, &runtimes, &pods, &secrets, port);
+            if !changes.is_empty() {
+                // Off the event loop: a slow API server must not hold the pool
+                // updates. A write that lands late or fails is corrected by the next
+                // pod event, which compares with the annotations the pods then carry.
+                let (client, namespace) = (client.clone(), key.namespace.clone());
+                tokio::spawn(async move { write_costs(&client, &namespace, &changes).await });
+            }
         }
     }
 }
 
+/// Sets the pool of `key` in the dispatcher; returns the deletion costs its pods need
+/// ([`drain::cost_changes`], with the busy slots after this update's dispatches).
 fn update(
     dispatcher: &Dispatcher,
     key: &RuntimeKey,
@@ -151,11 +171,11 @@ fn update(
     pods: &Store<Pod>,
     secrets: &Store<Secret>,
     port: u16,
-) {
+) -> Vec<drain::CostChange> {
     let runtime_ref = ObjectRef::<Runtime>::new(&key.name).within(&key.namespace);
     let Some(runtime) = runtimes.get(&runtime_ref) else {
         dispatcher.set_pool(key, PoolSpec::default());
-        return;
+        return Vec::new();
     };
     let secret_ref =
         ObjectRef::<Secret>::new(&naming::secret_name(&key.name)).within(&key.namespace);
@@ -168,6 +188,42 @@ fn update(
         port,
     );
     dispatcher.set_pool(key, spec);
+    let busy = dispatcher.busy_by_pod(key);
+    drain::cost_changes(
+        &runtime,
+        runtime_pods(&runtime, all_pods.iter().map(|p| p.as_ref())),
+        &busy,
+    )
+}
+
+/// Writes each deletion cost of `changes` to its pod in `namespace` (a JSON merge patch
+/// of the one annotation); returns how many writes succeeded. A failed write is logged,
+/// not retried: the next pod event computes the change again.
+pub async fn write_costs(
+    client: &kube::Client,
+    namespace: &str,
+    changes: &[drain::CostChange],
+) -> usize {
+    let api = Api::<Pod>::namespaced(client.clone(), namespace);
+    let params = PatchParams {
+        field_manager: Some(naming::FIELD_MANAGER.to_owned()),
+        ..PatchParams::default()
+    };
+    let mut written = 0;
+    for change in changes {
+        let patch = drain::cost_patch(change);
+        match api.patch(&change.pod, &params, &Patch::Merge(&patch)).await {
+            Ok(_) => written += 1,
+            // Gone meanwhile: nothing left to rank.
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => tracing::warn!(
+                pod = %format!("{namespace}/{}", change.pod),
+                %error,
+                "cannot write the pod's deletion cost"
+            ),
+        }
+    }
+    written
 }
 
 #[cfg(test)]

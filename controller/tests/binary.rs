@@ -27,6 +27,8 @@ fn help_documents_every_flag() {
         "--workers",
         "--runtimed-port",
         "--run-ttl-seconds-after-finished",
+        "--workflow-ttl-seconds-after-finished",
+        "--pss-floor",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
     }

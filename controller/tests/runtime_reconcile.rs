@@ -61,6 +61,10 @@ fn context() -> (Arc<Context>, ApiServerVerifier) {
         )
         .unwrap(),
         busy: Arc::new(|_: &str, _: &str| BUSY),
+        pod_security_floor: kruntimes_pss::Policy::new(
+            kruntimes_pss::Level::Baseline,
+            kruntimes_pss::Version::Latest,
+        ),
     };
     (Arc::new(ctx), verifier)
 }
@@ -344,11 +348,8 @@ async fn invalid_pass(rt: Value, event: bool) -> (Action, Value, Option<Value>) 
     (action, applied, event)
 }
 
-#[tokio::test]
-async fn an_invalid_runtime_gets_only_its_status_with_every_violation() {
-    let (action, applied, event) = invalid_pass(invalid_json(), true).await;
-    assert_eq!(action, Action::await_change());
-    let status = &applied["status"];
+/// The message of a status whose every condition says `Invalid`.
+fn invalid_message(status: &Value) -> &str {
     assert_eq!(
         conditions(status),
         [
@@ -357,7 +358,34 @@ async fn an_invalid_runtime_gets_only_its_status_with_every_violation() {
             triple("Degraded", "True", "Invalid"),
         ]
     );
-    let message = status["conditions"][0]["message"].as_str().unwrap();
+    status["conditions"][0]["message"].as_str().unwrap()
+}
+
+/// A template that slipped past the webhook and fails the Pod Security floor: nothing
+/// applied, the status names the failing field in the webhook's words.
+#[tokio::test]
+async fn a_template_failing_the_pod_security_floor_gets_only_its_status() {
+    let mut rt = runtime_json();
+    rt["spec"]["template"]["spec"]["hostNetwork"] = json!(true);
+    let (action, applied, event) = invalid_pass(rt, true).await;
+    assert_eq!(action, Action::await_change());
+    let status = &applied["status"];
+    let message = invalid_message(status);
+    assert!(
+        message.contains(
+            "spec.template.spec.hostNetwork: Forbidden: violates PodSecurity \"baseline:latest\""
+        ),
+        "{message}"
+    );
+    assert_eq!(event.unwrap()["reason"], "Invalid");
+}
+
+#[tokio::test]
+async fn an_invalid_runtime_gets_only_its_status_with_every_violation() {
+    let (action, applied, event) = invalid_pass(invalid_json(), true).await;
+    assert_eq!(action, Action::await_change());
+    let status = &applied["status"];
+    let message = invalid_message(status);
     assert!(
         message.contains("spec.concurrency: Invalid value: 0"),
         "{message}"

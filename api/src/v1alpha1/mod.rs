@@ -59,8 +59,9 @@ pub mod limits {
     /// Longest Run or Workflow timeout. Longer work is not what warm pods are for, and
     /// it bounds how long a slot can be held.
     pub const MAX_TIMEOUT_SECONDS: u64 = 24 * 60 * 60;
-    /// Longest `Run.spec.ttlSecondsAfterFinished`: a year. A finished Run kept longer
-    /// is better kept outside etcd (its logs and artifacts already are).
+    /// Longest `ttlSecondsAfterFinished` of a Run or a Workflow: a year. A finished
+    /// object kept longer is better kept outside etcd (its logs and artifacts already
+    /// are).
     pub const MAX_TTL_SECONDS_AFTER_FINISHED: i64 = 365 * 24 * 60 * 60;
     /// Most warm pods of one Runtime.
     pub const MAX_REPLICAS: i32 = 1000;

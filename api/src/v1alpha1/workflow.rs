@@ -32,6 +32,13 @@ pub struct WorkflowSpec {
     /// are cancelled. A step's own Run may not set `cancel`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel: Option<bool>,
+    /// Seconds after the Workflow finished (reached a terminal phase) when the
+    /// controller deletes it, from its `status.completionTime`; its step Runs go with it
+    /// (owner references). 0 deletes it as soon as it finished. Unset: the controller's
+    /// default, else kept until deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 31536000))] // limits::MAX_TTL_SECONDS_AFTER_FINISHED
+    pub ttl_seconds_after_finished: Option<i64>,
     /// The jobs; `needs` order them.
     #[schemars(length(min = 1, max = 100))]
     pub jobs: Vec<Job>,
@@ -124,6 +131,11 @@ pub struct WorkflowStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 100))]
     pub jobs: Option<Vec<JobStatus>>,
+    /// When the Workflow became terminal (RFC 3339); `ttlSecondsAfterFinished` counts
+    /// from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub completion_time: Option<String>,
     /// Standard conditions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "conditions_schema")]

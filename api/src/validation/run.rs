@@ -94,13 +94,8 @@ pub fn check_run_spec(spec: &RunSpec, path: &FieldPath, context: RunSpecContext)
                 Reason::Forbidden,
                 "a step's Run goes with its Workflow; its own deletion would lose the step's result",
             ));
-        } else if !(0..=MAX_TTL_SECONDS_AFTER_FINISHED).contains(&ttl) {
-            v.push(Violation::with_value(
-                field,
-                Reason::Invalid,
-                ttl,
-                format!("must be from 0 to {MAX_TTL_SECONDS_AFTER_FINISHED} seconds, a year"),
-            ));
+        } else {
+            v.extend(check_ttl_seconds_after_finished(ttl, &field));
         }
     }
     if context == RunSpecContext::WorkflowStep && spec.cancel.is_some() {
@@ -111,6 +106,19 @@ pub fn check_run_spec(spec: &RunSpec, path: &FieldPath, context: RunSpecContext)
         ));
     }
     v
+}
+
+/// Checks a `ttlSecondsAfterFinished` (of a Run or a Workflow): from 0 to
+/// `MAX_TTL_SECONDS_AFTER_FINISHED`, the bounds the CRDs carry too.
+pub(crate) fn check_ttl_seconds_after_finished(ttl: i64, field: &FieldPath) -> Option<Violation> {
+    (!(0..=MAX_TTL_SECONDS_AFTER_FINISHED).contains(&ttl)).then(|| {
+        Violation::with_value(
+            field,
+            Reason::Invalid,
+            ttl,
+            format!("must be from 0 to {MAX_TTL_SECONDS_AFTER_FINISHED} seconds, a year"),
+        )
+    })
 }
 
 fn check_program_source(spec: &RunSpec, path: &FieldPath, v: &mut Vec<Violation>) {

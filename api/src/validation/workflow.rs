@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::dag::check_jobs;
 use super::names::child_run_name;
-use super::run::{RunSpecContext, check_run_spec};
+use super::run::{RunSpecContext, check_run_spec, check_ttl_seconds_after_finished};
 use super::{FieldPath, Reason, Violation, check_timeout};
 use crate::v1alpha1::WorkflowSpec;
 
@@ -16,6 +16,12 @@ pub fn check_workflow_spec(name: &str, spec: &WorkflowSpec, path: &FieldPath) ->
     let mut v = check_jobs(&spec.jobs, &jobs_path);
     if let Some(timeout) = &spec.timeout {
         v.extend(check_timeout(timeout, &path.child("timeout")));
+    }
+    if let Some(ttl) = spec.ttl_seconds_after_finished {
+        v.extend(check_ttl_seconds_after_finished(
+            ttl,
+            &path.child("ttlSecondsAfterFinished"),
+        ));
     }
     let mut child_names: HashMap<String, (usize, usize)> = HashMap::new();
     for (j, job) in spec.jobs.iter().enumerate() {

@@ -350,6 +350,19 @@ impl Dispatcher {
             .map_or(0, |p| p.spec.pods.iter().map(|t| p.busy_in(&t.name)).sum())
     }
 
+    /// Runs executing in each pod of `runtime` (for the pods' deletion cost).
+    pub fn busy_by_pod(&self, runtime: &RuntimeKey) -> std::collections::BTreeMap<String, u32> {
+        self.pools()
+            .get(runtime)
+            .map_or_else(Default::default, |p| {
+                p.spec
+                    .pods
+                    .iter()
+                    .map(|t| (t.name.clone(), p.busy_in(&t.name)))
+                    .collect()
+            })
+    }
+
     /// Runs of `runtime` waiting for a slot.
     pub fn queued(&self, runtime: &RuntimeKey) -> usize {
         self.pools().get(runtime).map_or(0, |p| p.queue.len())

@@ -9,7 +9,7 @@ use std::time::Duration;
 use kruntimes_api::labels::WORKFLOW_LABEL;
 use kruntimes_api::v1alpha1::{Run, RunPhase, RunStatus, Runtime};
 use kruntimes_api::validation::against_runtime::{SchemaCache, check_run_against_runtime};
-use kruntimes_api::validation::{FieldPath, RunSpecContext, check_run_spec};
+use kruntimes_api::validation::{FieldPath, Validate};
 use kruntimes_runtimed_api::request::execute_request;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Preconditions};
@@ -132,6 +132,18 @@ pub fn decide(
                 running_on: status.pod.clone(),
             };
         }
+        // A Run invalid on its own never runs, whether or not its Runtime comes.
+        let own: Vec<String> = run.validate().iter().map(ToString::to_string).collect();
+        if !own.is_empty() {
+            let message = own.join("; ");
+            return Decision::End(ended(
+                &status,
+                RunPhase::Failed,
+                RunReason::Invalid,
+                message,
+                now,
+            ));
+        }
         let mut waiting = status.clone();
         waiting.phase = Some(RunPhase::Pending);
         waiting.reason = Some(RunReason::RuntimeNotFound.as_str().into());
@@ -203,13 +215,12 @@ fn expiry(run: &Run, status: &RunStatus, now: &str, default_ttl: Option<u64>) ->
     }
 }
 
-/// Every violation of the Run, on its own and against its Runtime, as text.
+/// Every violation of the Run (its name and spec), on its own and against its Runtime,
+/// as text.
 fn violations(run: &Run, runtime: &Runtime, schemas: &SchemaCache) -> Vec<String> {
+    // The name and the spec, as the webhook checks them; then against the Runtime.
     let path = FieldPath::root("spec");
-    let mut out: Vec<String> = check_run_spec(&run.spec, &path, RunSpecContext::Run)
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let mut out: Vec<String> = run.validate().iter().map(ToString::to_string).collect();
     out.extend(
         check_run_against_runtime(&run.spec, &path, runtime, schemas)
             .violations

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::ObjectReference;
+use kruntimes_pss::Policy;
 use kube::Client;
 use kube::runtime::events::{Event, Recorder};
 
@@ -55,6 +56,8 @@ pub struct Context {
     pub events: Arc<dyn EventSink>,
     /// Busy slots per Runtime, from the dispatcher.
     pub busy: Arc<dyn BusySlots>,
+    /// `--pss-floor`: the Pod Security level every Runtime template is re-validated at.
+    pub pod_security_floor: Policy,
 }
 
 impl std::fmt::Debug for Context {

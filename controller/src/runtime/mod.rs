@@ -18,6 +18,7 @@ pub mod context;
 pub mod credentials;
 pub mod reconcile;
 pub mod render;
+pub mod revalidate;
 pub mod status;
 
 pub use context::{BusySlots, Context, EventSink};

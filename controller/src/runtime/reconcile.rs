@@ -12,7 +12,6 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kruntimes_api::labels::API_VERSION;
 use kruntimes_api::v1alpha1::{Runtime, RuntimeStatus};
-use kruntimes_api::validation::Validate;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType};
@@ -25,6 +24,7 @@ use serde::de::DeserializeOwned;
 use super::context::Context;
 use super::credentials::{self, Origin};
 use super::render::{self, MANAGED_BY, MANAGED_BY_LABEL, Owner};
+use super::revalidate;
 use super::status::{self, reason};
 use crate::Error;
 use crate::naming;
@@ -41,13 +41,14 @@ pub const MAX_EVENT_NOTE_BYTES: usize = 1024;
 /// The Event action of every Runtime Event.
 pub const EVENT_ACTION: &str = "Reconcile";
 
-/// Reconciles one Runtime: re-validates it (an invalid one only gets its status), then
+/// Reconciles one Runtime: re-validates it, Pod Security of its template included (an
+/// invalid one only gets its status), then
 /// applies its Secret, Deployment and NetworkPolicy and writes its status.
 pub async fn reconcile(runtime: Arc<Runtime>, ctx: Arc<Context>) -> Result<Action, Error> {
     let owner = Owner::of(&runtime)?;
     let busy = ctx.busy.busy_slots(&owner.namespace, &owner.name);
     let now = credentials::now_in_seconds();
-    let violations = runtime.validate();
+    let violations = revalidate::violations(&runtime, ctx.pod_security_floor);
     if !violations.is_empty() {
         tracing::warn!(
             runtime = %format!("{}/{}", owner.namespace, owner.name),

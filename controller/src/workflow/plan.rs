@@ -151,6 +151,10 @@ pub fn plan(
                 })
                 .collect(),
         ),
+        completion_time: workflow
+            .status
+            .as_ref()
+            .and_then(|s| s.completion_time.clone()),
         conditions: workflow.status.as_ref().and_then(|s| s.conditions.clone()),
     };
     Ok(WorkflowPlan {

@@ -1,16 +1,20 @@
-//! Drives a Workflow: lists its child Runs, plans, creates and cancels children, and
-//! writes the status when it changed.
+//! Drives a Workflow: re-validates it, lists its child Runs, plans, creates and cancels
+//! children, writes the status when it changed, and deletes it once its TTL after
+//! finishing has passed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::jiff::Timestamp;
 use kruntimes_api::labels::WORKFLOW_LABEL;
-use kruntimes_api::v1alpha1::{Run, Workflow};
+use kruntimes_api::v1alpha1::{Run, Workflow, WorkflowStatus};
+use kruntimes_api::validation::Validate;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 
+use super::finish::{self, Expiry};
 use super::plan::{is_done, plan};
 use crate::Error;
 use crate::naming::FIELD_MANAGER;
@@ -20,6 +24,9 @@ use crate::naming::FIELD_MANAGER;
 pub struct Context {
     /// The API client.
     pub client: kube::Client,
+    /// `--workflow-ttl-seconds-after-finished`: the TTL of a finished Workflow that
+    /// sets none; `None` keeps them.
+    pub default_ttl_seconds_after_finished: Option<u64>,
 }
 
 impl std::fmt::Debug for Context {
@@ -40,13 +47,36 @@ fn time_left(workflow: &Workflow) -> Option<Duration> {
 /// Reconciles one Workflow.
 #[tracing::instrument(skip(workflow, ctx), fields(workflow = %workflow.name_any()))]
 pub async fn reconcile(workflow: Arc<Workflow>, ctx: Arc<Context>) -> Result<Action, Error> {
-    if is_done(workflow.status.as_ref()) {
-        return Ok(Action::await_change());
-    }
     let namespace = workflow
         .namespace()
         .ok_or(Error::MissingField("Workflow", "namespace"))?;
     let name = workflow.name_any();
+    if is_done(workflow.status.as_ref()) {
+        return finished(&workflow, &ctx, &namespace).await;
+    }
+    // The webhook refuses an invalid Workflow; one that reached the API without it
+    // (created before the webhook, or under failurePolicy Ignore) fails here, before
+    // any child Run exists. A running one was checked before it started, and its spec
+    // can no longer change.
+    let started = workflow
+        .status
+        .as_ref()
+        .is_some_and(|s| s.phase == Some(kruntimes_api::v1alpha1::WorkflowPhase::Running));
+    let violations = if started {
+        Vec::new()
+    } else {
+        workflow.validate()
+    };
+    if !violations.is_empty() {
+        tracing::warn!(
+            violations = violations.len(),
+            "Workflow fails validation; no step runs"
+        );
+        let status = finish::invalid(&workflow, &violations, Timestamp::now());
+        apply_status(&ctx.client, &namespace, &name, &status).await?;
+        // The write is watched: the next reconcile sees it finished (and its TTL).
+        return Ok(Action::await_change());
+    }
     let runs: Api<Run> = Api::namespaced(ctx.client.clone(), &namespace);
     let selector = format!("{WORKFLOW_LABEL}={name}");
     let listed = runs
@@ -97,8 +127,9 @@ pub async fn reconcile(workflow: Arc<Workflow>, ctx: Arc<Context>) -> Result<Act
             .await
             .map_err(|e| Error::kube(format!("cancel child Run {child}"), e))?;
     }
-    if workflow.status.as_ref() != Some(&planned.status) {
-        apply_status(&ctx.client, &namespace, &name, &planned.status).await?;
+    let status = finish::stamp_completion(planned.status, Timestamp::now());
+    if workflow.status.as_ref() != Some(&status) {
+        apply_status(&ctx.client, &namespace, &name, &status).await?;
     }
     Ok(match left {
         Some(left) if !left.is_zero() => Action::requeue(left),
@@ -106,11 +137,51 @@ pub async fn reconcile(workflow: Arc<Workflow>, ctx: Arc<Context>) -> Result<Act
     })
 }
 
+/// A finished Workflow: deleted once its TTL passed (only this one: its uid is a
+/// precondition; its step Runs go with it by their owner references), else looked at
+/// again when the TTL ends.
+async fn finished(workflow: &Workflow, ctx: &Context, namespace: &str) -> Result<Action, Error> {
+    let name = workflow.name_any();
+    let now = Timestamp::now();
+    match finish::expiry(workflow, now, ctx.default_ttl_seconds_after_finished) {
+        Expiry::Keep => Ok(Action::await_change()),
+        Expiry::In(left) => Ok(Action::requeue(left)),
+        Expiry::StampCompletion => {
+            let mut status = workflow.status.clone().unwrap_or_default();
+            status.completion_time = Some(now.to_string());
+            apply_status(&ctx.client, namespace, &name, &status).await?;
+            Ok(Action::await_change())
+        }
+        Expiry::Now => {
+            let uid = workflow
+                .uid()
+                .ok_or(Error::MissingField("Workflow", "uid"))?;
+            let api: Api<Workflow> = Api::namespaced(ctx.client.clone(), namespace);
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match api.delete(&name, &params).await {
+                // Already gone (deleted by someone else, or an earlier reconcile).
+                Ok(_) => Ok(Action::await_change()),
+                Err(kube::Error::Api(status)) if status.code == 404 => Ok(Action::await_change()),
+                Err(e) => Err(Error::kube(
+                    format!("delete finished Workflow {namespace}/{name}"),
+                    e,
+                )),
+            }
+        }
+    }
+}
+
 async fn apply_status(
     client: &kube::Client,
     namespace: &str,
     name: &str,
-    status: &kruntimes_api::v1alpha1::WorkflowStatus,
+    status: &WorkflowStatus,
 ) -> Result<(), Error> {
     let api: Api<Workflow> = Api::namespaced(client.clone(), namespace);
     let patch = serde_json::json!({
