@@ -330,9 +330,7 @@ mod tests {
             .collect::<Vec<_>>()
             .join(" ");
         assert!(expression.contains("oldObject.spec"), "{expression}");
-        let run = |spec: Value, finalizers: Value| {
-            json!({"metadata": {"name": "r", "finalizers": finalizers}, "spec": spec})
-        };
+        let run = |spec: Value, finalizers: Value| json!({"metadata": {"name": "r", "finalizers": finalizers}, "spec": spec});
         let mut input = pod_input(json!({}));
         input.kind = "Run".to_owned();
         input.object = Some(run(json!({"script": "a"}), json!([])));
