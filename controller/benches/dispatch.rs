@@ -96,17 +96,20 @@ async fn bench() {
         direct.start_latency(i).await;
     }
     let mut api_started = Vec::new();
+    let mut api_created = Vec::new();
     let mut api_terminal = Vec::new();
     let mut direct_started = Vec::new();
     let before = cluster.controller_requests();
     for i in 0..SEQUENTIAL {
-        let (started, ended) = through_api(&runs, &terminal, &format!("seq-{i}")).await;
-        api_started.push(started);
-        api_terminal.push(ended);
+        let one = through_api(&runs, &terminal, &format!("seq-{i}")).await;
+        api_started.push(one.started);
+        api_created.push(one.create_answered);
+        api_terminal.push(one.terminal_seen);
         direct_started.push(direct.start_latency(i).await);
     }
     let sequential = requests_per_run(&before, &cluster.controller_requests(), SEQUENTIAL);
     row("created-to-started, through the API", &mut api_started);
+    row("create request answered (of the above)", &mut api_created);
     row(
         "created-to-terminal-seen, through the API",
         &mut api_terminal,
@@ -285,19 +288,29 @@ fn run(name: &str) -> Run {
     .unwrap()
 }
 
-/// One Run through the API: created-to-started and created-to-terminal-seen.
-async fn through_api(
-    runs: &Api<Run>,
-    terminal: &TerminalWatch,
-    name: &str,
-) -> (Duration, Duration) {
+/// One Run through the API, from just before its create request.
+struct ThroughApi {
+    /// To its script's first statement.
+    started: Duration,
+    /// To the create request's answer (admission, schema check, storage).
+    create_answered: Duration,
+    /// To the client's watch seeing it terminal.
+    terminal_seen: Duration,
+}
+
+async fn through_api(runs: &Api<Run>, terminal: &TerminalWatch, name: &str) -> ThroughApi {
     let t0 = now_unix_ns();
     let created = Instant::now();
     runs.create(&PostParams::default(), &run(name))
         .await
         .unwrap();
+    let create_answered = created.elapsed();
     let (seen, stdout) = terminal.wait(name).await;
-    (since(t0, &stdout), seen - created)
+    ThroughApi {
+        started: since(t0, &stdout),
+        create_answered,
+        terminal_seen: seen - created,
+    }
 }
 
 async fn burst_through_api(runs: &Api<Run>, terminal: &TerminalWatch) -> Duration {
