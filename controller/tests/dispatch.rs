@@ -15,8 +15,8 @@ use futures::future::BoxFuture;
 use kruntimes_api::v1alpha1::{RunPhase, RunStatus};
 use kruntimes_controller::Error;
 use kruntimes_controller::dispatch::{
-    CALL_TIMEOUT, CONNECT_TIMEOUT, Credentials, DispatchOptions, Dispatcher, PodTarget, PoolSpec,
-    RunKey, RuntimeKey, StatusSink, Submission,
+    CALL_TIMEOUT, CONNECT_TIMEOUT, Credentials, DispatchOptions, Dispatcher, PENDING_WRITE_DELAY,
+    PodTarget, PoolSpec, RunKey, RuntimeKey, StatusSink, Submission, WriteOrder,
 };
 use kruntimes_controller::metrics::Metrics;
 use kruntimes_runtimed_api::proto;
@@ -173,6 +173,8 @@ fn submission(uid: &str, script: &str, created: i64) -> Submission {
             phase: Some(RunPhase::Pending),
             ..Default::default()
         },
+        status_written: true,
+        write_order: WriteOrder::default(),
         running_on: None,
         attempts: 0,
     }
@@ -210,6 +212,60 @@ async fn a_run_succeeds_with_its_tails_in_two_writes_after_the_queued_one() {
     tokio::time::timeout(Duration::from_secs(10), freed)
         .await
         .expect("the slot is freed");
+}
+
+/// `submission`, its `Pending` status not written yet (as the reconciler submits a new
+/// Run).
+fn unwritten(uid: &str, script: &str, created: i64) -> Submission {
+    let mut submission = submission(uid, script, created);
+    submission.status.reason = Some("WaitingForCapacity".into());
+    submission.status.queued_at = Some("2026-01-01T00:00:00Z".into());
+    submission.status_written = false;
+    submission
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_dispatched_at_once_is_never_written_pending() {
+    let pod = Pod::start(&[]);
+    let (sink, dispatcher) = setup(&[("p0", &pod)], 1);
+    dispatcher.submit(&runtime(), unwritten("now", "true", 1));
+    sink.terminal("now").await;
+    tokio::time::sleep(PENDING_WRITE_DELAY * 2).await;
+    let writes = sink.of("now");
+    let phases: Vec<_> = writes.iter().map(|s| s.phase).collect();
+    assert_eq!(phases, [Some(RunPhase::Running), Some(RunPhase::Succeeded)]);
+    let running = &writes[0];
+    assert_eq!(running.queued_at.as_deref(), Some("2026-01-01T00:00:00Z"));
+    assert_eq!(
+        running.reason, None,
+        "no stale WaitingForCapacity: {running:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_that_waits_for_a_slot_is_written_pending_then_running_without_its_reason() {
+    let pod = Pod::start(&[]);
+    let (sink, dispatcher) = setup(&[("p0", &pod)], 1);
+    let mut first = submission("first", "sleep 2", 1);
+    first.request.timeout_ms = 60_000;
+    dispatcher.submit(&runtime(), first);
+    sink.running("first").await;
+    dispatcher.submit(&runtime(), unwritten("second", "true", 2));
+    sink.terminal("second").await;
+    let writes = sink.of("second");
+    let phases: Vec<_> = writes.iter().map(|s| s.phase).collect();
+    assert_eq!(
+        phases,
+        [
+            Some(RunPhase::Pending),
+            Some(RunPhase::Running),
+            Some(RunPhase::Succeeded)
+        ],
+        "{writes:?}"
+    );
+    assert_eq!(writes[0].reason.as_deref(), Some("WaitingForCapacity"));
+    assert_eq!(writes[1].reason, None, "{:?}", writes[1]);
+    assert_eq!(writes[1].queued_at, writes[0].queued_at);
 }
 
 #[tokio::test(flavor = "multi_thread")]

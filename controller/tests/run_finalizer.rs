@@ -14,6 +14,7 @@ use kruntimes_api::validation::against_runtime::SchemaCache;
 use kruntimes_controller::Error;
 use kruntimes_controller::dispatch::{
     Credentials, Dispatcher, PodTarget, PoolSpec, RunKey, RuntimeKey, StatusSink, Submission,
+    WriteOrder,
 };
 use kruntimes_controller::run::finalizer::CLEANUP_RECHECK;
 use kruntimes_controller::run::{Context, reconcile, runtimes_ready};
@@ -138,6 +139,8 @@ async fn deleting_a_running_run_cancels_and_forgets_it_before_its_finalizer_goes
                 phase: Some(RunPhase::Pending),
                 ..Default::default()
             },
+            status_written: true,
+            write_order: WriteOrder::default(),
             running_on: None,
             attempts: 0,
         },

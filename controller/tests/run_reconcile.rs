@@ -8,10 +8,12 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use http::{Request, Response};
 use kruntimes_api::labels::RUN_FINALIZER;
-use kruntimes_api::v1alpha1::{Run, RunStatus, Runtime};
+use kruntimes_api::v1alpha1::{Run, RunPhase, RunStatus, Runtime};
 use kruntimes_api::validation::against_runtime::SchemaCache;
 use kruntimes_controller::Error;
-use kruntimes_controller::dispatch::{Dispatcher, RunKey, RuntimeKey, StatusSink};
+use kruntimes_controller::dispatch::{
+    Dispatcher, PENDING_WRITE_DELAY, RunKey, RuntimeKey, StatusSink,
+};
 use kruntimes_controller::run::finalizer::{CLEANUP_RECHECK, CLEANUP_TIMEOUT};
 use kruntimes_controller::run::{Context, reconcile, runtimes_ready};
 use kube::client::Body;
@@ -20,11 +22,25 @@ use kube::runtime::reflector;
 use kube::runtime::watcher;
 use serde_json::json;
 
-struct NoSink;
+/// The dispatcher's status writes: only the delayed `Pending` of a queued Run, as the
+/// pools have no pod.
+#[derive(Default)]
+struct Writes(std::sync::Mutex<Vec<RunStatus>>);
 
-impl StatusSink for NoSink {
-    fn write<'a>(&'a self, _: &'a RunKey, _: &'a RunStatus) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(async { panic!("nothing is dispatched: the pool has no pod") })
+impl StatusSink for Writes {
+    fn write<'a>(
+        &'a self,
+        _: &'a RunKey,
+        status: &'a RunStatus,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        self.0.lock().unwrap().push(status.clone());
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl Writes {
+    fn taken(&self) -> Vec<RunStatus> {
+        self.0.lock().unwrap().clone()
     }
 }
 
@@ -94,10 +110,18 @@ fn context() -> (Arc<Context>, Handle) {
 
 /// A context reading Runtimes from `store`, with nothing in its pools.
 fn context_on(store: reflector::Store<Runtime>) -> (Arc<Context>, Handle) {
+    context_writing_to(store, Arc::new(Writes::default()))
+}
+
+/// As [`context_on`], its dispatcher writing to `writes`.
+fn context_writing_to(
+    store: reflector::Store<Runtime>,
+    writes: Arc<Writes>,
+) -> (Arc<Context>, Handle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let ctx = Context {
         client: kube::Client::new(service, "default"),
-        dispatcher: Dispatcher::new(Arc::new(NoSink)),
+        dispatcher: Dispatcher::new(writes),
         runtimes: store.clone(),
         runtimes_ready: runtimes_ready(store),
         schemas: SchemaCache::new(),
@@ -135,8 +159,13 @@ async fn expect_status_apply(handle: &mut Handle, answer: &Run) -> serde_json::V
 }
 
 #[tokio::test]
-async fn a_new_run_gets_its_finalizer_then_one_status_apply_and_is_queued() {
-    let (ctx, mut handle) = context();
+async fn a_new_run_gets_its_finalizer_and_is_queued_its_pending_written_only_once_it_waits() {
+    let (store, mut writer) = reflector::store::<Runtime>();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    writer.apply_watcher_event(&watcher::Event::InitApply(runtime()));
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    let writes = Arc::new(Writes::default());
+    let (ctx, mut handle) = context_writing_to(store, writes.clone());
     let new = run(None);
     let reconciled = tokio::spawn(reconcile(Arc::new(new.clone()), ctx.clone()));
     let finalizer = expect_finalizer_patch(&mut handle, &new).await;
@@ -147,17 +176,28 @@ async fn a_new_run_gets_its_finalizer_then_one_status_apply_and_is_queued() {
             {"op": "add", "path": "/metadata/finalizers", "value": [RUN_FINALIZER]},
         ])
     );
-    let patch = expect_status_apply(&mut handle, &new).await;
-    assert_eq!(patch["kind"], "Run");
-    assert_eq!(patch["status"]["phase"], "Pending");
-    assert_eq!(patch["status"]["reason"], "WaitingForCapacity");
-    assert!(patch["status"]["queuedAt"].is_string(), "{patch}");
     reconciled.await.unwrap().unwrap();
     let runtime = RuntimeKey {
         namespace: "team-a".into(),
         name: "bash".into(),
     };
     assert_eq!(ctx.dispatcher.queued(&runtime), 1, "queued for a pod");
+    assert!(
+        writes.taken().is_empty(),
+        "no status write before it waited PENDING_WRITE_DELAY"
+    );
+    // No pod takes it: past the delay, the dispatcher says it waits, once.
+    tokio::time::sleep(PENDING_WRITE_DELAY * 3).await;
+    let taken = writes.taken();
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    assert_eq!(taken[0].phase, Some(RunPhase::Pending));
+    assert_eq!(taken[0].reason.as_deref(), Some("WaitingForCapacity"));
+    assert!(taken[0].queued_at.is_some(), "{:?}", taken[0]);
+    drop(ctx);
+    assert!(
+        handle.next_request().await.is_none(),
+        "the reconciler wrote nothing but the finalizer"
+    );
 }
 
 #[tokio::test]

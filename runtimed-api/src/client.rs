@@ -19,7 +19,7 @@ pub async fn connect_unix(
 
 /// Where a sidecar's network listener is and how to trust it: what the controller
 /// knows of a Runtime's pod from the Runtime's Secret.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct TlsTarget {
     /// `IP:PORT` (or `HOST:PORT`) of the listener.
     pub authority: String,

@@ -12,7 +12,7 @@ use kruntimes_runtimed_api::{DEFAULT_TIMEOUT_MS, REASON_METADATA, proto};
 use tokio::sync::watch;
 
 use super::{
-    CALL_TIMEOUT, CONNECT_TIMEOUT, DISPATCH_BACKOFF, Dispatcher, MAX_DISPATCH_ATTEMPTS,
+    CALL_TIMEOUT, CONNECT_TIMEOUT, Connection, DISPATCH_BACKOFF, Dispatcher, MAX_DISPATCH_ATTEMPTS,
     MAX_FOLLOW_MISSES, PodTarget, RuntimeKey, Submission, target,
 };
 use crate::metrics::{PhaseLabels, PhaseReasonLabels};
@@ -295,6 +295,9 @@ impl Dispatcher {
         }
     }
 
+    /// A client of `pod`'s sidecar: the pod's open connection when it was opened with
+    /// the pod's IP and the Runtime's credentials of now, else a new one (kept for the
+    /// next calls).
     async fn connect(&self, runtime: &RuntimeKey, pod: &str) -> Result<TlsClient, String> {
         let (Some(credentials), Some(ip)) = (self.credentials(runtime), self.pod_ip(runtime, pod))
         else {
@@ -306,9 +309,31 @@ impl Dispatcher {
             ready: true,
             terminating: false,
         };
-        connect_tls(&target(&pod_target, &credentials), CONNECT_TIMEOUT)
+        let target = target(&pod_target, &credentials);
+        let key = (runtime.clone(), pod.to_owned());
+        if let Some(open) = self.connections().get(&key)
+            && open.target == target
+        {
+            return Ok(open.client.clone());
+        }
+        let client = connect_tls(&target, CONNECT_TIMEOUT)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        self.connections().insert(
+            key,
+            Connection {
+                target,
+                client: client.clone(),
+            },
+        );
+        Ok(client)
+    }
+
+    /// Closes `pod`'s open connection (after a failed call on it): the next call opens
+    /// a new one rather than trying a broken one again.
+    fn disconnect(&self, runtime: &RuntimeKey, pod: &str) {
+        self.connections()
+            .remove(&(runtime.clone(), pod.to_owned()));
     }
 
     /// One `ExecuteAndFollow` call, to the execution's end or the call's failure.
@@ -351,6 +376,9 @@ impl Dispatcher {
                                 .dispatch_latency
                                 .observe(called.elapsed().as_secs_f64());
                             status.phase = Some(RunPhase::Running);
+                            // Why it waited is over: `Running` says no more than that.
+                            status.reason = None;
+                            status.message = None;
                             status.pod = Some(pod.to_owned());
                             status.execution_id = Some(started.execution_id.clone());
                             status.start_time = Some(now());
@@ -384,6 +412,7 @@ impl Dispatcher {
         progress: &mut Progress,
         message: String,
     ) -> Option<Driven> {
+        self.disconnect(runtime, pod);
         progress.misses += 1;
         if !self.pod_alive(runtime, pod) {
             let message = format!("pod {pod} went away while the Run ran: {message}");
@@ -438,6 +467,8 @@ impl Dispatcher {
     }
 
     async fn write(&self, submission: &Submission, status: &RunStatus) {
+        // After a delayed `Pending` write of the same Run still in flight.
+        let _order = submission.write_order.0.lock().await;
         let terminal = status.phase.filter(|p| p.is_terminal());
         if let Some(phase) = terminal {
             self.count_end(phase, status);

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use kruntimes_api::v1alpha1::RunStatus;
-use kruntimes_runtimed_api::client::TlsTarget;
+use kruntimes_runtimed_api::client::{TlsClient, TlsTarget};
 use kruntimes_runtimed_api::proto;
 use tokio::sync::watch;
 
@@ -62,6 +62,12 @@ pub const ADOPTION_WAIT: Duration = Duration::from_secs(30);
 /// How soon a Run waiting for its pool to be known (see [`ADOPTION_WAIT`]) is submitted
 /// again.
 pub const ADOPTION_RETRY: Duration = Duration::from_secs(1);
+
+/// How long a submitted Run may wait in its queue before `Pending` /
+/// `WaitingForCapacity` is written: a Run dispatched sooner is written `Running` (with
+/// its `queuedAt`) and never `Pending`, which saves one API write per Run on the happy
+/// path, and a Run that waits longer is said to wait well before anyone looks.
+pub const PENDING_WRITE_DELAY: Duration = Duration::from_millis(500);
 
 /// What a [`Dispatcher`] can be tuned with; the default is what the controller runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,8 +148,13 @@ pub struct Submission {
     pub created: i64,
     /// What to execute.
     pub request: proto::ExecuteRequest,
-    /// The status written so far (`Pending` with `queuedAt`), kept in later writes.
+    /// Its status while it waits (`Pending` with `queuedAt`), the base of later writes.
     pub status: RunStatus,
+    /// Whether `status` is what the API already has; if not, it is written once the Run
+    /// has waited [`PENDING_WRITE_DELAY`] in the queue.
+    pub status_written: bool,
+    /// Orders this Run's status writes: the delayed `Pending` write before `Running`.
+    pub write_order: WriteOrder,
     /// A Run already `Running` on this pod (found after a controller restart): it is
     /// followed there, never started again elsewhere.
     pub running_on: Option<String>,
@@ -151,6 +162,11 @@ pub struct Submission {
     /// submitted).
     pub attempts: u32,
 }
+
+/// One Run's status writes, in the order they were decided: a write holds it while it
+/// is in flight.
+#[derive(Clone, Debug, Default)]
+pub struct WriteOrder(Arc<tokio::sync::Mutex<()>>);
 
 /// What [`Dispatcher::submit`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -223,8 +239,18 @@ impl Pool {
     }
 }
 
+/// An open connection to one pod's sidecar, and what it was opened with: a pod with a
+/// new IP or its Runtime with new credentials gets a new one.
+struct Connection {
+    target: TlsTarget,
+    client: TlsClient,
+}
+
 struct Inner {
     pools: Mutex<HashMap<RuntimeKey, Pool>>,
+    /// One HTTP/2 connection per pod, shared by the calls of all its Runs: a Run's
+    /// dispatch costs no TCP or TLS handshake.
+    connections: Mutex<HashMap<(RuntimeKey, String), Connection>>,
     sink: Arc<dyn StatusSink>,
     metrics: Arc<Metrics>,
     deadline_grace: Duration,
@@ -262,6 +288,7 @@ impl Dispatcher {
         Self {
             inner: Arc::new(Inner {
                 pools: Mutex::new(HashMap::new()),
+                connections: Mutex::new(HashMap::new()),
                 sink,
                 metrics,
                 deadline_grace: options.deadline_grace,
@@ -275,6 +302,13 @@ impl Dispatcher {
 
     fn pools(&self) -> MutexGuard<'_, HashMap<RuntimeKey, Pool>> {
         match self.inner.pools.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn connections(&self) -> MutexGuard<'_, HashMap<(RuntimeKey, String), Connection>> {
+        match self.inner.connections.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }
@@ -302,6 +336,9 @@ impl Dispatcher {
                 // New credentials (a rotation): read the pods again with them.
                 pool.synced.clear();
             }
+            // Connections to pods that left the pool go with them.
+            self.connections()
+                .retain(|(key, pod), _| key != runtime || names.contains(pod.as_str()));
             pool.spec = spec;
             self.count_pods(&pools);
         }
@@ -370,10 +407,11 @@ impl Dispatcher {
 
     /// Hands a Run to the dispatcher.
     pub fn submit(&self, runtime: &RuntimeKey, submission: Submission) -> Submitted {
+        let uid = submission.key.uid.clone();
+        let written = submission.status_written;
         let outcome = {
             let mut pools = self.pools();
             let pool = pools.entry(runtime.clone()).or_default();
-            let uid = submission.key.uid.clone();
             if submission.running_on.is_some() && !pool.inflight.contains_key(&uid) {
                 // Queued before its `Running` status was seen (a restart while another
                 // controller dispatched it): it runs already, so it is followed where it
@@ -416,8 +454,48 @@ impl Dispatcher {
         };
         if outcome == Submitted::Queued {
             self.pump(runtime);
+            if !written && self.is_queued(runtime, &uid) {
+                self.write_pending_later(runtime, uid);
+            }
         }
         outcome
+    }
+
+    /// Whether the Run `uid` waits in the queue of `runtime`.
+    fn is_queued(&self, runtime: &RuntimeKey, uid: &str) -> bool {
+        self.pools()
+            .get(runtime)
+            .is_some_and(|p| p.queue.values().any(|s| s.key.uid == uid))
+    }
+
+    /// Writes the `Pending` status of the Run `uid` if it still waits in its queue after
+    /// [`PENDING_WRITE_DELAY`]. Its [`WriteOrder`] is taken while the Run is known to be
+    /// queued, so a `Running` write of the same Run always comes after this one.
+    fn write_pending_later(&self, runtime: &RuntimeKey, uid: String) {
+        let this = self.clone();
+        let runtime = runtime.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(PENDING_WRITE_DELAY).await;
+            let taken = {
+                let mut pools = this.pools();
+                let queued = pools
+                    .get_mut(&runtime)
+                    .and_then(|p| p.queue.values_mut().find(|s| s.key.uid == uid));
+                let Some(submission) = queued.filter(|s| !s.status_written) else {
+                    return;
+                };
+                let Ok(order) = submission.write_order.0.clone().try_lock_owned() else {
+                    return;
+                };
+                submission.status_written = true;
+                (order, submission.key.clone(), submission.status.clone())
+            };
+            let (_order, key, status) = taken;
+            if let Err(e) = this.inner.sink.write(&key, &status).await {
+                // Informational only: the Run's next write says where it is.
+                tracing::info!(run = %key.name, error = %e, "cannot write the queued Run's Pending status");
+            }
+        });
     }
 
     /// Cancels a Run: a queued one is dropped (the caller writes `Cancelled`), a

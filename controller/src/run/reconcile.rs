@@ -1,7 +1,10 @@
 //! What to do with a Run, decided purely ([`decide`]) from the Run and its Runtime,
-//! then done ([`reconcile`]): at most one status write here (`Pending` with
-//! `queuedAt`, or a terminal phase for a Run that never runs); the dispatcher writes
-//! `Running` and the end.
+//! then done ([`reconcile`]): at most one status write here (a terminal phase for a
+//! Run that never runs, or `Pending` for one that waits for its Runtime or a full
+//! queue); the dispatcher writes `Pending` for a Run that waits for a slot (after
+//! [`PENDING_WRITE_DELAY`](crate::dispatch::PENDING_WRITE_DELAY)), `Running` and the
+//! end. A Run dispatched at once costs three writes: its finalizer, `Running` and its
+//! end.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +26,9 @@ use super::finalizer::{
 };
 use super::sink::apply_status;
 use crate::Error;
-use crate::dispatch::{ADOPTION_RETRY, Dispatcher, RunKey, RuntimeKey, Submission, Submitted};
+use crate::dispatch::{
+    ADOPTION_RETRY, Dispatcher, RunKey, RuntimeKey, Submission, Submitted, WriteOrder,
+};
 use crate::reasons::RunReason;
 use crate::run_status::{MAX_MESSAGE_BYTES, bounded};
 
@@ -79,9 +84,10 @@ pub enum Decision {
     Wait(RunStatus),
     /// Write this terminal status: the Run never runs.
     End(RunStatus),
-    /// Hand it to the dispatcher, first writing `Pending` when it has no phase yet.
+    /// Hand it to the dispatcher.
     Submit {
-        /// The `Pending` status to write first, if not written.
+        /// Its `Pending` status with `queuedAt`, when the API does not have it yet: the
+        /// dispatcher writes it if the Run waits for a slot, and bases `Running` on it.
         pending: Option<RunStatus>,
         /// Already `Running` on this pod (found after a restart).
         running_on: Option<String>,
@@ -308,14 +314,14 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
             pending,
             running_on,
         } => {
-            let mut status = run.status.clone().unwrap_or_default();
-            if let Some(pending) = pending {
-                apply_status(&ctx.client, &namespace, &name, &pending).await?;
-                status = pending;
-            }
+            let status_written = pending.is_none();
+            let status = pending.unwrap_or_else(|| run.status.clone().unwrap_or_default());
             let submission = match submission(&run, runtime.as_deref(), status.clone(), running_on)
             {
-                Ok(submission) => submission,
+                Ok(submission) => Submission {
+                    status_written,
+                    ..submission
+                },
                 Err(message) => {
                     let end = ended(
                         &status,
@@ -329,7 +335,13 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
                 }
             };
             match ctx.dispatcher.submit(&runtime_key, submission) {
-                Submitted::QueueFull => Ok(Action::requeue(WAIT_REQUEUE)),
+                Submitted::QueueFull => {
+                    // It waits outside the queue: say so now.
+                    if !status_written {
+                        apply_status(&ctx.client, &namespace, &name, &status).await?;
+                    }
+                    Ok(Action::requeue(WAIT_REQUEUE))
+                }
                 Submitted::PodNotKnownYet => Ok(Action::requeue(ADOPTION_RETRY)),
                 Submitted::Queued | Submitted::Known => Ok(Action::await_change()),
             }
@@ -401,6 +413,8 @@ fn submission(
         created,
         request,
         status,
+        status_written: true,
+        write_order: WriteOrder::default(),
         running_on,
         attempts: 0,
     })

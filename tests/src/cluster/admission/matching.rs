@@ -312,6 +312,40 @@ mod tests {
         );
     }
 
+    /// The shipped validating webhook's condition, read from deploy/: sent on CREATE and
+    /// on an UPDATE that changes the spec, not on a metadata-only UPDATE.
+    #[test]
+    fn the_validating_webhooks_condition_leaves_out_metadata_only_updates() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/webhook-configurations.yaml"
+        ))
+        .unwrap();
+        let start = text.find("create-or-spec-changed").unwrap();
+        let expression: String = text[start..]
+            .lines()
+            .skip(2)
+            .take_while(|l| l.starts_with("          "))
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(expression.contains("oldObject.spec"), "{expression}");
+        let run = |spec: Value, finalizers: Value| json!({"metadata": {"name": "r", "finalizers": finalizers}, "spec": spec});
+        let mut input = pod_input(json!({}));
+        input.kind = "Run".to_owned();
+        input.object = Some(run(json!({"script": "a"}), json!([])));
+        let check = |input: &AdmissionInput| {
+            conditions_match(&[condition(&expression)], input, input.object.as_ref())
+        };
+        assert_eq!(check(&input), Ok(true), "CREATE");
+        input.operation = Operation::Update;
+        input.old_object = Some(run(json!({"script": "a"}), json!([])));
+        input.object = Some(run(json!({"script": "a"}), json!(["kruntimes.io/run"])));
+        assert_eq!(check(&input), Ok(false), "a finalizer added");
+        input.object = Some(run(json!({"script": "a", "cancel": true}), json!([])));
+        assert_eq!(check(&input), Ok(true), "spec.cancel set");
+    }
+
     #[test]
     fn resources_match_with_their_wildcard_and_subresource_forms() {
         let mut input = pod_input(json!({}));

@@ -203,12 +203,16 @@ impl Server {
 
 impl Server {
     /// The types served now: built-in ones and those of every stored CRD.
+    /// Read on every request: the CRDs are read in place, never copied (a CRD with its
+    /// schemas is large).
     pub(crate) fn types(&self) -> Vec<ResourceType> {
         let mut types = resources::builtin();
-        let (crds, _) = self
-            .store
-            .list("apiextensions.k8s.io", "customresourcedefinitions", None);
-        types.extend(crds.iter().flat_map(resources::from_crd));
+        self.store.inspect(|objects| {
+            let crds = objects.iter().filter(|(key, _)| {
+                key.group == "apiextensions.k8s.io" && key.resource == "customresourcedefinitions"
+            });
+            types.extend(crds.flat_map(|(_, crd)| resources::from_crd(crd)));
+        });
         types
     }
 }

@@ -169,6 +169,13 @@ impl Store {
         (objects, inner.revision)
     }
 
+    /// What `read` makes of every stored object, read in place under the store's lock
+    /// (no object is copied unless `read` copies it): the garbage collector's view of
+    /// a store of thousands of objects, taken on every change.
+    pub fn inspect<R>(&self, read: impl FnOnce(&BTreeMap<ObjectKey, Value>) -> R) -> R {
+        read(&self.lock().objects)
+    }
+
     /// Every stored key, for the garbage collector and namespace deletion.
     pub fn keys(&self) -> Vec<ObjectKey> {
         self.lock().objects.keys().cloned().collect()

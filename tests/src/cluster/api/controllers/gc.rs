@@ -10,49 +10,48 @@ use serde_json::Value;
 use crate::cluster::api::{Server, meta, namespaces};
 
 pub(super) async fn reconcile(server: &Server) {
-    let keys = server.store.keys();
-    let objects: Vec<(crate::cluster::api::store::ObjectKey, Value)> = keys
-        .into_iter()
-        .filter_map(|k| server.store.get(&k).map(|v| (k, v)))
-        .collect();
-    let uids: HashSet<&str> = objects
-        .iter()
-        .filter_map(|(_, o)| meta::meta_str(o, "uid"))
-        .collect();
-    let mut orphans = Vec::new();
-    for (key, object) in &objects {
-        let owners = object
-            .pointer("/metadata/ownerReferences")
-            .and_then(Value::as_array);
-        let Some(owners) = owners.filter(|o| !o.is_empty()) else {
-            continue;
-        };
-        let all_gone = owners.iter().all(|o| {
-            o.get("uid")
-                .and_then(Value::as_str)
-                .is_none_or(|u| !uids.contains(u))
-        });
-        if all_gone && object.pointer("/metadata/deletionTimestamp").is_none() {
-            orphans.push((key.clone(), object.clone()));
-        }
-    }
-    for (key, object) in orphans {
-        namespaces::remove_or_mark(server, &key, object);
-    }
-    // Custom resources whose CRD is gone go with it.
     let served: HashSet<(String, String)> =
         server.types().into_iter().map(|t| t.store_key()).collect();
-    for (key, object) in &objects {
-        if !served.contains(&(key.group.clone(), key.resource.clone())) {
-            namespaces::remove_or_mark(server, key, object.clone());
+    // One pass over the store in place: only what is to be deleted is copied out, so a
+    // pass costs no copy of the thousands of Runs a benchmark leaves stored.
+    let (orphans, unserved, terminating) = server.store.inspect(|objects| {
+        let uids: HashSet<&str> = objects
+            .values()
+            .filter_map(|o| meta::meta_str(o, "uid"))
+            .collect();
+        let mut orphans = Vec::new();
+        let mut unserved = Vec::new();
+        let mut terminating = Vec::new();
+        for (key, object) in objects {
+            let deleting = object.pointer("/metadata/deletionTimestamp").is_some();
+            let owners = object
+                .pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .filter(|o| !o.is_empty());
+            let all_owners_gone = owners.is_some_and(|owners| {
+                owners.iter().all(|o| {
+                    o.get("uid")
+                        .and_then(Value::as_str)
+                        .is_none_or(|u| !uids.contains(u))
+                })
+            });
+            if all_owners_gone && !deleting {
+                orphans.push((key.clone(), object.clone()));
+            }
+            // Custom resources whose CRD is gone go with it.
+            if !served.contains(&(key.group.clone(), key.resource.clone())) {
+                unserved.push((key.clone(), object.clone()));
+            }
+            if key.group.is_empty() && key.resource == "namespaces" && deleting {
+                terminating.push(key.name.clone());
+            }
         }
+        (orphans, unserved, terminating)
+    });
+    for (key, object) in orphans.into_iter().chain(unserved) {
+        namespaces::remove_or_mark(server, &key, object);
     }
-    for (key, object) in &objects {
-        if key.group.is_empty()
-            && key.resource == "namespaces"
-            && object.pointer("/metadata/deletionTimestamp").is_some()
-        {
-            namespaces::sweep(server, &key.name);
-        }
+    for namespace in terminating {
+        namespaces::sweep(server, &namespace);
     }
 }

@@ -1,24 +1,25 @@
-//! Figures for docs/benchmarks.md (not a pass/fail test): what a Run created through the
-//! Kubernetes API costs over calling runtimed directly, on the emulated cluster
-//! (`kruntimes-test-cluster`'s library, in this process): its API server, the real
-//! webhook and controller binaries, and a Runtime of [`REPLICAS`] pods × [`CONCURRENCY`]
-//! run by its node as real processes. Each figure has a floor measured in the same run
-//! against the same pods: the same script sent straight to the pods' runtimed over TLS
-//! with the Runtime's token (`ExecuteAndFollow`), which is what the controller does for
-//! each Run, minus the API server, the watch and the status writes.
+//! The dispatch benchmark (not a pass/fail test): what a Run created through the
+//! Kubernetes API costs over calling runtimed directly, on the emulated cluster of
+//! `kruntimes-e2e` (in this process): its API server, the real webhook and controller
+//! binaries, and a Runtime of [`REPLICAS`] pods × [`CONCURRENCY`] run by its node as
+//! real processes. Each figure has a floor measured in the same run against the same
+//! pods: the same script sent straight to the pods' runtimed over TLS with the
+//! Runtime's token (`ExecuteAndFollow`), which is what the controller does for each
+//! Run, minus the API server, the watch and the status writes.
 //!
 //! 1. Created-to-started, one Run at a time ([`SEQUENTIAL`] after [`WARMUP`]): from just
 //!    before the create request to the script's first statement (`date +%s%N`, the same
 //!    clock). The floor: from just before `ExecuteAndFollow` to the same statement.
 //!    Also created-to-terminal: until the client's watch sees the terminal status.
-//! 2. A burst: [`BURST`] Runs created at once; Runs per second until the watch has seen
-//!    all of them terminal, against the same number sent directly, [`REPLICAS`] ×
-//!    [`CONCURRENCY`] at a time.
-//! 3. API requests the controller made per Run during the burst (writes, reads, watches
-//!    opened), counted by the emulated API server per identity.
+//! 2. A burst: [`BURST`] Runs created at once ([`CREATORS`] clients creating in
+//!    parallel); Runs per second until the watch has seen all of them terminal, against
+//!    the same number sent directly, [`REPLICAS`] × [`CONCURRENCY`] at a time.
+//! 3. API requests the controller made per Run (writes, reads, watches opened), counted
+//!    by the emulated API server per identity: one at a time, and in the burst.
 //!
-//! As root (the node runs pods in namespaces of their own), after building the binaries
-//! it starts: `cargo build --release --workspace --bins && cargo bench -p kruntimes-e2e
+//! Every figure is printed on a line starting with `dispatch:`. As root (the node runs
+//! pods in namespaces of their own), after building the binaries it starts:
+//! `cargo build --release --workspace --bins && cargo bench -p kruntimes-controller
 //! --bench dispatch`.
 // A benchmark prints its figures and stops loudly on a setup failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -43,12 +44,15 @@ use tokio::sync::Notify;
 const NAMESPACE: &str = "bench";
 const RUNTIME: &str = "bench";
 const REPLICAS: i32 = 2;
-const CONCURRENCY: i32 = 2;
+/// Runs at once per pod: enough that the burst measures dispatch, not the pool's size.
+const CONCURRENCY: i32 = 16;
 /// Runs measured one at a time (after [`WARMUP`] unmeasured ones).
 const SEQUENTIAL: usize = 60;
 const WARMUP: usize = 5;
 /// Runs created at once in the throughput measurement.
-const BURST: usize = 40;
+const BURST: usize = 300;
+/// Clients creating the burst's Runs in parallel.
+const CREATORS: usize = 8;
 /// The script: prints when its first statement ran (ns since the epoch).
 const SCRIPT: &str = "date +%s%N";
 
@@ -80,7 +84,9 @@ async fn bench() {
     )
     .unwrap();
     let pods = warm_pool(&client).await;
-    println!("Runtime {RUNTIME}: {REPLICAS} pods x concurrency {CONCURRENCY}; script `{SCRIPT}`\n");
+    println!(
+        "dispatch: Runtime {RUNTIME}: {REPLICAS} pods x concurrency {CONCURRENCY}; script `{SCRIPT}`"
+    );
     let runs: Api<Run> = Api::namespaced(client.clone(), NAMESPACE);
     let terminal = TerminalWatch::start(runs.clone());
     let mut direct = Direct::connect(&client, &pods).await;
@@ -90,44 +96,62 @@ async fn bench() {
         direct.start_latency(i).await;
     }
     let mut api_started = Vec::new();
+    let mut api_created = Vec::new();
     let mut api_terminal = Vec::new();
     let mut direct_started = Vec::new();
+    let before = cluster.controller_requests();
     for i in 0..SEQUENTIAL {
-        let (started, ended) = through_api(&runs, &terminal, &format!("seq-{i}")).await;
-        api_started.push(started);
-        api_terminal.push(ended);
+        let one = through_api(&runs, &terminal, &format!("seq-{i}")).await;
+        api_started.push(one.started);
+        api_created.push(one.create_answered);
+        api_terminal.push(one.terminal_seen);
         direct_started.push(direct.start_latency(i).await);
     }
-    println!("1. created-to-started, one at a time ({SEQUENTIAL} Runs, ms)");
-    println!("   {:<36} {:>8} {:>8}", "", "p50", "p99");
-    row("Run through the API (started)", &mut api_started);
-    row("Run through the API (terminal seen)", &mut api_terminal);
-    row("floor: ExecuteAndFollow (started)", &mut direct_started);
+    let sequential = requests_per_run(&before, &cluster.controller_requests(), SEQUENTIAL);
+    row("created-to-started, through the API", &mut api_started);
+    row("create request answered (of the above)", &mut api_created);
+    row(
+        "created-to-terminal-seen, through the API",
+        &mut api_terminal,
+    );
+    row(
+        "created-to-started, floor ExecuteAndFollow",
+        &mut direct_started,
+    );
 
     let before = cluster.controller_requests();
     let burst_api = burst_through_api(&runs, &terminal).await;
-    let after = cluster.controller_requests();
+    let burst = requests_per_run(&before, &cluster.controller_requests(), BURST);
     let burst_direct = direct.burst().await;
-    println!("\n2. a burst of {BURST} Runs");
     println!(
-        "   through the API: {:.1} s, {:.0} Runs/s",
+        "dispatch: burst of {BURST} through the API: {:.2} s, {:.0} Runs/s",
         burst_api.as_secs_f64(),
         BURST as f64 / burst_api.as_secs_f64()
     );
     println!(
-        "   floor, direct, {} at a time: {:.2} s, {:.0} Runs/s",
+        "dispatch: burst of {BURST}, floor direct {} at a time: {:.2} s, {:.0} Runs/s",
         REPLICAS * CONCURRENCY,
         burst_direct.as_secs_f64(),
         BURST as f64 / burst_direct.as_secs_f64()
     );
-    let per_run = |n: u64| n as f64 / BURST as f64;
-    println!(
-        "\n3. the controller's API requests per Run in the burst: {:.1} writes, {:.1} reads, {:.2} watches opened",
+    println!("dispatch: controller API requests per Run, one at a time: {sequential}");
+    println!("dispatch: controller API requests per Run, in the burst: {burst}");
+    cluster.stop().await;
+}
+
+/// The controller's requests between two counts, per Run.
+fn requests_per_run(
+    before: &kruntimes_e2e::cluster::api::counts::RequestCounts,
+    after: &kruntimes_e2e::cluster::api::counts::RequestCounts,
+    runs: usize,
+) -> String {
+    let per_run = |n: u64| n as f64 / runs as f64;
+    format!(
+        "{:.2} writes, {:.2} reads, {:.2} watches opened",
         per_run(after.writes - before.writes),
         per_run(after.reads - before.reads),
         per_run(after.watches - before.watches)
-    );
-    cluster.stop().await;
+    )
 }
 
 /// Prints p50 and p99 of `samples` in milliseconds.
@@ -135,9 +159,10 @@ fn row(name: &str, samples: &mut [Duration]) {
     samples.sort();
     let at = |p: usize| samples[(samples.len() * p / 100).min(samples.len() - 1)];
     println!(
-        "   {name:<36} {:>8.1} {:>8.1}",
+        "dispatch: {name}: p50 {:.1} ms, p99 {:.1} ms ({} Runs)",
         at(50).as_secs_f64() * 1e3,
-        at(99).as_secs_f64() * 1e3
+        at(99).as_secs_f64() * 1e3,
+        samples.len()
     );
 }
 
@@ -263,32 +288,44 @@ fn run(name: &str) -> Run {
     .unwrap()
 }
 
-/// One Run through the API: created-to-started and created-to-terminal-seen.
-async fn through_api(
-    runs: &Api<Run>,
-    terminal: &TerminalWatch,
-    name: &str,
-) -> (Duration, Duration) {
+/// One Run through the API, from just before its create request.
+struct ThroughApi {
+    /// To its script's first statement.
+    started: Duration,
+    /// To the create request's answer (admission, schema check, storage).
+    create_answered: Duration,
+    /// To the client's watch seeing it terminal.
+    terminal_seen: Duration,
+}
+
+async fn through_api(runs: &Api<Run>, terminal: &TerminalWatch, name: &str) -> ThroughApi {
     let t0 = now_unix_ns();
     let created = Instant::now();
     runs.create(&PostParams::default(), &run(name))
         .await
         .unwrap();
+    let create_answered = created.elapsed();
     let (seen, stdout) = terminal.wait(name).await;
-    (since(t0, &stdout), seen - created)
+    ThroughApi {
+        started: since(t0, &stdout),
+        create_answered,
+        terminal_seen: seen - created,
+    }
 }
 
 async fn burst_through_api(runs: &Api<Run>, terminal: &TerminalWatch) -> Duration {
     let started = Instant::now();
-    let creates = (0..BURST).map(|i| {
+    let creators = (0..CREATORS).map(|creator| {
         let runs = runs.clone();
         async move {
-            runs.create(&PostParams::default(), &run(&format!("burst-{i}")))
-                .await
-                .unwrap()
+            for i in (creator..BURST).step_by(CREATORS) {
+                runs.create(&PostParams::default(), &run(&format!("burst-{i}")))
+                    .await
+                    .unwrap();
+            }
         }
     });
-    futures::future::join_all(creates).await;
+    futures::future::join_all(creators).await;
     let mut last = started;
     for i in 0..BURST {
         let (seen, _) = terminal.wait(&format!("burst-{i}")).await;
