@@ -15,7 +15,7 @@ use kruntimes_controller::dispatch::{
     Dispatcher, PENDING_WRITE_DELAY, RunKey, RuntimeKey, StatusSink,
 };
 use kruntimes_controller::run::finalizer::{CLEANUP_RECHECK, CLEANUP_TIMEOUT};
-use kruntimes_controller::run::{Context, reconcile, runtimes_ready};
+use kruntimes_controller::run::{Context, WAIT_REQUEUE, reconcile, runtimes_ready};
 use kube::client::Body;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector;
@@ -198,6 +198,24 @@ async fn a_new_run_gets_its_finalizer_and_is_queued_its_pending_written_only_onc
         handle.next_request().await.is_none(),
         "the reconciler wrote nothing but the finalizer"
     );
+}
+
+#[tokio::test]
+async fn a_run_whose_runtime_is_missing_is_written_pending_at_once_and_looked_at_again() {
+    let (store, mut writer) = reflector::store::<Runtime>();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    let (ctx, mut handle) = context_on(store);
+    let new = run(None);
+    let reconciled = tokio::spawn(reconcile(Arc::new(new.clone()), ctx.clone()));
+    expect_finalizer_patch(&mut handle, &new).await;
+    let patch = expect_status_apply(&mut handle, &new).await;
+    assert_eq!(patch["status"]["phase"], "Pending", "{patch}");
+    assert_eq!(patch["status"]["reason"], "RuntimeNotFound", "{patch}");
+    assert!(patch["status"]["queuedAt"].is_string(), "{patch}");
+    let action = reconciled.await.unwrap().unwrap();
+    assert_eq!(action, Action::requeue(WAIT_REQUEUE));
+    assert_eq!(ctx.dispatcher.queued(&bash()), 0, "nothing to queue it for");
 }
 
 #[tokio::test]
