@@ -171,6 +171,11 @@ async fn reconcile_all(
         args.namespaces.iter().cloned().map(Some).collect()
     };
     let mut tasks = tokio::task::JoinSet::new();
+    let busy = dispatcher.clone();
+    tasks.spawn(crate::runtime::capacity::keep_busy_current(
+        client.clone(),
+        move || busy.busy_by_runtime(),
+    ));
     let synced = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let expected = namespaces.len();
     for namespace in namespaces {

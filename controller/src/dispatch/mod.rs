@@ -387,6 +387,17 @@ impl Dispatcher {
             .map_or(0, |p| p.spec.pods.iter().map(|t| p.busy_in(&t.name)).sum())
     }
 
+    /// Runs executing now in each pool (for the Runtimes' `status.capacity.busy`).
+    pub fn busy_by_runtime(&self) -> Vec<(RuntimeKey, u32)> {
+        self.pools()
+            .iter()
+            .map(|(key, p)| {
+                let busy = p.spec.pods.iter().map(|t| p.busy_in(&t.name)).sum();
+                (key.clone(), busy)
+            })
+            .collect()
+    }
+
     /// Runs executing in each pod of `runtime` (for the pods' deletion cost).
     pub fn busy_by_pod(&self, runtime: &RuntimeKey) -> std::collections::BTreeMap<String, u32> {
         self.pools()

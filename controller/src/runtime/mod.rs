@@ -10,10 +10,12 @@
 //! - a NetworkPolicy ([`crate::naming::network_policy_name`]) admitting only the
 //!   controller to runtimed's port ([`render::network_policy`]).
 //!
-//! Then it writes the Runtime's status ([`status`]) when it changed. Deciding is pure
+//! Then it writes the Runtime's status ([`status`]) when it changed; between
+//! reconciles, [`capacity`] keeps `status.capacity.busy` current. Deciding is pure
 //! ([`render`], [`status`], [`credentials`] with the time passed in); [`reconcile`]
 //! drives it against the API server.
 
+pub mod capacity;
 pub mod context;
 pub mod credentials;
 pub mod reconcile;
