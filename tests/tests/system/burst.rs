@@ -1,11 +1,15 @@
 //! A burst of Runs larger than the pool: every Run succeeds, and the pool never runs
 //! more than its capacity (pods x concurrency) at once, read from the Runs' own
-//! `startTime` and `completionTime`.
+//! `startTime` and `completionTime`. The Runtime's `status.capacity.busy` follows the
+//! burst: above 0 while it runs, never above the capacity, back to 0 after it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
-use kruntimes_api::v1alpha1::Run;
+use kruntimes_api::v1alpha1::{Run, Runtime};
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
@@ -66,6 +70,9 @@ async fn a_burst_of_runs_all_succeed_without_exceeding_the_pool() {
     let ns = cluster.namespace("burst").await;
     ready_runtime(&cluster, &ns, runtime("bash", PODS, CONCURRENCY)).await;
     let runs: Api<Run> = Api::namespaced(cluster.client.clone(), &ns);
+    let runtimes: Api<Runtime> = Api::namespaced(cluster.client.clone(), &ns);
+    let most_busy = Arc::new(AtomicUsize::new(0));
+    let watching = tokio::spawn(watch_busy(runtimes.clone(), most_busy.clone()));
     let names: Vec<String> = (0..BURST).map(|i| format!("burst-{i:02}")).collect();
     for name in &names {
         let spec = json!({"interpreter": "bash", "script": "sleep 1; echo ok"});
@@ -96,6 +103,50 @@ async fn a_burst_of_runs_all_succeed_without_exceeding_the_pool() {
             "{most} Runs at once in {pod}"
         );
     }
-    eprintln!("burst: {BURST} Runs, at most {most} at once on a pool of {capacity}");
+    watching.abort();
+    let most_busy = most_busy.load(Ordering::SeqCst);
+    eprintln!(
+        "burst: {BURST} Runs, at most {most} at once on a pool of {capacity}; status.capacity.busy peaked at {most_busy}"
+    );
+    assert!(
+        (1..=capacity).contains(&most_busy),
+        "status.capacity.busy peaked at {most_busy} during the burst, on a pool of {capacity}"
+    );
+    busy_back_to_zero(&runtimes).await;
     cluster.delete_namespace(&ns).await;
+}
+
+/// The Runtime's `status.capacity.busy`.
+async fn busy(runtimes: &Api<Runtime>) -> usize {
+    let runtime = runtimes.get("bash").await.unwrap();
+    let busy = runtime
+        .status
+        .and_then(|s| s.capacity)
+        .map_or(0, |c| c.busy);
+    usize::try_from(busy).unwrap()
+}
+
+/// Keeps in `most` the highest `status.capacity.busy` seen, every 200 ms, until aborted.
+async fn watch_busy(runtimes: Api<Runtime>, most: Arc<AtomicUsize>) {
+    loop {
+        most.fetch_max(busy(&runtimes).await, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until `status.capacity.busy` is 0 again (the controller writes it within 2 s
+/// of a change), for at most 20 s.
+async fn busy_back_to_zero(runtimes: &Api<Runtime>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = busy(runtimes).await;
+        if now == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status.capacity.busy still {now} 20 s after the burst ended"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
