@@ -123,40 +123,36 @@ pub(super) fn volumes(settings: &Settings) -> Vec<Value> {
         json!({"name": WORKSPACE_VOLUME, "emptyDir": {"sizeLimit": settings.workspace_limit}}),
     ];
     if let Some(secret) = &settings.token_secret {
-        volumes.push(json!({
-            "name": TOKEN_VOLUME,
-            "secret": {
-                "secretName": secret,
-                "items": [
-                    {"key": TOKEN_SECRET_KEY, "path": TOKEN_SECRET_KEY},
-                    {"key": TLS_CERT_SECRET_KEY, "path": TLS_CERT_SECRET_KEY},
-                    {"key": TLS_KEY_SECRET_KEY, "path": TLS_KEY_SECRET_KEY}
-                ],
-                // Readable by the sidecar's uid; only the sidecar mounts it.
-                "defaultMode": 0o444
-            }
-        }));
+        let keys = [TOKEN_SECRET_KEY, TLS_CERT_SECRET_KEY, TLS_KEY_SECRET_KEY];
+        volumes.push(secret_volume(TOKEN_VOLUME, secret, &keys));
     }
     if let Some(secret) = &settings.credentials_secret {
-        volumes.push(json!({
-            "name": ARTIFACT_CREDENTIALS_VOLUME,
-            "secret": {
-                "secretName": secret,
-                // Only the two keys the sidecar reads, whatever else the Secret holds.
-                "items": [
-                    {"key": ACCESS_KEY_ID_SECRET_KEY, "path": ACCESS_KEY_ID_SECRET_KEY},
-                    {"key": SECRET_ACCESS_KEY_SECRET_KEY, "path": SECRET_ACCESS_KEY_SECRET_KEY}
-                ],
-                // A missing Secret must not keep the pod from starting: Runs without
-                // artifacts still work, and an upload fails with NoArtifactCredentials
-                // naming the missing file until the Secret exists (the kubelet then
-                // fills the volume in, and the sidecar reads it again before each upload).
-                "optional": true,
-                "defaultMode": 0o444
-            }
-        }));
+        // Only the two keys the sidecar reads, whatever else the Secret holds.
+        let keys = [ACCESS_KEY_ID_SECRET_KEY, SECRET_ACCESS_KEY_SECRET_KEY];
+        let mut volume = secret_volume(ARTIFACT_CREDENTIALS_VOLUME, secret, &keys);
+        // A missing Secret must not keep the pod from starting: Runs without artifacts
+        // still work, and an upload fails with NoArtifactCredentials naming the missing
+        // file until the Secret exists (the kubelet then fills the volume in, and the
+        // sidecar reads it again before each upload).
+        if let Some(source) = volume["secret"].as_object_mut() {
+            source.insert("optional".to_owned(), Value::Bool(true));
+        }
+        volumes.push(volume);
     }
     volumes
+}
+
+/// A volume of Secret `secret` holding `keys`, each as the file of its own name,
+/// readable by the sidecar's uid (only the sidecar mounts the volumes made here).
+fn secret_volume(name: &str, secret: &str, keys: &[&str]) -> Value {
+    let items: Vec<Value> = keys
+        .iter()
+        .map(|key| json!({"key": key, "path": key}))
+        .collect();
+    json!({
+        "name": name,
+        "secret": {"secretName": secret, "items": items, "defaultMode": 0o444}
+    })
 }
 
 pub(super) fn target_mounts() -> [Value; 3] {
