@@ -44,6 +44,15 @@ pub const WORKSPACE_SIZE_ANNOTATION: &str = "kruntimes.io/workspace-size-limit";
 /// runtimed sidecar over the network; the controller sets it on the pods it renders.
 /// Without it the sidecar serves only its unix socket.
 pub const TOKEN_SECRET_ANNOTATION: &str = "kruntimes.io/runtimed-token-secret";
+/// Annotation naming the Secret with the credentials of the Runtime's artifact store
+/// (`spec.artifacts.s3.credentialsSecretRef`); the controller sets it on the pods it
+/// renders. The injector mounts that Secret into the sidecar only and passes
+/// `--s3-credentials-dir`. Without it the sidecar reads its environment.
+pub const ARTIFACT_CREDENTIALS_SECRET_ANNOTATION: &str = "kruntimes.io/artifact-credentials-secret";
+/// Annotation set to `"true"` by the controller when the Runtime's artifact store is an
+/// `http://` endpoint: the injector then passes `--s3-allow-http` to the sidecar, which
+/// otherwise allows plain http only to loopback hosts. `"false"` or no annotation: not.
+pub const ARTIFACT_ALLOW_HTTP_ANNOTATION: &str = "kruntimes.io/artifact-allow-http";
 /// Label on the Validating/MutatingWebhookConfigurations whose `caBundle` the webhook's
 /// self-managed certificate mode keeps up to date.
 pub const CA_BUNDLE_LABEL: &str = "kruntimes.io/ca-bundle";
@@ -59,10 +68,18 @@ pub const BIN_VOLUME: &str = "krt-bin";
 pub const RUN_VOLUME: &str = "krt-run";
 /// The volume holding the sidecar's bearer token (mounted into the sidecar only).
 pub const TOKEN_VOLUME: &str = "krt-token";
+/// The volume holding the artifact store's credentials (mounted into the sidecar only).
+pub const ARTIFACT_CREDENTIALS_VOLUME: &str = "krt-s3-credentials";
 /// The Runs' working directory, shared by the agent and the sidecar.
 pub const WORKSPACE_VOLUME: &str = "workspace";
 /// Volumes (and mounts) the injector adds; a template may not use these names.
-pub const RESERVED_VOLUMES: [&str; 4] = [BIN_VOLUME, RUN_VOLUME, TOKEN_VOLUME, WORKSPACE_VOLUME];
+pub const RESERVED_VOLUMES: [&str; 5] = [
+    BIN_VOLUME,
+    RUN_VOLUME,
+    TOKEN_VOLUME,
+    ARTIFACT_CREDENTIALS_VOLUME,
+    WORKSPACE_VOLUME,
+];
 /// The init container that copies the runtimed binary.
 pub const INSTALL_CONTAINER: &str = "krt-install";
 /// The native sidecar.
@@ -94,6 +111,11 @@ pub const TOKEN_SECRET_KEY: &str = "token";
 pub const TLS_CERT_SECRET_KEY: &str = "tls.crt";
 /// Key of the sidecar's TLS private key (PEM) in that Secret.
 pub const TLS_KEY_SECRET_KEY: &str = "tls.key";
+/// Key of the access key id in the artifact store's credentials Secret (named by
+/// [`ARTIFACT_CREDENTIALS_SECRET_ANNOTATION`]), also the file name the sidecar reads.
+pub const ACCESS_KEY_ID_SECRET_KEY: &str = "AWS_ACCESS_KEY_ID";
+/// Key of the secret access key in that Secret, also the file name the sidecar reads.
+pub const SECRET_ACCESS_KEY_SECRET_KEY: &str = "AWS_SECRET_ACCESS_KEY";
 /// Port of the sidecar's network listener (gRPC over TLS behind the bearer token), in
 /// every Runtime pod: the injector opens it, the controller dials it.
 pub const RUNTIMED_GRPC_PORT: u16 = 9440;
@@ -124,6 +146,8 @@ mod tests {
                 CONTAINER_ANNOTATION,
                 WORKSPACE_SIZE_ANNOTATION,
                 TOKEN_SECRET_ANNOTATION,
+                ARTIFACT_CREDENTIALS_SECRET_ANNOTATION,
+                ARTIFACT_ALLOW_HTTP_ANNOTATION,
                 CA_BUNDLE_LABEL
             ]
             .iter()

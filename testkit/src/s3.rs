@@ -1,11 +1,11 @@
-//! A real S3-compatible server (moto's server mode) on 127.0.0.1 and a random free
-//! port, installed by `.ci/install-s3-server` when missing, stopped on drop. What the
+//! A real S3-compatible server (moto's server mode) on 127.0.0.1 (or a given address,
+//! [`S3Server::start_on`]) and a random free port, installed by `.ci/install-s3-server` when missing, stopped on drop. What the
 //! tests read back (keys, objects) goes over plain HTTP: moto checks that a request
 //! names an access key but does not verify its signature, so no S3 client library is
 //! needed to check what was uploaded.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -41,42 +41,55 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+fn free_port(host: IpAddr) -> u16 {
+    TcpListener::bind((host, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .expect("a free loopback port")
+        .unwrap_or_else(|e| panic!("no free port on {host}: {e}"))
 }
 
 /// A running moto server.
 #[derive(Debug)]
 pub struct S3Server {
     child: Child,
+    host: IpAddr,
     port: u16,
     log: tempfile::NamedTempFile,
 }
 
 impl S3Server {
-    /// Installs (once) and starts a server; waits until it answers.
+    /// Installs (once) and starts a server on 127.0.0.1; waits until it answers.
     pub fn start() -> Self {
+        Self::start_on(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    /// Installs (once) and starts a server listening on `host` only (an address of
+    /// this host, such as the bridge address pods of the emulated node reach it at);
+    /// waits until it answers.
+    pub fn start_on(host: IpAddr) -> Self {
         let server = install();
         // A port found free can be taken before moto binds it: try a few.
         for _ in 0..3 {
-            let port = free_port();
+            let port = free_port(host);
             let log = tempfile::NamedTempFile::new().unwrap();
             let child = Command::new(&server)
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .args(["-H", &host.to_string(), "-p", &port.to_string()])
                 .stdin(Stdio::null())
                 .stdout(log.reopen().unwrap())
                 .stderr(log.reopen().unwrap())
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot start {}: {e}", server.display()));
-            let mut s = Self { child, port, log };
+            let mut s = Self {
+                child,
+                host,
+                port,
+                log,
+            };
             if s.wait_listening() {
                 return s;
             }
         }
-        panic!("moto_server did not start on 127.0.0.1");
+        panic!("moto_server did not start on {host}");
     }
 
     fn wait_listening(&mut self) -> bool {
@@ -97,16 +110,16 @@ impl S3Server {
     /// A bare HTTP/1.0 request (so the answer is never chunked): its status code and
     /// body, if the server answered.
     fn request(&self, method: &str, path: &str) -> Option<(u16, Vec<u8>)> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        let mut stream = TcpStream::connect(self.address()).ok()?;
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .ok()?;
         write!(
             stream,
-            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\n\
+            "{method} {path} HTTP/1.0\r\nHost: {}\r\nContent-Length: 0\r\n\
              Authorization: AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/20260101/us-east-1/s3/aws4_request, \
              SignedHeaders=host, Signature=0\r\n\r\n",
-            self.port
+            self.address()
         )
         .ok()?;
         let mut response = Vec::new();
@@ -117,9 +130,14 @@ impl S3Server {
         Some((status, response[head_end + 4..].to_vec()))
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// The address the server listens on.
+    pub fn address(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.port)
+    }
+
+    /// `http://HOST:PORT` (`http://127.0.0.1:PORT` for [`S3Server::start`]).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}", self.address())
     }
 
     /// Creates `bucket`.
@@ -194,8 +212,29 @@ impl Drop for S3Server {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn listing_keys_are_unescaped() {
-        assert_eq!(super::unescape_xml("a&amp;b&lt;c"), "a&b<c");
+        assert_eq!(unescape_xml("a&amp;b&lt;c"), "a&b<c");
+    }
+
+    #[test]
+    fn a_server_on_a_given_address_listens_there_only() {
+        // 127.0.0.2 is a loopback address distinct from the default 127.0.0.1.
+        let host: IpAddr = "127.0.0.2".parse().unwrap();
+        let server = S3Server::start_on(host);
+        assert_eq!(
+            server.endpoint(),
+            format!("http://127.0.0.2:{}", server.port)
+        );
+        server.create_bucket("bound");
+        assert!(server.keys("bound").is_empty());
+        assert!(
+            TcpStream::connect(("127.0.0.1", server.port)).is_err(),
+            "moto listens on 127.0.0.2 only"
+        );
+        let default = S3Server::start();
+        assert!(default.endpoint().starts_with("http://127.0.0.1:"));
     }
 }

@@ -5,6 +5,7 @@
 //! set (kind in `.github/workflows/e2e.yml`). Each scenario uses a namespace of its own.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod artifacts;
 mod burst;
 mod chart;
 mod cli;

@@ -15,7 +15,8 @@
 //! ([`status`]).
 
 use kruntimes_api::labels::{
-    CONTAINER_ANNOTATION, GROUP, INJECTION_STATUS_ANNOTATION, INSTALL_CONTAINER, SIDECAR_CONTAINER,
+    ARTIFACT_ALLOW_HTTP_ANNOTATION, ARTIFACT_CREDENTIALS_SECRET_ANNOTATION, CONTAINER_ANNOTATION,
+    GROUP, INJECTION_STATUS_ANNOTATION, INSTALL_CONTAINER, SIDECAR_CONTAINER,
     TOKEN_SECRET_ANNOTATION, WORKSPACE_SIZE_ANNOTATION, is_reserved_container, is_reserved_volume,
 };
 use kruntimes_api::validation::names::check_dns1123_subdomain;
@@ -23,6 +24,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+#[cfg(test)]
+mod artifact_tests;
 mod render;
 mod status;
 #[cfg(test)]
@@ -71,6 +74,9 @@ pub const TOKEN_FILE: &str = "/krt/token/token";
 pub const TLS_CERT_FILE: &str = "/krt/token/tls.crt";
 /// Its private key.
 pub const TLS_KEY_FILE: &str = "/krt/token/tls.key";
+/// Where the artifact store's credentials Secret is mounted in the sidecar: the
+/// `--s3-credentials-dir` it reads `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` from.
+pub const ARTIFACT_CREDENTIALS_DIR: &str = "/krt/s3-credentials";
 /// Mode of the agent's socket. The agent runs as the user's uid and the sidecar as
 /// [`RUNTIMED_UID`], so an owner-only socket would lock the sidecar out; who can reach
 /// the socket at all is decided by who mounts `krt-run`: the target container and the
@@ -218,6 +224,21 @@ pub enum InjectError {
         /// Why it is not a name.
         reason: String,
     },
+    /// The artifact credentials Secret annotation is not a Secret name.
+    #[error(
+        "metadata.annotations[{ARTIFACT_CREDENTIALS_SECRET_ANNOTATION}]: Invalid value: {name:?}: not a Secret name: {reason}"
+    )]
+    CredentialsSecret {
+        /// The annotation's value.
+        name: String,
+        /// Why it is not a name.
+        reason: String,
+    },
+    /// The allow-http annotation is neither `"true"` nor `"false"`.
+    #[error(
+        "metadata.annotations[{ARTIFACT_ALLOW_HTTP_ANNOTATION}]: Invalid value: {0:?}: must be \"true\" or \"false\""
+    )]
+    AllowHttp(String),
     /// The injection-status annotation cannot be read.
     #[error(
         "metadata.annotations[{INJECTION_STATUS_ANNOTATION}]: Invalid value: not written by this injector: {0}"
@@ -242,6 +263,8 @@ impl InjectError {
             InjectError::Reserved { .. } => "reserved",
             InjectError::SizeLimit(_) => "size_limit",
             InjectError::TokenSecret { .. } => "token_secret",
+            InjectError::CredentialsSecret { .. } => "credentials_secret",
+            InjectError::AllowHttp(_) => "allow_http",
             InjectError::BadStatus(_) => "bad_status",
             InjectError::Malformed(_) => "malformed",
             InjectError::NoPodTemplate(_) => "no_pod_template",
@@ -389,6 +412,11 @@ struct Settings {
     workspace_limit_bytes: u64,
     /// The Secret with the sidecar's bearer token (`None`: no network listener).
     token_secret: Option<String>,
+    /// The Secret with the artifact store's credentials (`None`: the sidecar's
+    /// environment).
+    credentials_secret: Option<String>,
+    /// Whether the sidecar may upload artifacts over plain http to any host.
+    allow_http: bool,
 }
 
 impl Settings {
@@ -415,11 +443,25 @@ impl Settings {
             },
             None => None,
         };
+        let credentials_secret = match annotation(ARTIFACT_CREDENTIALS_SECRET_ANNOTATION) {
+            Some(name) => match check_dns1123_subdomain(&name) {
+                Ok(()) => Some(name),
+                Err(reason) => return Err(InjectError::CredentialsSecret { name, reason }),
+            },
+            None => None,
+        };
+        let allow_http = match annotation(ARTIFACT_ALLOW_HTTP_ANNOTATION).as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => return Err(InjectError::AllowHttp(other.to_owned())),
+        };
         Ok(Settings {
             container: annotation(CONTAINER_ANNOTATION),
             workspace_limit,
             workspace_limit_bytes,
             token_secret,
+            credentials_secret,
+            allow_http,
         })
     }
 }
@@ -462,7 +504,24 @@ fn refuse_reserved_names(spec: &Map<String, Value>, spec_path: &str) -> Result<(
                         value: name.to_owned(),
                     });
                 }
+                refuse_reserved_mounts(item, &format!("{spec_path}{key}[{i}]."))?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a container mounting a volume the injector adds: the injected volumes
+/// (the token, the artifact credentials) belong to the containers the injector mounts
+/// them into, and a mount by name would otherwise reach them once they exist.
+fn refuse_reserved_mounts(container: &Value, path: &str) -> Result<(), InjectError> {
+    let mounts = container.get("volumeMounts").and_then(Value::as_array);
+    for (i, mount) in mounts.into_iter().flatten().enumerate() {
+        if let Some(name) = name_of(mount).filter(|n| is_reserved_volume(n)) {
+            return Err(InjectError::Reserved {
+                field: format!("{path}volumeMounts[{i}].name"),
+                value: name.to_owned(),
+            });
         }
     }
     Ok(())
@@ -541,16 +600,15 @@ fn add_runtimed(
     config: &InjectConfig,
     settings: &Settings,
 ) -> Result<Vec<String>, InjectError> {
-    let token_secret = settings.token_secret.as_deref();
     let inits = array_mut(spec, "initContainers", spec_path)?;
     inits.splice(
         0..0,
         [
             render::install_container(config),
-            render::sidecar_container(config, token_secret),
+            render::sidecar_container(config, settings),
         ],
     );
-    let added = render::volumes(&settings.workspace_limit, token_secret);
+    let added = render::volumes(settings);
     let names = added
         .iter()
         .filter_map(name_of)

@@ -2,15 +2,16 @@
 //! volumes and mounts, and the agent's command. Pure functions of the configuration.
 
 use kruntimes_api::labels::{
-    BIN_VOLUME, INSTALL_CONTAINER, RUN_VOLUME, SIDECAR_CONTAINER, TOKEN_VOLUME, WORKSPACE_VOLUME,
+    ACCESS_KEY_ID_SECRET_KEY, ARTIFACT_CREDENTIALS_VOLUME, BIN_VOLUME, INSTALL_CONTAINER,
+    RUN_VOLUME, SECRET_ACCESS_KEY_SECRET_KEY, SIDECAR_CONTAINER, TOKEN_VOLUME, WORKSPACE_VOLUME,
 };
 use serde_json::{Value, json};
 
 use super::{
-    AGENT_BINARY, AGENT_SOCKET, AGENT_SOCKET_MODE, BIN_DIR, IMAGE_BINARY, InjectConfig,
-    KRT_BIN_SIZE_LIMIT, KRT_RUN_SIZE_LIMIT, RUN_DIR, RUNTIMED_GRPC_PORT, RUNTIMED_UID,
-    SIDECAR_SOCKET, TLS_CERT_FILE, TLS_CERT_SECRET_KEY, TLS_KEY_FILE, TLS_KEY_SECRET_KEY,
-    TOKEN_DIR, TOKEN_FILE, TOKEN_SECRET_KEY, WORKSPACE_DIR,
+    AGENT_BINARY, AGENT_SOCKET, AGENT_SOCKET_MODE, ARTIFACT_CREDENTIALS_DIR, BIN_DIR, IMAGE_BINARY,
+    InjectConfig, KRT_BIN_SIZE_LIMIT, KRT_RUN_SIZE_LIMIT, RUN_DIR, RUNTIMED_GRPC_PORT,
+    RUNTIMED_UID, SIDECAR_SOCKET, Settings, TLS_CERT_FILE, TLS_CERT_SECRET_KEY, TLS_KEY_FILE,
+    TLS_KEY_SECRET_KEY, TOKEN_DIR, TOKEN_FILE, TOKEN_SECRET_KEY, WORKSPACE_DIR,
 };
 
 /// The volumes mounted into the user container, in the order they are added.
@@ -43,7 +44,7 @@ pub(super) fn install_container(config: &InjectConfig) -> Value {
     })
 }
 
-pub(super) fn sidecar_container(config: &InjectConfig, token_secret: Option<&str>) -> Value {
+pub(super) fn sidecar_container(config: &InjectConfig, settings: &Settings) -> Value {
     let mut command = vec![
         json!(IMAGE_BINARY),
         json!("sidecar"),
@@ -57,7 +58,7 @@ pub(super) fn sidecar_container(config: &InjectConfig, token_secret: Option<&str
         json!({"name": WORKSPACE_VOLUME, "mountPath": WORKSPACE_DIR, "readOnly": true}),
     ];
     let mut ports = Vec::new();
-    if token_secret.is_some() {
+    if settings.token_secret.is_some() {
         command.extend([
             json!("--grpc-bind-address"),
             json!(format!("0.0.0.0:{RUNTIMED_GRPC_PORT}")),
@@ -72,6 +73,16 @@ pub(super) fn sidecar_container(config: &InjectConfig, token_secret: Option<&str
         ]);
         mounts.push(json!({"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true}));
         ports.push(json!({"name": "runtimed-grpc", "containerPort": RUNTIMED_GRPC_PORT, "protocol": "TCP"}));
+    }
+    if settings.credentials_secret.is_some() {
+        command.extend([
+            json!("--s3-credentials-dir"),
+            json!(ARTIFACT_CREDENTIALS_DIR),
+        ]);
+        mounts.push(json!({"name": ARTIFACT_CREDENTIALS_VOLUME, "mountPath": ARTIFACT_CREDENTIALS_DIR, "readOnly": true}));
+    }
+    if settings.allow_http {
+        command.push(json!("--s3-allow-http"));
     }
     let mut sidecar = json!({
         "name": SIDECAR_CONTAINER,
@@ -105,28 +116,43 @@ pub(super) fn sidecar_container(config: &InjectConfig, token_secret: Option<&str
     sidecar
 }
 
-pub(super) fn volumes(workspace_limit: &str, token_secret: Option<&str>) -> Vec<Value> {
+pub(super) fn volumes(settings: &Settings) -> Vec<Value> {
     let mut volumes = vec![
         json!({"name": BIN_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": KRT_BIN_SIZE_LIMIT}}),
         json!({"name": RUN_VOLUME, "emptyDir": {"sizeLimit": KRT_RUN_SIZE_LIMIT}}),
-        json!({"name": WORKSPACE_VOLUME, "emptyDir": {"sizeLimit": workspace_limit}}),
+        json!({"name": WORKSPACE_VOLUME, "emptyDir": {"sizeLimit": settings.workspace_limit}}),
     ];
-    if let Some(secret) = token_secret {
-        volumes.push(json!({
-            "name": TOKEN_VOLUME,
-            "secret": {
-                "secretName": secret,
-                "items": [
-                    {"key": TOKEN_SECRET_KEY, "path": TOKEN_SECRET_KEY},
-                    {"key": TLS_CERT_SECRET_KEY, "path": TLS_CERT_SECRET_KEY},
-                    {"key": TLS_KEY_SECRET_KEY, "path": TLS_KEY_SECRET_KEY}
-                ],
-                // Readable by the sidecar's uid; only the sidecar mounts it.
-                "defaultMode": 0o444
-            }
-        }));
+    if let Some(secret) = &settings.token_secret {
+        let keys = [TOKEN_SECRET_KEY, TLS_CERT_SECRET_KEY, TLS_KEY_SECRET_KEY];
+        volumes.push(secret_volume(TOKEN_VOLUME, secret, &keys));
+    }
+    if let Some(secret) = &settings.credentials_secret {
+        // Only the two keys the sidecar reads, whatever else the Secret holds.
+        let keys = [ACCESS_KEY_ID_SECRET_KEY, SECRET_ACCESS_KEY_SECRET_KEY];
+        let mut volume = secret_volume(ARTIFACT_CREDENTIALS_VOLUME, secret, &keys);
+        // A missing Secret must not keep the pod from starting: Runs without artifacts
+        // still work, and an upload fails with NoArtifactCredentials naming the missing
+        // file until the Secret exists (the kubelet then fills the volume in, and the
+        // sidecar reads it again before each upload).
+        if let Some(source) = volume["secret"].as_object_mut() {
+            source.insert("optional".to_owned(), Value::Bool(true));
+        }
+        volumes.push(volume);
     }
     volumes
+}
+
+/// A volume of Secret `secret` holding `keys`, each as the file of its own name,
+/// readable by the sidecar's uid (only the sidecar mounts the volumes made here).
+fn secret_volume(name: &str, secret: &str, keys: &[&str]) -> Value {
+    let items: Vec<Value> = keys
+        .iter()
+        .map(|key| json!({"key": key, "path": key}))
+        .collect();
+    json!({
+        "name": name,
+        "secret": {"secretName": secret, "items": items, "defaultMode": 0o444}
+    })
 }
 
 pub(super) fn target_mounts() -> [Value; 3] {

@@ -6,7 +6,10 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kruntimes_api::v1alpha1::Runtime;
+use kruntimes_api::labels::{
+    ARTIFACT_ALLOW_HTTP_ANNOTATION, ARTIFACT_CREDENTIALS_SECRET_ANNOTATION,
+};
+use kruntimes_api::v1alpha1::{Runtime, S3Store};
 
 use super::{CONTAINER_ANNOTATION, Owner, TOKEN_SECRET_ANNOTATION, WORKSPACE_SIZE_ANNOTATION};
 use crate::Error;
@@ -18,6 +21,33 @@ pub const ROLLOUT_MAX_UNAVAILABLE: i32 = 0;
 /// Extra pods a rollout may add: one, so a template change costs one pod's resources
 /// at a time (and with no unavailable pod allowed, a rollout needs at least one).
 pub const ROLLOUT_MAX_SURGE: i32 = 1;
+
+/// Whether `endpoint` is a plain-http URL (the scheme compared as URL parsing does,
+/// case-insensitively), for which the sidecar needs `--s3-allow-http`.
+fn is_plain_http(endpoint: &str) -> bool {
+    endpoint
+        .get(..7)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"))
+}
+
+/// The annotations telling the injector how the sidecar reaches the artifact store:
+/// the credentials Secret to mount, and whether plain http is what the Runtime asked
+/// for. The store itself reaches the sidecar with each Run.
+fn artifact_annotations(store: &S3Store) -> impl Iterator<Item = (String, String)> {
+    let credentials = store
+        .credentials_secret_ref
+        .as_ref()
+        .filter(|r| !r.name.is_empty())
+        .map(|r| {
+            (
+                ARTIFACT_CREDENTIALS_SECRET_ANNOTATION.to_owned(),
+                r.name.clone(),
+            )
+        });
+    let allow_http = is_plain_http(&store.endpoint)
+        .then(|| (ARTIFACT_ALLOW_HTTP_ANNOTATION.to_owned(), "true".to_owned()));
+    credentials.into_iter().chain(allow_http)
+}
 
 /// The Deployment of `runtime`: its pod template with the Runtime label (also the only
 /// selector label, since a selector is immutable), the annotations the injector reads,
@@ -41,6 +71,9 @@ pub fn deployment(runtime: &Runtime) -> Result<Deployment, Error> {
     }
     if let Some(size) = spec.workspace.as_ref().and_then(|w| w.size_limit.as_ref()) {
         annotations.insert(WORKSPACE_SIZE_ANNOTATION.to_owned(), size.0.clone());
+    }
+    if let Some(artifacts) = &spec.artifacts {
+        annotations.extend(artifact_annotations(&artifacts.s3));
     }
     let pod = template.spec.get_or_insert_with(Default::default);
     // Runs rarely need the Kubernetes API; a template that does says so explicitly.
@@ -71,7 +104,7 @@ pub fn deployment(runtime: &Runtime) -> Result<Deployment, Error> {
 mod tests {
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use kruntimes_api::labels::RUNTIME_LABEL;
-    use kruntimes_api::v1alpha1::WorkspaceSpec;
+    use kruntimes_api::v1alpha1::{LocalObjectReference, RuntimeArtifacts, WorkspaceSpec};
 
     use super::super::fixtures::runtime;
     use super::super::{MANAGED_BY, MANAGED_BY_LABEL};
@@ -160,6 +193,66 @@ mod tests {
         assert_eq!(annotations[CONTAINER_ANNOTATION], "main");
         assert_eq!(annotations[WORKSPACE_SIZE_ANNOTATION], "5Gi");
         assert_eq!(annotations.len(), 3);
+    }
+
+    fn with_store(endpoint: &str, credentials: Option<&str>) -> Runtime {
+        let mut rt = runtime();
+        rt.spec.artifacts = Some(RuntimeArtifacts {
+            max_bytes: None,
+            s3: S3Store {
+                endpoint: endpoint.to_owned(),
+                bucket: "results".to_owned(),
+                credentials_secret_ref: credentials.map(|name| LocalObjectReference {
+                    name: name.to_owned(),
+                }),
+                ..S3Store::default()
+            },
+        });
+        rt
+    }
+
+    #[test]
+    fn the_artifact_store_tells_the_injector_its_secret_and_scheme() {
+        let without = annotations_of(&deployment(&runtime()).unwrap());
+        assert!(!without.contains_key(ARTIFACT_CREDENTIALS_SECRET_ANNOTATION));
+        assert!(!without.contains_key(ARTIFACT_ALLOW_HTTP_ANNOTATION));
+
+        let https = with_store("https://s3.example.com", Some("store-keys"));
+        let annotations = annotations_of(&deployment(&https).unwrap());
+        assert_eq!(
+            annotations[ARTIFACT_CREDENTIALS_SECRET_ANNOTATION],
+            "store-keys"
+        );
+        assert!(
+            !annotations.contains_key(ARTIFACT_ALLOW_HTTP_ANNOTATION),
+            "https needs no plain-http allowance"
+        );
+
+        for endpoint in ["http://10.0.0.1:9000", "HTTP://minio.store:9000"] {
+            let http = with_store(endpoint, Some("store-keys"));
+            let annotations = annotations_of(&deployment(&http).unwrap());
+            assert_eq!(
+                annotations[ARTIFACT_ALLOW_HTTP_ANNOTATION], "true",
+                "{endpoint}"
+            );
+        }
+
+        // No Secret named: the sidecar's environment, nothing mounted.
+        for unnamed in [None, Some("")] {
+            let env = with_store("https://s3.example.com", unnamed);
+            let annotations = annotations_of(&deployment(&env).unwrap());
+            assert!(!annotations.contains_key(ARTIFACT_CREDENTIALS_SECRET_ANNOTATION));
+        }
+    }
+
+    #[test]
+    fn plain_http_is_the_scheme_only() {
+        assert!(is_plain_http("http://a"));
+        assert!(is_plain_http("Http://a"));
+        assert!(!is_plain_http("https://a"));
+        assert!(!is_plain_http("http:/a"));
+        assert!(!is_plain_http("s3://http://a"));
+        assert!(!is_plain_http(""));
     }
 
     #[test]
