@@ -6,7 +6,6 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kruntimes_api::labels::{ARTIFACT_CREDENTIALS_VOLUME, SIDECAR_CONTAINER};
 use kruntimes_api::v1alpha1::{Run, Runtime};
@@ -87,20 +86,20 @@ async fn artifacts_reach_the_store_and_are_deleted_with_the_run() {
     let ns = cluster.namespace("artifacts").await;
     let client = cluster.client.clone();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    // `data`, not `stringData`: the emulated API server stores `stringData` as written
-    // instead of merging it into `data`, and the controller reads `data`.
+    // `stringData`, as a user writes it: the API server stores it in `data`, which the
+    // sidecar's mount and the controller's cleanup read.
     let keys = Secret {
         metadata: kube::api::ObjectMeta {
             name: Some("keys".to_owned()),
             ..Default::default()
         },
-        data: Some(
+        string_data: Some(
             [
                 ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
                 ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
             ]
             .into_iter()
-            .map(|(k, v)| (k.to_owned(), ByteString(v.as_bytes().to_vec())))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect(),
         ),
         ..Secret::default()

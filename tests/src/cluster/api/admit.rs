@@ -76,6 +76,10 @@ impl Attempt<'_> {
         mut object: Value,
         old: Option<&Value>,
     ) -> Result<Value, ApiError> {
+        let rtype = self.rtype();
+        if rtype.group.is_empty() && rtype.plural == "secrets" {
+            merge_string_data(&mut object);
+        }
         if let Some(admission) = &self.server.admission
             && let Some(mutated) = admission.mutate(&self.input(Some(&object), old)).await?
         {
@@ -139,6 +143,32 @@ impl Attempt<'_> {
     }
 }
 
+/// A Secret's `stringData` merged into `data` (base64, over a key of the same name) and
+/// dropped, as kube-apiserver stores it before admission: readers of a stored Secret
+/// only ever see `data`.
+fn merge_string_data(secret: &mut Value) {
+    use base64::Engine as _;
+    let Some(object) = secret.as_object_mut() else {
+        return;
+    };
+    let Some(Value::Object(strings)) = object.remove("stringData") else {
+        return;
+    };
+    let data = object
+        .entry("data")
+        .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    if !data.is_object() {
+        *data = Value::Object(serde_json::Map::new());
+    }
+    if let Some(data) = data.as_object_mut() {
+        for (key, value) in strings {
+            let text = value.as_str().unwrap_or_default();
+            let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+            data.insert(key, Value::String(encoded));
+        }
+    }
+}
+
 /// What makes a CRD unservable: the fields discovery and routing need.
 fn crd_problems(crd: &Value, name: &str) -> Vec<(String, String)> {
     let mut causes = Vec::new();
@@ -171,4 +201,27 @@ fn crd_problems(crd: &Value, name: &str) -> Vec<(String, String)> {
         ));
     }
     causes
+}
+
+#[cfg(test)]
+mod string_data_tests {
+    use serde_json::json;
+
+    use super::merge_string_data;
+
+    #[test]
+    fn string_data_is_merged_into_data_over_the_same_key_and_dropped() {
+        let mut secret = json!({
+            "data": {"kept": "a2VwdA==", "both": "b2xk"},
+            "stringData": {"both": "new", "only": "text"},
+        });
+        merge_string_data(&mut secret);
+        assert_eq!(
+            secret,
+            json!({"data": {"kept": "a2VwdA==", "both": "bmV3", "only": "dGV4dA=="}})
+        );
+        let mut untouched = json!({"data": {"k": "dg=="}});
+        merge_string_data(&mut untouched);
+        assert_eq!(untouched, json!({"data": {"k": "dg=="}}));
+    }
 }
