@@ -234,8 +234,17 @@ impl Pool {
         own.map_or(0, HashSet::len) as u32 + foreign as u32
     }
 
+    /// Runs executing in all its pods.
+    fn busy_total(&self) -> u32 {
+        self.spec.pods.iter().map(|p| self.busy_in(&p.name)).sum()
+    }
+
+    fn is_queued(&self, uid: &str) -> bool {
+        self.queue.values().any(|s| s.key.uid == uid)
+    }
+
     fn is_known(&self, uid: &str) -> bool {
-        self.inflight.contains_key(uid) || self.queue.values().any(|s| s.key.uid == uid)
+        self.inflight.contains_key(uid) || self.is_queued(uid)
     }
 }
 
@@ -382,19 +391,14 @@ impl Dispatcher {
 
     /// Runs of `runtime` executing now (for the Runtime's `status.capacity.busy`).
     pub fn busy(&self, runtime: &RuntimeKey) -> u32 {
-        self.pools()
-            .get(runtime)
-            .map_or(0, |p| p.spec.pods.iter().map(|t| p.busy_in(&t.name)).sum())
+        self.pools().get(runtime).map_or(0, Pool::busy_total)
     }
 
     /// Runs executing now in each pool (for the Runtimes' `status.capacity.busy`).
     pub fn busy_by_runtime(&self) -> Vec<(RuntimeKey, u32)> {
         self.pools()
             .iter()
-            .map(|(key, p)| {
-                let busy = p.spec.pods.iter().map(|t| p.busy_in(&t.name)).sum();
-                (key.clone(), busy)
-            })
+            .map(|(key, p)| (key.clone(), p.busy_total()))
             .collect()
     }
 
@@ -474,9 +478,7 @@ impl Dispatcher {
 
     /// Whether the Run `uid` waits in the queue of `runtime`.
     fn is_queued(&self, runtime: &RuntimeKey, uid: &str) -> bool {
-        self.pools()
-            .get(runtime)
-            .is_some_and(|p| p.queue.values().any(|s| s.key.uid == uid))
+        self.pools().get(runtime).is_some_and(|p| p.is_queued(uid))
     }
 
     /// Writes the `Pending` status of the Run `uid` if it still waits in its queue after
