@@ -3,7 +3,9 @@
 //! writes counted, failure and timeout, cancel, the agent killed mid-Run, the agent
 //! stopped by SIGTERM (`PodLost`, not `Cancelled`), a pod that stops answering past the
 //! Run's deadline, a pod that goes away, a restarted dispatcher that re-attaches, a
-//! terminal status the API refuses for a while, and concurrency never exceeded.
+//! terminal status the API refuses for a while, a Run started while its writes are held
+//! (the reconciler adding its finalizer), one whose Run object is gone (cancelled), and
+//! concurrency never exceeded.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
@@ -31,6 +33,8 @@ struct Recorder {
     /// many were refused.
     refuse_terminal: AtomicU32,
     refused: AtomicU32,
+    /// Runs whose every write finds no Run (as for one deleted meanwhile).
+    gone: Mutex<Vec<String>>,
 }
 
 impl StatusSink for Recorder {
@@ -40,6 +44,13 @@ impl StatusSink for Recorder {
         status: &'a RunStatus,
     ) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
+            if self.gone.lock().unwrap().contains(&run.uid) {
+                let status = kube::core::Status::failure("not found", "NotFound").with_code(404);
+                return Err(Error::kube(
+                    "apply status",
+                    kube::Error::Api(status.boxed()),
+                ));
+            }
             let terminal = status.phase.is_some_and(RunPhase::is_terminal);
             let refuse = terminal
                 && self
@@ -266,6 +277,79 @@ async fn a_run_that_waits_for_a_slot_is_written_pending_then_running_without_its
     assert_eq!(writes[0].reason.as_deref(), Some("WaitingForCapacity"));
     assert_eq!(writes[1].reason, None, "{:?}", writes[1]);
     assert_eq!(writes[1].queued_at, writes[0].queued_at);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_starts_while_its_write_order_is_held_and_is_written_running_after() {
+    let pod = Pod::start(&[]);
+    let (sink, dispatcher) = setup(&[("p0", &pod)], 1);
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("started");
+    let script = format!("echo > {}", marker.display());
+    let held_run = submission("held", &script, 1);
+    // As the reconciler holds it while it adds the Run's finalizer.
+    let held = held_run
+        .write_order
+        .hold()
+        .expect("a new Run's writes are free");
+    dispatcher.submit(&runtime(), held_run);
+    let started = async {
+        while !marker.exists() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), started)
+        .await
+        .expect("the process started while the writes were held");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(sink.of("held").is_empty(), "{:?}", sink.of("held"));
+    drop(held);
+    sink.terminal("held").await;
+    let phases: Vec<_> = sink.of("held").iter().map(|s| s.phase).collect();
+    assert_eq!(phases, [Some(RunPhase::Running), Some(RunPhase::Succeeded)]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_whose_running_write_finds_no_run_is_cancelled() {
+    let pod = Pod::start(&[]);
+    let (sink, dispatcher) = setup(&[("p0", &pod)], 1);
+    sink.gone.lock().unwrap().push("deleted".into());
+    let mut deleted = submission("deleted", "sleep 100", 1);
+    deleted.request.timeout_ms = 600_000;
+    dispatcher.submit(&runtime(), deleted);
+    let target = kruntimes_runtimed_api::client::TlsTarget {
+        authority: pod.addr.to_string(),
+        server_name: pod.server_name.clone(),
+        certificate_pem: pod.certificate_pem.clone().into_bytes(),
+        token: pod.token.clone(),
+    };
+    let mut client = kruntimes_runtimed_api::client::connect_tls(&target, CONNECT_TIMEOUT)
+        .await
+        .unwrap();
+    // runtimed ends it cancelled: long before its `sleep 100`.
+    let cancelled = async {
+        loop {
+            let request = proto::StatusRequest {
+                execution_id: "deleted".into(),
+            };
+            if let Ok(answer) = client.status(request).await {
+                let execution = answer.into_inner();
+                if execution.phase != proto::Phase::Running as i32 {
+                    return execution;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let execution = tokio::time::timeout(Duration::from_secs(30), cancelled)
+        .await
+        .expect("the deleted Run ended");
+    assert_eq!(
+        execution.phase,
+        proto::Phase::Cancelled as i32,
+        "{execution:?}"
+    );
+    assert!(sink.of("deleted").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

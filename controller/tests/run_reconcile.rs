@@ -440,3 +440,73 @@ async fn a_running_run_whose_runtime_is_gone_is_still_followed_to_its_end() {
     drop(ctx);
     assert!(handle.next_request().await.is_none(), "nothing was written");
 }
+
+/// Answers the next request with a 404 Status, as for a Run deleted meanwhile.
+async fn answer_not_found(handle: &mut Handle) {
+    let (_request, send) = handle.next_request().await.expect("a request");
+    let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+        "message": "runs.kruntimes.io \"hello\" not found", "reason": "NotFound", "code": 404});
+    send.send_response(
+        Response::builder()
+            .status(404)
+            .body(Body::from(serde_json::to_vec(&status).unwrap()))
+            .unwrap(),
+    );
+}
+
+#[tokio::test]
+async fn a_new_run_is_queued_while_its_finalizer_patch_is_in_flight() {
+    let (ctx, mut handle) = context();
+    let new = run(None);
+    let reconciled = tokio::spawn(reconcile(Arc::new(new.clone()), ctx.clone()));
+    let (request, send) = handle.next_request().await.expect("the finalizer patch");
+    assert_eq!(request.method(), http::Method::PATCH);
+    assert_eq!(
+        ctx.dispatcher.queued(&bash()),
+        1,
+        "submitted before the finalizer patch was answered"
+    );
+    send.send_response(
+        Response::builder()
+            .body(Body::from(serde_json::to_vec(&new).unwrap()))
+            .unwrap(),
+    );
+    assert_eq!(reconciled.await.unwrap().unwrap(), Action::await_change());
+    assert_eq!(ctx.dispatcher.queued(&bash()), 1);
+}
+
+#[tokio::test]
+async fn a_new_run_deleted_before_its_finalizer_landed_leaves_its_queue() {
+    let (ctx, mut handle) = context();
+    let reconciled = tokio::spawn(reconcile(Arc::new(run(None)), ctx.clone()));
+    answer_not_found(&mut handle).await;
+    assert_eq!(reconciled.await.unwrap().unwrap(), Action::await_change());
+    assert_eq!(ctx.dispatcher.queued(&bash()), 0, "it never starts");
+    drop(ctx);
+    assert!(handle.next_request().await.is_none(), "nothing written");
+}
+
+#[tokio::test]
+async fn a_queued_run_cancelled_leaves_its_queue_and_is_written_cancelled() {
+    let (ctx, mut handle) = context();
+    let pending = run(Some(json!({
+        "phase": "Pending", "reason": "WaitingForCapacity",
+        "queuedAt": "2026-01-01T00:00:01Z", "observedGeneration": 1,
+    })));
+    reconcile(Arc::new(pending.clone()), ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(ctx.dispatcher.queued(&bash()), 1);
+    let mut cancelled = pending;
+    cancelled.spec.cancel = Some(true);
+    let reconciled = tokio::spawn(reconcile(Arc::new(cancelled.clone()), ctx.clone()));
+    let patch = expect_status_apply(&mut handle, &cancelled).await;
+    assert_eq!(patch["status"]["phase"], "Cancelled", "{patch}");
+    assert_eq!(patch["status"]["reason"], "CancelledBeforeStart", "{patch}");
+    assert_eq!(reconciled.await.unwrap().unwrap(), Action::await_change());
+    assert_eq!(
+        ctx.dispatcher.queued(&bash()),
+        0,
+        "a cancelled Run never starts later"
+    );
+}

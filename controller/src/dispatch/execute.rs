@@ -361,9 +361,7 @@ impl Dispatcher {
                 changed = cancelled.changed(), if !cancel_sent => {
                     if changed.is_ok() && *cancelled.borrow() {
                         cancel_sent = true;
-                        let _ = client
-                            .cancel(proto::CancelRequest { execution_id: submission.key.uid.clone(), grace_ms: 0 })
-                            .await;
+                        send_cancel(client, &submission.key.uid).await;
                     }
                     continue;
                 }
@@ -382,7 +380,13 @@ impl Dispatcher {
                             status.pod = Some(pod.to_owned());
                             status.execution_id = Some(started.execution_id.clone());
                             status.start_time = Some(now());
-                            self.write(submission, status).await;
+                            let gone = self.write(submission, status).await;
+                            if gone && !cancel_sent {
+                                // Deleted before its finalizer was on it: nothing else
+                                // would cancel it.
+                                cancel_sent = true;
+                                send_cancel(client, &submission.key.uid).await;
+                            }
                             progress.started = true;
                             progress
                                 .deadline
@@ -466,25 +470,32 @@ impl Dispatcher {
         Outcome::Done(submission.key.uid.clone())
     }
 
-    async fn write(&self, submission: &Submission, status: &RunStatus) {
-        // After a delayed `Pending` write of the same Run still in flight.
+    /// Writes `status`; whether the Run is gone (its object not found).
+    async fn write(&self, submission: &Submission, status: &RunStatus) -> bool {
+        // After a delayed `Pending` write of the same Run, or its finalizer patch, still
+        // in flight.
         let _order = submission.write_order.0.lock().await;
         let terminal = status.phase.filter(|p| p.is_terminal());
         if let Some(phase) = terminal {
             self.count_end(phase, status);
         }
         let Err(e) = self.inner.sink.write(&submission.key, status).await else {
-            return;
+            return false;
         };
+        if e.is_not_found() {
+            tracing::info!(run = %submission.key.name, "the Run was deleted");
+            return true;
+        }
         if terminal.is_none() {
             // A missed `Running` is not retried: the terminal write follows.
             tracing::warn!(run = %submission.key.name, error = %e, "cannot write the Run's status");
-            return;
+            return false;
         }
         // Nothing else would write the end: the Run's object is unchanged, so no
         // reconcile comes. The slot is freed meanwhile (the execution ended).
         tracing::warn!(run = %submission.key.name, error = %e, "cannot write the Run's end; retrying");
         self.keep_writing(submission.key.clone(), status.clone());
+        false
     }
 
     /// Writes a terminal `status` again, with [`backoff`] (at most 10 s apart), until
@@ -535,6 +546,16 @@ impl Dispatcher {
                 .observe(seconds);
         }
     }
+}
+
+/// Asks runtimed to cancel the execution `uid` (its end then comes on the followed
+/// call; a failed cancel is seen there too).
+async fn send_cancel(client: &mut TlsClient, uid: &str) {
+    let request = proto::CancelRequest {
+        execution_id: uid.to_owned(),
+        grace_ms: 0,
+    };
+    let _ = client.cancel(request).await;
 }
 
 /// The timeout runtimed enforces on the execution `request` starts.

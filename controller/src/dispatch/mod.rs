@@ -168,6 +168,16 @@ pub struct Submission {
 #[derive(Clone, Debug, Default)]
 pub struct WriteOrder(Arc<tokio::sync::Mutex<()>>);
 
+impl WriteOrder {
+    /// Holds back every status write of the Run until the guard is dropped: the
+    /// reconciler holds it while it adds the Run's finalizer, so that `Running` is
+    /// written after it (and the finalizer patch's `resourceVersion` test holds). `None`
+    /// when a write holds it already.
+    pub fn hold(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        self.0.clone().try_lock_owned().ok()
+    }
+}
+
 /// What [`Dispatcher::submit`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Submitted {
@@ -245,6 +255,12 @@ impl Pool {
 
     fn is_known(&self, uid: &str) -> bool {
         self.inflight.contains_key(uid) || self.is_queued(uid)
+    }
+
+    /// Drops the Run `uid` from the queue, if it waits there.
+    fn dequeue(&mut self, uid: &str) {
+        self.queue.retain(|_, s| s.key.uid != uid);
+        self.queued_since.remove(uid);
     }
 }
 
@@ -431,8 +447,7 @@ impl Dispatcher {
                 // Queued before its `Running` status was seen (a restart while another
                 // controller dispatched it): it runs already, so it is followed where it
                 // runs instead of waiting for a slot its own execution holds.
-                pool.queue.retain(|_, s| s.key.uid != uid);
-                pool.queued_since.remove(&uid);
+                pool.dequeue(&uid);
             }
             if pool.is_known(&uid) {
                 return Submitted::Known;
@@ -519,8 +534,7 @@ impl Dispatcher {
         let Some(pool) = pools.get_mut(runtime) else {
             return false;
         };
-        pool.queue.retain(|_, s| s.key.uid != uid);
-        pool.queued_since.remove(uid);
+        pool.dequeue(uid);
         match pool.inflight.get(uid) {
             Some(inflight) => {
                 let _ = inflight.cancel.send(true);
@@ -528,6 +542,17 @@ impl Dispatcher {
             }
             None => false,
         }
+    }
+
+    /// Drops a queued Run from its queue (the caller writes its end); whether it runs
+    /// here already (its task then writes its end, and the caller must not).
+    pub fn withdraw(&self, runtime: &RuntimeKey, uid: &str) -> bool {
+        let mut pools = self.pools();
+        let Some(pool) = pools.get_mut(runtime) else {
+            return false;
+        };
+        pool.dequeue(uid);
+        pool.inflight.contains_key(uid)
     }
 
     /// Assigns queued Runs to free slots and starts them; reads unsynced ready pods'

@@ -1,5 +1,8 @@
-//! The Run finalizer ([`RUN_FINALIZER`]): put on a Run before it is dispatched, so that
+//! The Run finalizer ([`RUN_FINALIZER`]): put on a Run as it is dispatched, so that
 //! deleting a running Run first cancels it in runtimed and forgets its execution there.
+//! The patch runs beside the Run's `Execute`, not before it (one API write less before
+//! the process starts); the Run's status writes wait for it, and a Run deleted before
+//! it landed (the patch, or its `Running` write, finds no Run) is cancelled.
 //! What a deleted Run needs is decided purely ([`decide_cleanup`]); a cleanup that
 //! cannot finish (its pod unreachable, not re-attached) is bounded by
 //! [`CLEANUP_TIMEOUT`], so no Run blocks its deletion forever.

@@ -286,8 +286,8 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
         &now(),
         ctx.default_ttl_seconds_after_finished,
     );
-    if matches!(decision, Decision::Wait(_) | Decision::Submit { .. }) && !has_finalizer(&run) {
-        // Before anything may run: a deletion then waits for the Run's cancel.
+    if matches!(decision, Decision::Wait(_)) && !has_finalizer(&run) {
+        // Before its status: a deletion then waits for the Run's cancel.
         add_finalizer(&ctx.client, &run).await?;
     }
     let name = run.name_any();
@@ -298,7 +298,16 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
             Ok(Action::requeue(WAIT_REQUEUE))
         }
         Decision::End(status) => {
-            apply_status(&ctx.client, &namespace, &name, &status).await?;
+            // A queued Run leaves its queue; one this dispatcher started already (its
+            // `Running` not seen yet) is ended by its task: a cancel reaches runtimed.
+            let running_here = if run.spec.cancel == Some(true) {
+                ctx.dispatcher.cancel(&runtime_key, &uid)
+            } else {
+                ctx.dispatcher.withdraw(&runtime_key, &uid)
+            };
+            if !running_here {
+                apply_status(&ctx.client, &namespace, &name, &status).await?;
+            }
             Ok(Action::await_change())
         }
         Decision::Cancel => {
@@ -334,7 +343,21 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
                     return Ok(Action::await_change());
                 }
             };
-            match ctx.dispatcher.submit(&runtime_key, submission) {
+            let finalizer = (!has_finalizer(&run)).then(|| submission.write_order.hold());
+            let submitted = ctx.dispatcher.submit(&runtime_key, submission);
+            if let Some(held) = finalizer {
+                // Added while the Run starts, not before: its writes wait for it (`held`),
+                // and a Run deleted before the finalizer is on it is cancelled here.
+                if let Err(e) = add_finalizer(&ctx.client, &run).await {
+                    if e.is_not_found() {
+                        ctx.dispatcher.cancel(&runtime_key, &uid);
+                        return Ok(Action::await_change());
+                    }
+                    return Err(e);
+                }
+                drop(held);
+            }
+            match submitted {
                 Submitted::QueueFull => {
                     // It waits outside the queue: say so now.
                     if !status_written {
