@@ -16,6 +16,9 @@
 //!    the same number sent directly, [`REPLICAS`] × [`CONCURRENCY`] at a time.
 //! 3. API requests the controller made per Run (writes, reads, watches opened), counted
 //!    by the emulated API server per identity: one at a time, and in the burst.
+//! 4. CPU time per Run in both bursts, from `/proc`: of the controller, the webhook, this
+//!    process (the emulated API server and the clients) and the whole machine (with
+//!    the pods' runtimed and scripts): where a 2-core machine's time goes.
 //!
 //! Every figure is printed on a line starting with `dispatch:`. As root (the node runs
 //! pods in namespaces of their own), after building the binaries it starts:
@@ -120,9 +123,13 @@ async fn bench() {
     );
 
     let before = cluster.controller_requests();
+    let cpu_before = CpuTimes::read(&cluster);
     let burst_api = burst_through_api(&runs, &terminal).await;
+    let cpu_api = CpuTimes::read(&cluster).since(&cpu_before);
     let burst = requests_per_run(&before, &cluster.controller_requests(), BURST);
+    let cpu_before = CpuTimes::read(&cluster);
     let burst_direct = direct.burst().await;
+    let cpu_direct = CpuTimes::read(&cluster).since(&cpu_before);
     println!(
         "dispatch: burst of {BURST} through the API: {:.2} s, {:.0} Runs/s",
         burst_api.as_secs_f64(),
@@ -133,6 +140,14 @@ async fn bench() {
         REPLICAS * CONCURRENCY,
         burst_direct.as_secs_f64(),
         BURST as f64 / burst_direct.as_secs_f64()
+    );
+    println!(
+        "dispatch: CPU per Run in the burst through the API: {}",
+        cpu_api.per_run(BURST)
+    );
+    println!(
+        "dispatch: CPU per Run in the burst, floor direct: {}",
+        cpu_direct.per_run(BURST)
     );
     println!("dispatch: controller API requests per Run, one at a time: {sequential}");
     println!("dispatch: controller API requests per Run, in the burst: {burst}");
@@ -152,6 +167,82 @@ fn requests_per_run(
         per_run(after.reads - before.reads),
         per_run(after.watches - before.watches)
     )
+}
+
+/// CPU time used so far, in clock ticks of `/proc` (`USER_HZ`, 100 per second): by each
+/// component process, by this process (the API server, its admission and the
+/// benchmark's clients) and by the whole machine (also the pods' runtimed and scripts).
+struct CpuTimes {
+    components: Vec<(&'static str, u64)>,
+    this_process: u64,
+    machine: u64,
+}
+
+/// Clock ticks per second in `/proc`'s figures.
+const USER_HZ: f64 = 100.0;
+
+impl CpuTimes {
+    fn read(cluster: &TestCluster) -> CpuTimes {
+        let process = |pid: &str| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // After the command's `(name)`: state is field 3, utime and stime 14 and 15.
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map_or("", |(_, rest)| rest)
+                .split_whitespace()
+                .collect();
+            let field = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<u64>().ok());
+            field(14).unwrap_or(0) + field(15).unwrap_or(0)
+        };
+        let stat = std::fs::read_to_string("/proc/stat").unwrap();
+        let cpu: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal: all but idle and iowait.
+        let machine = cpu.iter().take(8).sum::<u64>() - cpu[3] - cpu[4];
+        CpuTimes {
+            components: cluster
+                .component_pids()
+                .into_iter()
+                .map(|(name, pid)| (name, process(&pid.to_string())))
+                .collect(),
+            this_process: process("self"),
+            machine,
+        }
+    }
+
+    fn since(&self, before: &CpuTimes) -> CpuTimes {
+        CpuTimes {
+            components: self
+                .components
+                .iter()
+                .zip(&before.components)
+                .map(|((name, now), (_, then))| (*name, now - then))
+                .collect(),
+            this_process: self.this_process - before.this_process,
+            machine: self.machine - before.machine,
+        }
+    }
+
+    fn per_run(&self, runs: usize) -> String {
+        let ms = |ticks: u64| ticks as f64 / USER_HZ * 1e3 / runs as f64;
+        let mut parts: Vec<String> = self
+            .components
+            .iter()
+            .map(|(name, ticks)| format!("{name} {:.2} ms", ms(*ticks)))
+            .collect();
+        parts.push(format!(
+            "API server and clients {:.2} ms",
+            ms(self.this_process)
+        ));
+        parts.push(format!("whole machine {:.2} ms", ms(self.machine)));
+        parts.join(", ")
+    }
 }
 
 /// Prints p50 and p99 of `samples` in milliseconds.

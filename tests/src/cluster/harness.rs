@@ -427,6 +427,17 @@ impl TestCluster {
             .unwrap_or_default()
     }
 
+    /// The process ids of the webhook and controller processes the harness started
+    /// (none for a cluster installed from a chart), by name: the benchmark reads their
+    /// CPU time.
+    pub fn component_pids(&self) -> Vec<(&'static str, u32)> {
+        [&self.webhook, &self.controller]
+            .into_iter()
+            .flatten()
+            .filter_map(|c| Some((c.name, c.child.id()?)))
+            .collect()
+    }
+
     async fn start_webhook(&self, bind: SocketAddr) -> Result<Component, HarnessError> {
         let certs = self.dir.join("webhook-certs");
         std::fs::create_dir_all(&certs)
