@@ -39,6 +39,7 @@ use kruntimes_api::v1alpha1::{Run, Runtime};
 use kruntimes_e2e::cluster::harness::TestCluster;
 use kruntimes_runtimed_api::client::{TlsClient, TlsTarget, connect_tls};
 use kruntimes_runtimed_api::proto;
+use kruntimes_testkit::proc_stat::{cpu_time, machine_busy_time};
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::watcher;
 use serde_json::json;
@@ -169,50 +170,25 @@ fn requests_per_run(
     )
 }
 
-/// CPU time used so far, in clock ticks of `/proc` (`USER_HZ`, 100 per second): by each
-/// component process, by this process (the API server, its admission and the
-/// benchmark's clients) and by the whole machine (also the pods' runtimed and scripts).
+/// CPU time used so far: by each component process, by this process (the API server,
+/// its admission and the benchmark's clients) and by the whole machine (also the pods'
+/// runtimed and scripts).
 struct CpuTimes {
-    components: Vec<(&'static str, u64)>,
-    this_process: u64,
-    machine: u64,
+    components: Vec<(&'static str, Duration)>,
+    this_process: Duration,
+    machine: Duration,
 }
-
-/// Clock ticks per second in `/proc`'s figures.
-const USER_HZ: f64 = 100.0;
 
 impl CpuTimes {
     fn read(cluster: &TestCluster) -> CpuTimes {
-        let process = |pid: &str| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            // After the command's `(name)`: state is field 3, utime and stime 14 and 15.
-            let fields: Vec<&str> = stat
-                .rsplit_once(')')
-                .map_or("", |(_, rest)| rest)
-                .split_whitespace()
-                .collect();
-            let field = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<u64>().ok());
-            field(14).unwrap_or(0) + field(15).unwrap_or(0)
-        };
-        let stat = std::fs::read_to_string("/proc/stat").unwrap();
-        let cpu: Vec<u64> = stat
-            .lines()
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|f| f.parse().ok())
-            .collect();
-        // user nice system idle iowait irq softirq steal: all but idle and iowait.
-        let machine = cpu.iter().take(8).sum::<u64>() - cpu[3] - cpu[4];
         CpuTimes {
             components: cluster
                 .component_pids()
                 .into_iter()
-                .map(|(name, pid)| (name, process(&pid.to_string())))
+                .map(|(name, pid)| (name, cpu_time(pid).unwrap_or_default()))
                 .collect(),
-            this_process: process("self"),
-            machine,
+            this_process: cpu_time(std::process::id()).expect("/proc/self/stat"),
+            machine: machine_busy_time().expect("/proc/stat"),
         }
     }
 
@@ -222,19 +198,19 @@ impl CpuTimes {
                 .components
                 .iter()
                 .zip(&before.components)
-                .map(|((name, now), (_, then))| (*name, now - then))
+                .map(|((name, now), (_, then))| (*name, now.saturating_sub(*then)))
                 .collect(),
-            this_process: self.this_process - before.this_process,
-            machine: self.machine - before.machine,
+            this_process: self.this_process.saturating_sub(before.this_process),
+            machine: self.machine.saturating_sub(before.machine),
         }
     }
 
     fn per_run(&self, runs: usize) -> String {
-        let ms = |ticks: u64| ticks as f64 / USER_HZ * 1e3 / runs as f64;
+        let ms = |time: Duration| time.as_secs_f64() * 1e3 / runs as f64;
         let mut parts: Vec<String> = self
             .components
             .iter()
-            .map(|(name, ticks)| format!("{name} {:.2} ms", ms(*ticks)))
+            .map(|(name, time)| format!("{name} {:.2} ms", ms(*time)))
             .collect();
         parts.push(format!(
             "API server and clients {:.2} ms",

@@ -25,5 +25,6 @@ pub mod fixtures;
 pub mod git_server;
 pub mod http;
 pub mod privilege;
+pub mod proc_stat;
 pub mod runtimed;
 pub mod s3;

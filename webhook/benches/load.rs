@@ -43,7 +43,8 @@ use reviews::{Review, pod_review, workflow_review};
 #[path = "load/procs.rs"]
 mod procs;
 
-use procs::{Certs, RssSampler, Server, cpu_time, loadavg, rss_kib, start_floor, start_webhook};
+use kruntimes_testkit::proc_stat::cpu_time;
+use procs::{Certs, RssSampler, Server, loadavg, rss_kib, start_floor, start_webhook};
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

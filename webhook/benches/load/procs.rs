@@ -114,29 +114,6 @@ pub(super) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("VmRSS: not a number")
 }
 
-/// CPU time (user + system) the process `pid` has used so far: with the machine
-/// shared, CPU per review is steadier than throughput, which other processes move.
-pub(super) fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    let after = stat
-        .rsplit_once(')')
-        .context("/proc/PID/stat: no command")?
-        .1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of stat(5), 12 and 13 after the command.
-    let ticks = |i: usize| -> anyhow::Result<u64> {
-        fields
-            .get(i)
-            .context("/proc/PID/stat: too few fields")?
-            .parse::<u64>()
-            .context("/proc/PID/stat: not a number")
-    };
-    let total = ticks(11)? + ticks(12)?;
-    // USER_HZ is 100 on every Linux architecture this runs on.
-    Ok(Duration::from_millis(total * 10))
-}
-
 pub(super) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
