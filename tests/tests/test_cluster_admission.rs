@@ -293,6 +293,67 @@ async fn a_webhook_that_never_answers_is_cut_off_at_its_timeout() {
 }
 
 #[tokio::test]
+async fn connections_are_kept_alive_per_target_and_a_closed_one_is_replaced() {
+    let ca = Ca::new();
+    let keeps = Scripted::start(
+        &ca,
+        &host_of("keeps.example.com"),
+        Arc::new(|r| Some(allow(r, None))),
+    )
+    .await;
+    let closes = Scripted::start_with(
+        &ca,
+        &host_of("closes.example.com"),
+        Arc::new(|r| Some(allow(r, None))),
+        false,
+    )
+    .await;
+    let admission = resolver(vec![
+        (service("example-system", "keeps"), keeps.addr),
+        (service("example-system", "closes"), closes.addr),
+    ]);
+    let mut input = create("pods", "team-a", pod(json!({})));
+    for name in ["keeps.example.com", "closes.example.com"] {
+        input.validating.push(configuration(
+            "ValidatingWebhookConfiguration",
+            name,
+            &ca.bundle(),
+            json!({}),
+        ));
+    }
+    for _ in 0..3 {
+        admission.validate(&input).await.unwrap();
+    }
+    assert_eq!((keeps.calls().len(), keeps.connections()), (3, 1));
+    // The webhook closes each connection after its answer: every call still succeeds,
+    // each on a new connection.
+    assert_eq!((closes.calls().len(), closes.connections()), (3, 3));
+
+    // Calls at once open connections of their own; at most MAX_IDLE_PER_TARGET stay.
+    let calls = (0..4).map(|_| admission.validate(&input));
+    for result in futures::future::join_all(calls).await {
+        result.unwrap();
+    }
+    assert_eq!(keeps.calls().len(), 7);
+    assert!(
+        (1..=4).contains(&(keeps.connections() - 1)),
+        "{}",
+        keeps.connections()
+    );
+    const { assert!(kruntimes_e2e::cluster::admission::MAX_IDLE_PER_TARGET >= 4) };
+    for _ in 0..4 {
+        admission.validate(&input).await.unwrap();
+    }
+    let after_burst = keeps.connections();
+    admission.validate(&input).await.unwrap();
+    assert_eq!(
+        keeps.connections(),
+        after_burst,
+        "an idle connection is reused"
+    );
+}
+
+#[tokio::test]
 async fn patches_apply_in_order_and_if_needed_webhooks_are_reinvoked_once() {
     let ca = Ca::new();
     let label = |key: &'static str| -> Script {

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
@@ -171,6 +172,8 @@ pub(crate) type Script = Arc<dyn Fn(&Value) -> Option<Value> + Send + Sync>;
 pub(crate) struct Scripted {
     pub(crate) addr: SocketAddr,
     pub(crate) seen: Arc<Mutex<Vec<(String, Value)>>>,
+    /// TCP connections accepted.
+    pub(crate) accepted: Arc<AtomicUsize>,
     pub(crate) task: tokio::task::JoinHandle<()>,
 }
 
@@ -182,6 +185,17 @@ impl Drop for Scripted {
 
 impl Scripted {
     pub(crate) async fn start(ca: &Ca, name: &str, script: Script) -> Scripted {
+        Scripted::start_with(ca, name, script, true).await
+    }
+
+    /// [`Scripted::start`]; without `keep_alive` each connection is closed after its
+    /// first answer.
+    pub(crate) async fn start_with(
+        ca: &Ca,
+        name: &str,
+        script: Script,
+        keep_alive: bool,
+    ) -> Scripted {
         let (cert, key) = ca.leaf(name);
         let certs = rustls_pki_types::pem::PemObject::pem_slice_iter(cert.as_bytes())
             .collect::<Result<Vec<rustls_pki_types::CertificateDer<'static>>, _>>()
@@ -199,13 +213,15 @@ impl Scripted {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let accepted = Arc::new(AtomicUsize::new(0));
         let task = tokio::spawn({
-            let seen = seen.clone();
+            let (seen, accepted) = (seen.clone(), accepted.clone());
             async move {
                 loop {
                     let Ok((tcp, _)) = listener.accept().await else {
                         return;
                     };
+                    accepted.fetch_add(1, Ordering::SeqCst);
                     let (acceptor, seen, script) = (acceptor.clone(), seen.clone(), script.clone());
                     tokio::spawn(async move {
                         let Ok(tls) = acceptor.accept(tcp).await else {
@@ -215,17 +231,27 @@ impl Scripted {
                             answer(request, seen.clone(), script.clone())
                         });
                         let _ = hyper::server::conn::http1::Builder::new()
+                            .keep_alive(keep_alive)
                             .serve_connection(TokioIo::new(tls), service)
                             .await;
                     });
                 }
             }
         });
-        Scripted { addr, seen, task }
+        Scripted {
+            addr,
+            seen,
+            accepted,
+            task,
+        }
     }
 
     pub(crate) fn calls(&self) -> Vec<(String, Value)> {
         self.seen.lock().unwrap().clone()
+    }
+
+    pub(crate) fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 }
 

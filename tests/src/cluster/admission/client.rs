@@ -1,6 +1,7 @@
 //! The HTTPS call to one webhook: where it goes (`clientConfig.url`, or
 //! `clientConfig.service` through the resolver), TLS verified against `caBundle` only,
-//! one HTTP/1.1 POST under the webhook's timeout.
+//! one HTTP/1.1 POST under the webhook's timeout, on a kept-alive connection of the
+//! [`ConnectionPool`] when one is idle.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 
 use super::ServiceResolver;
+use super::pool::{Connection, ConnectionPool, TargetKey};
 
 /// Largest webhook answer read, so a webhook that streams without end fails its call
 /// instead of filling the test process's memory. A review of the largest object the
@@ -41,6 +43,7 @@ pub(crate) struct Target {
     /// `https://HOST:PORT/PATH?timeout=..`, as the apiserver's errors show it.
     pub(crate) url: String,
     tls: Arc<rustls::ClientConfig>,
+    key: TargetKey,
 }
 
 /// `10s`: the `?timeout=` the apiserver appends.
@@ -53,9 +56,14 @@ impl Target {
     pub(crate) async fn resolve(
         config: &WebhookClientConfig,
         resolver: &ServiceResolver,
+        pool: &ConnectionPool,
         timeout: Duration,
     ) -> Result<Target, String> {
-        let tls = tls_config(config.ca_bundle.as_ref().map(|b| b.0.as_slice()))?;
+        let ca_bundle = config
+            .ca_bundle
+            .as_ref()
+            .map_or(&[][..], |b| b.0.as_slice());
+        let tls = pool.tls(ca_bundle, tls_config)?;
         let query = format!("timeout={}", go_duration(timeout));
         if let Some(service) = &config.service {
             let port = match service.port {
@@ -80,6 +88,11 @@ impl Target {
             })?;
             let server_name = ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
             return Ok(Target {
+                key: TargetKey {
+                    addr,
+                    server_name: host.clone(),
+                    ca_bundle: ca_bundle.to_vec(),
+                },
                 addr,
                 server_name,
                 host,
@@ -116,6 +129,11 @@ impl Target {
         }));
         let path_and_query = format!("{}?{}", url.path(), url.query().unwrap_or_default());
         Ok(Target {
+            key: TargetKey {
+                addr,
+                server_name: host.clone(),
+                ca_bundle: ca_bundle.to_vec(),
+            },
             addr,
             server_name,
             host: format!("{host}:{port}"),
@@ -125,8 +143,8 @@ impl Target {
         })
     }
 
-    /// POSTs `body`; returns the answer's body once it is a 200.
-    pub(crate) async fn post(&self, body: Vec<u8>) -> Result<Vec<u8>, String> {
+    /// A new connection: TCP, the TLS handshake verifying the server, HTTP/1.1.
+    async fn connect(&self) -> Result<Connection, String> {
         let tcp = tokio::net::TcpStream::connect(self.addr)
             .await
             .map_err(|e| format!("dial tcp {}: {e}", self.addr))?;
@@ -134,21 +152,60 @@ impl Target {
             .connect(self.server_name.clone(), tcp)
             .await
             .map_err(|e| format!("tls: {e}"))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| e.to_string())?;
-        // Ended with the call, also when the timeout drops this future mid-request.
-        let _driver = AbortOnDrop(tokio::spawn(connection));
-        let request = hyper::Request::post(self.path_and_query.as_str())
+        Ok(Connection {
+            sender,
+            driver: tokio::spawn(connection),
+        })
+    }
+
+    fn request(&self, body: Bytes) -> Result<hyper::Request<Full<Bytes>>, String> {
+        hyper::Request::post(self.path_and_query.as_str())
             .header("host", self.host.as_str())
             .header("content-type", "application/json")
             .header("accept", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
+            .body(Full::new(body))
+            .map_err(|e| e.to_string())
+    }
+
+    /// POSTs `body`; returns the answer's body once it is a 200. An idle connection of
+    /// `pool` is used when there is one; a request it could not send (the webhook closed
+    /// it while idle) goes on a new connection, as Go's transport retries a request
+    /// nothing of which was written. The connection goes back to `pool` after a 200.
+    pub(crate) async fn post(
+        &self,
+        pool: &ConnectionPool,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, String> {
+        let body = Bytes::from(body);
+        let mut sent = None;
+        if let Some(mut connection) = pool.take(&self.key)
+            && connection.sender.ready().await.is_ok()
+        {
+            match connection
+                .sender
+                .try_send_request(self.request(body.clone())?)
+                .await
+            {
+                Ok(response) => sent = Some((connection, response)),
+                Err(e) if e.message().is_some() => {}
+                Err(e) => return Err(e.into_error().to_string()),
+            }
+        }
+        let (connection, response) = match sent {
+            Some(sent) => sent,
+            None => {
+                let mut connection = self.connect().await?;
+                let response = connection
+                    .sender
+                    .send_request(self.request(body)?)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                (connection, response)
+            }
+        };
         let status = response.status();
         let bytes = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
             .collect()
@@ -166,26 +223,20 @@ impl Target {
                     .collect::<String>()
             ));
         }
+        pool.put(self.key.clone(), connection);
         Ok(bytes)
-    }
-}
-
-/// Aborts the connection task it holds when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<Result<(), hyper::Error>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
 /// A client that trusts only the certificates of `ca_bundle` (PEM). Without one no
 /// server can be verified, so the call fails (the apiserver would use its host's
 /// roots, which a loopback test server is not signed by).
-fn tls_config(ca_bundle: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>, String> {
-    let bundle = ca_bundle.filter(|b| !b.is_empty()).ok_or_else(|| {
-        "clientConfig.caBundle is empty: no server certificate can be verified".to_owned()
-    })?;
+fn tls_config(bundle: &[u8]) -> Result<Arc<rustls::ClientConfig>, String> {
+    if bundle.is_empty() {
+        return Err(
+            "clientConfig.caBundle is empty: no server certificate can be verified".to_owned(),
+        );
+    }
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(bundle) {
         let cert = cert.map_err(|e| format!("clientConfig.caBundle: {e}"))?;

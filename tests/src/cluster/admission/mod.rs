@@ -20,7 +20,8 @@
 //!   the [`ServiceResolver`]; the certificate must be valid for `NAME.NAMESPACE.svc`
 //!   (or the URL's host) and signed by a certificate of `caBundle` (nothing else is
 //!   trusted). `?timeout=` carries `timeoutSeconds` (10 by default), which bounds the
-//!   whole call.
+//!   whole call. Connections are kept alive and reused per target, as the apiserver's
+//!   webhook clients reuse theirs.
 //! - A call that fails (unreachable, TLS, timeout, not a 200, a malformed answer) is
 //!   skipped with `failurePolicy: Ignore` and is a 500 `InternalError` (`failed calling
 //!   webhook "NAME": ...`) with `Fail`, the default. A refusal is the webhook's status
@@ -50,9 +51,11 @@ use review::Answer;
 
 mod client;
 mod matching;
+mod pool;
 mod review;
 
 pub use client::{MAX_RESPONSE_BYTES, ServiceRef};
+pub use pool::MAX_IDLE_PER_TARGET;
 
 /// `timeoutSeconds` when a webhook sets none (admissionregistration.k8s.io/v1).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,6 +68,7 @@ pub type ServiceResolver = Arc<dyn Fn(&ServiceRef) -> Option<SocketAddr> + Send 
 #[derive(Clone)]
 pub struct WebhookAdmission {
     resolver: ServiceResolver,
+    connections: Arc<pool::ConnectionPool>,
 }
 
 impl std::fmt::Debug for WebhookAdmission {
@@ -140,7 +144,10 @@ impl WebhookAdmission {
     /// Admission calling `clientConfig.service` webhooks at the addresses `resolver`
     /// gives.
     pub fn new(resolver: ServiceResolver) -> WebhookAdmission {
-        WebhookAdmission { resolver }
+        WebhookAdmission {
+            resolver,
+            connections: Arc::default(),
+        }
     }
 
     /// Calls `hook` with `object`. `Ok(Err(why))` is a failed call (the failure policy
@@ -162,20 +169,27 @@ impl WebhookAdmission {
                 hook.review_versions
             )));
         }
-        let target =
-            match client::Target::resolve(hook.client_config, &self.resolver, hook.timeout).await {
-                Ok(t) => t,
-                Err(e) => return Ok(Err(format!("failed to call webhook: {e}"))),
-            };
+        let target = match client::Target::resolve(
+            hook.client_config,
+            &self.resolver,
+            &self.connections,
+            hook.timeout,
+        )
+        .await
+        {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(format!("failed to call webhook: {e}"))),
+        };
         let uid = review::new_uid();
         let body = review::request(&uid, input, object)
             .to_string()
             .into_bytes();
-        let answer = match tokio::time::timeout(hook.timeout, target.post(body)).await {
-            Err(_) => Err("context deadline exceeded".to_owned()),
-            Ok(Err(e)) => Err(e),
-            Ok(Ok(bytes)) => return Ok(review::read_answer(hook.name, &uid, &bytes, mutating)),
-        };
+        let answer =
+            match tokio::time::timeout(hook.timeout, target.post(&self.connections, body)).await {
+                Err(_) => Err("context deadline exceeded".to_owned()),
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(bytes)) => return Ok(review::read_answer(hook.name, &uid, &bytes, mutating)),
+            };
         Ok(answer.map_err(|e| format!("failed to call webhook: Post {:?}: {e}", target.url)))
     }
 
