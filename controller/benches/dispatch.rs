@@ -10,7 +10,9 @@
 //! 1. Created-to-started, one Run at a time ([`SEQUENTIAL`] after [`WARMUP`]): from just
 //!    before the create request to the script's first statement (`date +%s%N`, the same
 //!    clock). The floor: from just before `ExecuteAndFollow` to the same statement.
-//!    Also created-to-terminal: until the client's watch sees the terminal status.
+//!    Also created-to-terminal: until the client's watch sees the terminal status, and
+//!    answered-to-started: from the create request's answer (the Run is stored) to the
+//!    first statement, the part of a Run's start that comes after the API server.
 //! 2. A burst: [`BURST`] Runs created at once ([`CREATORS`] clients creating in
 //!    parallel); Runs per second until the watch has seen all of them terminal, against
 //!    the same number sent directly, [`REPLICAS`] × [`CONCURRENCY`] at a time.
@@ -102,6 +104,7 @@ async fn bench() {
     let mut api_started = Vec::new();
     let mut api_created = Vec::new();
     let mut api_terminal = Vec::new();
+    let mut api_answered_to_started = Vec::new();
     let mut direct_started = Vec::new();
     let before = cluster.controller_requests();
     for i in 0..SEQUENTIAL {
@@ -109,11 +112,16 @@ async fn bench() {
         api_started.push(one.started);
         api_created.push(one.create_answered);
         api_terminal.push(one.terminal_seen);
+        api_answered_to_started.push(one.started.saturating_sub(one.create_answered));
         direct_started.push(direct.start_latency(i).await);
     }
     let sequential = requests_per_run(&before, &cluster.controller_requests(), SEQUENTIAL);
     row("created-to-started, through the API", &mut api_started);
     row("create request answered (of the above)", &mut api_created);
+    row(
+        "create answered-to-started, through the API",
+        &mut api_answered_to_started,
+    );
     row(
         "created-to-terminal-seen, through the API",
         &mut api_terminal,

@@ -2,7 +2,9 @@
 //! resources with their `*` and subresource forms, scope), `namespaceSelector` and
 //! `objectSelector`, as kube-apiserver matches them.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 
 use k8s_openapi::api::admissionregistration::v1::{MatchCondition, RuleWithOperations};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -10,6 +12,38 @@ use kube::core::cel::{KubeCelExt as _, cel};
 use serde_json::Value;
 
 use crate::cluster::contract::{AdmissionInput, Operation};
+
+/// Compiled `matchConditions` expressions kept per thread; past this many the cache is
+/// emptied (expressions come from stored configurations, which a test may create
+/// without end).
+pub const MAX_COMPILED_CONDITIONS: usize = 1_024;
+
+/// A compiled expression, or why it does not compile.
+type Compiled = Rc<Result<cel::Program, String>>;
+
+thread_local! {
+    /// The CEL context with Kubernetes' functions, built once per thread (a `Context`
+    /// is not `Sync`); each evaluation binds its variables in a scope of its own.
+    static FUNCTIONS: cel::Context<'static> = cel::Context::default().with_all();
+    /// Expressions compiled once, as the apiserver compiles a configuration's
+    /// conditions when it loads it, not per request.
+    static PROGRAMS: RefCell<HashMap<String, Compiled>> = RefCell::new(HashMap::new());
+}
+
+fn compiled(expression: &str) -> Compiled {
+    PROGRAMS.with(|programs| {
+        let mut programs = programs.borrow_mut();
+        if let Some(program) = programs.get(expression) {
+            return program.clone();
+        }
+        if programs.len() >= MAX_COMPILED_CONDITIONS {
+            programs.clear();
+        }
+        let program = Rc::new(cel::Program::compile(expression).map_err(|e| e.to_string()));
+        programs.insert(expression.to_owned(), program.clone());
+        program
+    })
+}
 
 /// The parts of a webhook entry that decide whether it is called (shared by mutating
 /// and validating webhooks).
@@ -82,7 +116,17 @@ fn conditions_match(
         "kind": kind, "resource": resource, "requestKind": kind, "requestResource": resource,
         "subResource": input.subresource.clone().unwrap_or_default(),
     });
-    let mut context = cel::Context::default().with_all();
+    FUNCTIONS.with(|functions| evaluate(functions, conditions, input, object, request))
+}
+
+fn evaluate(
+    functions: &cel::Context<'static>,
+    conditions: &[MatchCondition],
+    input: &AdmissionInput,
+    object: Option<&Value>,
+    request: Value,
+) -> Result<bool, String> {
+    let mut context = functions.new_inner_scope();
     let bound = [
         ("object", object.cloned().unwrap_or(Value::Null)),
         ("oldObject", input.old_object.clone().unwrap_or(Value::Null)),
@@ -95,9 +139,10 @@ fn conditions_match(
     }
     let mut first_error = None;
     for condition in conditions {
-        let outcome = cel::Program::compile(&condition.expression)
-            .map_err(|e| e.to_string())
-            .and_then(|program| program.execute(&context).map_err(|e| e.to_string()));
+        let outcome = match compiled(&condition.expression).as_ref() {
+            Ok(program) => program.execute(&context).map_err(|e| e.to_string()),
+            Err(e) => Err(e.clone()),
+        };
         match outcome {
             Ok(cel::Value::Bool(true)) => {}
             Ok(cel::Value::Bool(false)) => return Ok(false),

@@ -55,6 +55,7 @@ mod pool;
 mod review;
 
 pub use client::{MAX_RESPONSE_BYTES, ServiceRef};
+pub use matching::MAX_COMPILED_CONDITIONS;
 pub use pool::MAX_IDLE_PER_TARGET;
 
 /// `timeoutSeconds` when a webhook sets none (admissionregistration.k8s.io/v1).

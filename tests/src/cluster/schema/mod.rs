@@ -13,14 +13,19 @@
 //! 4. The CEL rules (`x-kubernetes-validations`) with kube's CEL implementation: `rule`,
 //!    `message`, `messageExpression`, `fieldPath`, `reason`; transition rules (those
 //!    using `oldSelf`) only on updates where the old value exists. As in the apiserver,
-//!    a type error keeps the rules from running.
+//!    a type error keeps the rules from running. A CRD version's rules are compiled
+//!    once per CRD `resourceVersion`, as the apiserver compiles them when it loads the
+//!    CRD, not per request.
 //!
 //! Every failure is one cause of a 422 `Invalid` whose message is worded as the
 //! apiserver's (`Run.kruntimes.io "r" is invalid: spec.timeout: Invalid value: "string":
 //! must be a duration from 1s to 24h`). Differences from kube-apiserver are listed in
 //! docs/test-cluster.md, "Admission and schema".
 
-use kube::core::cel::{ErrorKind, ValidationError, Validator};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use kube::core::cel::{CompiledSchema, ErrorKind, ValidationError, Validator, compile_schema};
 use serde_json::{Value, json};
 
 use super::contract::{Denial, SchemaCheck};
@@ -43,6 +48,44 @@ thread_local! {
 #[derive(Debug, Default)]
 pub struct CrdSchemaCheck {
     validators: validate::Validators,
+    rules: CompiledRules,
+}
+
+/// Where a schema comes from: the CRD's uid and the version's name.
+type SchemaKey = (String, String);
+
+/// The CEL rules of each stored CRD version, compiled once per CRD `resourceVersion`
+/// (one entry per CRD version: a changed CRD replaces its entry).
+#[derive(Debug, Default)]
+struct CompiledRules {
+    by_version: Mutex<HashMap<SchemaKey, (String, Arc<CompiledSchema>)>>,
+}
+
+impl CompiledRules {
+    /// The compiled rules of `schema`, version `version` of `crd`. A CRD that is not
+    /// stored (no uid or `resourceVersion`, as in unit tests) is compiled each time.
+    fn of(&self, crd: &Value, version: &str, schema: &Value) -> Arc<CompiledSchema> {
+        let metadata = &crd["metadata"];
+        let (Some(uid), Some(revision)) = (
+            metadata["uid"].as_str(),
+            metadata["resourceVersion"].as_str(),
+        ) else {
+            return Arc::new(compile_schema(schema));
+        };
+        let key = (uid.to_owned(), version.to_owned());
+        let mut compiled = self
+            .by_version
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((seen, rules)) = compiled.get(&key)
+            && seen == revision
+        {
+            return rules.clone();
+        }
+        let rules = Arc::new(compile_schema(schema));
+        compiled.insert(key, (revision.to_owned(), rules.clone()));
+        rules
+    }
 }
 
 impl CrdSchemaCheck {
@@ -54,6 +97,7 @@ impl CrdSchemaCheck {
     fn field_errors(
         &self,
         schema: &Value,
+        rules: impl FnOnce() -> Arc<CompiledSchema>,
         object: &mut Value,
         old: Option<&Value>,
     ) -> Vec<FieldError> {
@@ -70,7 +114,8 @@ impl CrdSchemaCheck {
             ));
             return errors;
         }
-        if let Err(failures) = VALIDATOR.with(|v| v.validate(schema, object, old)) {
+        let rules = rules();
+        if let Err(failures) = VALIDATOR.with(|v| v.validate_compiled(&rules, object, old)) {
             errors.extend(failures.iter().map(|f| cel_error(f, object)));
         }
         errors
@@ -178,7 +223,8 @@ impl SchemaCheck for CrdSchemaCheck {
         let Some(schema) = version_schema(crd, version)? else {
             return Ok(());
         };
-        let errors = self.field_errors(schema, object, old);
+        let rules = || self.rules.of(crd, version, schema);
+        let errors = self.field_errors(schema, rules, object, old);
         if errors.is_empty() {
             return Ok(());
         }
@@ -190,6 +236,58 @@ impl SchemaCheck for CrdSchemaCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn crd_with_rule(revision: &str, rule: &str) -> Value {
+        json!({
+            "metadata": {"name": "things.example.com", "uid": "u-1", "resourceVersion": revision},
+            "spec": {"group": "example.com", "names": {"kind": "Thing"}, "versions": [{
+                "name": "v1",
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object",
+                             "properties": {"x": {"type": "integer"}},
+                             "x-kubernetes-validations": [{"rule": rule, "message": "x is too small"}]}
+                }}}
+            }]}
+        })
+    }
+
+    #[test]
+    fn a_changed_crd_is_compiled_again_and_an_unchanged_one_is_not() {
+        let check = CrdSchemaCheck::new();
+        let object = || json!({"metadata": {"name": "t"}, "spec": {"x": 3}});
+        let old = crd_with_rule("1", "self.x > 0");
+        check.check(&old, "v1", &mut object(), None).unwrap();
+        let first = check.rules.of(
+            &old,
+            "v1",
+            &old["spec"]["versions"][0]["schema"]["openAPIV3Schema"],
+        );
+        let again = check.rules.of(
+            &old,
+            "v1",
+            &old["spec"]["versions"][0]["schema"]["openAPIV3Schema"],
+        );
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the same resourceVersion is compiled once"
+        );
+
+        let changed = crd_with_rule("2", "self.x > 5");
+        let denial = check
+            .check(&changed, "v1", &mut object(), None)
+            .unwrap_err();
+        assert_eq!(denial.code, 422);
+        assert!(
+            denial.message.contains("x is too small"),
+            "{}",
+            denial.message
+        );
+        assert_eq!(
+            check.rules.by_version.lock().unwrap().len(),
+            1,
+            "one entry per CRD version"
+        );
+    }
 
     #[test]
     fn field_paths_reach_nested_values() {
