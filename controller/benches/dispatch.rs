@@ -17,7 +17,8 @@
 //!    parallel); Runs per second until the watch has seen all of them terminal, against
 //!    the same number sent directly, [`REPLICAS`] × [`CONCURRENCY`] at a time.
 //! 3. API requests the controller made per Run (writes, reads, watches opened), counted
-//!    by the emulated API server per identity: one at a time, and in the burst.
+//!    by the emulated API server per identity: one at a time, and in the burst; its
+//!    writes to Runs apart from those to Runtimes (the pool's status) and Events.
 //! 4. CPU time per Run in both bursts, from `/proc`: of the controller, the webhook, this
 //!    process (the emulated API server and the clients) and the whole machine (with
 //!    the pods' runtimed and scripts): where a 2-core machine's time goes.
@@ -106,7 +107,7 @@ async fn bench() {
     let mut api_terminal = Vec::new();
     let mut api_answered_to_started = Vec::new();
     let mut direct_started = Vec::new();
-    let before = cluster.controller_requests();
+    let before = Requests::read(&cluster);
     for i in 0..SEQUENTIAL {
         let one = through_api(&runs, &terminal, &format!("seq-{i}")).await;
         api_started.push(one.started);
@@ -115,7 +116,7 @@ async fn bench() {
         api_answered_to_started.push(one.started.saturating_sub(one.create_answered));
         direct_started.push(direct.start_latency(i).await);
     }
-    let sequential = requests_per_run(&before, &cluster.controller_requests(), SEQUENTIAL);
+    let sequential = Requests::read(&cluster).per_run_since(&before, SEQUENTIAL);
     row("created-to-started, through the API", &mut api_started);
     row("create request answered (of the above)", &mut api_created);
     row(
@@ -131,11 +132,11 @@ async fn bench() {
         &mut direct_started,
     );
 
-    let before = cluster.controller_requests();
+    let before = Requests::read(&cluster);
     let cpu_before = CpuTimes::read(&cluster);
     let burst_api = burst_through_api(&runs, &terminal).await;
     let cpu_api = CpuTimes::read(&cluster).since(&cpu_before);
-    let burst = requests_per_run(&before, &cluster.controller_requests(), BURST);
+    let burst = Requests::read(&cluster).per_run_since(&before, BURST);
     let cpu_before = CpuTimes::read(&cluster);
     let burst_direct = direct.burst().await;
     let cpu_direct = CpuTimes::read(&cluster).since(&cpu_before);
@@ -164,18 +165,38 @@ async fn bench() {
 }
 
 /// The controller's requests between two counts, per Run.
-fn requests_per_run(
-    before: &kruntimes_e2e::cluster::api::counts::RequestCounts,
-    after: &kruntimes_e2e::cluster::api::counts::RequestCounts,
-    runs: usize,
-) -> String {
-    let per_run = |n: u64| n as f64 / runs as f64;
-    format!(
-        "{:.2} writes, {:.2} reads, {:.2} watches opened",
-        per_run(after.writes - before.writes),
-        per_run(after.reads - before.reads),
-        per_run(after.watches - before.watches)
-    )
+/// The controller identity's requests so far: all of them by kind, and its writes to
+/// Runs (what a Run costs) apart from those to Runtimes and Events (the pool's status
+/// and state changes, not one per Run).
+struct Requests {
+    all: kruntimes_e2e::cluster::api::counts::RequestCounts,
+    to_runs: u64,
+    to_runtimes: u64,
+    to_events: u64,
+}
+
+impl Requests {
+    fn read(cluster: &TestCluster) -> Requests {
+        Requests {
+            all: cluster.controller_requests(),
+            to_runs: cluster.controller_writes_to("runs"),
+            to_runtimes: cluster.controller_writes_to("runtimes"),
+            to_events: cluster.controller_writes_to("events"),
+        }
+    }
+
+    fn per_run_since(&self, before: &Requests, runs: usize) -> String {
+        let per_run = |n: u64| n as f64 / runs as f64;
+        format!(
+            "{:.2} writes ({:.2} to Runs, {:.2} to Runtimes, {:.2} to Events), {:.2} reads, {:.2} watches opened",
+            per_run(self.all.writes - before.all.writes),
+            per_run(self.to_runs - before.to_runs),
+            per_run(self.to_runtimes - before.to_runtimes),
+            per_run(self.to_events - before.to_events),
+            per_run(self.all.reads - before.all.reads),
+            per_run(self.all.watches - before.all.watches)
+        )
+    }
 }
 
 /// CPU time used so far: by each component process, by this process (the API server,

@@ -427,6 +427,20 @@ impl TestCluster {
             .unwrap_or_default()
     }
 
+    /// The writes the controller's identity sent to `resource` (a plural such as
+    /// `runs`, subresources included) since the start.
+    pub fn controller_writes_to(&self, resource: &str) -> u64 {
+        self.api
+            .as_ref()
+            .map(|api| {
+                api.writes_of_to(
+                    &format!("system:serviceaccount:{SYSTEM_NAMESPACE}:{CONTROLLER_ACCOUNT}"),
+                    resource,
+                )
+            })
+            .unwrap_or_default()
+    }
+
     /// The process ids of the webhook and controller processes the harness started
     /// (none for a cluster installed from a chart), by name: the benchmark reads their
     /// CPU time.

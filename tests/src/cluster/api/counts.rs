@@ -17,9 +17,13 @@ pub struct RequestCounts {
     pub writes: u64,
 }
 
-/// The counts of every user, by username.
+/// The counts of every user, by username; and their writes by resource (plural name),
+/// of the requests that got as far as naming one (a faulted request does not).
 #[derive(Debug, Default)]
-pub(crate) struct RequestLog(Mutex<BTreeMap<String, RequestCounts>>);
+pub(crate) struct RequestLog(
+    Mutex<BTreeMap<String, RequestCounts>>,
+    Mutex<BTreeMap<(String, String), u64>>,
+);
 
 impl RequestLog {
     /// Counts one authenticated request (faulted ones too: the client made them).
@@ -33,6 +37,29 @@ impl RequestLog {
             Method::GET | Method::HEAD => entry.reads += 1,
             _ => entry.writes += 1,
         }
+    }
+
+    /// Counts one write of `username` to `resource` (a plural such as `runs`).
+    pub(crate) fn record_write_to(&self, username: &str, resource: &str) {
+        let Ok(mut writes) = self.1.lock() else {
+            return;
+        };
+        *writes
+            .entry((username.to_owned(), resource.to_owned()))
+            .or_default() += 1;
+    }
+
+    /// `username`'s writes to `resource`, any subresource included.
+    pub(crate) fn writes_to(&self, username: &str, resource: &str) -> u64 {
+        self.1
+            .lock()
+            .ok()
+            .and_then(|writes| {
+                writes
+                    .get(&(username.to_owned(), resource.to_owned()))
+                    .copied()
+            })
+            .unwrap_or_default()
     }
 
     /// `username`'s counts (zero when it made no request).
@@ -67,6 +94,12 @@ mod tests {
             }
         );
         assert_eq!(log.of("b").reads, 1);
+        log.record_write_to("a", "runs");
+        log.record_write_to("a", "runs");
+        log.record_write_to("a", "runtimes");
+        assert_eq!(log.writes_to("a", "runs"), 2);
+        assert_eq!(log.writes_to("a", "runtimes"), 1);
+        assert_eq!(log.writes_to("b", "runs"), 0);
         assert_eq!(log.of("nobody"), RequestCounts::default());
     }
 }

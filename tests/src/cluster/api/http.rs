@@ -209,6 +209,11 @@ async fn route(
         };
     }
     let target = parse_target(server, path)?;
+    if method != Method::GET && method != Method::HEAD {
+        server
+            .requests
+            .record_write_to(&user.username, &target.rtype.plural);
+    }
     rbac::authorize(
         &server.store,
         &user,

@@ -515,6 +515,12 @@ impl ApiServerHandle {
         self.server.requests.of(username)
     }
 
+    /// The writes `username` sent to `resource` (a plural such as `runs`, its
+    /// subresources included) since the start.
+    pub fn writes_of_to(&self, username: &str, resource: &str) -> u64 {
+        self.server.requests.writes_to(username, resource)
+    }
+
     /// How many requests injected faults have answered since the start.
     pub fn faulted_requests(&self) -> u64 {
         self.server.faults.answered()
