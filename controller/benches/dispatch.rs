@@ -18,7 +18,7 @@
 //!    the same number sent directly, [`REPLICAS`] × [`CONCURRENCY`] at a time.
 //! 3. API requests the controller made per Run (writes, reads, watches opened), counted
 //!    by the emulated API server per identity: one at a time, and in the burst; its
-//!    writes to Runs apart from those to Runtimes (the pool's status) and Events.
+//!    writes by resource (Runs apart from the pool's Runtimes, Pods and Events).
 //! 4. CPU time per Run in both bursts, from `/proc`: of the controller, the webhook, this
 //!    process (the emulated API server and the clients) and the whole machine (with
 //!    the pods' runtimed and scripts): where a 2-core machine's time goes.
@@ -165,34 +165,35 @@ async fn bench() {
 }
 
 /// The controller's requests between two counts, per Run.
-/// The controller identity's requests so far: all of them by kind, and its writes to
-/// Runs (what a Run costs) apart from those to Runtimes and Events (the pool's status
-/// and state changes, not one per Run).
+/// The controller identity's requests so far: all of them by kind, and its writes by
+/// resource (those to Runs are what a Run costs; those to Runtimes, Pods and Events
+/// follow the pool's state, not each Run).
 struct Requests {
     all: kruntimes_e2e::cluster::api::counts::RequestCounts,
-    to_runs: u64,
-    to_runtimes: u64,
-    to_events: u64,
+    writes: BTreeMap<String, u64>,
 }
 
 impl Requests {
     fn read(cluster: &TestCluster) -> Requests {
         Requests {
             all: cluster.controller_requests(),
-            to_runs: cluster.controller_writes_to("runs"),
-            to_runtimes: cluster.controller_writes_to("runtimes"),
-            to_events: cluster.controller_writes_to("events"),
+            writes: cluster.controller_writes_by_resource(),
         }
     }
 
     fn per_run_since(&self, before: &Requests, runs: usize) -> String {
         let per_run = |n: u64| n as f64 / runs as f64;
+        let by_resource: Vec<String> = self
+            .writes
+            .iter()
+            .map(|(resource, n)| (resource, n - before.writes.get(resource).unwrap_or(&0)))
+            .filter(|(_, n)| *n > 0)
+            .map(|(resource, n)| format!("{:.2} to {resource}", per_run(n)))
+            .collect();
         format!(
-            "{:.2} writes ({:.2} to Runs, {:.2} to Runtimes, {:.2} to Events), {:.2} reads, {:.2} watches opened",
+            "{:.2} writes ({}), {:.2} reads, {:.2} watches opened",
             per_run(self.all.writes - before.all.writes),
-            per_run(self.to_runs - before.to_runs),
-            per_run(self.to_runtimes - before.to_runtimes),
-            per_run(self.to_events - before.to_events),
+            by_resource.join(", "),
             per_run(self.all.reads - before.all.reads),
             per_run(self.all.watches - before.all.watches)
         )

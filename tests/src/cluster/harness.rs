@@ -427,16 +427,15 @@ impl TestCluster {
             .unwrap_or_default()
     }
 
-    /// The writes the controller's identity sent to `resource` (a plural such as
-    /// `runs`, subresources included) since the start.
-    pub fn controller_writes_to(&self, resource: &str) -> u64 {
+    /// The writes the controller's identity sent since the start, by resource (a
+    /// plural such as `runs`, subresources included).
+    pub fn controller_writes_by_resource(&self) -> std::collections::BTreeMap<String, u64> {
         self.api
             .as_ref()
             .map(|api| {
-                api.writes_of_to(
-                    &format!("system:serviceaccount:{SYSTEM_NAMESPACE}:{CONTROLLER_ACCOUNT}"),
-                    resource,
-                )
+                api.writes_by_resource(&format!(
+                    "system:serviceaccount:{SYSTEM_NAMESPACE}:{CONTROLLER_ACCOUNT}"
+                ))
             })
             .unwrap_or_default()
     }

@@ -49,17 +49,16 @@ impl RequestLog {
             .or_default() += 1;
     }
 
-    /// `username`'s writes to `resource`, any subresource included.
-    pub(crate) fn writes_to(&self, username: &str, resource: &str) -> u64 {
-        self.1
-            .lock()
-            .ok()
-            .and_then(|writes| {
-                writes
-                    .get(&(username.to_owned(), resource.to_owned()))
-                    .copied()
-            })
-            .unwrap_or_default()
+    /// `username`'s writes by resource, any subresource included.
+    pub(crate) fn writes_by_resource(&self, username: &str) -> BTreeMap<String, u64> {
+        let Ok(writes) = self.1.lock() else {
+            return BTreeMap::new();
+        };
+        writes
+            .iter()
+            .filter(|((user, _), _)| user == username)
+            .map(|((_, resource), n)| (resource.clone(), *n))
+            .collect()
     }
 
     /// `username`'s counts (zero when it made no request).
@@ -97,9 +96,11 @@ mod tests {
         log.record_write_to("a", "runs");
         log.record_write_to("a", "runs");
         log.record_write_to("a", "runtimes");
-        assert_eq!(log.writes_to("a", "runs"), 2);
-        assert_eq!(log.writes_to("a", "runtimes"), 1);
-        assert_eq!(log.writes_to("b", "runs"), 0);
+        assert_eq!(
+            log.writes_by_resource("a"),
+            BTreeMap::from([("runs".to_owned(), 2), ("runtimes".to_owned(), 1)])
+        );
+        assert!(log.writes_by_resource("b").is_empty());
         assert_eq!(log.of("nobody"), RequestCounts::default());
     }
 }

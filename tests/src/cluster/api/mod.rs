@@ -515,10 +515,10 @@ impl ApiServerHandle {
         self.server.requests.of(username)
     }
 
-    /// The writes `username` sent to `resource` (a plural such as `runs`, its
-    /// subresources included) since the start.
-    pub fn writes_of_to(&self, username: &str, resource: &str) -> u64 {
-        self.server.requests.writes_to(username, resource)
+    /// The writes `username` sent since the start, by resource (a plural such as
+    /// `runs`, its subresources included).
+    pub fn writes_by_resource(&self, username: &str) -> std::collections::BTreeMap<String, u64> {
+        self.server.requests.writes_by_resource(username)
     }
 
     /// How many requests injected faults have answered since the start.
