@@ -15,8 +15,8 @@ use kruntimes_api::v1alpha1::{Runtime, RuntimeStatus};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{PredicateConfig, WatchStreamExt as _, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -90,7 +90,11 @@ pub fn error_policy(runtime: Arc<Runtime>, error: &Error, _ctx: Arc<Context>) ->
 
 /// A Controller watching every Runtime and the Deployments the controller rendered
 /// (selected by the managed-by label, so other Deployments are neither listed nor
-/// cached): a change of a Runtime's Deployment reconciles that Runtime.
+/// cached): a change of a Runtime's Deployment reconciles that Runtime. A Runtime is
+/// reconciled when its `metadata.generation` changes, not on status-only changes:
+/// nothing rendered depends on its status, and the dispatcher patches
+/// `status.capacity.busy` as Runs come and go, which would otherwise re-apply three
+/// unchanged objects each time.
 pub fn builder(client: &Client, namespace: Option<&str>) -> Controller<Runtime> {
     let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
     let (runtimes, deployments) = match namespace {
@@ -100,7 +104,13 @@ pub fn builder(client: &Client, namespace: Option<&str>) -> Controller<Runtime> 
         ),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
-    Controller::new(runtimes, watcher::Config::default()).owns(deployments, owned)
+    let (reader, writer) = reflector::store();
+    let spec_changes = watcher(runtimes, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, PredicateConfig::default());
+    Controller::for_stream(spec_changes, reader).owns(deployments, owned)
 }
 
 /// The item of [`controller`]'s stream: a reconciled Runtime, or why it was not.
