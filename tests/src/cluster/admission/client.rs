@@ -3,7 +3,6 @@
 //! one HTTP/1.1 POST under the webhook's timeout, on a kept-alive connection of the
 //! [`ConnectionPool`] when one is idle.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,13 +35,13 @@ pub struct ServiceRef {
 /// Where a webhook is called, resolved from its `clientConfig`.
 #[derive(Debug)]
 pub(crate) struct Target {
-    addr: SocketAddr,
     server_name: ServerName<'static>,
     host: String,
     path_and_query: String,
     /// `https://HOST:PORT/PATH?timeout=..`, as the apiserver's errors show it.
     pub(crate) url: String,
     tls: Arc<rustls::ClientConfig>,
+    /// The address connected to, with what a kept connection is reused for.
     key: TargetKey,
 }
 
@@ -93,7 +92,6 @@ impl Target {
                     server_name: host.clone(),
                     ca_bundle: ca_bundle.to_vec(),
                 },
-                addr,
                 server_name,
                 host,
                 path_and_query: format!("{path}?{query}"),
@@ -134,7 +132,6 @@ impl Target {
                 server_name: host.clone(),
                 ca_bundle: ca_bundle.to_vec(),
             },
-            addr,
             server_name,
             host: format!("{host}:{port}"),
             path_and_query,
@@ -145,9 +142,9 @@ impl Target {
 
     /// A new connection: TCP, the TLS handshake verifying the server, HTTP/1.1.
     async fn connect(&self) -> Result<Connection, String> {
-        let tcp = tokio::net::TcpStream::connect(self.addr)
+        let tcp = tokio::net::TcpStream::connect(self.key.addr)
             .await
-            .map_err(|e| format!("dial tcp {}: {e}", self.addr))?;
+            .map_err(|e| format!("dial tcp {}: {e}", self.key.addr))?;
         let stream = tokio_rustls::TlsConnector::from(self.tls.clone())
             .connect(self.server_name.clone(), tcp)
             .await
